@@ -1,0 +1,1 @@
+"""Delivery channels: one module per connector, all behind the Connector protocol in base.py."""

@@ -1,0 +1,78 @@
+"""Build RFC 5322 messages safely: policy.default, no header injection, stable Message-ID, List-Unsubscribe."""
+
+from __future__ import annotations
+
+import re
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from email.utils import formatdate
+from html.parser import HTMLParser
+from typing import Any
+
+
+def header_safe(value: str | None) -> str:
+    """A header value with every line break (and other control characters) turned into a space."""
+    return re.sub(r"[\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+", " ", value or "").strip()
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in ("br", "p", "div", "li", "tr", "h1", "h2", "h3"):
+            self.parts.append("\n")
+        if tag == "a":
+            href = dict(attrs).get("href")
+            if href:
+                self._href = href
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._skip -= 1
+        elif tag == "a" and getattr(self, "_href", None):
+            self.parts.append(f" <{self._href}>")
+            self._href = None
+        elif tag in ("p", "div", "h1", "h2", "h3"):
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """A readable plain-text alternative for an HTML body."""
+    p = _TextExtractor()
+    p.feed(html)
+    text = "".join(p.parts)
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def build_message(message: dict[str, Any], *, sender: str, cc: list[str] | None = None,
+                  reply_to: str | None = None, date: float | None = None) -> EmailMessage:
+    """One outgoing email from a planned message (to, subject, text/html, message_id, unsubscribe_url)."""
+    msg = EmailMessage(policy=default_policy)
+    msg["From"] = header_safe(sender)
+    msg["To"] = header_safe(message["to"])
+    if cc:
+        msg["Cc"] = ", ".join(header_safe(c) for c in cc)
+    if reply_to:
+        msg["Reply-To"] = header_safe(reply_to)
+    msg["Subject"] = header_safe(message.get("subject"))
+    msg["Message-ID"] = header_safe(message["message_id"])
+    msg["Date"] = formatdate(date, localtime=False)
+    if message.get("unsubscribe_url"):
+        msg["List-Unsubscribe"] = f"<{header_safe(message['unsubscribe_url'])}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    html = message.get("html")
+    text = message.get("text") or (html_to_text(html) if html else "")
+    msg.set_content(text)
+    if html:
+        msg.add_alternative(html, subtype="html")
+    return msg

@@ -1,0 +1,1 @@
+"""The playbook format: YAML loading with line marks, models, validation, JSON Schema."""

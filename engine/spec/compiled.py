@@ -1,0 +1,73 @@
+"""What a loaded playbook becomes: validated models plus compiled expressions and templates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import Diagnostic
+from engine.spec.models import Playbook
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition of a playbook: the trigger's expression or one `where` item."""
+
+    label: str          # "trigger (low_usage)" or "where[1]"
+    text: str           # the expression text
+    expr: Any           # compiled engine.lang expression
+
+
+@dataclass(frozen=True)
+class CompiledAction:
+    """One action, its options with every templated string compiled."""
+
+    index: int
+    kind: str                       # email | slack | task | webhook
+    spec: Any                       # the options model (EmailAction, …)
+    fields: Any                     # options as a nested structure whose strings are compiled templates
+    files: dict[str, Any] = field(default_factory=dict)   # email template files: subject, html, text
+
+
+@dataclass(frozen=True)
+class CompiledPlaybook:
+    """A valid playbook, ready to evaluate."""
+
+    spec: Playbook
+    file: str
+    conditions: tuple[Condition, ...]
+    actions: tuple[CompiledAction, ...]
+    on_resolve: tuple[CompiledAction, ...]
+    source_hash: str
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def subject(self) -> str:
+        return self.spec.subject
+
+
+@dataclass(frozen=True)
+class InvalidPlaybook:
+    """A playbook file that failed validation: never run, reported with its diagnostics."""
+
+    file: str
+    id: str | None
+    diagnostics: tuple[Diagnostic, ...]
+
+
+@dataclass(frozen=True)
+class PlaybookSet:
+    """Every playbook file of the playbooks directory, valid or not."""
+
+    valid: tuple[CompiledPlaybook, ...]
+    invalid: tuple[InvalidPlaybook, ...]
+
+    def get(self, playbook_id: str) -> CompiledPlaybook | None:
+        return next((p for p in self.valid if p.id == playbook_id), None)
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        return [d for inv in self.invalid for d in inv.diagnostics]

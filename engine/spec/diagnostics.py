@@ -1,0 +1,91 @@
+"""Turn pydantic validation errors into file:line:col diagnostics with "did you mean" hints."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from engine.errors import Diagnostic, suggest
+from engine.spec.yamlmarks import Marks
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that validates the mapping at `loc`, when it can be found."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                alias_hit = [f for f in current.model_fields.values() if f.alias == part]
+                if not alias_hit:
+                    return None
+                field = alias_hit[0]
+            current = field.annotation
+        elif isinstance(part, int) or typing.get_origin(current) in (dict, list):
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+            continue
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            models = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(models) == 1:
+                tp = models[0]
+                continue
+            found = [a for a in models if isinstance(a, type) and issubclass(a, BaseModel)]
+            return found[0] if len(found) == 1 else tp
+        return tp
+
+
+def allowed_keys(model: type[BaseModel]) -> list[str]:
+    """The keys a model accepts in YAML (aliases where set)."""
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def validation_diagnostics(exc: ValidationError, model: type[BaseModel], marks: Marks,
+                           prefix: tuple[Any, ...] = ()) -> list[Diagnostic]:
+    """One Diagnostic per pydantic error, located through the YAML marks; secrets never echoed."""
+    out: list[Diagnostic] = []
+    seen: set[tuple[Any, ...]] = set()
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = prefix + loc
+        kind = err["type"]
+        ctx = err.get("ctx") or {}
+        if kind == "extra_forbidden":
+            name = str(loc[-1])
+            parent = _model_at(model, loc[:-1])
+            options = allowed_keys(parent) if parent else []
+            close = suggest(name, options) if options else None
+            hint = f"did you mean `{close}`?" if close else (
+                f"allowed keys: {', '.join(options)}" if options else None)
+            out.append(marks.diagnostic(path, f"unknown key `{name}`", hint, key=True))
+        elif kind == "missing":
+            name = str(loc[-1])
+            out.append(marks.diagnostic(path[:-1], f"missing required key `{name}`", f"add `{name}:`"))
+        else:
+            msg = str(err["msg"])
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            field = ".".join(str(p) for p in loc) or "document"
+            if ctx.get("hint"):
+                out.append(marks.diagnostic(path, f"{field}: {msg}", str(ctx["hint"])))
+            else:
+                out.append(marks.diagnostic(path, f"{field}: {msg}"))
+        key = (path, kind)
+        if key in seen:
+            out.pop()
+        seen.add(key)
+    return sorted(out, key=lambda d: (d.line or 0, d.col or 0))

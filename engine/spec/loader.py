@@ -1,0 +1,209 @@
+"""Load the playbooks directory: YAML with marks -> models -> compiled expressions and templates."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from engine.errors import Diagnostic, ExpressionError, UserError
+from engine.lang import Scope, compile_expression
+from engine.settings import Settings
+from engine.spec.compiled import CompiledAction, CompiledPlaybook, Condition, InvalidPlaybook, PlaybookSet
+from engine.spec.diagnostics import validation_diagnostics
+from engine.spec.models import Action, Playbook
+from engine.spec.triggers import trigger_expression
+from engine.spec.yamlmarks import Marks, load_yaml
+from engine.store.schema import CORE_FIELDS
+from engine.templating import Templates, TemplateProblem
+
+NOT_TEMPLATED = {"priority", "connector", "due_in", "method", "template", "close_on_resolve", "role"}
+EMAIL_PARTS = {"subject": ".subject.j2", "html": ".html.j2", "text": ".txt.j2"}
+
+
+def scope_for(settings: Settings, subject: str) -> Scope:
+    """The names an expression of a playbook about `subject` may use."""
+    custom = settings.custom_fields()
+    fields = {
+        "account": {**CORE_FIELDS["accounts"], **custom.get("accounts", {})},
+        "contact": {**CORE_FIELDS["contacts"], **custom.get("contacts", {})},
+        "goal": {**CORE_FIELDS["goals"], **custom.get("goals", {})},
+    }
+    return Scope(subject=subject, fields=fields, segments=dict(settings.segments))
+
+
+def playbook_files(directory: Path) -> list[Path]:
+    """The playbook files of a directory, in a stable order."""
+    return sorted(p for p in directory.glob("*.y*ml") if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def load_playbooks(settings: Settings, paths: list[Path] | None = None) -> PlaybookSet:
+    """Load and compile every playbook; invalid ones are kept apart with their diagnostics."""
+    templates = Templates(settings.templates if settings.templates.is_dir() else None)
+    files = paths if paths is not None else (
+        playbook_files(settings.playbooks) if settings.playbooks.is_dir() else [])
+    valid: list[CompiledPlaybook] = []
+    invalid: list[InvalidPlaybook] = []
+    seen: dict[str, str] = {}
+    for path in files:
+        shown = _display(path, settings.base_dir)
+        result = load_one(path, shown, settings, templates)
+        if isinstance(result, CompiledPlaybook) and result.id in seen:
+            result = InvalidPlaybook(shown, result.id, (Diagnostic(
+                shown, *_id_pos(path), f"playbook id `{result.id}` is already used by {seen[result.id]}",
+                "give each playbook its own id"),))
+        if isinstance(result, CompiledPlaybook):
+            seen[result.id] = shown
+            valid.append(result)
+        else:
+            invalid.append(result)
+    return PlaybookSet(tuple(valid), tuple(invalid))
+
+
+def _display(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _id_pos(path: Path) -> tuple[int | None, int | None]:
+    try:
+        _, marks = load_yaml(path.read_text(encoding="utf-8"), str(path))
+        return marks.at(("id",))
+    except UserError:
+        return (None, None)
+
+
+def load_one(path: Path, shown: str, settings: Settings, templates: Templates) -> CompiledPlaybook | InvalidPlaybook:
+    """Load one playbook file; never raises for a user's mistake."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return InvalidPlaybook(shown, None, (Diagnostic(shown, None, None, f"cannot read file: {exc}"),))
+    try:
+        data, marks = load_yaml(text, shown)
+    except UserError as exc:
+        return InvalidPlaybook(shown, None, tuple(exc.diagnostics))
+    if not isinstance(data, dict):
+        return InvalidPlaybook(shown, None, (Diagnostic(shown, 1, 1, "a playbook must be a YAML mapping",
+                                                        "start with `id:`, `name:`, `trigger:` and `actions:`"),))
+    pid = data.get("id") if isinstance(data.get("id"), str) else None
+    try:
+        spec = Playbook.model_validate(data)
+    except ValidationError as exc:
+        return InvalidPlaybook(shown, pid, tuple(validation_diagnostics(exc, Playbook, marks)))
+    problems: list[Diagnostic] = []
+    conditions = _compile_conditions(spec, settings, marks, text, problems)
+    actions = tuple(_compile_actions(spec.actions, "actions", spec, settings, templates, marks, problems))
+    on_resolve = tuple(_compile_actions(spec.on_resolve, "on_resolve", spec, settings, templates, marks, problems))
+    if problems:
+        return InvalidPlaybook(shown, spec.id, tuple(problems))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return CompiledPlaybook(spec, shown, tuple(conditions), actions, on_resolve, digest)
+
+
+def _compile_conditions(spec: Playbook, settings: Settings, marks: Marks, text: str,
+                        problems: list[Diagnostic]) -> list[Condition]:
+    scope = scope_for(settings, spec.subject)
+    out: list[Condition] = []
+    kind = spec.trigger.kind
+    items: list[tuple[str, str, tuple[Any, ...], bool]] = [
+        (f"trigger ({kind})", trigger_expression(spec.trigger), ("trigger", kind), kind == "when")]
+    items += [(f"where[{i}]", w, ("where", i), True) for i, w in enumerate(spec.where)]
+    for label, expr_text, path, literal in items:
+        try:
+            out.append(Condition(label, expr_text, compile_expression(expr_text, scope)))
+        except ExpressionError as exc:
+            line, col = marks.at(path)
+            if literal and exc.col and line is not None and col is not None:
+                col += exc.col - 1 + _quote_offset(text, line, col)
+            where = "" if literal else f" (in `{expr_text}`, which {kind} expands to)"
+            hint = exc.hint
+            problems.append(Diagnostic(marks.file, line, col, f"{exc.message}{where}", hint))
+    return out
+
+
+def _quote_offset(text: str, line: int, col: int) -> int:
+    lines = text.splitlines()
+    if 0 < line <= len(lines) and 0 < col <= len(lines[line - 1]):
+        return 1 if lines[line - 1][col - 1] in "'\"" else 0
+    return 0
+
+
+def _compile_actions(actions: list[Action], key: str, spec: Playbook, settings: Settings, templates: Templates,
+                     marks: Marks, problems: list[Diagnostic]) -> list[CompiledAction]:
+    out: list[CompiledAction] = []
+    for index, action in enumerate(actions):
+        path = (key, index, action.kind)
+        opts = action.options
+        _check_connector(action.kind, opts, settings, marks, path, problems)
+        if action.kind == "email" and opts.to == "contact" and spec.subject != "contact":
+            problems.append(marks.diagnostic(path + ("to",), "`to: contact` needs `subject: contact`",
+                                             "use a role filter such as `to: {role: champion}`"))
+        raw = opts.model_dump(exclude_none=True, by_alias=True)
+        extra = frozenset({"contact"}) if action.kind == "email" and hasattr(opts.to, "role") else frozenset()
+        fields = _compile_structure(raw, (), spec.subject, templates, marks, path, problems, extra)
+        files: dict[str, Any] = {}
+        if action.kind == "email" and opts.template:
+            files = _compile_email_files(opts.template, spec.subject, templates, settings, marks, path, problems,
+                                         extra)
+        out.append(CompiledAction(index, action.kind, opts, fields, files))
+    return out
+
+
+def _check_connector(kind: str, opts: Any, settings: Settings, marks: Marks, path: tuple[Any, ...],
+                     problems: list[Diagnostic]) -> None:
+    if settings.local_sinks:
+        return
+    c = settings.connectors
+    missing = {"email": c.email is None, "slack": c.slack is None}.get(kind, False)
+    if kind == "task":
+        wanted = opts.connector or (c.tasks.default if c.tasks else None) or "builtin"
+        conf = c.tasks
+        missing = wanted != "builtin" and (conf is None or getattr(conf, wanted) is None)
+        kind = f"tasks.{wanted}"
+    if missing:
+        problems.append(marks.diagnostic(path, f"this playbook uses `{kind}` but no {kind} connector is configured",
+                                         f"add connectors.{kind} to config.yaml"))
+
+
+def _compile_structure(value: Any, sub: tuple[Any, ...], subject: str, templates: Templates, marks: Marks,
+                       path: tuple[Any, ...], problems: list[Diagnostic], extra: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: (v if k in NOT_TEMPLATED else
+                    _compile_structure(v, sub + (k,), subject, templates, marks, path, problems, extra))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compile_structure(v, sub + (i,), subject, templates, marks, path, problems, extra)
+                for i, v in enumerate(value)]
+    if isinstance(value, str):
+        try:
+            return templates.compile_inline(value, subject, extra)
+        except TemplateProblem as exc:
+            problems.append(marks.diagnostic(path + sub, exc.message))
+            return None
+    return value
+
+
+def _compile_email_files(name: str, subject: str, templates: Templates, settings: Settings, marks: Marks,
+                         path: tuple[Any, ...], problems: list[Diagnostic], extra: frozenset[str]) -> dict[str, Any]:
+    files: dict[str, Any] = {}
+    for part, suffix in EMAIL_PARTS.items():
+        if templates.exists(name + suffix):
+            try:
+                files[part] = templates.compile_file(name + suffix, subject, extra)
+            except TemplateProblem as exc:
+                tfile = _display(settings.templates / (name + suffix), settings.base_dir)
+                problems.append(Diagnostic(tfile, exc.line, None, exc.message,
+                                           f"used by {marks.file} line {marks.at(path + ('template',))[0]}"))
+    if "subject" not in files and not any(p.line for p in problems if p.file != marks.file):
+        if not templates.exists(name + EMAIL_PARTS["subject"]):
+            problems.append(marks.diagnostic(path + ("template",), f"template `{name}` has no `{name}.subject.j2`",
+                                             f"create {name}.subject.j2 in {settings.templates}"))
+    if not templates.exists(name + ".html.j2") and not templates.exists(name + ".txt.j2"):
+        problems.append(marks.diagnostic(path + ("template",), f"template `{name}` has no body",
+                                         f"create {name}.html.j2 and/or {name}.txt.j2 in {settings.templates}"))
+    return files

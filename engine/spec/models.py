@@ -1,0 +1,206 @@
+"""Pydantic models of the playbook format (§6, §7, §9): what a YAML playbook may say."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.settings import parse_duration
+
+ID_PATTERN = r"^[a-z0-9-]+$"
+Agg = Literal["sum", "avg", "min", "max", "count", "last"]
+
+
+class Model(BaseModel):
+    """Base: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OneOf(Model):
+    """A mapping that must hold exactly one of its optional keys (a trigger or an action)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_kind(cls, data: Any) -> Any:
+        # `goal_achieved:` with nothing after it means "no options", not "absent".
+        if isinstance(data, dict):
+            return {k: ({} if v is None and k in cls.model_fields else v) for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "OneOf":
+        set_keys = [k for k in type(self).model_fields if getattr(self, k) is not None]
+        if len(set_keys) != 1:
+            what = type(self).__name__.lower()
+            given = f"found {', '.join(set_keys)}" if set_keys else "found none"
+            raise ValueError(f"a {what} needs exactly one of: {', '.join(type(self).model_fields)} ({given})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The name of the one key that is set."""
+        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
+
+    @property
+    def options(self) -> Any:
+        """The options model of the one key that is set."""
+        return getattr(self, self.kind)
+
+
+def _duration(v: str | None) -> str | None:
+    if v is not None:
+        parse_duration(str(v))
+    return v
+
+
+class LowUsage(Model):
+    metric: str
+    days: int = Field(30, ge=1, le=3660)
+    agg: Agg = "avg"
+    below: float | None = None
+    below_per_seat: float | None = None
+    drop_pct: float | None = Field(None, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> "LowUsage":
+        given = [k for k in ("below", "below_per_seat", "drop_pct") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("low_usage needs exactly one of `below`, `below_per_seat`, `drop_pct`")
+        return self
+
+
+class RenewalApproaching(Model):
+    within_days: int = Field(ge=0)
+    field: str = "renewal_date"
+
+
+class GoalAchieved(Model):
+    name: str | None = Field(None, description="only goals whose name matches this glob (* and ?)")
+
+
+class Trigger(OneOf):
+    low_usage: LowUsage | None = None
+    renewal_approaching: RenewalApproaching | None = None
+    goal_achieved: GoalAchieved | None = None
+    when: str | None = None
+
+
+class RoleFilter(Model):
+    role: str | list[str]
+
+
+Recipients = RoleFilter | list[str] | str
+
+
+class EmailAction(Model):
+    to: Recipients = Field(description="`contact` (the subject contact), {role: …} (the account's contacts "
+                                        "with that role), or addresses (templated)")
+    cc: Recipients | None = None
+    template: str | None = None
+    subject: str | None = None
+    body: str | None = None
+    reply_to: str | None = None
+
+    @model_validator(mode="after")
+    def _content(self) -> "EmailAction":
+        if self.template and (self.subject or self.body):
+            raise ValueError("use either `template` or inline `subject` + `body`, not both")
+        if not self.template and not (self.subject and self.body):
+            raise ValueError("an email needs `template`, or both `subject` and `body`")
+        return self
+
+
+class SlackAction(Model):
+    channel: str | None = None
+    to: str | None = Field(None, description="an email address: direct message to that Slack user")
+    text: str
+    blocks: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> "SlackAction":
+        if bool(self.channel) == bool(self.to):
+            raise ValueError("a slack action needs exactly one of `channel` or `to`")
+        return self
+
+
+class TaskAction(Model):
+    title: str
+    description: str | None = None
+    assignee: str | None = None
+    due_in: str | None = None
+    priority: Literal["low", "normal", "high"] = "normal"
+    connector: Literal["builtin", "hubspot", "salesforce"] | None = None
+    close_on_resolve: bool = True
+
+    _due = field_validator("due_in")(classmethod(lambda cls, v: _duration(v)))
+
+
+class WebhookAction(Model):
+    url: str
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+
+
+class Action(OneOf):
+    email: EmailAction | None = None
+    slack: SlackAction | None = None
+    task: TaskAction | None = None
+    webhook: WebhookAction | None = None
+
+
+class Playbook(Model):
+    """One playbook file."""
+
+    id: str = Field(pattern=ID_PATTERN, max_length=80)
+    name: str
+    description: str | None = None
+    enabled: bool = True
+    subject: Literal["account", "contact", "goal"] = "account"
+    schedule: str | None = None
+    trigger: Trigger
+    where: list[str] = Field(default_factory=list)
+    repeat: str | None = None
+    cooldown: str | None = None
+    max_episodes: int | None = Field(None, ge=1)
+    max_actions_per_run: int | None = Field(None, ge=1)
+    actions: list[Action] = Field(min_length=1)
+    on_resolve: list[Action] = Field(default_factory=list)
+
+    _durations = field_validator("repeat", "cooldown")(classmethod(lambda cls, v: _duration(v)))
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(v)
+            except ValueError as exc:
+                raise ValueError(f"`{v}` is not a cron expression ({exc}); "
+                                 "write five fields: minute hour day month weekday") from None
+        return v
+
+    @model_validator(mode="after")
+    def _goal_trigger(self) -> "Playbook":
+        if self.trigger.goal_achieved is not None and self.subject != "goal":
+            raise ValueError("the goal_achieved trigger needs `subject: goal`")
+        return self
+
+    @property
+    def repeat_seconds(self) -> int | None:
+        return parse_duration(self.repeat) if self.repeat else None
+
+    @property
+    def cooldown_seconds(self) -> int:
+        return parse_duration(self.cooldown) if self.cooldown else 0
+
+
+def glob_to_like(pattern: str) -> str:
+    """A shell glob (* and ?) as a SQL LIKE pattern with `\\` as escape."""
+    out = re.sub(r"([%_\\])", r"\\\1", pattern)
+    return out.replace("*", "%").replace("?", "_")

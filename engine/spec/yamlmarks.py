@@ -1,0 +1,94 @@
+"""Safe YAML loading that keeps where every value came from and rejects duplicate keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from engine.errors import Diagnostic, UserError
+
+Path = tuple[str | int, ...]
+
+
+@dataclass
+class Marks:
+    """Line/column (1-based) of every value and every mapping key, by path from the document root."""
+
+    file: str
+    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def at(self, path: Path, *, key: bool = False) -> tuple[int | None, int | None]:
+        """Position of the value at `path` (or its key), falling back to the nearest known parent."""
+        table = self.keys if key else self.values
+        p = tuple(path)
+        while p:
+            if p in table:
+                return table[p]
+            if p in self.values:
+                return self.values[p]
+            p = p[:-1]
+        return self.values.get((), (1, 1))
+
+    def diagnostic(self, path: Path, message: str, hint: str | None = None, *, key: bool = False) -> Diagnostic:
+        """A Diagnostic pointing at the value (or key) at `path`."""
+        line, col = self.at(path, key=key)
+        return Diagnostic(self.file, line, col, message, hint)
+
+
+def load_yaml(text: str, file: str) -> tuple[Any, Marks]:
+    """Parse one YAML document safely; raise UserError with file:line:col on syntax errors or duplicate keys."""
+    marks = Marks(file)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise UserError(Diagnostic(file, line, col, f"YAML syntax error: {problem}",
+                                   "check indentation and quoting on this line")) from None
+    except yaml.YAMLError as exc:  # pragma: no cover - defensive
+        raise UserError(Diagnostic(file, None, None, f"YAML error: {exc}")) from None
+    if node is None:
+        return None, marks
+    errors: list[Diagnostic] = []
+    data = _build(node, (), marks, errors)
+    if errors:
+        raise UserError(errors)
+    return data, marks
+
+
+_constructor = yaml.SafeLoader(stream="")
+
+
+def _build(node: yaml.Node, path: Path, marks: Marks, errors: list[Diagnostic]) -> Any:
+    marks.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                errors.append(Diagnostic(marks.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                                         "YAML merge keys (<<) are not supported", "write the keys out"))
+                continue
+            key = _build(key_node, path + ("<key>",), marks, errors)
+            marks.values.pop(path + ("<key>",), None)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                errors.append(Diagnostic(marks.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                                         "a mapping key must be a plain scalar"))
+                continue
+            key = str(key) if not isinstance(key, str) else key
+            kpos = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in result:
+                first = marks.keys.get(path + (key,))
+                where = f" (first defined on line {first[0]})" if first else ""
+                errors.append(Diagnostic(marks.file, kpos[0], kpos[1], f"duplicate key `{key}`{where}",
+                                         "remove one of them"))
+                continue
+            marks.keys[path + (key,)] = kpos
+            result[key] = _build(value_node, path + (key,), marks, errors)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(child, path + (i,), marks, errors) for i, child in enumerate(node.value)]
+    return _constructor.construct_object(node, deep=True)

@@ -1,0 +1,104 @@
+"""Database engine creation, migrations on open, and custom-field columns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.pool import NullPool
+
+from engine.errors import ConfigError, Diagnostic
+from engine.store.schema import FIELD_TYPES, Schema, build_schema
+
+
+@dataclass(frozen=True)
+class Database:
+    """An open database: the SQLAlchemy engine and the tables for this configuration."""
+
+    engine: Engine
+    schema: Schema
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine with our SQLite pragmas and helper functions installed."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_setup(dbapi_conn, _record):  # noqa: ANN001
+            from engine.lang.sqlite_functions import register
+
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see below)
+            cur = dbapi_conn.cursor()
+            if ":memory:" not in url:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+            register(dbapi_conn)
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # noqa: ANN001
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("immediate") else "BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def open_database(url: str, custom_fields: dict[str, dict[str, str]] | None = None, *,
+                  migrate: bool = True) -> Database:
+    """Open (and by default migrate) the database; add columns for newly declared custom fields."""
+    engine = make_engine(url)
+    schema = build_schema(custom_fields)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any driver error means the same thing to a user
+        raise ConfigError(Diagnostic("config", None, None,
+                                     f"cannot open database: {type(exc).__name__}: {_first_line(exc)}",
+                                     "check `database:` in config.yaml")) from None
+    if migrate:
+        from engine.store.migrate import upgrade
+
+        upgrade(engine)
+        ensure_custom_columns(engine, schema, custom_fields or {})
+    return Database(engine, schema)
+
+
+def ensure_custom_columns(engine: Engine, schema: Schema, custom: dict[str, dict[str, str]]) -> None:
+    """Add a column for each declared custom field that the table lacks; refuse a changed type."""
+    insp = inspect(engine)
+    for entity, fields in custom.items():
+        existing = {c["name"]: c for c in insp.get_columns(entity)}
+        table = schema.entity(entity)
+        for name, ftype in fields.items():
+            col = table.c[name]
+            if name in existing:
+                want = FIELD_TYPES[ftype]().compile(dialect=engine.dialect)
+                have = existing[name]["type"].compile(dialect=engine.dialect)
+                if _norm(want) != _norm(have):
+                    raise ConfigError(Diagnostic(
+                        "config", None, None,
+                        f"custom field {entity}.{name} is declared `{ftype}` but the database holds it as {have}",
+                        "keep the old type, or rename the field (a new name gets a new column)"))
+                continue
+            coltype = col.type.compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.execute(text(f'ALTER TABLE {entity} ADD COLUMN "{name}" {coltype}'))
+
+
+def _norm(t: str) -> str:
+    t = t.upper()
+    return {"DOUBLE PRECISION": "FLOAT", "DOUBLE": "FLOAT", "REAL": "FLOAT", "TIMESTAMP WITHOUT TIME ZONE": "DATETIME",
+            "TIMESTAMP": "DATETIME", "INTEGER": "BIGINT", "VARCHAR": "VARCHAR"}.get(t, t)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""

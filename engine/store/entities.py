@@ -1,0 +1,153 @@
+"""SQL for synced entities (accounts, contacts, usage, goals) and the sync bookkeeping.
+
+The sync runner validates rows and calls these functions inside one transaction per entity.
+Rows written by a sync carry its stamp in `synced_at`; rows of the entity without that stamp were
+absent from the snapshot. Stamps strictly increase per table (see `next_stamp`), so two syncs at
+the same `now` still tell their rows apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, and_, func, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine.store.schema import KEYS, Schema
+
+CHUNK = 5000
+
+
+@contextmanager
+def write_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection for one write transaction (SQLite: BEGIN IMMEDIATE, so no lock upgrade deadlocks)."""
+    with engine.connect() as conn:
+        conn.info["immediate"] = True
+        try:
+            yield conn
+        finally:
+            conn.info.pop("immediate", None)
+
+
+def account_states(conn: Connection, schema: Schema) -> dict[str, bool]:
+    """Every account id -> True when present, False when marked removed."""
+    table = schema.accounts
+    rows = conn.execute(select(table.c.id, table.c.removed_at))
+    return {row[0]: row[1] is None for row in rows}
+
+
+def present_account_ids(conn: Connection, schema: Schema) -> set[str]:
+    """Ids of the accounts that are present (not marked removed)."""
+    table = schema.accounts
+    return set(conn.scalars(select(table.c.id).where(table.c.removed_at.is_(None))))
+
+
+def count_rows(conn: Connection, table: Table) -> int:
+    """Number of rows in a table."""
+    return int(conn.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def next_stamp(conn: Connection, table: Table, now: datetime) -> datetime:
+    """The sync stamp for this sync of `table`: `now`, or just after the newest stamp if that is not older."""
+    newest = conn.scalar(select(func.max(table.c.synced_at)))
+    if isinstance(newest, str):  # SQLite without type processing in aggregates
+        newest = datetime.fromisoformat(newest)
+    if newest is not None and newest >= now:
+        return newest + timedelta(microseconds=1)
+    return now
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    name = conn.dialect.name
+    if name == "sqlite":
+        return sqlite.insert(table)
+    if name == "postgresql":
+        return postgresql.insert(table)
+    raise NotImplementedError(f"sync supports SQLite and PostgreSQL databases, not {name}")
+
+
+def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or update rows by key; only the columns a row names are set (others keep their values).
+
+    Rows are grouped by their column set and written with executemany. Updating clears `removed_at`
+    (a row that reappears is present again).
+    """
+    if not rows:
+        return
+    keys = KEYS[table.name]
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    has_removed = "removed_at" in table.c
+    for columns, group in groups.items():
+        stmt = _insert(conn, table)
+        updates = {c: stmt.excluded[c] for c in columns if c not in keys}
+        if has_removed:
+            updates["removed_at"] = None
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
+        for start in range(0, len(group), CHUNK):
+            conn.execute(stmt, group[start:start + CHUNK])
+
+
+def _key_match(table: Table, keys: Sequence[tuple[Any, ...]]) -> Any:
+    names = KEYS[table.name]
+    if len(names) == 1:
+        return table.c[names[0]].in_([k[0] for k in keys])
+    return tuple_(*(table.c[n] for n in names)).in_([tuple(k) for k in keys])
+
+
+def touch_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]], stamp: datetime) -> int:
+    """Stamp existing rows by key without changing them (rows present in the source but skipped as invalid)."""
+    batch = list(keys)
+    touched = 0
+    step = 500
+    for start in range(0, len(batch), step):
+        part = batch[start:start + step]
+        touched += conn.execute(update(table).where(_key_match(table, part)).values(synced_at=stamp)).rowcount
+    return touched
+
+
+def mark_absent_removed(conn: Connection, table: Table, stamp: datetime, now: datetime) -> int:
+    """Mark removed (removed_at = now) the present rows this sync did not stamp; returns how many."""
+    absent = or_(table.c.synced_at.is_(None), table.c.synced_at != stamp)
+    result = conn.execute(update(table).where(and_(table.c.removed_at.is_(None), absent))
+                          .values(removed_at=now))
+    return int(result.rowcount or 0)
+
+
+def cascade_removed_accounts(conn: Connection, schema: Schema, now: datetime) -> dict[str, int]:
+    """Mark removed the present contacts and goals of removed accounts; entity -> rows marked."""
+    accounts = schema.accounts
+    removed_ids = select(accounts.c.id).where(accounts.c.removed_at.is_not(None)).scalar_subquery()
+    counts = {}
+    for table in (schema.contacts, schema.goals):
+        result = conn.execute(update(table)
+                              .where(table.c.removed_at.is_(None), table.c.account_id.in_(removed_ids))
+                              .values(removed_at=now))
+        counts[table.name] = int(result.rowcount or 0)
+    return counts
+
+
+def delete_absent_usage(conn: Connection, table: Table, stamp: datetime) -> int:
+    """Delete the usage rows this sync did not stamp (absent from a full usage snapshot)."""
+    result = conn.execute(table.delete().where(or_(table.c.synced_at.is_(None), table.c.synced_at != stamp)))
+    return int(result.rowcount or 0)
+
+
+def record_sync_state(conn: Connection, schema: Schema, entity: str, synced_at: datetime,
+                      rows: int, removed: int) -> None:
+    """Remember when an entity was last synced and how many rows it loaded and removed."""
+    table = schema.sync_state
+    stmt = _insert(conn, table).values(entity=entity, synced_at=synced_at, rows=rows, removed=removed)
+    stmt = stmt.on_conflict_do_update(index_elements=["entity"],
+                                      set_={"synced_at": synced_at, "rows": rows, "removed": removed})
+    conn.execute(stmt)
+
+
+def last_synced(conn: Connection, schema: Schema, entity: str) -> datetime | None:
+    """When the entity was last synced successfully (naive UTC), or None if never."""
+    table = schema.sync_state
+    return conn.scalar(select(table.c.synced_at).where(table.c.entity == entity))

@@ -1,0 +1,144 @@
+"""The durable outbox (§10): planned actions, claims with leases and fencing tokens, outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine.store.schema import Schema
+
+TERMINAL = ("sent", "failed", "suppressed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An outbox row claimed by one worker; its token must still hold when the outcome is recorded."""
+
+    id: int
+    dedup_key: str
+    kind: str
+    connector: str
+    payload: dict
+    attempts: int
+    token: int
+    ambiguous: bool
+    playbook_id: str
+    subject_type: str
+    subject_id: str
+    episode: int
+    created_at: datetime
+    expires_at: datetime | None
+
+
+def plan(conn: Connection, schema: Schema, rows: Iterable[dict[str, Any]]) -> int:
+    """Insert planned actions; a dedup key already present is left alone. Returns rows inserted."""
+    rows = list(rows)
+    if not rows:
+        return 0
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(schema.outbox)
+    result = conn.execute(ins.on_conflict_do_nothing(index_elements=["dedup_key"]), rows)
+    return max(result.rowcount or 0, 0)
+
+
+def claim(conn: Connection, schema: Schema, owner: str, now: datetime, lease_s: float, limit: int,
+          kinds: tuple[str, ...] | None = None) -> list[Claimed]:
+    """Claim up to `limit` due actions (and expired leases, flagged ambiguous). Caller commits at once."""
+    o = schema.outbox
+    due = or_(and_(o.c.status == "pending", o.c.not_before <= now),
+              and_(o.c.status == "claimed", o.c.lease_until < now))
+    q = select(o.c.id, o.c.status).where(due).order_by(o.c.not_before, o.c.id).limit(limit)
+    if kinds:
+        q = q.where(o.c.kind.in_(kinds))
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    picked = conn.execute(q).all()
+    if not picked:
+        return []
+    expired = [r.id for r in picked if r.status == "claimed"]
+    ids = [r.id for r in picked]
+    if expired:
+        conn.execute(update(o).where(o.c.id.in_(expired)).values(ambiguous=True))
+    until = now + timedelta(seconds=lease_s)
+    conn.execute(update(o).where(o.c.id.in_(ids)).values(
+        status="claimed", lease_owner=owner, lease_until=until, lease_token=o.c.lease_token + 1,
+        attempts=o.c.attempts + 1, updated_at=now))
+    rows = conn.execute(select(o).where(o.c.id.in_(ids)).order_by(o.c.not_before, o.c.id)).mappings()
+    return [Claimed(r["id"], r["dedup_key"], r["kind"], r["connector"], r["payload"], r["attempts"],
+                    r["lease_token"], bool(r["ambiguous"]), r["playbook_id"], r["subject_type"], r["subject_id"],
+                    r["episode"], r["created_at"], r["expires_at"]) for r in rows]
+
+
+def record(conn: Connection, schema: Schema, item: Claimed, *, status: str, now: datetime, error: str | None = None,
+           result: dict | None = None, retry_at: datetime | None = None, worker: str | None = None,
+           outcome: str | None = None) -> bool:
+    """Record an outcome if this worker's token still holds (fencing). False when the lease was lost."""
+    o = schema.outbox
+    values: dict[str, Any] = dict(status=status, updated_at=now, last_error=error, lease_owner=None,
+                                  lease_until=None)
+    if result is not None:
+        values["result"] = result
+    if status in TERMINAL:
+        values["finished_at"] = now
+    if status == "pending" and retry_at is not None:
+        values["not_before"] = retry_at
+    res = conn.execute(update(o).where(o.c.id == item.id, o.c.lease_token == item.token,
+                                       o.c.status == "claimed").values(**values))
+    if res.rowcount != 1:
+        return False
+    conn.execute(insert(schema.attempts).values(outbox_id=item.id, attempt=item.attempts, at=now,
+                                                outcome=outcome or status, detail=error, worker=worker))
+    return True
+
+
+def release(conn: Connection, schema: Schema, owner: str, now: datetime) -> int:
+    """Give back every lease a worker holds (clean shutdown): those actions become due again."""
+    o = schema.outbox
+    res = conn.execute(update(o).where(o.c.status == "claimed", o.c.lease_owner == owner).values(
+        status="pending", lease_owner=None, lease_until=None, attempts=o.c.attempts - 1, updated_at=now))
+    return res.rowcount or 0
+
+
+def cancel_open(conn: Connection, schema: Schema, where: Any, now: datetime, reason: str) -> int:
+    """Cancel pending actions matching `where` (claimed ones are left to finish)."""
+    o = schema.outbox
+    res = conn.execute(update(o).where(where, o.c.status == "pending").values(
+        status="cancelled", last_error=reason, updated_at=now, finished_at=now))
+    return res.rowcount or 0
+
+
+def counts_by_status(conn: Connection, schema: Schema) -> dict[str, int]:
+    o = schema.outbox
+    return {s: n for s, n in conn.execute(select(o.c.status, func.count()).group_by(o.c.status))}
+
+
+def list_actions(conn: Connection, schema: Schema, *, status: str | None = None, playbook_id: str | None = None,
+                 limit: int = 50) -> list[dict]:
+    o = schema.outbox
+    q = select(o).order_by(o.c.id.desc()).limit(limit)
+    if status:
+        q = q.where(o.c.status == status)
+    if playbook_id:
+        q = q.where(o.c.playbook_id == playbook_id)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def attempts_of(conn: Connection, schema: Schema, outbox_id: int) -> list[dict]:
+    a = schema.attempts
+    return [dict(r) for r in conn.execute(select(a).where(a.c.outbox_id == outbox_id).order_by(a.c.id)).mappings()]
+
+
+def set_status(conn: Connection, schema: Schema, ids: list[int], status: str, now: datetime,
+               from_statuses: tuple[str, ...]) -> int:
+    """Operator action (retry / cancel) on rows currently in one of `from_statuses`."""
+    o = schema.outbox
+    values: dict[str, Any] = dict(status=status, updated_at=now)
+    if status == "pending":
+        values.update(not_before=now, finished_at=None, last_error=None)
+    else:
+        values.update(finished_at=now)
+    res = conn.execute(update(o).where(o.c.id.in_(ids), o.c.status.in_(from_statuses)).values(**values))
+    return res.rowcount or 0

@@ -1,0 +1,217 @@
+"""Table definitions: the synced data model (§4) with custom fields, and the engine's own state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer,
+                        MetaData, String, Table, Text, UniqueConstraint)
+
+FIELD_TYPES = {
+    "string": String,
+    "integer": BigInteger,
+    "number": Float,
+    "boolean": Boolean,
+    "date": Date,
+    "datetime": DateTime,
+}
+
+ENTITIES = ("accounts", "contacts", "usage", "goals")
+
+# Core fields of each entity and their types (§4). Keys are listed first.
+CORE_FIELDS: dict[str, dict[str, str]] = {
+    "accounts": {
+        "id": "string", "name": "string", "domain": "string", "tier": "string",
+        "lifecycle_stage": "string", "arr": "number", "seats": "integer", "plan": "string",
+        "csm_email": "string", "renewal_date": "date", "created_at": "datetime", "timezone": "string",
+    },
+    "contacts": {
+        "id": "string", "account_id": "string", "email": "string", "name": "string", "role": "string",
+        "created_at": "datetime", "timezone": "string", "unsubscribed": "boolean",
+    },
+    "usage": {"account_id": "string", "metric": "string", "day": "date", "value": "number"},
+    "goals": {
+        "id": "string", "account_id": "string", "name": "string", "metric": "string", "direction": "string",
+        "baseline": "number", "target": "number", "current": "number", "due_date": "date", "status": "string",
+    },
+}
+KEYS: dict[str, tuple[str, ...]] = {
+    "accounts": ("id",), "contacts": ("id",), "usage": ("account_id", "metric", "day"), "goals": ("id",),
+}
+# Columns the engine keeps on entity tables for itself.
+BOOKKEEPING = ("removed_at", "synced_at")
+
+
+@dataclass(frozen=True)
+class Schema:
+    """All tables, built for one configuration's custom fields."""
+
+    metadata: MetaData
+    accounts: Table
+    contacts: Table
+    usage: Table
+    goals: Table
+    episodes: Table
+    events: Table
+    runs: Table
+    outbox: Table
+    attempts: Table
+    tasks: Table
+    sync_state: Table
+    suppressions: Table
+    leases: Table
+
+    def entity(self, name: str) -> Table:
+        """The table of a synced entity by its name."""
+        return getattr(self, name)
+
+
+def _entity_table(metadata: MetaData, name: str, custom: dict[str, str]) -> Table:
+    cols = []
+    keys = KEYS[name]
+    for field, ftype in {**CORE_FIELDS[name], **custom}.items():
+        cols.append(Column(field, FIELD_TYPES[ftype](), primary_key=field in keys,
+                           nullable=field not in keys))
+    if name != "usage":
+        cols.append(Column("removed_at", DateTime, nullable=True))
+    cols.append(Column("synced_at", DateTime, nullable=True))
+    return Table(name, metadata, *cols)
+
+
+def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Schema:
+    """Tables for the data model plus the custom fields declared in the configuration."""
+    custom_fields = custom_fields or {}
+    md = MetaData()
+    accounts = _entity_table(md, "accounts", custom_fields.get("accounts", {}))
+    contacts = _entity_table(md, "contacts", custom_fields.get("contacts", {}))
+    usage = _entity_table(md, "usage", {})
+    goals = _entity_table(md, "goals", custom_fields.get("goals", {}))
+    Index("ix_contacts_account", contacts.c.account_id)
+    Index("ix_goals_account", goals.c.account_id)
+    Index("ix_usage_metric_day", usage.c.metric, usage.c.day, usage.c.account_id)
+
+    episodes = Table(
+        "episodes", md,
+        Column("playbook_id", String, primary_key=True),
+        Column("subject_type", String, primary_key=True),
+        Column("subject_id", String, primary_key=True),
+        Column("is_open", Boolean, nullable=False),
+        Column("episode", Integer, nullable=False),        # number of the current/last episode
+        Column("firing", Integer, nullable=False),         # firings in the current/last episode
+        Column("started_at", DateTime, nullable=True),
+        Column("last_fired_at", DateTime, nullable=True),
+        Column("resolved_at", DateTime, nullable=True),
+    )
+    Index("ix_episodes_open", episodes.c.playbook_id, episodes.c.is_open)
+    events = Table(
+        "events", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("run_id", Integer, nullable=True),
+        Column("at", DateTime, nullable=False),
+        Column("playbook_id", String, nullable=False),
+        Column("subject_type", String, nullable=False),
+        Column("subject_id", String, nullable=False),
+        Column("event", String, nullable=False),           # enter | repeat | resolve
+        Column("episode", Integer, nullable=False),
+        Column("firing", Integer, nullable=False),
+        Column("detail", JSON, nullable=True),
+    )
+    Index("ix_events_subject", events.c.subject_type, events.c.subject_id)
+    Index("ix_events_playbook", events.c.playbook_id, events.c.at)
+    runs = Table(
+        "runs", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("kind", String, nullable=False),            # run | sync | dispatch
+        Column("started_at", DateTime, nullable=False),
+        Column("finished_at", DateTime, nullable=True),
+        Column("now", DateTime, nullable=True),
+        Column("playbook_id", String, nullable=True),
+        Column("status", String, nullable=False),
+        Column("detail", JSON, nullable=True),
+    )
+    outbox = Table(
+        "outbox", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("dedup_key", String, nullable=False),
+        Column("playbook_id", String, nullable=False),
+        Column("subject_type", String, nullable=False),
+        Column("subject_id", String, nullable=False),
+        Column("episode", Integer, nullable=False),
+        Column("firing", String, nullable=False),
+        Column("action_index", Integer, nullable=False),
+        Column("kind", String, nullable=False),
+        Column("connector", String, nullable=False),
+        Column("payload", JSON, nullable=False),
+        Column("status", String, nullable=False),          # pending | claimed | sent | failed | suppressed | cancelled
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("not_before", DateTime, nullable=False),
+        Column("expires_at", DateTime, nullable=True),
+        Column("lease_owner", String, nullable=True),
+        Column("lease_until", DateTime, nullable=True),
+        Column("lease_token", Integer, nullable=False, default=0),
+        Column("ambiguous", Boolean, nullable=False, default=False),
+        Column("last_error", Text, nullable=True),
+        Column("result", JSON, nullable=True),
+        Column("created_at", DateTime, nullable=False),
+        Column("updated_at", DateTime, nullable=False),
+        Column("finished_at", DateTime, nullable=True),
+        UniqueConstraint("dedup_key", name="uq_outbox_dedup_key"),
+    )
+    Index("ix_outbox_due", outbox.c.status, outbox.c.not_before)
+    Index("ix_outbox_episode", outbox.c.playbook_id, outbox.c.subject_type, outbox.c.subject_id, outbox.c.episode)
+    attempts = Table(
+        "attempts", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("outbox_id", Integer, nullable=False),
+        Column("attempt", Integer, nullable=False),
+        Column("at", DateTime, nullable=False),
+        Column("outcome", String, nullable=False),         # sent | transient | permanent | suppressed | ambiguous
+        Column("detail", Text, nullable=True),
+        Column("worker", String, nullable=True),
+    )
+    Index("ix_attempts_outbox", attempts.c.outbox_id)
+    tasks = Table(
+        "tasks", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("dedup_key", String, nullable=False),
+        Column("connector", String, nullable=False),
+        Column("external_id", String, nullable=True),
+        Column("playbook_id", String, nullable=False),
+        Column("subject_type", String, nullable=False),
+        Column("subject_id", String, nullable=False),
+        Column("episode", Integer, nullable=False),
+        Column("title", Text, nullable=False),
+        Column("description", Text, nullable=True),
+        Column("assignee", String, nullable=True),
+        Column("priority", String, nullable=False),
+        Column("due_at", DateTime, nullable=True),
+        Column("status", String, nullable=False),          # open | closed
+        Column("close_on_resolve", Boolean, nullable=False),
+        Column("created_at", DateTime, nullable=False),
+        Column("closed_at", DateTime, nullable=True),
+        UniqueConstraint("dedup_key", name="uq_tasks_dedup_key"),
+    )
+    Index("ix_tasks_episode", tasks.c.playbook_id, tasks.c.subject_type, tasks.c.subject_id, tasks.c.episode)
+    sync_state = Table(
+        "sync_state", md,
+        Column("entity", String, primary_key=True),
+        Column("synced_at", DateTime, nullable=False),
+        Column("rows", Integer, nullable=False),
+        Column("removed", Integer, nullable=False),
+    )
+    suppressions = Table(
+        "suppressions", md,
+        Column("email", String, primary_key=True),          # lower-cased address
+        Column("reason", String, nullable=False),           # unsubscribed | bounced | manual
+        Column("at", DateTime, nullable=False),
+        Column("detail", Text, nullable=True),
+    )
+    leases = Table(
+        "leases", md,
+        Column("name", String, primary_key=True),
+        Column("owner", String, nullable=False),
+        Column("token", Integer, nullable=False),
+        Column("until", DateTime, nullable=False),
+    )
+    return Schema(md, accounts, contacts, usage, goals, episodes, events, runs, outbox, attempts, tasks,
+                  sync_state, suppressions, leases)

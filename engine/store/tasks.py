@@ -1,0 +1,54 @@
+"""The built-in task list: tasks created by playbooks, closed when their episode resolves."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine.store.schema import Schema
+
+
+def create(conn: Connection, schema: Schema, row: dict[str, Any]) -> int:
+    """Insert a task once per dedup key; returns its id (the existing one on a retry)."""
+    t = schema.tasks
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(t)
+    conn.execute(ins.on_conflict_do_nothing(index_elements=["dedup_key"]), [row])
+    return int(conn.execute(select(t.c.id).where(t.c.dedup_key == row["dedup_key"])).scalar_one())
+
+
+def open_for_episode(conn: Connection, schema: Schema, playbook_id: str, subject_type: str, subject_id: str,
+                     episode: int) -> list[dict]:
+    """Open tasks an episode created that should close when it resolves."""
+    t = schema.tasks
+    q = select(t).where(t.c.playbook_id == playbook_id, t.c.subject_type == subject_type,
+                        t.c.subject_id == subject_id, t.c.episode == episode, t.c.status == "open",
+                        t.c.close_on_resolve.is_(True))
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def close(conn: Connection, schema: Schema, dedup_key: str, now: datetime) -> bool:
+    """Close one task by the dedup key of the action that created it."""
+    t = schema.tasks
+    res = conn.execute(update(t).where(t.c.dedup_key == dedup_key, t.c.status == "open")
+                       .values(status="closed", closed_at=now))
+    return (res.rowcount or 0) > 0
+
+
+def set_external_id(conn: Connection, schema: Schema, dedup_key: str, external_id: str) -> None:
+    conn.execute(update(schema.tasks).where(schema.tasks.c.dedup_key == dedup_key).values(external_id=external_id))
+
+
+def list_tasks(conn: Connection, schema: Schema, *, status: str | None = "open", assignee: str | None = None,
+               limit: int = 100) -> list[dict]:
+    t = schema.tasks
+    q = select(t).order_by(t.c.due_at.is_(None), t.c.due_at, t.c.id).limit(limit)
+    if status:
+        q = q.where(t.c.status == status)
+    if assignee:
+        q = q.where(t.c.assignee == assignee)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+

@@ -1,0 +1,189 @@
+"""Turn raw source values (CSV text, JSON values, SQL results) into typed values per field type.
+
+Each field type has a coercer: a function of one raw value that returns the typed value (None for
+an empty value) or raises `CoerceError` whose text is the problem as a user reads it, e.g.
+`"abc" is not a number`. Datetimes are returned as naive UTC; one without an offset is read in the
+configured time zone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from datetime import date, datetime, timezone, tzinfo
+from decimal import Decimal
+from typing import Any
+
+Coercer = Callable[[Any], Any]
+
+_INT = re.compile(r"^[+-]?\d+$")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+class CoerceError(ValueError):
+    """A raw value that does not fit its field type; the text is the problem for the user."""
+
+
+def show(value: Any) -> str:
+    """A raw value as it appears in a problem message: strings quoted, long ones shortened."""
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return json.dumps(text, ensure_ascii=False)
+    return str(value)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def to_string(value: Any) -> str | None:
+    """Text as is; numbers, booleans and dates written out; empty text is None."""
+    if _empty(value):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, Decimal)):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    raise CoerceError(f"expected a text value, got {_kind(value)}")
+
+
+def to_integer(value: Any) -> int | None:
+    """A whole number from an int, an integral float/decimal, or text such as `12` or `12.0`."""
+    if _empty(value):
+        return None
+    if isinstance(value, bool):
+        raise CoerceError(f"{show(value)} is not an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (float, Decimal)):
+        if math.isfinite(value) and value == int(value):
+            return int(value)
+        raise CoerceError(f"{show(value)} is not a whole number")
+    if isinstance(value, str):
+        text = value.strip()
+        if _INT.match(text):
+            return int(text)
+        if _NUMBER.match(text):
+            number = Decimal(text)
+            if number == number.to_integral_value():
+                return int(number)
+            raise CoerceError(f"{show(value)} is not a whole number")
+        raise CoerceError(f"{show(value)} is not an integer" + _separator_hint(text))
+    raise CoerceError(f"expected an integer, got {_kind(value)}")
+
+
+def to_number(value: Any) -> float | None:
+    """A finite number from an int, float, decimal or text such as `12.5` or `1e3`."""
+    if _empty(value):
+        return None
+    if isinstance(value, bool):
+        raise CoerceError(f"{show(value)} is not a number")
+    if isinstance(value, (int, float, Decimal)):
+        number = float(value)
+        if not math.isfinite(number):
+            raise CoerceError(f"{show(value)} is not a finite number")
+        return number
+    if isinstance(value, str):
+        text = value.strip()
+        if _NUMBER.match(text):
+            number = float(text)
+            if math.isfinite(number):
+                return number
+        raise CoerceError(f"{show(value)} is not a number" + _separator_hint(text))
+    raise CoerceError(f"expected a number, got {_kind(value)}")
+
+
+def _separator_hint(text: str) -> str:
+    return " (use a dot for decimals and no thousands separators)" if "," in text else ""
+
+
+def to_boolean(value: Any) -> bool | None:
+    """true/false, yes/no, 1/0 (any case), or a JSON/SQL boolean."""
+    if _empty(value):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    if isinstance(value, (dict, list)):
+        raise CoerceError(f"expected a boolean, got {_kind(value)}")
+    raise CoerceError(f"{show(value)} is not a boolean (use true/false, yes/no or 1/0)")
+
+
+def to_date(value: Any) -> date | None:
+    """A calendar date written YYYY-MM-DD (or a SQL date; a SQL datetime only at midnight)."""
+    if _empty(value):
+        return None
+    if isinstance(value, datetime):
+        if value.time() == datetime.min.time() and value.tzinfo is None:
+            return value.date()
+        raise CoerceError(f"{show(value.isoformat())} is not a date (it has a time of day)")
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if _DATE.match(text):
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                pass
+        raise CoerceError(f"{show(value)} is not a date (use YYYY-MM-DD)")
+    raise CoerceError(f"expected a date, got {_kind(value)}")
+
+
+def datetime_coercer(tz: tzinfo) -> Coercer:
+    """A coercer of ISO 8601 date-times to naive UTC; one without an offset is read in `tz`."""
+
+    def to_datetime(value: Any) -> datetime | None:
+        if _empty(value):
+            return None
+        if isinstance(value, datetime):
+            moment = value
+        elif isinstance(value, date):
+            moment = datetime(value.year, value.month, value.day)
+        elif isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise CoerceError(f"{show(value)} is not a date-time "
+                                  "(use ISO 8601, e.g. 2024-05-01T09:30:00+02:00)") from None
+        else:
+            raise CoerceError(f"expected a date-time, got {_kind(value)}")
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=tz)
+        return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+    return to_datetime
+
+
+def coercer(field_type: str, tz: tzinfo) -> Coercer:
+    """The coercer of one field type (string, integer, number, boolean, date, datetime)."""
+    if field_type == "datetime":
+        return datetime_coercer(tz)
+    return {"string": to_string, "integer": to_integer, "number": to_number,
+            "boolean": to_boolean, "date": to_date}[field_type]

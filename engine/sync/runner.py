@@ -1,0 +1,277 @@
+"""The sync runner (§4): load every configured source into the database, one entity at a time.
+
+Entities sync in the order accounts, contacts, goals, usage; all sources of one entity form one
+sync in one transaction (a key may appear in several sources: later sources update the columns they
+name; within one source a key may appear once). Rows stream from the sources, are validated, and valid rows are upserted
+in chunks inside that transaction; if any row is invalid (and `skip_invalid` is off) or a source
+cannot be read, the transaction is rolled back so nothing of the entity changes. Other entities
+still sync and commit; `run_sync` then raises `SyncFailed` (a DataError) listing the problems of
+every failed entity, with the full report attached.
+
+When every source of an entity is a snapshot, rows absent from it are marked removed (usage rows
+are deleted), and the contacts and goals of removed accounts are marked removed too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection
+
+from engine.errors import DataError, Diagnostic, UserError, suggest
+from engine.settings import Settings, Source
+from engine.store import entities as store
+from engine.store.db import Database
+from engine.sync.progress import ProgressCallback, no_progress
+from engine.sync.sources import EPOCH, Reader, SourceError, Unreadable, open_source, source_labels
+from engine.sync.validate import RowChecker, entity_fields, required_fields
+
+ORDER = ("accounts", "contacts", "goals", "usage")
+CHUNK = 5000
+MAX_PROBLEMS = 1000  # problems kept per entity; the count of invalid rows stays exact
+
+
+@dataclass
+class EntityReport:
+    """What one entity's sync did. When `failed`, nothing of the entity changed."""
+
+    entity: str
+    sources: int
+    mode: str = "snapshot"          # snapshot | incremental | mixed (removal only for snapshot)
+    read: int = 0                   # rows read from the sources
+    loaded: int = 0                 # valid rows written (inserted + updated)
+    inserted: int = 0
+    updated: int = 0
+    removed: int = 0                # rows marked removed (usage: rows deleted)
+    cascaded: dict[str, int] = field(default_factory=dict)  # accounts: contacts/goals marked removed
+    invalid: int = 0                # invalid rows (skipped with skip_invalid)
+    problems: list[Diagnostic] = field(default_factory=list)
+    omitted: int = 0                # problems found beyond MAX_PROBLEMS (counted, not kept)
+    warnings: list[Diagnostic] = field(default_factory=list)
+    failed: bool = False
+    seconds: float = 0.0
+
+    def errors(self) -> list[Diagnostic]:
+        """The problems, plus a closing line when more were found than are kept."""
+        if not self.omitted:
+            return list(self.problems)
+        return self.problems + [Diagnostic("", None, None, f"... and {self.omitted} more problems in {self.entity}")]
+
+
+@dataclass
+class SyncReport:
+    """The outcome of `run_sync`, entity by entity."""
+
+    entities: dict[str, EntityReport] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[str]:
+        """Entities whose sync failed (and so did not change)."""
+        return [name for name, r in self.entities.items() if r.failed]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [w for r in self.entities.values() for w in r.warnings]
+
+    @property
+    def problems(self) -> list[Diagnostic]:
+        return [p for r in self.entities.values() for p in r.errors()]
+
+
+class SyncFailed(DataError):
+    """At least one entity failed to sync; the others were committed. `report` has the details."""
+
+    def __init__(self, report: SyncReport):
+        self.report = report
+        super().__init__([d for name in report.failed for d in report.entities[name].errors()])
+
+
+def run_sync(settings: Settings, db: Database, *, skip_invalid: bool = False,
+             entities: Iterable[str] | None = None, progress: ProgressCallback | None = None,
+             now: datetime | None = None) -> SyncReport:
+    """Load every source (or those of `entities`); raise SyncFailed after committing the good entities.
+
+    `now` is the sync time (aware, or naive UTC); it stamps removals and becomes the `:since` of
+    the next incremental sync.
+    """
+    started = time.perf_counter()
+    moment = _naive_utc(now or datetime.now(timezone.utc))
+    wanted = _wanted(entities)
+    labels = source_labels(settings.sources)
+    report = SyncReport()
+    for entity in ORDER:
+        if entity not in wanted:
+            continue
+        picked = [(labels[i], s) for i, s in enumerate(settings.sources) if s.entity == entity]
+        if picked:
+            job = _EntitySync(settings, db, entity, picked, skip_invalid, progress or no_progress, moment)
+            report.entities[entity] = job.run()
+    report.seconds = time.perf_counter() - started
+    if report.failed:
+        raise SyncFailed(report)
+    return report
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _wanted(entities: Iterable[str] | None) -> set[str]:
+    if entities is None:
+        return set(ORDER)
+    chosen = set(entities)
+    for name in sorted(chosen - set(ORDER)):
+        hint = suggest(name, ORDER)
+        raise UserError(f"unknown entity `{name}`" + (f" (did you mean `{hint}`?)" if hint else
+                                                       f" (choose from {', '.join(ORDER)})"))
+    return chosen
+
+
+class _EntitySync:
+    """One entity's sync: read, validate and write all its sources in one transaction."""
+
+    def __init__(self, settings: Settings, db: Database, entity: str, sources: list[tuple[str, Source]],
+                 skip_invalid: bool, progress: ProgressCallback, now: datetime):
+        self.settings, self.db, self.entity = settings, db, entity
+        self.sources, self.skip_invalid, self.progress, self.now = sources, skip_invalid, progress, now
+        self.table = db.schema.entity(entity)
+        self.fields = entity_fields(entity, settings.custom_fields())
+        kinds = {s.incremental for _, s in sources}
+        mode = "mixed" if len(kinds) > 1 else ("incremental" if True in kinds else "snapshot")
+        self.report = EntityReport(entity, len(sources), mode)
+        self.pending: list[dict[str, Any]] = []
+        self.invalid_keys: list[tuple[Any, ...]] = []
+        self.writing = True
+
+    def run(self) -> EntityReport:
+        started = time.perf_counter()
+        with store.write_connection(self.db.engine) as conn, conn.begin() as tx:
+            try:
+                self._load(conn)
+            except SourceError as exc:
+                self.report.problems.insert(0, exc.diagnostic)
+                self.report.failed = True
+            if self.report.invalid and not self.skip_invalid:
+                self.report.failed = True
+            if self.report.failed:
+                tx.rollback()
+                self.report.loaded = self.report.inserted = self.report.updated = 0
+                self.report.removed, self.report.cascaded = 0, {}
+            else:
+                self._finish(conn)
+        self.report.seconds = time.perf_counter() - started
+        return self.report
+
+    def _load(self, conn: Connection) -> None:
+        schema = self.db.schema
+        self.stamp = store.next_stamp(conn, self.table, self.now)
+        self.before = store.count_rows(conn, self.table)
+        accounts = None if self.entity == "accounts" else store.account_states(conn, schema)
+        since = store.last_synced(conn, schema, self.entity) or EPOCH
+        checker = RowChecker(self.entity, self.fields, self.settings.tz, accounts)
+        readers = [open_source(s, self.settings, label, since) for label, s in self.sources]
+        totals: list[int | None] = []
+        done = 0
+        for reader in readers:
+            checker.next_source()
+            with reader:
+                totals.append(reader.estimate_total() if self.progress is not no_progress else None)
+                total = None if None in totals else sum(t or 0 for t in totals)
+                self.progress(self.entity, done, total)
+                done = self._read(conn, reader, checker, done, total)
+        self._flush(conn)
+        self.progress(self.entity, done, done)
+
+    def _read(self, conn: Connection, reader: Reader, checker: RowChecker,
+              done: int, total: int | None) -> int:
+        known = set(self.fields)
+        warned: set[str] = set()
+        if reader.columns is not None:
+            self._check_columns(reader, known, warned)
+        report = self.report
+        for line, raw in reader:
+            done += 1
+            report.read += 1
+            if done % CHUNK == 0:
+                self.progress(self.entity, done, total)
+            if isinstance(raw, Unreadable):
+                self._problem(reader.label, line, raw.message)
+                continue
+            if reader.columns is None and not known.issuperset(raw):
+                self._warn_unknown(reader.label, [c for c in raw if c not in known], warned)
+            values, problems, key = checker.check(raw, line)
+            if values is None:
+                for problem in problems:
+                    self._problem(reader.label, line, problem, count=False)
+                report.invalid += 1
+                if key is not None and self.skip_invalid:
+                    self.invalid_keys.append(key)
+                self.writing = self.writing and self.skip_invalid
+                continue
+            if self.writing:
+                values["synced_at"] = self.stamp
+                self.pending.append(values)
+                if len(self.pending) >= CHUNK:
+                    self._flush(conn)
+        return done
+
+    def _check_columns(self, reader: Reader, known: set[str], warned: set[str]) -> None:
+        columns = [c for c in reader.columns or () if c]
+        for name in required_fields(self.entity):
+            if name not in columns:
+                article = "an" if name[0] in "aeiou" else "a"
+                raise reader.fail(f"no `{name}` column (every {self.entity} row needs {article} {name})",
+                                  hint=f"the columns are: {', '.join(columns) or 'none'}")
+        self._warn_unknown(reader.label, [c for c in columns if c not in known], warned)
+
+    def _warn_unknown(self, label: str, columns: list[str], warned: set[str]) -> None:
+        for column in columns:
+            if column in warned or not column:
+                continue
+            warned.add(column)
+            near = suggest(column, list(self.fields))
+            if self.entity == "usage":
+                what, hint = "a field of usage", "usage rows have account_id, metric, day and value"
+            else:
+                what = f"a declared field of {self.entity}"
+                hint = f"declare it under fields.{self.entity} in config.yaml"
+            if near:
+                hint = f"did you mean `{near}`? or {hint}"
+            self.report.warnings.append(Diagnostic(label, None, None,
+                                                   f"column `{column}` is not {what}; ignored", hint))
+
+    def _problem(self, label: str, line: int, message: str, count: bool = True) -> None:
+        if count:
+            self.report.invalid += 1
+            self.writing = self.writing and self.skip_invalid
+        if len(self.report.problems) < MAX_PROBLEMS:
+            self.report.problems.append(Diagnostic(label, line, None, message))
+        else:
+            self.report.omitted += 1
+
+    def _flush(self, conn: Connection) -> None:
+        if self.pending and self.writing:
+            store.upsert_rows(conn, self.table, self.pending)
+            self.report.loaded += len(self.pending)
+        self.pending = []
+
+    def _finish(self, conn: Connection) -> None:
+        """Counts, removal of absent rows, cascade, and the sync_state record (committed by `run`)."""
+        schema, report = self.db.schema, self.report
+        if self.invalid_keys:
+            store.touch_rows(conn, self.table, self.invalid_keys, self.stamp)
+        report.inserted = store.count_rows(conn, self.table) - self.before
+        report.updated = report.loaded - report.inserted
+        if report.mode == "snapshot":
+            if self.entity == "usage":
+                report.removed = store.delete_absent_usage(conn, self.table, self.stamp)
+            else:
+                report.removed = store.mark_absent_removed(conn, self.table, self.stamp, self.now)
+        if self.entity == "accounts":
+            report.cascaded = store.cascade_removed_accounts(conn, schema, self.now)
+        store.record_sync_state(conn, schema, self.entity, self.now, report.loaded, report.removed)

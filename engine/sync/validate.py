@@ -1,0 +1,143 @@
+"""Validation of synced rows: typed fields, required keys, known accounts, duplicate keys.
+
+`RowChecker.check` turns one raw row into the typed values to store, or the list of problems
+(`field: problem`) that make it invalid. It keeps the keys seen so far to catch a key that appears
+twice in one sync of an entity, in a compact form so that tens of millions of usage rows fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, tzinfo
+from typing import Any
+
+from engine.store.schema import CORE_FIELDS, KEYS
+from engine.sync.coerce import CoerceError, Coercer, coercer, show
+
+# Fields every row of an entity must have, beyond its key.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "accounts": (), "contacts": ("account_id",), "goals": ("account_id",), "usage": ("value",),
+}
+DIRECTIONS = ("increase", "decrease")
+
+
+def entity_fields(entity: str, custom: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """Core and declared custom fields of an entity, name -> type."""
+    return {**CORE_FIELDS[entity], **custom.get(entity, {})}
+
+
+def required_fields(entity: str) -> tuple[str, ...]:
+    """The fields without which a row of the entity is invalid (its key first)."""
+    return KEYS[entity] + REQUIRED[entity]
+
+
+class KeySet:
+    """The keys seen in one source; `add` returns the line a key was first seen on (-1 for usage), or None.
+
+    Single keys map to their first line. Usage keys are kept as one bit per day for each
+    (account, metric) pair, so a 60-day usage snapshot costs a few bytes per row.
+    """
+
+    def __init__(self, entity: str):
+        self.composite = len(KEYS[entity]) > 1
+        self._single: dict[Any, int] = {}
+        self._days: dict[tuple[Any, Any], list[int]] = {}
+
+    def add(self, key: tuple[Any, ...], line: int) -> int | None:
+        if not self.composite:
+            first = self._single.setdefault(key[0], line)
+            return None if first == line else first
+        account, metric, day = key
+        ordinal = day.toordinal() if isinstance(day, date) else int(day)
+        slot = self._days.get((account, metric))
+        if slot is None:
+            self._days[(account, metric)] = [ordinal, 1]
+            return None
+        base, bits = slot
+        if ordinal < base:
+            bits <<= base - ordinal
+            base = ordinal
+        mask = 1 << (ordinal - base)
+        if bits & mask:
+            return -1
+        slot[0], slot[1] = base, bits | mask
+        return None
+
+
+class RowChecker:
+    """Validates the rows of one entity in one sync."""
+
+    def __init__(self, entity: str, fields: Mapping[str, str], tz: tzinfo,
+                 accounts: Mapping[str, bool] | None):
+        self.entity = entity
+        self.fields = dict(fields)
+        self.coercers: dict[str, Coercer] = {name: coercer(t, tz) for name, t in fields.items()}
+        self.key = KEYS[entity]
+        self.required = required_fields(entity)
+        self.accounts = accounts
+        self.seen = KeySet(entity)
+
+    def next_source(self) -> None:
+        """Start a new source: duplicate keys are looked for within one source only."""
+        self.seen = KeySet(self.entity)
+
+    def check(self, raw: Mapping[str, Any], line: int,
+              ) -> tuple[dict[str, Any] | None, list[str], tuple[Any, ...] | None]:
+        """(typed values or None, problems, key or None when the key itself is unusable)."""
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        coercers = self.coercers
+        for name, value in raw.items():
+            convert = coercers.get(name)
+            if convert is None:
+                continue
+            try:
+                typed = convert(value)
+            except CoerceError as exc:
+                problems.append(f"{name}: {exc}")
+                values[name] = None
+                continue
+            if typed is not None and name in self.required and isinstance(typed, str):
+                typed = typed.strip()
+            values[name] = typed
+        for name in self.required:
+            if values.get(name) is None and not any(p.startswith(name + ":") for p in problems):
+                problems.append(f"{name}: missing (every {self.entity} row needs {_article(name)} {name})")
+        key_values = tuple(values.get(k) for k in self.key)
+        key = None if any(v is None for v in key_values) else key_values
+        if self.entity == "goals" and isinstance(values.get("direction"), str):
+            direction = values["direction"].strip().lower()
+            if direction in DIRECTIONS:
+                values["direction"] = direction
+            else:
+                problems.append(f"direction: {show(values['direction'])} is not increase or decrease")
+        if self.accounts is not None and values.get("account_id") is not None:
+            problem = self._account_problem(values["account_id"])
+            if problem:
+                problems.append(problem)
+        if key is not None and not problems:
+            first = self.seen.add(key, line)
+            if first is not None:
+                problems.append(self._duplicate(key, first))
+        return (None if problems else values), problems, key
+
+    def _account_problem(self, account_id: str) -> str | None:
+        assert self.accounts is not None
+        present = self.accounts.get(account_id)
+        if present is None:
+            return f"account_id: unknown account {show(account_id)}"
+        if not present:
+            return (f"account_id: account {show(account_id)} was removed "
+                    "(it is absent from the latest accounts snapshot)")
+        return None
+
+    def _duplicate(self, key: tuple[Any, ...], first: int) -> str:
+        if len(key) > 1:
+            account, metric, day = key
+            return (f"day: duplicate row for account {show(account)}, metric {show(metric)} "
+                    f"on {day.isoformat() if isinstance(day, date) else day}")
+        return f"{self.key[0]}: duplicate {self.key[0]} {show(key[0])} (already on line {first})"
+
+
+def _article(name: str) -> str:
+    return "an" if name[0] in "aeiou" else "a"

@@ -1,0 +1,154 @@
+"""One evaluation tick: every playbook × its subjects -> episode transitions -> outbox rows (§8).
+
+Each playbook is evaluated in its own transaction, so a crash leaves all or nothing of it; a dry run
+does the same work and rolls back."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from sqlalchemy import Connection, text
+
+from engine.planner import PlannedEvent, Planner, dedup_key, roles_of
+from engine.settings import Settings
+from engine.spec.compiled import CompiledPlaybook, PlaybookSet
+from engine.store import outbox, state, subjects, tasks
+from engine.store.db import Database
+from engine.store.matching import Clock, match_query
+
+
+@dataclass
+class PlaybookOutcome:
+    """What one playbook did in a tick."""
+
+    playbook: str
+    matched: int | None = None
+    events: list[PlannedEvent] = field(default_factory=list)
+    planned: int = 0
+    skipped: str | None = None
+
+
+@dataclass
+class TickResult:
+    """Everything a tick did (or, dry, would do)."""
+
+    clock: Clock
+    outcomes: list[PlaybookOutcome]
+    dry_run: bool
+    run_id: int | None = None
+
+    @property
+    def events(self) -> list[PlannedEvent]:
+        return [e for o in self.outcomes for e in o.events]
+
+    def as_json(self) -> dict[str, Any]:
+        """The stable machine form of §11."""
+        tz = __import__("zoneinfo").ZoneInfo(self.clock.timezone)
+        now = self.clock.now.replace(tzinfo=timezone.utc).astimezone(tz).isoformat()
+        return {"now": now, "events": [e.as_json() for e in self.events]}
+
+
+def wall_clock() -> datetime:
+    """Current time as naive UTC (how the store keeps instants)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Clock, *, dry_run: bool = False,
+             only: set[str] | None = None, kind: str = "run",
+             on_playbook: Callable[[str], None] | None = None) -> TickResult:
+    """Evaluate the enabled (or selected) playbooks at `clock` and plan their actions."""
+    selected = [p for p in playbooks.valid if (p.id in only if only else p.spec.enabled)]
+    run_id = None
+    if not dry_run:
+        with db.engine.begin() as conn:
+            run_id = state.start_run(conn, db.schema, kind, clock.now, wall_clock())
+    outcomes = []
+    for pb in selected:
+        if on_playbook:
+            on_playbook(pb.id)
+        outcomes.append(evaluate_playbook(db, settings, pb, clock, run_id=run_id, dry_run=dry_run))
+    if run_id is not None:
+        with db.engine.begin() as conn:
+            detail = {o.playbook: {"matched": o.matched, "events": len(o.events), "planned": o.planned,
+                                   "skipped": o.skipped} for o in outcomes}
+            state.finish_run(conn, db.schema, run_id, "ok", wall_clock(), detail)
+    return TickResult(clock, outcomes, dry_run, run_id)
+
+
+def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock, *,
+                      run_id: int | None, dry_run: bool) -> PlaybookOutcome:
+    """One playbook in one transaction: transitions, episode writes, events and outbox rows."""
+    schema = db.schema
+    result = PlaybookOutcome(pb.id)
+    with db.engine.connect() as conn:
+        conn.info["immediate"] = True
+        tx = conn.begin()
+        try:
+            _lock(conn, pb.id)
+            match = match_query(schema, pb.subject, [c.expr for c in pb.conditions], clock, db.dialect)
+            changes = state.transitions(conn, schema, pb.id, pb.subject, match, clock.now,
+                                        repeat_s=pb.spec.repeat_seconds, cooldown_s=pb.spec.cooldown_seconds,
+                                        max_episodes=pb.spec.max_episodes)
+            rows = _plan(conn, db, settings, pb, clock, changes, result)
+            state.apply_transitions(conn, schema, pb.id, pb.subject, changes, clock.now, run_id)
+            result.planned = outbox.plan(conn, schema, rows) if not dry_run else len(rows)
+        except BaseException:
+            tx.rollback()
+            raise
+        if dry_run:
+            tx.rollback()
+        else:
+            tx.commit()
+    return result
+
+
+def _lock(conn: Connection, playbook_id: str) -> None:
+    """Serialise evaluations of one playbook across processes (SQLite: BEGIN IMMEDIATE already does)."""
+    if conn.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"playbook:{playbook_id}".encode()).digest()[:8], "big", signed=True)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+def _plan(conn: Connection, db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock,
+          changes: list[state.Transition], result: PlaybookOutcome) -> list[dict[str, Any]]:
+    schema = db.schema
+    if not changes:
+        return []
+    recs = subjects.records(conn, schema, pb.subject, [t.subject_id for t in changes])
+    roles = sorted({r for a in (*pb.actions, *pb.on_resolve) if a.kind == "email" for r in roles_of(a)})
+    contacts = (subjects.contacts_with_roles(conn, schema, {r["account"]["id"] for r in recs.values()
+                                                            if r.get("account")}, roles) if roles else {})
+    planner = Planner(settings, pb, clock, wall_clock())
+    rows: list[dict[str, Any]] = []
+    for t in changes:
+        event, planned = planner.plan(t, recs.get(t.subject_id, {}), contacts)
+        rows += planned
+        if t.event == "resolve":
+            rows += _close_tasks(conn, db, pb, t, planner, clock)
+        result.events.append(event)
+    return rows
+
+
+def _close_tasks(conn: Connection, db: Database, pb: CompiledPlaybook, t: state.Transition, planner: Planner,
+                 clock: Clock) -> list[dict[str, Any]]:
+    """On resolve: cancel task actions not yet delivered, and plan closing the tasks already created."""
+    schema = db.schema
+    o = schema.outbox
+    closable = {a.index for a in pb.actions if a.kind == "task" and a.spec.close_on_resolve}
+    if not closable:
+        return []
+    outbox.cancel_open(conn, schema, (o.c.playbook_id == pb.id) & (o.c.subject_type == pb.subject)
+                       & (o.c.subject_id == t.subject_id) & (o.c.episode == t.episode) & (o.c.kind == "task")
+                       & o.c.action_index.in_(closable), clock.now, "episode resolved before delivery")
+    rows = []
+    for task in tasks.open_for_episode(conn, schema, pb.id, pb.subject, t.subject_id, t.episode):
+        key = dedup_key(pb.id, pb.subject, t.subject_id, t.episode, "close", task["id"])
+        row = planner._row(key, t, "close", pb.actions[0])
+        row.update(kind="task_close", connector=task["connector"], action_index=-1,
+                   payload={"task_key": task["dedup_key"], "external_id": task["external_id"],
+                            "title": task["title"]})
+        rows.append(row)
+    return rows

@@ -1,0 +1,134 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL when configured) and a CLI workspace."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+PG_URL = os.environ.get("PLAYBOOK_TEST_POSTGRES_URL")
+PG_SKIP = ("PostgreSQL tests skipped: set PLAYBOOK_TEST_POSTGRES_URL "
+           "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) to run them")
+
+
+def pg_schema_url(schema: str) -> str:
+    """The test PostgreSQL URL with search_path set to one schema."""
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A fresh, empty database URL: a SQLite file, or a new PostgreSQL schema dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    if not PG_URL:
+        pytest.skip(PG_SKIP)
+    from sqlalchemy import create_engine, text
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield pg_schema_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+BASE_CONFIG = """\
+timezone: {timezone}
+database: "{database}"
+playbooks: playbooks/
+templates: templates/
+fields:
+  accounts: {{health_score: number, nps: integer}}
+  contacts: {{locale: string}}
+segments:
+  high_touch: "account.arr >= 100000"
+sources:
+  - {{entity: accounts, csv: data/accounts.csv}}
+  - {{entity: contacts, csv: data/contacts.csv}}
+  - {{entity: usage, csv: data/usage.csv}}
+  - {{entity: goals, csv: data/goals.csv}}
+"""
+
+HEADERS = {
+    "accounts": ["id", "name", "arr", "seats", "csm_email", "renewal_date", "created_at", "health_score", "nps"],
+    "contacts": ["id", "account_id", "email", "name", "role", "created_at", "unsubscribed"],
+    "usage": ["account_id", "metric", "day", "value"],
+    "goals": ["id", "account_id", "name", "metric", "direction", "baseline", "target", "current", "due_date",
+              "status"],
+}
+
+
+class Workspace:
+    """A working directory with config, playbooks, templates and CSV data, driven through the real CLI."""
+
+    def __init__(self, root: Path, database: str, timezone: str = "UTC"):
+        self.root = root
+        for d in ("playbooks", "templates", "data"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        (root / "config.yaml").write_text(BASE_CONFIG.format(database=database, timezone=timezone))
+        for entity in HEADERS:
+            self.data(entity, [])
+        self.runner = CliRunner()
+
+    @property
+    def config(self) -> str:
+        return str(self.root / "config.yaml")
+
+    def playbook(self, name: str, text: str) -> Path:
+        path = self.root / "playbooks" / f"{name}.yaml"
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    def template(self, name: str, text: str) -> None:
+        (self.root / "templates" / name).write_text(text)
+
+    def data(self, entity: str, rows: list[dict[str, Any]]) -> None:
+        with open(self.root / "data" / f"{entity}.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=HEADERS[entity])
+            w.writeheader()
+            for row in rows:
+                w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+    def cli(self, *args: str, expect: int | None = 0) -> Any:
+        from engine.cli import main
+
+        result = self.runner.invoke(main, ["--config", self.config, *args], catch_exceptions=False)
+        if expect is not None:
+            assert result.exit_code == expect, (result.exit_code, result.output, result.stderr)
+        return result
+
+    def sync(self) -> Any:
+        return self.cli("sync")
+
+    def run(self, now: str, *extra: str) -> dict[str, Any]:
+        result = self.cli("run", "--now", now, "--format", "json", *extra)
+        return json.loads(result.stdout)
+
+    def events(self, now: str, *extra: str) -> list[tuple[str, str, str, int]]:
+        return [(e["playbook"], e["subject"], e["event"], e["episode"]) for e in self.run(now, *extra)["events"]]
+
+
+@pytest.fixture
+def ws(tmp_path: Path, db_url: str) -> Workspace:
+    """A workspace on each database."""
+    return Workspace(tmp_path / "ws", db_url)
+
+
+@pytest.fixture
+def ws_sqlite(tmp_path: Path) -> Workspace:
+    """A workspace on SQLite only (for tests that are not about the database)."""
+    return Workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws.db'}")

@@ -1,0 +1,217 @@
+"""Property test: for random well-typed expressions and random data, SQL push-down equals Python evaluation.
+
+Runs on SQLite always and on PostgreSQL when PLAYBOOK_TEST_POSTGRES_URL is set.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+from typing import Any, Iterator
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.lang import (PyEnv, Scope, SqlContext, compile_expression, correlated_metric, evaluate,
+                         evaluate_traced, expr_text, python_metric, to_sql)
+from engine.lang.sqlite_functions import register
+from engine.lang.values import local_date
+
+FIELDS = {
+    "id": "string", "name": "string", "tier": "string", "arr": "number", "health": "number",
+    "seats": "integer", "score": "integer", "renewal_date": "date", "trial_end": "date",
+    "created_at": "datetime", "last_seen": "datetime", "active": "boolean", "churned": "boolean",
+}
+SA_TYPE = {"string": sa.String, "number": sa.Float, "integer": sa.BigInteger, "boolean": sa.Boolean,
+           "date": sa.Date, "datetime": sa.DateTime}
+SEGMENTS = {"big": "account.arr > 100", "engaged": "metric('logins', 7, 'count') >= 2 or segment('big')"}
+SCOPE = Scope("account", {"account": FIELDS}, SEGMENTS)
+TIMEZONES = ["UTC", "Asia/Tokyo", "America/Los_Angeles", "Pacific/Kiritimati", "Pacific/Pago_Pago"]
+METRICS = ["logins", "exports"]
+NOW_MIN, NOW_MAX = datetime(2024, 6, 1), datetime(2024, 6, 30, 23, 59, 59)
+DAY_MIN, DAY_MAX = date(2024, 4, 15), date(2024, 8, 15)
+TEXT = st.text(alphabet="aAbZ é_%€😀'\\\"", max_size=4)
+FLOATS = st.one_of(st.integers(-400, 400).map(lambda k: k / 4),
+                   st.floats(-1000, 1000, allow_nan=False, allow_infinity=False).filter(lambda x: x == 0 or abs(x) > 1e-3))
+VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "string": TEXT, "number": FLOATS, "integer": st.integers(-30, 30), "boolean": st.booleans(),
+    "date": st.dates(DAY_MIN, DAY_MAX),
+    "datetime": st.datetimes(datetime(2024, 4, 15), datetime(2024, 8, 15)),
+}
+
+
+# -- expression generator --------------------------------------------------------------------------
+def _fields(type_: str) -> list[str]:
+    return [f"account.{name}" for name, t in FIELDS.items() if t == type_ and name != "id"]
+
+
+def _paren(template: str, *parts: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.tuples(*parts).map(lambda xs: template.format(*xs))
+
+
+METRIC = st.builds(lambda n, d, a, kw: f"metric('{n}', days={d}, agg='{a}')" if kw else f"metric('{n}', {d}, '{a}')",
+                   st.sampled_from(METRICS), st.sampled_from([1, 2, 3, 7, 30]),
+                   st.sampled_from(["sum", "avg", "min", "max", "last"]), st.booleans())
+COUNT = st.builds(lambda n, d: f"metric('{n}', {d}, 'count')", st.sampled_from(METRICS), st.sampled_from([1, 3, 7, 30]))
+CHANGE = st.builds(lambda n, d, a: f"metric_change('{n}', {d}, '{a}')", st.sampled_from(METRICS),
+                   st.sampled_from([1, 3, 7]), st.sampled_from(["sum", "avg", "min", "max", "count", "last"]))
+ISO_DATE = st.dates(DAY_MIN, DAY_MAX).map(lambda d: repr(d.isoformat()))
+ISO_DATETIME = st.datetimes(datetime(2024, 4, 15), datetime(2024, 8, 15)).map(lambda d: repr(d.isoformat()))
+
+
+@lru_cache(maxsize=None)
+def expr(type_: str, depth: int) -> st.SearchStrategy[str]:
+    """Expression text of the given type, nested at most `depth` levels."""
+    leaves: list[st.SearchStrategy[str]] = [st.sampled_from(_fields(type_))]
+    leaves += {
+        "integer": [st.integers(-20, 20).map(str), COUNT],
+        "number": [FLOATS.map(repr), METRIC, CHANGE],
+        "string": [TEXT.map(repr)],
+        "boolean": [st.sampled_from(["true", "false", "segment('big')", "segment('engaged')"])],
+        "date": [st.just("today")],
+        "datetime": [st.just("now")],
+    }[type_]
+    if depth == 0 or type_ in ("date", "datetime"):
+        return st.one_of(leaves)
+    sub = lambda t: expr(t, depth - 1)  # noqa: E731
+    numeric = st.one_of(sub("integer"), sub("number"))
+    moment = st.one_of(sub("date"), sub("datetime"), ISO_DATE)
+    compound: list[st.SearchStrategy[str]] = {
+        "integer": [
+            _paren("({} {} {})", sub("integer"), st.sampled_from("+-*%"), sub("integer")),
+            _paren("-({})", sub("integer")), _paren("({})|abs", sub("integer")),
+            _paren("days_until({})", moment), _paren("days_since({})", moment),
+        ],
+        "number": [
+            _paren("({} {} {})", sub("number"), st.sampled_from("+-*/%"), numeric),
+            _paren("({} {} {})", numeric, st.sampled_from("+-*/%"), sub("number")),
+            _paren("({} / {})", sub("integer"), sub("integer")),
+            _paren("-({})", sub("number")), _paren("({})|abs", sub("number")),
+            _paren("({})|round({})", numeric, st.sampled_from(["0", "1", "2", "-1"])), _paren("({})|round", numeric),
+        ],
+        "string": [_paren("({})|{}", sub("string"), st.sampled_from(["lower", "upper"]))],
+        "boolean": _boolean(sub, numeric),
+    }[type_]
+    return st.one_of(*leaves, *compound)
+
+
+def _boolean(sub: Any, numeric: st.SearchStrategy[str]) -> list[st.SearchStrategy[str]]:
+    cmp = st.sampled_from(["==", "!=", "<", "<=", ">", ">="])
+    any_expr = st.one_of(*(sub(t) for t in ("integer", "number", "string", "boolean", "date", "datetime")))
+    items = lambda s: st.lists(s, min_size=1, max_size=4).map(lambda xs: "[" + ", ".join(xs) + "]")  # noqa: E731
+    return [
+        _paren("({} {} {})", numeric, cmp, numeric),
+        _paren("({} {} {} {} {})", numeric, cmp, numeric, cmp, numeric),
+        _paren("({} {} {})", sub("string"), cmp, sub("string")),
+        _paren("({} {} {})", st.one_of(sub("date"), ISO_DATE), cmp, sub("date")),
+        _paren("({} {} {})", sub("datetime"), cmp, st.one_of(sub("datetime"), ISO_DATETIME)),
+        _paren("({} {} {})", sub("boolean"), st.sampled_from(["==", "!="]), sub("boolean")),
+        _paren("({} {} {})", sub("boolean"), st.sampled_from(["and", "or"]), sub("boolean")),
+        _paren("not ({})", sub("boolean")),
+        _paren("({}) is {}none", any_expr, st.sampled_from(["", "not "])),
+        _paren("({}) {} {}", numeric, st.sampled_from(["in", "not in"]),
+               items(st.one_of(st.integers(-20, 20).map(str), FLOATS.map(repr)))),
+        _paren("({}) {} {}", sub("string"), st.sampled_from(["in", "not in"]), items(TEXT.map(repr))),
+        _paren("({}) {} {}", sub("date"), st.sampled_from(["in", "not in"]), items(ISO_DATE)),
+        _paren("({}) in [true]", sub("boolean")),
+        _paren("({}) {} ({})", sub("string"), st.sampled_from(["in", "not in"]), sub("string")),
+    ]
+
+
+TYPED_EXPR = st.sampled_from(["boolean", "boolean", "integer", "number", "string"]).flatmap(
+    lambda t: expr(t, 3 if t == "boolean" else 2))
+
+
+# -- data -----------------------------------------------------------------------------------------
+@st.composite
+def worlds(draw: st.DrawFn) -> dict[str, Any]:
+    """Accounts (with empty values), usage rows around today, a clock and a time zone."""
+    tz = draw(st.sampled_from(TIMEZONES))
+    now = draw(st.datetimes(NOW_MIN, NOW_MAX))
+    today = local_date(now, tz)
+    accounts = []
+    usage: dict[tuple[str, str], dict[date, float | None]] = {}
+    for i in range(draw(st.integers(1, 4))):
+        row: dict[str, Any] = {"id": f"a{i}"}
+        for name, type_ in FIELDS.items():
+            if name != "id":
+                row[name] = draw(st.one_of(st.none(), VALUES[type_]))
+        accounts.append(row)
+        for metric in METRICS:
+            days = draw(st.dictionaries(st.integers(-2, 65), st.one_of(st.integers(-3, 20), st.none()), max_size=10))
+            usage[(row["id"], metric)] = {today - timedelta(days=back): v for back, v in days.items()}
+    return {"tz": tz, "now": now, "today": today, "accounts": accounts, "usage": usage}
+
+
+# -- back ends ------------------------------------------------------------------------------------
+def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+    md = sa.MetaData(schema=schema)
+    accounts = sa.Table("accounts", md, *(sa.Column(n, SA_TYPE[t](), primary_key=n == "id") for n, t in FIELDS.items()))
+    usage = sa.Table("usage", md, sa.Column("account_id", sa.String, primary_key=True),
+                     sa.Column("metric", sa.String, primary_key=True), sa.Column("day", sa.Date, primary_key=True),
+                     sa.Column("value", sa.Float))
+    return md, accounts, usage
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> Iterator[tuple[sa.Engine, sa.Table, sa.Table]]:
+    if request.param == "sqlite":
+        engine = sa.create_engine("sqlite://")
+        sa.event.listen(engine, "connect", lambda conn, _record: register(conn))
+        md, accounts, usage = _tables(None)
+        md.create_all(engine)
+        yield engine, accounts, usage
+        engine.dispose()
+        return
+    url = os.environ.get("PLAYBOOK_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("PostgreSQL equivalence needs PLAYBOOK_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    engine = sa.create_engine(url)
+    schema = f"lang_eq_{uuid.uuid4().hex[:10]}"
+    with engine.begin() as conn:
+        conn.execute(sa.schema.CreateSchema(schema))
+    md, accounts, usage = _tables(schema)
+    md.create_all(engine)
+    try:
+        yield engine, accounts, usage
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.schema.DropSchema(schema, cascade=True))
+        engine.dispose()
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@given(world=worlds(), texts=st.lists(TYPED_EXPR, min_size=1, max_size=4))
+def test_sql_equals_python(backend: tuple[sa.Engine, sa.Table, sa.Table], world: dict[str, Any], texts: list[str]) -> None:
+    engine, accounts, usage = backend
+    exprs = [compile_expression(text, SCOPE, want_bool=False) for text in texts]
+    for text, e in zip(texts, exprs):
+        assert compile_expression(expr_text(e), SCOPE, want_bool=False) == e, (text, expr_text(e))
+    today = world["today"]
+    ctx = SqlContext(columns=lambda entity, name: accounts.c[name], today=today, now=world["now"],
+                     timezone=world["tz"], dialect=engine.dialect.name,
+                     metric=lambda ref: correlated_metric(usage, accounts.c.id, ref, today))
+    usage_rows = [{"account_id": a, "metric": m, "day": d, "value": v}
+                  for (a, m), days in world["usage"].items() for d, v in days.items()]
+    with engine.begin() as conn:
+        conn.execute(usage.delete())
+        conn.execute(accounts.delete())
+        conn.execute(accounts.insert(), world["accounts"])
+        if usage_rows:
+            conn.execute(usage.insert(), usage_rows)
+        query = sa.select(accounts.c.id, *(to_sql(e, ctx).label(f"e{i}") for i, e in enumerate(exprs)))
+        got = {row[0]: row[1:] for row in conn.execute(query)}
+    for account in world["accounts"]:
+        env = PyEnv(records={"account": account}, today=today, now=world["now"], timezone=world["tz"],
+                    metric=lambda ref, a=account["id"]: python_metric(world["usage"][(a, ref.name)], ref, today))
+        for i, e in enumerate(exprs):
+            expected = evaluate(e, env)
+            assert evaluate_traced(e, env)[0] == expected
+            actual = got[account["id"]][i]
+            assert (actual is None) == (expected is None) and actual == expected, (
+                f"{expr_text(e)} on {account['id']}: SQL gave {actual!r}, Python {expected!r}")
