@@ -54,7 +54,7 @@ def main(ctx: click.Context, config: str | None) -> None:
 def _report_invalid(app: App) -> int:
     invalid = app.playbooks.invalid
     for inv in invalid:
-        err.print(f"[yellow]skipped[/] {inv.file}: invalid playbook", highlight=False)
+        err.file.write(f"skipped {inv.file}: invalid playbook\n")
         print_diagnostics(inv.diagnostics)
     return len(invalid)
 
@@ -208,7 +208,10 @@ def explain(app: App, subject_id: str, playbook_ids: tuple[str, ...], now: str |
         print_json({"now": _iso(app, clock), "subject": sid, "playbooks": [r.as_json() for r in results]})
         return
     for r in results:
-        rows = [[c.label, c.text, _show(c.value)] for c in r.conditions]
+        rows = []
+        for c in r.conditions:
+            rows.append([c.label, c.text, _show(c.value)])
+            rows += [["", f"  ↳ {text}", _show(value)] for text, value in c.details()]
         colour = {"fires": "green", "repeats": "green"}.get(r.verdict, "yellow")
         out.print(table(f"{r.playbook} — {r.subject}", ["condition", "expression", "value"], rows,
                         caption=f"[{colour}]{r.verdict}[/]: {r.reason}"))
@@ -217,7 +220,13 @@ def explain(app: App, subject_id: str, playbook_ids: tuple[str, ...], now: str |
 
 
 def _show(v: Any) -> str:
-    return "empty (unknown)" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+    if v is None:
+        return "empty (unknown)"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
 
 
 def _iso(app: App, clock: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,28 @@ class ConditionValue:
     value: Any
     trace: list[tuple[str, Any]] = field(default_factory=list)
 
+    def details(self) -> list[tuple[str, Any]]:
+        """Sub-expression values worth showing, each once, without the condition itself."""
+        seen, out = {self.text}, []
+        for text, value in self.trace:
+            if text not in seen:
+                seen.add(text)
+                out.append((text, value))
+        return out
+
+
+_FIELD = re.compile(r"\b(account|contact|goal)\.([a-z_][a-z0-9_]*)")
+
+
+def field_values(text: str, records: dict[str, dict]) -> list[tuple[str, Any]]:
+    """The data fields an expression reads, with this subject's values."""
+    out = []
+    for entity, name in dict.fromkeys(_FIELD.findall(text)):
+        row = records.get(entity) or {}
+        if name in row:
+            out.append((f"{entity}.{name}", row[name]))
+    return out
+
 
 @dataclass
 class Explanation:
@@ -38,7 +61,8 @@ class Explanation:
     def as_json(self) -> dict[str, Any]:
         return {"playbook": self.playbook, "subject": self.subject, "matches": self.matches,
                 "verdict": self.verdict, "reason": self.reason, "sql_agrees": self.sql_agrees,
-                "conditions": [{"label": c.label, "expression": c.text, "value": _jsonable(c.value)}
+                "conditions": [{"label": c.label, "expression": c.text, "value": _jsonable(c.value),
+                                "details": [{"expression": t, "value": _jsonable(v)} for t, v in c.details()]}
                                for c in self.conditions]}
 
 
@@ -57,7 +81,7 @@ def explain(db: Database, pb: CompiledPlaybook, subject_id: str, clock: Clock) -
         conds = []
         for c in pb.conditions:
             value, trace = evaluate_traced(c.expr, env)
-            conds.append(ConditionValue(c.label, c.text, value, trace))
+            conds.append(ConditionValue(c.label, c.text, value, field_values(c.text, recs) + trace))
         removed = any((r or {}).get("removed_at") for r in recs.values())
         matches = not removed and all(c.value is True for c in conds)
         sql_match = _sql_matches(conn, db, pb, subject_id, clock)

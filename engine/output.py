@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Iterable
 
@@ -11,7 +12,8 @@ from rich.table import Table
 
 from engine.errors import Diagnostic
 
-out = Console(highlight=False, soft_wrap=False)
+out = Console(highlight=False, soft_wrap=False,
+              width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
 err = Console(stderr=True, highlight=False)
 
 
@@ -21,9 +23,11 @@ def print_json(obj: Any) -> None:
 
 
 def print_diagnostics(diags: Iterable[Diagnostic], *, stream: Console = err) -> None:
-    """file:line:col: message lines, plain so editors and CI can parse them."""
+    """file:line:col: message lines, plain and unwrapped so editors and CI can parse them."""
+    target = stream.file
     for d in diags:
-        stream.print(str(d), markup=False, highlight=False)
+        target.write(str(d) + "\n")
+    target.flush()
 
 
 def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]], *, caption: str | None = None) -> Table:

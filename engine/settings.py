@@ -155,7 +155,12 @@ class Settings(Model):
         try:
             zoneinfo.ZoneInfo(v)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone `{v}` (use an IANA name such as Europe/Paris)") from None
+            from engine.errors import suggest
+
+            close = suggest(v, zoneinfo.available_timezones())
+            raise ValueError(f"unknown time zone `{v}`: "
+                             + (f"did you mean `{close}`?" if close else "use an IANA name such as Europe/Paris")
+                             ) from None
         return v
 
     @field_validator("fields")

@@ -61,6 +61,12 @@ class Templates:
         source = (self.directory / name).read_text(encoding="utf-8")
         return self._compile(env, source, subject, name, extra)
 
+    def names(self) -> list[str]:
+        """Email template names (the NAME of NAME.subject.j2 etc.) in the directory."""
+        if self.directory is None:
+            return []
+        return sorted({p.name.split(".")[0] for p in self.directory.glob("*.j2")})
+
     def exists(self, name: str) -> bool:
         return self.directory is not None and (self.directory / name).is_file()
 
@@ -77,7 +83,8 @@ class Templates:
                 where = {"contact": "contact playbooks", "goal": "goal playbooks"}.get(var)
                 hint = f"`{var}` is only available in {where}" if where else \
                     f"available: {', '.join(sorted(CONTEXT_NAMES[subject] | HELPERS))}"
-                raise TemplateProblem(f"unknown name `{var}` in a {subject} playbook ({hint})",
+                raise TemplateProblem(f"unknown name `{var}` in {'an' if subject[0] in 'aeiou' else 'a'} {subject} "
+                                      f"playbook ({hint})",
                                       _line_of(ast, var), name)
         for ref in meta.find_referenced_templates(ast):
             if ref is None:

@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from engine.errors import Diagnostic, suggest
+
+# Inputs are never echoed into messages (they may be secrets), except a mistyped choice: a short literal.
 from engine.spec.yamlmarks import Marks
 
 
@@ -59,7 +61,7 @@ def validation_diagnostics(exc: ValidationError, model: type[BaseModel], marks: 
     """One Diagnostic per pydantic error, located through the YAML marks; secrets never echoed."""
     out: list[Diagnostic] = []
     seen: set[tuple[Any, ...]] = set()
-    for err in exc.errors(include_input=False, include_url=False):
+    for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         path = prefix + loc
         kind = err["type"]
@@ -75,6 +77,16 @@ def validation_diagnostics(exc: ValidationError, model: type[BaseModel], marks: 
         elif kind == "missing":
             name = str(loc[-1])
             out.append(marks.diagnostic(path[:-1], f"missing required key `{name}`", f"add `{name}:`"))
+        elif kind == "too_short":
+            field = ".".join(str(p) for p in loc)
+            out.append(marks.diagnostic(path, f"{field}: must not be empty", f"add at least one item under `{field}:`"))
+        elif kind == "literal_error" and isinstance(err.get("input"), str):
+            given = err["input"][:60]
+            options = [o.strip().strip("'") for o in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")]
+            close = suggest(given, [o for o in options if o])
+            field = ".".join(str(p) for p in loc)
+            out.append(marks.diagnostic(path, f"{field}: `{given}` is not one of {ctx.get('expected')}",
+                                        f"did you mean `{close}`?" if close else None))
         else:
             msg = str(err["msg"])
             if msg.startswith("Value error, "):

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.errors import Diagnostic, ExpressionError, UserError
+from engine.errors import Diagnostic, ExpressionError, UserError, suggest
 from engine.lang import Scope, compile_expression
 from engine.settings import Settings
 from engine.spec.compiled import CompiledAction, CompiledPlaybook, Condition, InvalidPlaybook, PlaybookSet
@@ -63,10 +63,13 @@ def load_playbooks(settings: Settings, paths: list[Path] | None = None) -> Playb
 
 
 def _display(path: Path, base: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    """A path as the user would write it: relative to the working directory when inside it."""
+    for root in (Path.cwd(), base):
+        try:
+            return str(path.resolve().relative_to(root.resolve()))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def _id_pos(path: Path) -> tuple[int | None, int | None]:
@@ -94,15 +97,52 @@ def load_one(path: Path, shown: str, settings: Settings, templates: Templates) -
     try:
         spec = Playbook.model_validate(data)
     except ValidationError as exc:
-        return InvalidPlaybook(shown, pid, tuple(validation_diagnostics(exc, Playbook, marks)))
+        problems = validation_diagnostics(exc, Playbook, marks)
+        problems += _raw_expression_problems(data, settings, marks, text)
+        return InvalidPlaybook(shown, pid, tuple(sorted(problems, key=lambda d: (d.line or 0, d.col or 0))))
     problems: list[Diagnostic] = []
-    conditions = _compile_conditions(spec, settings, marks, text, problems)
+    if spec.trigger.kind == "goal_achieved" and spec.subject != "goal":
+        problems.append(marks.diagnostic(("trigger", "goal_achieved"), "the goal_achieved trigger is about goals",
+                                         "add `subject: goal` to this playbook", key=True))
+    conditions = [] if problems else _compile_conditions(spec, settings, marks, text, problems)
     actions = tuple(_compile_actions(spec.actions, "actions", spec, settings, templates, marks, problems))
     on_resolve = tuple(_compile_actions(spec.on_resolve, "on_resolve", spec, settings, templates, marks, problems))
     if problems:
         return InvalidPlaybook(shown, spec.id, tuple(problems))
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return CompiledPlaybook(spec, shown, tuple(conditions), actions, on_resolve, digest)
+
+
+def _raw_expression_problems(data: dict, settings: Settings, marks: Marks, text: str) -> list[Diagnostic]:
+    """Check the expressions of a playbook that failed validation elsewhere, so all problems show at once."""
+    subject = data.get("subject", "account")
+    if subject not in ("account", "contact", "goal"):
+        return []
+    items: list[tuple[str, tuple[Any, ...]]] = []
+    trigger = data.get("trigger")
+    if isinstance(trigger, dict) and isinstance(trigger.get("when"), str):
+        items.append((trigger["when"], ("trigger", "when")))
+    where = data.get("where")
+    if isinstance(where, list):
+        items += [(w, ("where", i)) for i, w in enumerate(where) if isinstance(w, str)]
+    problems: list[Diagnostic] = []
+    scope = scope_for(settings, subject)
+    for expr_text, path in items:
+        _compile_one(expr_text, path, True, "", scope, marks, text, problems)
+    return problems
+
+
+def _compile_one(expr_text: str, path: tuple[Any, ...], literal: bool, kind: str, scope: Scope, marks: Marks,
+                 text: str, problems: list[Diagnostic]) -> Any:
+    try:
+        return compile_expression(expr_text, scope)
+    except ExpressionError as exc:
+        line, col = marks.at(path)
+        if literal and exc.col and line is not None and col is not None:
+            col += exc.col - 1 + _quote_offset(text, line, col)
+        where = "" if literal else f" (in `{expr_text}`, which {kind} expands to)"
+        problems.append(Diagnostic(marks.file, line, col, f"{exc.message}{where}", exc.hint))
+        return None
 
 
 def _compile_conditions(spec: Playbook, settings: Settings, marks: Marks, text: str,
@@ -114,15 +154,9 @@ def _compile_conditions(spec: Playbook, settings: Settings, marks: Marks, text: 
         (f"trigger ({kind})", trigger_expression(spec.trigger), ("trigger", kind), kind == "when")]
     items += [(f"where[{i}]", w, ("where", i), True) for i, w in enumerate(spec.where)]
     for label, expr_text, path, literal in items:
-        try:
-            out.append(Condition(label, expr_text, compile_expression(expr_text, scope)))
-        except ExpressionError as exc:
-            line, col = marks.at(path)
-            if literal and exc.col and line is not None and col is not None:
-                col += exc.col - 1 + _quote_offset(text, line, col)
-            where = "" if literal else f" (in `{expr_text}`, which {kind} expands to)"
-            hint = exc.hint
-            problems.append(Diagnostic(marks.file, line, col, f"{exc.message}{where}", hint))
+        expr = _compile_one(expr_text, path, literal, kind, scope, marks, text, problems)
+        if expr is not None:
+            out.append(Condition(label, expr_text, expr))
     return out
 
 
@@ -199,11 +233,19 @@ def _compile_email_files(name: str, subject: str, templates: Templates, settings
                 tfile = _display(settings.templates / (name + suffix), settings.base_dir)
                 problems.append(Diagnostic(tfile, exc.line, None, exc.message,
                                            f"used by {marks.file} line {marks.at(path + ('template',))[0]}"))
-    if "subject" not in files and not any(p.line for p in problems if p.file != marks.file):
-        if not templates.exists(name + EMAIL_PARTS["subject"]):
-            problems.append(marks.diagnostic(path + ("template",), f"template `{name}` has no `{name}.subject.j2`",
-                                             f"create {name}.subject.j2 in {settings.templates}"))
-    if not templates.exists(name + ".html.j2") and not templates.exists(name + ".txt.j2"):
-        problems.append(marks.diagnostic(path + ("template",), f"template `{name}` has no body",
-                                         f"create {name}.html.j2 and/or {name}.txt.j2 in {settings.templates}"))
+    where = _display(settings.templates, settings.base_dir)
+    has_subject = templates.exists(name + EMAIL_PARTS["subject"])
+    has_body = templates.exists(name + ".html.j2") or templates.exists(name + ".txt.j2")
+    if not has_subject and not has_body:
+        known = templates.names()
+        close = suggest(name, known)
+        problems.append(marks.diagnostic(
+            path + ("template",), f"email template `{name}` not found in {where}/",
+            f"did you mean `{close}`?" if close else f"create {name}.subject.j2 and {name}.html.j2 or {name}.txt.j2"))
+    elif not has_subject:
+        problems.append(marks.diagnostic(path + ("template",), f"email template `{name}` has no subject",
+                                         f"create {where}/{name}.subject.j2"))
+    elif not has_body:
+        problems.append(marks.diagnostic(path + ("template",), f"email template `{name}` has no body",
+                                         f"create {where}/{name}.html.j2 and/or {name}.txt.j2"))
     return files

@@ -155,7 +155,7 @@ class Action(OneOf):
 class Playbook(Model):
     """One playbook file."""
 
-    id: str = Field(pattern=ID_PATTERN, max_length=80)
+    id: str = Field(max_length=80)
     name: str
     description: str | None = None
     enabled: bool = True
@@ -172,6 +172,15 @@ class Playbook(Model):
 
     _durations = field_validator("repeat", "cooldown")(classmethod(lambda cls, v: _duration(v)))
 
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not re.match(ID_PATTERN, v):
+            suggestion = re.sub(r"[^a-z0-9]+", "-", v.lower()).strip("-")
+            raise ValueError(f"`{v}` is not a valid id: use lower-case letters, digits and -"
+                             + (f" (e.g. `{suggestion}`)" if suggestion else ""))
+        return v
+
     @field_validator("schedule")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
@@ -184,12 +193,6 @@ class Playbook(Model):
                 raise ValueError(f"`{v}` is not a cron expression ({exc}); "
                                  "write five fields: minute hour day month weekday") from None
         return v
-
-    @model_validator(mode="after")
-    def _goal_trigger(self) -> "Playbook":
-        if self.trigger.goal_achieved is not None and self.subject != "goal":
-            raise ValueError("the goal_achieved trigger needs `subject: goal`")
-        return self
 
     @property
     def repeat_seconds(self) -> int | None:

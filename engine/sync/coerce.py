@@ -51,10 +51,12 @@ def _empty(value: Any) -> bool:
 
 def to_string(value: Any) -> str | None:
     """Text as is; numbers, booleans and dates written out; empty text is None."""
-    if _empty(value):
+    if type(value) is str:
+        return value if value and not value.isspace() else None
+    if value is None:
         return None
     if isinstance(value, str):
-        return value
+        return value if value.strip() else None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, Decimal)):
@@ -68,7 +70,19 @@ def to_string(value: Any) -> str | None:
 
 def to_integer(value: Any) -> int | None:
     """A whole number from an int, an integral float/decimal, or text such as `12` or `12.0`."""
-    if _empty(value):
+    if type(value) is str:
+        text = value.strip()
+        if not text:
+            return None
+        if _INT.match(text):
+            return int(text)
+        if _NUMBER.match(text):
+            number = Decimal(text)
+            if number == number.to_integral_value():
+                return int(number)
+            raise CoerceError(f"{show(value)} is not a whole number")
+        raise CoerceError(f"{show(value)} is not an integer" + _separator_hint(text))
+    if value is None:
         return None
     if isinstance(value, bool):
         raise CoerceError(f"{show(value)} is not an integer")
@@ -79,21 +93,23 @@ def to_integer(value: Any) -> int | None:
             return int(value)
         raise CoerceError(f"{show(value)} is not a whole number")
     if isinstance(value, str):
-        text = value.strip()
-        if _INT.match(text):
-            return int(text)
-        if _NUMBER.match(text):
-            number = Decimal(text)
-            if number == number.to_integral_value():
-                return int(number)
-            raise CoerceError(f"{show(value)} is not a whole number")
-        raise CoerceError(f"{show(value)} is not an integer" + _separator_hint(text))
+        return to_integer(str(value))
     raise CoerceError(f"expected an integer, got {_kind(value)}")
 
 
 def to_number(value: Any) -> float | None:
     """A finite number from an int, float, decimal or text such as `12.5` or `1e3`."""
-    if _empty(value):
+    if type(value) is str:
+        try:
+            number = float(value)
+        except ValueError:
+            if not value or value.isspace():
+                return None
+            raise CoerceError(f"{show(value)} is not a number" + _separator_hint(value)) from None
+        if math.isfinite(number) and "_" not in value:
+            return number
+        raise CoerceError(f"{show(value)} is not a number")
+    if value is None:
         return None
     if isinstance(value, bool):
         raise CoerceError(f"{show(value)} is not a number")
@@ -103,12 +119,7 @@ def to_number(value: Any) -> float | None:
             raise CoerceError(f"{show(value)} is not a finite number")
         return number
     if isinstance(value, str):
-        text = value.strip()
-        if _NUMBER.match(text):
-            number = float(text)
-            if math.isfinite(number):
-                return number
-        raise CoerceError(f"{show(value)} is not a number" + _separator_hint(text))
+        return to_number(str(value))
     raise CoerceError(f"expected a number, got {_kind(value)}")
 
 
@@ -118,26 +129,38 @@ def _separator_hint(text: str) -> str:
 
 def to_boolean(value: Any) -> bool | None:
     """true/false, yes/no, 1/0 (any case), or a JSON/SQL boolean."""
-    if _empty(value):
-        return None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
     if isinstance(value, str):
         text = value.strip().lower()
         if text in _TRUE:
             return True
         if text in _FALSE:
             return False
-    if isinstance(value, (dict, list)):
+        if not text:
+            return None
+    elif value is None:
+        return None
+    elif isinstance(value, bool):
+        return value
+    elif isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    elif isinstance(value, (dict, list)):
         raise CoerceError(f"expected a boolean, got {_kind(value)}")
     raise CoerceError(f"{show(value)} is not a boolean (use true/false, yes/no or 1/0)")
 
 
 def to_date(value: Any) -> date | None:
     """A calendar date written YYYY-MM-DD (or a SQL date; a SQL datetime only at midnight)."""
-    if _empty(value):
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) == 10 and _DATE.match(text):
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                pass
+        if not text:
+            return None
+        raise CoerceError(f"{show(value)} is not a date (use YYYY-MM-DD)")
+    if value is None:
         return None
     if isinstance(value, datetime):
         if value.time() == datetime.min.time() and value.tzinfo is None:
@@ -145,14 +168,6 @@ def to_date(value: Any) -> date | None:
         raise CoerceError(f"{show(value.isoformat())} is not a date (it has a time of day)")
     if isinstance(value, date):
         return value
-    if isinstance(value, str):
-        text = value.strip()
-        if _DATE.match(text):
-            try:
-                return date.fromisoformat(text)
-            except ValueError:
-                pass
-        raise CoerceError(f"{show(value)} is not a date (use YYYY-MM-DD)")
     raise CoerceError(f"expected a date, got {_kind(value)}")
 
 

@@ -89,47 +89,44 @@ class RowChecker:
         coercers = self.coercers
         for name, value in raw.items():
             convert = coercers.get(name)
-            if convert is None:
-                continue
-            try:
-                typed = convert(value)
-            except CoerceError as exc:
-                problems.append(f"{name}: {exc}")
-                values[name] = None
-                continue
-            if typed is not None and name in self.required and isinstance(typed, str):
-                typed = typed.strip()
-            values[name] = typed
+            if convert is not None:
+                try:
+                    values[name] = convert(value)
+                except CoerceError as exc:
+                    problems.append(f"{name}: {exc}")
+                    values[name] = None
         for name in self.required:
-            if values.get(name) is None and not any(p.startswith(name + ":") for p in problems):
-                problems.append(f"{name}: missing (every {self.entity} row needs {_article(name)} {name})")
-        key_values = tuple(values.get(k) for k in self.key)
-        key = None if any(v is None for v in key_values) else key_values
+            value = values.get(name)
+            if value is None:
+                if not problems or not any(p.startswith(name + ":") for p in problems):
+                    problems.append(f"{name}: missing (every {self.entity} row needs {_article(name)} {name})")
+            elif type(value) is str:
+                values[name] = value.strip()
+        key = tuple(values.get(k) for k in self.key)
+        if None in key:
+            key = None
         if self.entity == "goals" and isinstance(values.get("direction"), str):
             direction = values["direction"].strip().lower()
             if direction in DIRECTIONS:
                 values["direction"] = direction
             else:
                 problems.append(f"direction: {show(values['direction'])} is not increase or decrease")
-        if self.accounts is not None and values.get("account_id") is not None:
-            problem = self._account_problem(values["account_id"])
-            if problem:
-                problems.append(problem)
+        if self.accounts is not None:
+            account_id = values.get("account_id")
+            if account_id is not None and self.accounts.get(account_id) is not True:
+                problems.append(self._account_problem(account_id))
         if key is not None and not problems:
             first = self.seen.add(key, line)
             if first is not None:
                 problems.append(self._duplicate(key, first))
         return (None if problems else values), problems, key
 
-    def _account_problem(self, account_id: str) -> str | None:
+    def _account_problem(self, account_id: str) -> str:
         assert self.accounts is not None
-        present = self.accounts.get(account_id)
-        if present is None:
+        if account_id not in self.accounts:
             return f"account_id: unknown account {show(account_id)}"
-        if not present:
-            return (f"account_id: account {show(account_id)} was removed "
-                    "(it is absent from the latest accounts snapshot)")
-        return None
+        return (f"account_id: account {show(account_id)} was removed "
+                "(it is absent from the latest accounts snapshot)")
 
     def _duplicate(self, key: tuple[Any, ...], first: int) -> str:
         if len(key) > 1:

@@ -1,0 +1,115 @@
+"""Evaluation tick guarantees: one transaction per playbook, dedup keys unique in the database,
+an invalid playbook never stops the others, rendering never evaluates data twice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import Workspace
+from engine.app import App
+from engine.store import outbox, state
+from engine.tick import run_tick
+
+SMALL = """
+id: {id}
+name: Small {id}
+trigger:
+  when: account.arr < 100
+actions:
+  - slack: {{channel: "#cs", text: "{{{{ account.name }}}} ({{{{ account.arr }}}})"}}
+  - email: {{to: {{role: champion}}, subject: "Hi {{{{ contact.name }}}} at {{{{ account.name }}}}", body: "b"}}
+"""
+
+
+def _setup(ws: Workspace) -> None:
+    ws.playbook("a", SMALL.format(id="a"))
+    ws.playbook("b", SMALL.format(id="b"))
+    ws.data("accounts", [{"id": "A1", "name": "{{ 7*7 }} Labs", "arr": 10},
+                         {"id": "A2", "name": "Beta", "arr": 20}])
+    ws.data("contacts", [{"id": "C1", "account_id": "A1", "email": "x@labs.example", "name": "Xu",
+                          "role": "champion", "unsubscribed": "false"}])
+    ws.sync()
+
+
+def test_crash_inside_a_playbook_leaves_nothing_of_it(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    _setup(ws)
+    app = App(ws.config)
+    real = outbox.plan
+    calls = {"n": 0}
+
+    def crash_on_second(conn, schema, rows):  # noqa: ANN001
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash while writing the outbox")
+        return real(conn, schema, rows)
+
+    monkeypatch.setattr(outbox, "plan", crash_on_second)
+    with pytest.raises(RuntimeError):
+        run_tick(app.db, app.settings, app.playbooks, app.clock("2026-03-01T09:00"))
+    with app.db.engine.connect() as conn:
+        events = state.history(conn, app.db.schema, limit=100)
+        actions = outbox.list_actions(conn, app.db.schema, limit=100)
+    assert {e["playbook_id"] for e in events} == {"a"}        # playbook a committed, b left nothing
+    assert {a["playbook_id"] for a in actions} == {"a"}
+    with app.db.engine.connect() as conn:
+        assert state.episode_state(conn, app.db.schema, "b", "account", "A1") is None
+    app.close()
+    monkeypatch.setattr(outbox, "plan", real)
+    assert [(e[0], e[2]) for e in ws.events("2026-03-01T09:00")] == [("b", "enter"), ("b", "enter")]
+
+
+def test_dedup_keys_are_unique_in_the_database(ws: Workspace) -> None:
+    _setup(ws)
+    ws.run("2026-03-01T09:00", "--no-dispatch")
+    app = App(ws.config)
+    with app.db.engine.begin() as conn:
+        rows = [dict(r) for r in outbox.list_actions(conn, app.db.schema, limit=100)]
+        for r in rows:
+            r.pop("id")
+        assert outbox.plan(conn, app.db.schema, rows) == 0       # a second scheduler plans nothing new
+        assert len(outbox.list_actions(conn, app.db.schema, limit=100)) == len(rows)
+    app.close()
+
+
+def test_invalid_playbook_is_skipped_and_reported(ws_sqlite: Workspace) -> None:
+    ws = ws_sqlite
+    _setup(ws)
+    ws.playbook("broken", "id: broken\nname: B\ntrigger: {when: account.arrr < 1}\nactions: []\n")
+    result = ws.cli("run", "--now", "2026-03-01T09:00", "--format", "json", expect=1)
+    events = json.loads(result.stdout)["events"]
+    assert {e["playbook"] for e in events} == {"a", "b"}
+    assert "playbooks/broken.yaml:3:17: unknown field `account.arrr` (did you mean `arr`?)" in result.stderr
+    assert "playbooks/broken.yaml:4:10: actions: must not be empty (add at least one item under `actions:`)" in result.stderr
+    v = ws.cli("validate", expect=1)
+    assert "broken.yaml:3:17" in v.stdout
+
+
+def test_data_is_never_rendered_twice(ws_sqlite: Workspace) -> None:
+    ws = ws_sqlite
+    _setup(ws)
+    out = ws.run("2026-03-01T09:00", "--playbook", "a")
+    ev = [e for e in out["events"] if e["subject"] == "account:A1"][0]
+    assert ev["actions"][0]["text"] == "{{ 7*7 }} Labs (10.0)"
+    assert ev["actions"][1] == {"kind": "email", "to": ["x@labs.example"], "subject": "Hi Xu at {{ 7*7 }} Labs"}
+    beta = [e for e in out["events"] if e["subject"] == "account:A2"][0]
+    assert beta["actions"][1] == {"kind": "email", "to": [], "subject": None}   # no champion: suppressed
+    listed = json.loads(ws.cli("outbox", "list", "--format", "json").stdout)["actions"]
+    beta_email = [a for a in listed if a["dedup_key"] == "a/account:A2/1/1/1"][0]
+    assert beta_email["status"] == "suppressed"
+    eml = next((ws.root / "outbox" / "email").glob("*.eml")).read_text()
+    assert "Subject: Hi Xu at {{ 7*7 }} Labs" in eml
+
+
+def test_unknown_playbook_is_a_usage_error(ws_sqlite: Workspace) -> None:
+    _setup(ws_sqlite)
+    r = ws_sqlite.cli("run", "--playbook", "nope", expect=2)
+    assert "unknown playbook id(s): nope" in r.stderr
+
+
+def test_bad_now_is_a_clear_error(ws_sqlite: Workspace) -> None:
+    _setup(ws_sqlite)
+    r = ws_sqlite.cli("run", "--now", "yesterday", expect=1)
+    assert "--now: `yesterday` is not an ISO date-time" in r.stderr
+    assert "Traceback" not in r.output
