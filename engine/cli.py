@@ -149,6 +149,9 @@ def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...],
     stats = None
     if not dry_run and not no_dispatch:
         stats = _dispatch(app, clock)
+    for o in result.outcomes:
+        if o.skipped:
+            err.file.write(f"{o.playbook}: {o.skipped}\n")
     if fmt == "json":
         print_json(result.as_json())
     else:

@@ -171,37 +171,132 @@ def outbox_cancel(app: App, ids: tuple[int, ...]) -> None:
 @main.command()
 @click.option("--interval", default=1.0, show_default=True, help="seconds to wait when nothing is due")
 @click.option("--max-idle", default=None, type=float, help="exit after this many idle seconds (for scripts)")
+@click.option("--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True)
 @command
-def worker(app: App, interval: float, max_idle: float | None) -> None:
-    """Deliver due outbox actions continuously (Ctrl-C or SIGTERM to stop cleanly)."""
+def worker(app: App, interval: float, max_idle: float | None, log_format: str) -> None:
+    """Deliver due outbox actions continuously (SIGTERM or Ctrl-C stops cleanly)."""
     import signal
+    import threading
 
     from connectors.registry import build_connectors
     from engine.dispatch import Dispatcher
+    from engine.logs import setup_logging
+    from engine.service import run_worker_loop
     from engine.tick import wall_clock
 
-    stop = {"now": False}
-
-    def _stop(*_):  # noqa: ANN002
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    setup_logging(log_format)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     connectors = build_connectors(app.settings, app.db, wall_clock)
-    d = Dispatcher(app.db, app.settings, connectors)
-    idle_since = time.monotonic()
     try:
-        while not stop["now"]:
-            items = d.claim()
-            for item in items:
-                d.handle(item)
-            if items:
-                idle_since = time.monotonic()
-                continue
-            if max_idle is not None and time.monotonic() - idle_since >= max_idle:
-                break
-            time.sleep(interval)
+        run_worker_loop(Dispatcher(app.db, app.settings, connectors), stop, idle_s=interval, max_idle=max_idle)
     finally:
-        d.release()
         for c in connectors.values():
             c.close()
+
+
+@main.command()
+@click.option("--workers", default=2, show_default=True, help="dispatch threads in this process")
+@click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+@click.option("--unsubscribe-port", type=int, default=None, help="serve the one-click unsubscribe endpoint")
+@click.option("--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True)
+@click.option("--lease", default=15.0, show_default=True, help="leader lease in seconds (take-over time)")
+@click.option("--every", type=float, default=None, hidden=True,
+              help="evaluate every N seconds instead of the cron schedules (tests, demos)")
+@command
+def start(app: App, workers: int, metrics_port: int | None, unsubscribe_port: int | None, log_format: str,
+          lease: float, every: float | None) -> None:
+    """The long-running service: scheduled syncs and evaluations, continuous dispatch."""
+    from engine.logs import setup_logging
+    from engine.service import Service
+
+    setup_logging(log_format)
+    app.settings, app.db  # noqa: B018 - fail fast on a bad config or database, before starting threads
+    sys.exit(Service(app, workers=workers, every=every, lease_s=lease, metrics_port=metrics_port,
+                     unsubscribe_port=unsubscribe_port).run())
+
+
+@main.command()
+@FORMAT
+@command
+def status(app: App, fmt: str) -> None:
+    """Last run of every playbook, queue depth by state, failures, next scheduled times, the leader."""
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    from engine.store import leases, outbox as store, playbook_state
+
+    tz = ZoneInfo(app.settings.timezone)
+    with app.db.engine.connect() as conn:
+        states = playbook_state.all_states(conn, app.db.schema)
+        counts = store.counts_by_status(conn, app.db.schema)
+        failed = store.list_actions(conn, app.db.schema, status="failed", limit=10)
+        leader = leases.holder(conn, app.db.schema, "scheduler")
+        synced = playbook_state.last_synced(conn, app.db.schema)
+    now = datetime.now(tz)
+    rows = []
+    for pb in app.playbooks.valid:
+        cron = pb.spec.schedule or app.settings.defaults.schedule
+        nxt = CronTrigger.from_crontab(cron, timezone=tz).get_next_fire_time(None, now) if pb.spec.enabled else None
+        st = states.get(pb.id, {})
+        last = st.get("last_evaluated_at")
+        rows.append({"playbook": pb.id, "enabled": pb.spec.enabled, "schedule": cron,
+                     "last_run": last.replace(tzinfo=timezone.utc).astimezone(tz).isoformat() if last else None,
+                     "status": st.get("status"), "detail": st.get("detail"),
+                     "next_run": nxt.isoformat() if nxt else None})
+    doc = {"playbooks": rows, "invalid": [i.file for i in app.playbooks.invalid], "queue": counts,
+           "recent_failures": [{"id": f["id"], "dedup_key": f["dedup_key"], "error": f["last_error"]} for f in failed],
+           "leader": ({"owner": leader["owner"], "until": leader["until"].isoformat()}
+                      if leader and leader["until"] > datetime.now(timezone.utc).replace(tzinfo=None) else None),
+           "synced": {k: v.isoformat() for k, v in synced.items()}}
+    if fmt == "json":
+        print_json(doc)
+        return
+    out.print(table("Playbooks", ["playbook", "schedule", "last run", "status", "next run"],
+                    [[r["playbook"] + ("" if r["enabled"] else " (disabled)"), r["schedule"],
+                      (r["last_run"] or "never")[:16], (r["status"] or "") + (f": {r['detail'].get('reason')}"
+                      if r["detail"] and r["detail"].get("reason") else ""), (r["next_run"] or "")[:16]]
+                     for r in rows]))
+    out.print(table("Outbox", ["state", "actions"], sorted(counts.items())))
+    if failed:
+        out.print(table("Recent failures", ["#", "dedup key", "error"],
+                        [[f["id"], f["dedup_key"], (f["last_error"] or "")[:80]] for f in failed]))
+    out.print(f"leader: {doc['leader']['owner'] + ' until ' + doc['leader']['until'] if doc['leader'] else 'none'}; "
+              f"last sync: " + (", ".join(f"{k} {v[:16]}" for k, v in doc["synced"].items()) or "never"))
+    if app.playbooks.invalid:
+        err.file.write("invalid playbooks (not running): " + ", ".join(doc["invalid"]) + "\n")
+
+
+@main.command()
+@click.argument("emails", nargs=-1)
+@click.option("--remove", is_flag=True, help="take the addresses off the suppression list (resubscribe)")
+@click.option("--list", "show", is_flag=True, help="show the suppression list")
+@FORMAT
+@command
+def unsubscribe(app: App, emails: tuple[str, ...], remove: bool, show: bool, fmt: str) -> None:
+    """Never email these addresses again (checked at send time), or --remove / --list."""
+    from engine.store import suppression
+    from engine.tick import wall_clock
+
+    if not emails and not show:
+        raise click.UsageError("give one or more email addresses, or --list")
+    with app.db.engine.begin() as conn:
+        for e in emails:
+            if "@" not in e:
+                raise click.UsageError(f"`{e}` is not an email address")
+            if remove:
+                suppression.remove(conn, app.db.schema, e)
+            else:
+                suppression.add(conn, app.db.schema, e, "unsubscribed", wall_clock(), "playbook unsubscribe")
+        rows = suppression.list_all(conn, app.db.schema) if show else []
+    if emails:
+        out.print(f"{len(emails)} address(es) {'resubscribed' if remove else 'suppressed'}")
+    if show:
+        if fmt == "json":
+            print_json({"suppressed": [{**r, "at": r["at"].isoformat()} for r in rows]})
+        else:
+            out.print(table("Suppression list", ["email", "reason", "since (UTC)", "detail"],
+                            [[r["email"], r["reason"], f"{r['at']:%Y-%m-%d %H:%M}", r["detail"]] for r in rows]))

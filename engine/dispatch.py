@@ -7,7 +7,7 @@ import os
 import random
 import socket
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Callable
 
@@ -109,7 +109,7 @@ class Dispatcher:
         with self.db.engine.connect() as conn:
             blocked = suppression.blocked(conn, self.db.schema, [m["to"] for m in messages])
         keep = [m for m in messages if m["to"].lower() not in blocked]
-        done = set((item.payload.get("delivered") or []))
+        done = set((item.result or {}).get("delivered") or [])
         keep = [m for m in keep if m["message_id"] not in done]
         if not keep:
             if blocked:
@@ -118,9 +118,7 @@ class Dispatcher:
             return None, self._record(item, "sent", "every message was already delivered", "sent")
         if len(keep) == len(messages):
             return item, ""
-        from dataclasses import replace
-
-        return replace(item, payload={**item.payload, "messages": keep,
+        return replace(item, payload={**item.payload, "messages": keep, "delivered": sorted(done),
                                       "suppressed": sorted(blocked)}), ""
 
     def _safe(self, fn: Callable[[], Delivery | None]) -> Delivery | None:
@@ -133,6 +131,7 @@ class Dispatcher:
     def _outcome(self, item: Claimed, d: Delivery | None) -> str:
         if d is None:  # pragma: no cover - connectors always return a Delivery
             d = Delivery(Outcome.TRANSIENT, "connector returned nothing")
+        d = self._merge_progress(item, d)
         if d.outcome == Outcome.SENT:
             return self._record(item, "sent", d.detail, "sent", result=d.result)
         if d.outcome == Outcome.SUPPRESSED:
@@ -145,6 +144,19 @@ class Dispatcher:
         delay = backoff(item.attempts, self.base_s, self.max_s, d.retry_after, self.rng)
         return self._record(item, "pending", d.detail, "transient", result=d.result,
                             retry_at=self.clock() + timedelta(seconds=delay))
+
+    def _merge_progress(self, item: Claimed, d: Delivery) -> Delivery:
+        """Keep what earlier attempts delivered, and put hard-bounced addresses on the suppression list."""
+        before = (item.result or {}).get("delivered") or []
+        result = dict(d.result)
+        if before or "delivered" in result:
+            result["delivered"] = sorted(set(before) | set(result.get("delivered") or []))
+        bounced = result.get("bounced") or {}
+        if bounced:
+            with self.db.engine.begin() as conn:
+                for address, reply in bounced.items():
+                    suppression.add(conn, self.db.schema, address, "bounced", self.clock(), str(reply)[:500])
+        return replace(d, result=result)
 
     def _record(self, item: Claimed, status: str, detail: str | None, outcome: str, *, result: dict | None = None,
                 retry_at: datetime | None = None) -> str:

@@ -129,7 +129,29 @@ class Delivery(Model):
 
 class Defaults(Model):
     schedule: str = "0 9 * * 1-5"
+    sync_schedule: str | None = Field(None, description="cron for syncing every source without its own schedule")
     max_actions_per_run: int | None = Field(None, ge=1)
+    max_data_age: str | None = Field(None, description="a playbook does not evaluate when the data it reads "
+                                                       "was synced longer ago than this (e.g. 2d)")
+
+    @field_validator("max_data_age")
+    @classmethod
+    def _age(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @field_validator("schedule", "sync_schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(v)
+            except ValueError as exc:
+                raise ValueError(f"`{v}` is not a cron expression ({exc})") from None
+        return v
 
 
 class Settings(Model):

@@ -6,6 +6,7 @@ does the same work and rolls back."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -15,9 +16,12 @@ from sqlalchemy import Connection, text
 from engine.planner import PlannedEvent, Planner, dedup_key, roles_of
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook, PlaybookSet
-from engine.store import outbox, state, subjects, tasks
+from engine.store import outbox, playbook_state, state, subjects, tasks
 from engine.store.db import Database
 from engine.store.matching import Clock, match_query
+
+
+log = logging.getLogger("playbook.tick")
 
 
 @dataclass
@@ -88,13 +92,27 @@ def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, cl
         tx = conn.begin()
         try:
             _lock(conn, pb.id)
+            stale = _stale(conn, db, settings, pb)
+            if stale:
+                result.skipped = stale
+                log.warning("playbook %s not evaluated: %s", pb.id, stale, extra={"playbook": pb.id})
+                _record_state(conn, db, pb, clock, "stale", {"reason": stale}, dry_run)
+                tx.commit()
+                return result
             match = match_query(schema, pb.subject, [c.expr for c in pb.conditions], clock, db.dialect)
             changes = state.transitions(conn, schema, pb.id, pb.subject, match, clock.now,
                                         repeat_s=pb.spec.repeat_seconds, cooldown_s=pb.spec.cooldown_seconds,
                                         max_episodes=pb.spec.max_episodes)
             rows = _plan(conn, db, settings, pb, clock, changes, result)
+            limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
+            planned_actions = sum(1 for r in rows if r["kind"] != "task_close")
+            if limit is not None and planned_actions > limit:
+                tx.rollback()
+                return _blocked(db, pb, clock, result, planned_actions, limit, dry_run)
             state.apply_transitions(conn, schema, pb.id, pb.subject, changes, clock.now, run_id)
             result.planned = outbox.plan(conn, schema, rows) if not dry_run else len(rows)
+            _record_state(conn, db, pb, clock, "ok", {"events": len(result.events), "planned": result.planned},
+                          dry_run)
         except BaseException:
             tx.rollback()
             raise
@@ -103,6 +121,58 @@ def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, cl
         else:
             tx.commit()
     return result
+
+
+def _blocked(db: Database, pb: CompiledPlaybook, clock: Clock, result: PlaybookOutcome, planned: int, limit: int,
+             dry_run: bool) -> PlaybookOutcome:
+    """Safety rail: a run that would plan more than max_actions_per_run plans nothing and raises an alert."""
+    reason = (f"blocked: would plan {planned} actions, more than max_actions_per_run ({limit}); nothing was "
+              f"planned — check the playbook's filters, or raise the limit")
+    log.error("ALERT playbook %s %s", pb.id, reason, extra={"playbook": pb.id, "alert": "max_actions_per_run"})
+    result.events, result.planned, result.skipped = [], 0, reason
+    if not dry_run:
+        with db.engine.begin() as conn:
+            _record_state(conn, db, pb, clock, "blocked", {"reason": reason, "would_plan": planned}, False)
+    return result
+
+
+def _record_state(conn: Connection, db: Database, pb: CompiledPlaybook, clock: Clock, status: str,
+                  detail: dict[str, Any], dry_run: bool) -> None:
+    if not dry_run:
+        playbook_state.record(conn, db.schema, pb.id, evaluated_at=wall_clock(), now=clock.now, status=status,
+                              detail=detail, source_hash=pb.source_hash)
+
+
+def entities_read(pb: CompiledPlaybook) -> set[str]:
+    """The synced entities a playbook's evaluation and actions depend on."""
+    from engine.lang import metric_calls
+
+    needed = {"accounts"}
+    if pb.subject == "contact" or any(roles_of(a) for a in (*pb.actions, *pb.on_resolve) if a.kind == "email"):
+        needed.add("contacts")
+    if pb.subject == "goal":
+        needed.add("goals")
+    if any(metric_calls(c.expr) for c in pb.conditions):
+        needed.add("usage")
+    return needed
+
+
+def _stale(conn: Connection, db: Database, settings: Settings, pb: CompiledPlaybook) -> str | None:
+    """Why the data this playbook reads is too old to act on, or None when it is fresh enough."""
+    age = settings.defaults.max_data_age
+    if age is None:
+        return None
+    from datetime import timedelta
+
+    from engine.settings import parse_duration
+
+    synced = playbook_state.last_synced(conn, db.schema)
+    limit = wall_clock() - timedelta(seconds=parse_duration(age))
+    old = sorted(e for e in entities_read(pb) if e not in synced or synced[e] < limit)
+    if not old:
+        return None
+    return (f"stale data: {', '.join(old)} last synced more than {age} ago (defaults.max_data_age); "
+            f"run `playbook sync`")
 
 
 def _lock(conn: Connection, playbook_id: str) -> None:

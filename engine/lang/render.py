@@ -46,9 +46,11 @@ def _render(expr: A.Expr) -> tuple[str, int]:
     if isinstance(expr, A.Today):
         return "today", ATOM
     if isinstance(expr, A.Compare):
-        parts = [_wrap(expr.left, ADD)]
+        # A test swallows a following name as its argument (`x is none in y`), so tests get parentheses.
+        operand = lambda e: f"({_render(e)[0]})" if isinstance(e, A.IsNone) else _wrap(e, ADD)  # noqa: E731
+        parts = [operand(expr.left)]
         for op, right in expr.ops:
-            parts += [op, _wrap(right, ADD)]
+            parts += [op, operand(right)]
         return " ".join(parts), CMP
     if isinstance(expr, A.And):
         return f"{_wrap(expr.left, AND)} and {_wrap(expr.right, NOT)}", AND
@@ -57,7 +59,9 @@ def _render(expr: A.Expr) -> tuple[str, int]:
     if isinstance(expr, A.Not):
         return f"not {_wrap(expr.operand, NOT)}", NOT
     if isinstance(expr, A.IsNone):
-        return f"{_wrap(expr.operand, POSTFIX)} is {'not ' if expr.negated else ''}none", POSTFIX
+        # Jinja2 refuses `x is none is none`: a test on a test needs parentheses.
+        need = ATOM if isinstance(expr.operand, A.IsNone) else POSTFIX
+        return f"{_wrap(expr.operand, need)} is {'not ' if expr.negated else ''}none", POSTFIX
     if isinstance(expr, A.Arith):
         level = _ARITH_LEVEL[expr.op]
         return f"{_wrap(expr.left, level)} {expr.op} {_wrap(expr.right, level + 1)}", level

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, Table, and_, func, null, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store.schema import KEYS, Schema
@@ -72,8 +72,10 @@ def _insert(conn: Connection, table: Table) -> Any:
 def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert or update rows by key; only the columns a row names are set (others keep their values).
 
-    Rows are grouped by their column set and written with executemany. Updating clears `removed_at`
-    (a row that reappears is present again).
+    Rows are grouped by their column set and written with the driver's executemany in chunks
+    (the statement is compiled once per group and values go through the column types' bind
+    processors, skipping SQLAlchemy's per-row parameter handling). Updating clears `removed_at`:
+    a row that reappears is present again.
     """
     if not rows:
         return
@@ -81,15 +83,25 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row), []).append(row)
-    has_removed = "removed_at" in table.c
+    dialect = conn.dialect
     for columns, group in groups.items():
         stmt = _insert(conn, table)
-        updates = {c: stmt.excluded[c] for c in columns if c not in keys}
-        if has_removed:
-            updates["removed_at"] = None
+        updates: dict[str, Any] = {c: stmt.excluded[c] for c in columns if c not in keys}
+        if "removed_at" in table.c and "removed_at" not in columns:
+            updates["removed_at"] = null()
         stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
-        for start in range(0, len(group), CHUNK):
-            conn.execute(stmt, group[start:start + CHUNK])
+        compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
+        names = list(compiled.positiontup or columns) if dialect.positional else list(columns)
+        procs = [(n, table.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
+        if dialect.positional:
+            params: list[Any] = [tuple(p(r[n]) if p and r[n] is not None else r[n] for n, p in procs)
+                                 for r in group]
+        elif any(p for _, p in procs):
+            params = [{n: p(r[n]) if p and r[n] is not None else r[n] for n, p in procs} for r in group]
+        else:
+            params = list(group)
+        for start in range(0, len(params), CHUNK):
+            conn.exec_driver_sql(compiled.string, params[start:start + CHUNK])
 
 
 def _key_match(table: Table, keys: Sequence[tuple[Any, ...]]) -> Any:

@@ -32,6 +32,7 @@ class Claimed:
     episode: int
     created_at: datetime
     expires_at: datetime | None
+    result: dict | None = None
 
 
 def plan(conn: Connection, schema: Schema, rows: Iterable[dict[str, Any]]) -> int:
@@ -69,7 +70,7 @@ def claim(conn: Connection, schema: Schema, owner: str, now: datetime, lease_s: 
     rows = conn.execute(select(o).where(o.c.id.in_(ids)).order_by(o.c.not_before, o.c.id)).mappings()
     return [Claimed(r["id"], r["dedup_key"], r["kind"], r["connector"], r["payload"], r["attempts"],
                     r["lease_token"], bool(r["ambiguous"]), r["playbook_id"], r["subject_type"], r["subject_id"],
-                    r["episode"], r["created_at"], r["expires_at"]) for r in rows]
+                    r["episode"], r["created_at"], r["expires_at"], r["result"]) for r in rows]
 
 
 def record(conn: Connection, schema: Schema, item: Claimed, *, status: str, now: datetime, error: str | None = None,

@@ -60,6 +60,7 @@ class Schema:
     sync_state: Table
     suppressions: Table
     leases: Table
+    playbook_state: Table
 
     def entity(self, name: str) -> Table:
         """The table of a synced entity by its name."""
@@ -213,5 +214,14 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("token", Integer, nullable=False),
         Column("until", DateTime, nullable=False),
     )
+    playbook_state = Table(
+        "playbook_state", md,
+        Column("playbook_id", String, primary_key=True),
+        Column("last_evaluated_at", DateTime, nullable=True),   # wall clock, UTC
+        Column("last_now", DateTime, nullable=True),            # the evaluation instant (--now)
+        Column("status", String, nullable=False),               # ok | blocked | stale | error
+        Column("detail", JSON, nullable=True),
+        Column("source_hash", String, nullable=True),
+    )
     return Schema(md, accounts, contacts, usage, goals, episodes, events, runs, outbox, attempts, tasks,
-                  sync_state, suppressions, leases)
+                  sync_state, suppressions, leases, playbook_state)

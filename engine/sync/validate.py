@@ -102,8 +102,8 @@ class RowChecker:
                     problems.append(f"{name}: missing (every {self.entity} row needs {_article(name)} {name})")
             elif type(value) is str:
                 values[name] = value.strip()
-        key = tuple(values.get(k) for k in self.key)
-        if None in key:
+        key: tuple[Any, ...] | None = tuple(map(values.get, self.key))
+        if None in key:  # type: ignore[operator]
             key = None
         if self.entity == "goals" and isinstance(values.get("direction"), str):
             direction = values["direction"].strip().lower()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 08:08:17.263920
+Create Date: 2026-11-22 08:28:28.565815
 """
 from __future__ import annotations
 
@@ -153,6 +153,15 @@ def upgrade() -> None:
         batch_op.create_index('ix_outbox_due', ['status', 'not_before'], unique=False)
         batch_op.create_index('ix_outbox_episode', ['playbook_id', 'subject_type', 'subject_id', 'episode'], unique=False)
 
+    op.create_table('playbook_state',
+    sa.Column('playbook_id', sa.String(), nullable=False),
+    sa.Column('last_evaluated_at', sa.DateTime(), nullable=True),
+    sa.Column('last_now', sa.DateTime(), nullable=True),
+    sa.Column('status', sa.String(), nullable=False),
+    sa.Column('detail', sa.JSON(), nullable=True),
+    sa.Column('source_hash', sa.String(), nullable=True),
+    sa.PrimaryKeyConstraint('playbook_id')
+    )
     op.create_table('runs',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('kind', sa.String(), nullable=False),
@@ -229,6 +238,7 @@ def downgrade() -> None:
     op.drop_table('sync_state')
     op.drop_table('suppressions')
     op.drop_table('runs')
+    op.drop_table('playbook_state')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_episode')
         batch_op.drop_index('ix_outbox_due')

@@ -1,0 +1,235 @@
+"""Slack messages (§9) through the Web API (bot token), or an incoming webhook when no token is set.
+
+With a bot token, a message goes to `channel` (a `#name` or an ID) or, for `to: someone@example.com`,
+to that user's direct-message channel (users.lookupByEmail then conversations.open, both cached for
+the life of the process). Every message carries the action's dedup key in its message metadata
+(event type `playbook_action`), so an attempt that may or may not have landed is checked first:
+`check` reads the target channel's history since the action was planned, metadata included.
+Scopes: chat:write, users:read.email, im:write, and channels:history / groups:history /
+im:history plus channels:read / groups:read for that check.
+
+With only `webhook_url`, messages go to the webhook's own channel; nothing can be checked there,
+so an ambiguous attempt is resent.
+
+The SDK's own retry handlers are switched off: a failed call is returned to dispatch as transient
+(with Slack's Retry-After on HTTP 429) and rescheduled, never slept on in the worker.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import urllib.error
+from datetime import timezone
+from typing import Any, Callable
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
+
+from connectors.base import BaseConnector, Delivery, Outcome
+from connectors.webhook import retry_after
+from engine.settings import SlackConnector as SlackSettings
+from engine.store.outbox import Claimed
+
+EVENT_TYPE = "playbook_action"
+HISTORY_PAGES = 5          # how far back `check` reads (pages of 200 messages)
+CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+NETWORK_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException)
+
+TRANSIENT_ERRORS = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
+                    "team_added_to_org", "timeout"}
+AUTH_ERRORS = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive",
+               "no_permission", "ekm_access_denied", "not_allowed_token_type"}
+HINTS = {
+    "channel_not_found": "channel `{target}` not found: check the name, or invite the app to a private channel",
+    "not_in_channel": "the app is not a member of `{target}`: /invite it to the channel",
+    "is_archived": "channel `{target}` is archived",
+    "users_not_found": "no Slack user has the email `{target}`",
+    "user_not_found": "no Slack user has the email `{target}`",
+    "cannot_dm_bot": "`{target}` is a bot and cannot receive direct messages",
+    "user_disabled": "the Slack user `{target}` is deactivated",
+    "msg_too_long": "the message text is too long",
+    "no_text": "the message has neither text nor blocks",
+    "invalid_blocks": "Slack rejected the blocks (invalid Block Kit)",
+    "invalid_blocks_format": "Slack rejected the blocks (they must be a list of Block Kit objects)",
+    "restricted_action": "a workspace preference forbids the app to post in `{target}`",
+}
+
+
+class SlackConnector(BaseConnector):
+    """Posts Slack messages; checks channel history for the dedup key when an attempt is ambiguous."""
+
+    name = "slack"
+
+    def __init__(self, conf: SlackSettings, *, client: WebClient | None = None):
+        self.conf = conf
+        token = conf.token.get_secret_value() if conf.token else None
+        base_url = conf.base_url if conf.base_url.endswith("/") else conf.base_url + "/"
+        self.client: WebClient | None = client or (
+            WebClient(token=token, base_url=base_url, timeout=conf.timeout, retry_handlers=[]) if token else None)
+        self.webhook: WebhookClient | None = None
+        if self.client is None and conf.webhook_url:
+            self.webhook = WebhookClient(conf.webhook_url.get_secret_value(), timeout=conf.timeout,
+                                         retry_handlers=[])
+        self.on_ambiguous = "check" if self.client is not None else "resend"
+        self._users: dict[str, str] = {}      # email -> user id
+        self._dms: dict[str, str] = {}        # user id -> direct-message channel id
+        self._channels: dict[str, str] = {}   # channel name -> channel id (for history)
+
+    def deliver(self, item: Claimed) -> Delivery:
+        """Post one message: to a channel, or as a direct message to the user with an email."""
+        if self.client is not None:
+            return self._guard(lambda: self._post(item), _target(item.payload))
+        if self.webhook is not None:
+            return self._post_webhook(item)
+        return Delivery(Outcome.PERMANENT, "the slack connector needs `token` (a bot token) or `webhook_url`")
+
+    def check(self, item: Claimed) -> Delivery | None:
+        """The Delivery if a message carrying this action's dedup key is already in the target channel."""
+        if self.client is None:
+            return None
+        try:
+            channel = self._history_channel(item.payload)
+            if channel is None:
+                return None
+            oldest = item.created_at.replace(tzinfo=timezone.utc).timestamp() - 60
+            cursor: str | None = None
+            for _ in range(HISTORY_PAGES):
+                page = self.client.conversations_history(channel=channel, oldest=f"{oldest:.6f}", limit=200,
+                                                         include_all_metadata=True, cursor=cursor)
+                for message in page.get("messages") or []:
+                    meta = message.get("metadata") or {}
+                    if meta.get("event_type") == EVENT_TYPE and \
+                            (meta.get("event_payload") or {}).get("dedup_key") == item.dedup_key:
+                        return Delivery(Outcome.SENT, f"message {message.get('ts')} in {channel}",
+                                        result={"channel": channel, "ts": message.get("ts")})
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor or not page.get("has_more"):
+                    break
+        except (SlackApiError, *NETWORK_ERRORS):
+            return None
+        return None
+
+    def close(self) -> None:
+        self._users.clear()
+        self._dms.clear()
+        self._channels.clear()
+
+    # --- Web API ---------------------------------------------------------------------------------
+
+    def _post(self, item: Claimed) -> Delivery:
+        assert self.client is not None
+        p = item.payload
+        channel = self._dm_channel(p["to"]) if p.get("to") else p.get("channel")
+        if not channel:
+            return Delivery(Outcome.PERMANENT, "a slack action needs `channel` or `to`")
+        resp = self.client.chat_postMessage(
+            channel=channel, text=p.get("text"), blocks=p.get("blocks") or None,
+            metadata={"event_type": EVENT_TYPE, "event_payload": {"dedup_key": item.dedup_key}})
+        where = p.get("to") or p.get("channel")
+        return Delivery(Outcome.SENT, f"posted to {where}",
+                        result={"channel": resp.get("channel"), "ts": resp.get("ts")})
+
+    def _user_id(self, email: str) -> str:
+        assert self.client is not None
+        key = email.strip().lower()
+        if key not in self._users:
+            self._users[key] = self.client.users_lookupByEmail(email=email.strip())["user"]["id"]
+        return self._users[key]
+
+    def _dm_channel(self, email: str) -> str:
+        assert self.client is not None
+        user = self._user_id(email)
+        if user not in self._dms:
+            self._dms[user] = self.client.conversations_open(users=user)["channel"]["id"]
+        return self._dms[user]
+
+    def _history_channel(self, p: dict[str, Any]) -> str | None:
+        """The channel ID whose history would hold the message, or None when it cannot be found."""
+        if p.get("to"):
+            return self._dm_channel(p["to"])
+        channel = str(p.get("channel") or "")
+        if CHANNEL_ID.match(channel):
+            return channel
+        name = channel.lstrip("#")
+        if name not in self._channels:
+            self._load_channels()
+        return self._channels.get(name)
+
+    def _load_channels(self) -> None:
+        assert self.client is not None
+        cursor: str | None = None
+        while True:
+            page = self.client.conversations_list(types="public_channel,private_channel", exclude_archived=True,
+                                                  limit=1000, cursor=cursor)
+            for ch in page.get("channels") or []:
+                self._channels[ch["name"]] = ch["id"]
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return
+
+    def _guard(self, call: Callable[[], Delivery], target: str) -> Delivery:
+        """Run a Web API call, turning SDK and network errors into a Delivery."""
+        try:
+            return call()
+        except SlackApiError as exc:
+            return _api_failure(exc, target)
+        except NETWORK_ERRORS as exc:
+            return Delivery(Outcome.TRANSIENT, f"cannot reach Slack: {_network_reason(exc)}")
+
+    # --- incoming webhook ------------------------------------------------------------------------
+
+    def _post_webhook(self, item: Claimed) -> Delivery:
+        assert self.webhook is not None
+        p = item.payload
+        if p.get("to"):
+            return Delivery(Outcome.PERMANENT, "direct messages need a bot `token`; an incoming webhook "
+                                               "posts only to its own channel")
+        try:
+            resp = self.webhook.send(text=p.get("text"), blocks=p.get("blocks") or None)
+        except NETWORK_ERRORS as exc:
+            return Delivery(Outcome.TRANSIENT, f"cannot reach the Slack webhook: {_network_reason(exc)}")
+        status, body = resp.status_code, " ".join(str(resp.body or "").split())[:200]
+        if status == 200:
+            return Delivery(Outcome.SENT, "posted to the incoming webhook's channel", result={"status": status})
+        detail = f"Slack webhook answered HTTP {status}: {body or 'no body'}"
+        if status == 429 or status >= 500:
+            headers = {str(k).lower(): str(v[0] if isinstance(v, list) else v)
+                       for k, v in (resp.headers or {}).items()}
+            return Delivery(Outcome.TRANSIENT, detail, retry_after(headers), {"status": status})
+        return Delivery(Outcome.PERMANENT, detail, None, {"status": status})
+
+
+def _target(p: dict[str, Any]) -> str:
+    return str(p.get("to") or p.get("channel") or "?")
+
+
+def _api_failure(exc: SlackApiError, target: str) -> Delivery:
+    """Map a Slack API error to transient (rate limits, outages) or permanent (everything else)."""
+    resp = exc.response
+    status = getattr(resp, "status_code", 200) or 200
+    data = resp.data if isinstance(getattr(resp, "data", None), dict) else {}
+    error = str(data.get("error") or f"HTTP {status}")
+    headers = {str(k).lower(): str(v[0] if isinstance(v, list) else v) for k, v in (resp.headers or {}).items()}
+    result = {"error": error, "status": status}
+    if status == 429 or error == "ratelimited":
+        return Delivery(Outcome.TRANSIENT, f"Slack rate limit ({error})", retry_after(headers), result)
+    if status >= 500 or error in TRANSIENT_ERRORS:
+        return Delivery(Outcome.TRANSIENT, f"Slack is unavailable: {error}", retry_after(headers), result)
+    if error in AUTH_ERRORS:
+        return Delivery(Outcome.PERMANENT, f"Slack rejected the bot token ({error})", None, result)
+    if error == "missing_scope":
+        needed = data.get("needed") or "?"
+        return Delivery(Outcome.PERMANENT, f"the bot token lacks the `{needed}` scope (missing_scope)", None, result)
+    hint = HINTS.get(error)
+    detail = f"{hint.format(target=target)} ({error})" if hint else f"Slack refused the message: {error}"
+    return Delivery(Outcome.PERMANENT, detail, None, result)
+
+
+def _network_reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,276 @@
+"""`playbook start`: the long-running service — scheduled syncs and evaluations, continuous dispatch.
+
+APScheduler is only a clock here: its jobs carry playbook ids, never business state. What ran when
+lives in the database (playbook_state), which is how a restart after downtime runs exactly one
+catch-up evaluation. Several `start` processes may run for high availability: they compete for a
+leader lease in the database and only the holder evaluates and syncs; every process dispatches."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from engine.app import App, make_clock
+from engine.dispatch import Dispatcher, worker_id
+from engine.spec.compiled import PlaybookSet
+from engine.spec.loader import load_playbooks, playbook_files
+from engine.store import leases, playbook_state
+from engine.tick import run_tick, wall_clock
+
+log = logging.getLogger("playbook.service")
+LEADER = "scheduler"
+
+
+class Service:
+    """One `playbook start` process."""
+
+    def __init__(self, app: App, *, workers: int = 1, every: float | None = None, lease_s: float = 15.0,
+                 metrics_port: int | None = None, unsubscribe_port: int | None = None, poll_s: float = 2.0):
+        self.app, self.workers, self.every, self.lease_s = app, workers, every, lease_s
+        self.metrics_port, self.unsubscribe_port, self.poll_s = metrics_port, unsubscribe_port, poll_s
+        self.owner = worker_id()
+        self.stop = threading.Event()
+        self.reload_wanted = threading.Event()
+        self.token: int | None = None
+        self.playbooks: PlaybookSet = app.playbooks
+        self.good = {p.id: p for p in self.playbooks.valid}
+        self.mtimes = self._mtimes()
+        tz = ZoneInfo(app.settings.timezone)
+        self.scheduler = BackgroundScheduler(timezone=tz, job_defaults={
+            "coalesce": True,            # many missed fire times -> one run
+            "misfire_grace_time": 3600,  # a fire time up to an hour late (busy process) still runs
+            "max_instances": 1})
+        self.eval_lock = threading.Lock()
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit code."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_wanted.set())
+        self._report_invalid(self.playbooks)
+        self._schedule()
+        self.scheduler.start()
+        threads = [threading.Thread(target=self._dispatch_loop, name=f"dispatch-{i}", daemon=True)
+                   for i in range(self.workers)]
+        for t in threads:
+            t.start()
+        servers = self._servers()
+        log.info("started", extra={"owner": self.owner, "playbooks": len(self.good), "workers": self.workers})
+        try:
+            while not self.stop.wait(min(self.poll_s, self.lease_s / 3)):
+                self._lead()
+                if self.reload_wanted.is_set() or self._mtimes() != self.mtimes:
+                    self.reload_wanted.clear()
+                    self.reload()
+        finally:
+            log.info("stopping: finishing in-flight work")
+            self.scheduler.shutdown(wait=True)
+            for t in threads:
+                t.join(timeout=60)
+            for s in servers:
+                s.shutdown()
+            with self.app.db.engine.begin() as conn:
+                leases.release(conn, self.app.db.schema, LEADER, self.owner)
+            log.info("stopped")
+        return 0
+
+    def _servers(self) -> list:
+        out = []
+        if self.metrics_port is not None:
+            from engine.metrics import start_metrics
+
+            out.append(start_metrics(self.app, self.metrics_port))
+        if self.unsubscribe_port is not None:
+            from engine.consent import _secret
+            from engine.unsubscribe_http import serve
+
+            secret = _secret(self.app.settings)
+            if secret is None:
+                log.error("unsubscribe endpoint not started: no unsubscribe_secret configured")
+            else:
+                out.append(serve(self.app.db, secret, "0.0.0.0", self.unsubscribe_port))
+        return out
+
+    # ---- leadership --------------------------------------------------------------------------------
+    def _lead(self) -> None:
+        """Take or renew the leader lease; a new leader catches up on missed evaluations."""
+        try:
+            with self.app.db.engine.begin() as conn:
+                token = leases.acquire(conn, self.app.db.schema, LEADER, self.owner, wall_clock(), self.lease_s)
+        except Exception:  # noqa: BLE001 - the database may be restarting; try again next beat
+            log.exception("leader lease: database unavailable")
+            token = None
+        became = token is not None and token != self.token
+        if token is None and self.token is not None:
+            log.warning("lost the leader lease", extra={"owner": self.owner})
+        self.token = token
+        if became:
+            log.info("leader", extra={"owner": self.owner, "token": token})
+            try:
+                self.catch_up()
+            except Exception:  # noqa: BLE001 - retried at the next leadership change or schedule
+                log.exception("catch-up failed")
+
+    @property
+    def is_leader(self) -> bool:
+        return self.token is not None
+
+    # ---- scheduling --------------------------------------------------------------------------------
+    def _trigger(self, cron: str):  # noqa: ANN202
+        if self.every is not None:
+            return IntervalTrigger(seconds=self.every)
+        return CronTrigger.from_crontab(cron, timezone=ZoneInfo(self.app.settings.timezone))
+
+    def _schedule(self) -> None:
+        self.scheduler.remove_all_jobs()
+        default = self.app.settings.defaults.schedule
+        for pb in self.good.values():
+            if pb.spec.enabled:
+                self.scheduler.add_job(self.evaluate, self._trigger(pb.spec.schedule or default), args=[pb.id],
+                                       id=f"playbook:{pb.id}", replace_existing=True)
+        sync_cron = self.app.settings.defaults.sync_schedule
+        if sync_cron or any(s.schedule for s in self.app.settings.sources):
+            self.scheduler.add_job(self.sync, self._trigger(sync_cron or "0 * * * *"), id="sync",
+                                   replace_existing=True)
+
+    def next_runs(self) -> dict[str, datetime | None]:
+        return {job.id: job.next_run_time for job in self.scheduler.get_jobs()}
+
+    def evaluate(self, playbook_id: str) -> None:
+        """A scheduled evaluation of one playbook (only the leader evaluates)."""
+        if not self.is_leader or self.stop.is_set():
+            return
+        pb = self.good.get(playbook_id)
+        if pb is None:
+            return
+        with self.eval_lock:
+            started = time.perf_counter()
+            try:
+                only = PlaybookSet((pb,), ())
+                result = run_tick(self.app.db, self.app.settings, only, make_clock(self.app.settings),
+                                  kind="scheduled")
+                o = result.outcomes[0]
+                log.info("evaluated", extra={"playbook": pb.id, "run_id": result.run_id, "events": len(o.events),
+                                             "planned": o.planned, "skipped": o.skipped,
+                                             "seconds": round(time.perf_counter() - started, 3)})
+            except Exception:  # noqa: BLE001 - one failing playbook must not stop the service
+                log.exception("evaluation failed", extra={"playbook": pb.id})
+
+    def catch_up(self) -> list[str]:
+        """Evaluate, once, every playbook whose last scheduled time passed without an evaluation."""
+        with self.app.db.engine.connect() as conn:
+            states = playbook_state.all_states(conn, self.app.db.schema)
+        now = datetime.now(timezone.utc)
+        due = []
+        default = self.app.settings.defaults.schedule
+        for pb in self.good.values():
+            if not pb.spec.enabled:
+                continue
+            last = states.get(pb.id, {}).get("last_evaluated_at")
+            last_aware = last.replace(tzinfo=timezone.utc) if last else None
+            trigger = self._trigger(pb.spec.schedule or default)
+            start = last_aware or now - timedelta(days=366)
+            nxt = trigger.get_next_fire_time(None, start + timedelta(microseconds=1))
+            if last_aware is None or (nxt is not None and nxt <= now):
+                due.append(pb.id)
+        for pid in due:
+            log.info("catch-up evaluation", extra={"playbook": pid})
+            self.evaluate(pid)
+        return due
+
+    def sync(self) -> None:
+        """A scheduled sync of every source (leader only)."""
+        if not self.is_leader:
+            return
+        from engine.sync.runner import SyncFailed, run_sync
+
+        try:
+            report = run_sync(self.app.settings, self.app.db)
+            log.info("synced", extra={"entities": {k: v.read for k, v in report.entities.items()}})
+        except SyncFailed as exc:
+            log.error("sync failed; nothing of %s changed: %s", ", ".join(exc.report.failed), exc)
+        except Exception:  # noqa: BLE001
+            log.exception("sync failed")
+
+    # ---- reload ------------------------------------------------------------------------------------
+    def _mtimes(self) -> dict[str, float]:
+        s = self.app.settings
+        files = playbook_files(s.playbooks) if s.playbooks.is_dir() else []
+        if s.templates.is_dir():
+            files += sorted(s.templates.glob("*.j2"))
+        return {str(p): p.stat().st_mtime for p in files if p.exists()}
+
+    def reload(self) -> None:
+        """Reload playbooks; a playbook whose new version is invalid keeps its last good version."""
+        self.mtimes = self._mtimes()
+        new = load_playbooks(self.app.settings)
+        self._report_invalid(new)
+        good = {p.id: p for p in new.valid}
+        for inv in new.invalid:
+            if inv.id and inv.id in self.good and inv.id not in good:
+                good[inv.id] = self.good[inv.id]
+                log.error("kept the last good version of %s: its new version is invalid", inv.id,
+                          extra={"playbook": inv.id, "file": inv.file})
+        self.good = good
+        self._schedule()
+        log.info("reloaded playbooks", extra={"playbooks": len(good)})
+
+    def _report_invalid(self, pset: PlaybookSet) -> None:
+        for inv in pset.invalid:
+            for d in inv.diagnostics:
+                log.error("invalid playbook: %s", d, extra={"file": inv.file})
+
+    # ---- dispatch ----------------------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        from connectors.registry import build_connectors
+
+        connectors = build_connectors(self.app.settings, self.app.db, wall_clock)
+        d = Dispatcher(self.app.db, self.app.settings, connectors, owner=f"{self.owner}:{threading.get_ident()}")
+        try:
+            run_worker_loop(d, self.stop)
+        finally:
+            for c in connectors.values():
+                c.close()
+
+
+def run_worker_loop(d: Dispatcher, stop: threading.Event, *, idle_s: float = 1.0,
+                    max_idle: float | None = None) -> None:
+    """Claim and deliver until `stop` is set; survive database outages; release leases on the way out."""
+    idle_since, backoff = time.monotonic(), 1.0
+    while not stop.is_set():
+        try:
+            items = d.claim()
+            for item in items:
+                if stop.is_set():
+                    break            # the rest of the batch is released below, untouched
+                d.handle(item)
+            backoff = 1.0
+        except Exception:  # noqa: BLE001 - e.g. the database restarted: reconnect with backoff
+            log.exception("dispatch: database error; retrying in %.0fs", backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
+            continue
+        if items:
+            idle_since = time.monotonic()
+            continue
+        if max_idle is not None and time.monotonic() - idle_since >= max_idle:
+            break
+        stop.wait(idle_s)
+    try:
+        released = d.release()
+        if released:
+            log.info("released %d lease(s)", released)
+    except Exception:  # noqa: BLE001
+        log.exception("could not release leases; they expire on their own")
+
+

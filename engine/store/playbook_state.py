@@ -1,0 +1,37 @@
+"""Per-playbook bookkeeping: when it was last evaluated, with what outcome (for status and catch-up)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine.store.schema import Schema
+
+
+def record(conn: Connection, schema: Schema, playbook_id: str, *, evaluated_at: datetime, now: datetime,
+           status: str, detail: dict[str, Any] | None, source_hash: str | None) -> None:
+    """Upsert the latest evaluation of one playbook."""
+    t = schema.playbook_state
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(t)
+    values = dict(playbook_id=playbook_id, last_evaluated_at=evaluated_at, last_now=now, status=status,
+                  detail=detail, source_hash=source_hash)
+    conn.execute(ins.values(**values).on_conflict_do_update(
+        index_elements=["playbook_id"], set_={k: v for k, v in values.items() if k != "playbook_id"}))
+
+
+def all_states(conn: Connection, schema: Schema) -> dict[str, dict]:
+    t = schema.playbook_state
+    return {r["playbook_id"]: dict(r) for r in conn.execute(select(t)).mappings()}
+
+
+def last_synced(conn: Connection, schema: Schema) -> dict[str, datetime]:
+    """entity -> when it was last synced."""
+    s = schema.sync_state
+    return {e: at for e, at in conn.execute(select(s.c.entity, s.c.synced_at))}
+
+
+def count(conn: Connection, schema: Schema) -> int:
+    return int(conn.execute(select(func.count()).select_from(schema.playbook_state)).scalar_one())
