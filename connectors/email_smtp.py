@@ -11,11 +11,13 @@ Outcome rules, for the dispatcher:
 * a connection lost after the message data was sent (the server may have it) -> TRANSIENT and
   result["uncertain"] = [message_id]
 
-result["delivered"] is cumulative: it includes item.payload["delivered"] from earlier attempts, and those
-messages are not sent again. Problems with our own session (greeting, EHLO, STARTTLS, AUTH, TLS
-verification, a refused MAIL FROM, 530 "authentication required") are TRANSIENT whatever their code and
-stop the batch: they say nothing about the message, and a wrong password must not fail the whole outbox
-for good (the action still fails once delivery.max_attempts is reached). The password is never logged nor put in a detail.
+result["delivered"] is cumulative: it includes the ids delivered by earlier attempts (item.payload or
+item.result "delivered"), and those messages are not sent again.
+
+Problems with our own session (greeting, EHLO, STARTTLS, AUTH, TLS verification, a refused MAIL FROM,
+530 "authentication required") are TRANSIENT whatever their code and stop the batch: they say nothing
+about the message, and a wrong password must not fail the whole outbox for good (the action still fails
+once delivery.max_attempts is reached). The password is never logged nor put in a detail.
 """
 
 from __future__ import annotations
@@ -151,7 +153,8 @@ class SmtpEmail(BaseConnector):
     def deliver(self, item: Claimed) -> Delivery:
         """Send every message of the action not yet delivered; never raises for a delivery problem."""
         p = item.payload
-        tally = _Tally(delivered=list(dict.fromkeys(p.get("delivered") or [])))
+        earlier = [*(p.get("delivered") or []), *((item.result or {}).get("delivered") or [])]
+        tally = _Tally(delivered=list(dict.fromkeys(earlier)))
         done = set(tally.delivered)
         todo = [m for m in p.get("messages") or [] if m["message_id"] not in done]
         raw_reply_to = p.get("reply_to") or self.conf.reply_to

@@ -146,8 +146,8 @@ def failure(resp: HttpResponse, service: str, message: str | None = None,
     if resp.status in TRANSIENT_STATUSES or resp.status >= 500:
         return Delivery(Outcome.TRANSIENT, detail, wait if wait is not None else retry_after(resp.headers), result)
     if 300 <= resp.status < 400:
-        detail = f"{service} answered HTTP {resp.status} (redirects are not followed): " \
-                 f"{resp.headers.get('location', 'no location')}"
+        where = urlsplit(resp.headers.get("location", "")).hostname or "the same host"
+        detail = f"{service} answered HTTP {resp.status}, a redirect to {where}: redirects are not followed"
     return Delivery(Outcome.PERMANENT, detail, None, result)
 
 

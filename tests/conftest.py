@@ -77,12 +77,26 @@ class Workspace:
 
     def __init__(self, root: Path, database: str, timezone: str = "UTC"):
         self.root = root
+        self.database, self.timezone = database, timezone
         for d in ("playbooks", "templates", "data"):
             (root / d).mkdir(parents=True, exist_ok=True)
-        (root / "config.yaml").write_text(BASE_CONFIG.format(database=database, timezone=timezone))
+        self.configure("")
         for entity in HEADERS:
             self.data(entity, [])
         self.runner = CliRunner()
+
+    def configure(self, extra: str) -> None:
+        """(Re)write config.yaml: the base configuration plus `extra` YAML (connectors, delivery, …)."""
+        base = BASE_CONFIG.format(database=self.database, timezone=self.timezone)
+        (self.root / "config.yaml").write_text(base + textwrap.dedent(extra))
+
+    def spawn(self, *args: str, **kwargs: Any) -> Any:
+        """The CLI as a real separate process (for crash and concurrency tests)."""
+        import subprocess
+        import sys
+
+        return subprocess.Popen([sys.executable, "-m", "engine", "--config", self.config, *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
     @property
     def config(self) -> str:

@@ -34,13 +34,13 @@ def message(n: int, to: str | None = None, **extra: Any) -> dict[str, Any]:
 
 
 def item(*messages: dict[str, Any], cc: list[str] | None = None, reply_to: str | None = None,
-         delivered: list[str] | None = None) -> Claimed:
-    """A claimed email action."""
+         delivered: list[str] | None = None, result: dict[str, Any] | None = None) -> Claimed:
+    """A claimed email action (`result`: what the previous attempt recorded)."""
     payload: dict[str, Any] = {"messages": list(messages), "cc": cc or [], "reply_to": reply_to}
     if delivered is not None:
         payload["delivered"] = delivered
     return Claimed(1, "pb/account:a1/1/1/0", "email", "email", payload, 1, 1, False, "pb", "account", "a1", 1,
-                   datetime.now(timezone.utc), None)
+                   datetime.now(timezone.utc), None, result)
 
 
 @pytest.fixture
@@ -215,6 +215,9 @@ def test_partial_transient_then_retry_skips_delivered(server: SmtpServer, email:
     assert d.result["delivered"] == ["<m1@playbook-engine>", "<m3@playbook-engine>", "<m2@playbook-engine>"]
     assert [r.rcpt_tos[0] for r in server.handler.accepted] == ["user1@example.com", "user3@example.com",
                                                                "user2@example.com"]
+    # the previous attempt's recorded result is honoured too
+    d = email.deliver(item(*msgs, result={"delivered": d.result["delivered"]}))
+    assert d.outcome == Outcome.SENT and len(server.handler.accepted) == 3
 
 
 def test_permanent_failure_after_earlier_deliveries_is_sent_with_refusal(server: SmtpServer,
@@ -250,14 +253,28 @@ def test_connection_dropped_after_data_is_transient_and_uncertain(server: SmtpSe
 
 def test_cc_goes_to_the_envelope_and_a_refused_cc_is_reported(server: SmtpServer, email: SmtpEmail) -> None:
     server.handler.rcpt_replies["gone@example.com"] = "550 5.1.1 no such user"
-    d = email.deliver(item(message(1), cc=["csm@example.com", "gone@example.com"]))
+    d = email.deliver(item(message(1), cc=["csm@example.com", "gone@example.com", "USER1@example.com"]))
     assert d.outcome == Outcome.SENT
     assert d.result == {"delivered": ["<m1@playbook-engine>"],
                         "refused": {"gone@example.com": "550 5.1.1 no such user"},
                         "bounced": {"gone@example.com": "550 5.1.1 no such user"}}
     (got,) = server.handler.received
-    assert got.rcpt_tos == ["user1@example.com", "csm@example.com"]
-    assert got.message()["Cc"] == "csm@example.com, gone@example.com"
+    assert got.rcpt_tos == ["user1@example.com", "csm@example.com"]   # the recipient gets one copy
+    assert got.message()["Cc"] == "csm@example.com, gone@example.com, USER1@example.com"
+
+
+def test_a_refused_sender_is_transient_and_stops_the_batch(server: SmtpServer, email: SmtpEmail) -> None:
+    server.handler.mail_reply = "550 5.7.1 Sender not allowed to relay"
+    d = email.deliver(item(message(1), message(2)))
+    assert d.outcome == Outcome.TRANSIENT and "550 5.7.1" in d.detail   # our setup, not the recipients
+    assert d.result == {"delivered": []} and "bounced" not in d.result
+    assert server.handler.received == []
+
+
+def test_an_invalid_reply_to_is_permanent(server: SmtpServer, email: SmtpEmail) -> None:
+    d = email.deliver(item(message(1), reply_to="not an address"))
+    assert d.outcome == Outcome.PERMANENT and d.detail.startswith("reply_to:")
+    assert server.handler.received == []
 
 
 def test_connection_refused_is_transient() -> None:

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, and_, func, null, or_, select, tuple_, update
+from sqlalchemy import column as sa_column
+from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store.schema import KEYS, Schema
@@ -85,6 +87,9 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         groups.setdefault(tuple(row), []).append(row)
     dialect = conn.dialect
     for columns, group in groups.items():
+        if dialect.name == "postgresql":
+            _copy_upsert(conn, table, columns, group)
+            continue
         stmt = _insert(conn, table)
         updates: dict[str, Any] = {c: stmt.excluded[c] for c in columns if c not in keys}
         if "removed_at" in table.c and "removed_at" not in columns:
@@ -102,6 +107,32 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
             params = list(group)
         for start in range(0, len(params), CHUNK):
             conn.exec_driver_sql(compiled.string, params[start:start + CHUNK])
+
+
+def _copy_upsert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL: COPY the rows into a temporary table, then one INSERT ... SELECT ... ON CONFLICT.
+
+    Much faster than executemany; the rows must have distinct keys.
+    """
+    keys = KEYS[table.name]
+    temp = f"_sync_{table.name}"
+    conn.exec_driver_sql(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{temp}" '
+                         f'(LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DROP')
+    conn.exec_driver_sql(f'TRUNCATE "{temp}"')
+    names = ", ".join(f'"{c}"' for c in columns)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f'COPY "{temp}" ({names}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+    finally:
+        cursor.close()
+    source = sa_table(temp, *(sa_column(c) for c in columns))
+    stmt = postgresql.insert(table).from_select(list(columns), select(*source.c))
+    updates: dict[str, Any] = {c: stmt.excluded[c] for c in columns if c not in keys}
+    if "removed_at" in table.c and "removed_at" not in columns:
+        updates["removed_at"] = null()
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates))
 
 
 def _key_match(table: Table, keys: Sequence[tuple[Any, ...]]) -> Any:

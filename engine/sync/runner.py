@@ -184,7 +184,6 @@ class _EntitySync:
                 total = None if None in totals else sum(t or 0 for t in totals)
                 self.progress(self.entity, done, total)
                 done = self._read(conn, reader, checker, done, total)
-        self._flush(conn)
         self.progress(self.entity, done, done)
 
     def _read(self, conn: Connection, reader: Reader, checker: RowChecker,
@@ -218,6 +217,7 @@ class _EntitySync:
                 self.pending.append(values)
                 if len(self.pending) >= CHUNK:
                     self._flush(conn)
+        self._flush(conn)  # a chunk never mixes sources, so its keys are distinct
         return done
 
     def _check_columns(self, reader: Reader, known: set[str], warned: set[str]) -> None:
