@@ -52,10 +52,15 @@ class Connector(Protocol):
 
 
 class BaseConnector:
-    """Defaults for connectors: resend on ambiguity, nothing to check, nothing to close."""
+    """Defaults for connectors: resend on ambiguity, nothing to check, nothing to flush or close."""
 
     name = "base"
     on_ambiguous: Ambiguity = "resend"
+    batch_safe = False   # True when delivering an action twice is harmless, so outcomes may be recorded per batch
+
+    def flush(self) -> None:
+        """Make every delivery so far durable (called before a batch's outcomes are recorded)."""
+        return None
 
     def check(self, item: Claimed) -> Delivery | None:
         return None

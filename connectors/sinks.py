@@ -30,6 +30,7 @@ class EmailSink(BaseConnector):
 
     name = "email"
     on_ambiguous = "resend"
+    batch_safe = True
 
     def __init__(self, directory: Path, sender: str = DEFAULT_SENDER):
         self.directory, self.sender = directory / "email", sender
@@ -49,20 +50,32 @@ class JsonlSink(BaseConnector):
     """Appends one JSON line per action; an ambiguous action is looked up by its dedup key first."""
 
     on_ambiguous = "check"
+    batch_safe = True
 
     def __init__(self, name: str, path: Path):
         self.name, self.path = name, path
+        self._fh: Any = None
 
     def deliver(self, item: Claimed) -> Delivery:
         line = json.dumps({"dedup_key": item.dedup_key, "playbook": item.playbook_id,
                            "subject": f"{item.subject_type}:{item.subject_id}", **item.payload},
                           ensure_ascii=False, sort_keys=True, default=str)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh.write(line + "\n")     # one write() per line: O_APPEND keeps concurrent workers' lines whole
+        self._fh.flush()
         return Delivery(Outcome.SENT, f"appended to {self.path.name}")
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self.flush()
+            self._fh.close()
+            self._fh = None
 
     def check(self, item: Claimed) -> Delivery | None:
         if not self.path.exists():

@@ -16,6 +16,7 @@ class BuiltinTasks(BaseConnector):
 
     name = "builtin"
     on_ambiguous = "resend"
+    batch_safe = True
 
     def __init__(self, db: Database, clock: Callable[[], datetime]):
         self.db, self.clock = db, clock

@@ -58,6 +58,7 @@ class SalesforceTasks(BaseConnector):
 
     name = "salesforce"
     on_ambiguous = "resend"
+    batch_safe = True    # an upsert on the external id: delivering twice updates the same Task
 
     def __init__(self, conf: SalesforceSettings, db: Database, clock: Callable[[], datetime], *,
                  timeout: float = TIMEOUT):

@@ -1,4 +1,11 @@
-"""Dispatch (§10): claim due actions with a lease, deliver through connectors, record with fencing."""
+"""Dispatch (§10): claim due actions with a lease, deliver through connectors, record with fencing.
+
+A claim is committed before any network I/O. Each delivery ends in a Decision (the status to record);
+decisions are recorded only while this worker's lease token still holds. For connectors whose
+redelivery is harmless (`batch_safe`: local sinks, the built-in task list, Salesforce upserts) the
+decisions of a batch are made durable together (connector.flush(), then one transaction); for the
+others each outcome is recorded as soon as it is known, so a crash leaves at most the one in-flight
+action ambiguous."""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import logging
 import os
 import random
 import socket
+import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -33,6 +41,19 @@ class DispatchStats:
         return sum(self.by_outcome.values())
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What to record for one claimed action."""
+
+    item: Claimed
+    status: str                     # sent | failed | suppressed | held | pending (retry)
+    detail: str | None
+    outcome: str                    # attempt outcome: sent | transient | permanent | suppressed | expired | ambiguous
+    result: dict | None = None
+    retry_at: datetime | None = None
+    ambiguous: bool = False         # a message may have reached the receiver although the attempt failed
+
+
 def worker_id() -> str:
     """host:pid — who holds a lease."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -46,10 +67,10 @@ def backoff(attempt: int, base_s: float, max_s: float, retry_after: float | None
 
 
 class Dispatcher:
-    """Delivers due outbox actions. Safe to run in many processes at once."""
+    """Delivers due outbox actions. Safe to run in many processes and threads at once."""
 
     def __init__(self, db: Database, settings: Settings, connectors: dict[str, Connector], *,
-                 owner: str | None = None, clock: Callable[[], datetime] = wall_clock, batch: int = 50):
+                 owner: str | None = None, clock: Callable[[], datetime] = wall_clock, batch: int = 100):
         self.db, self.settings, self.connectors = db, settings, connectors
         self.owner = owner or worker_id()
         self.clock, self.batch = clock, batch
@@ -73,53 +94,75 @@ class Dispatcher:
             items = self.claim()
             if not items:
                 break
-            for item in items:
-                status = self.handle(item)
+            for item, status in self.process(items):
                 stats.by_outcome[status] += 1
                 stats.by_connector[item.connector] += 1
         return stats
 
+    def process(self, items: list[Claimed], stop: threading.Event | None = None) -> list[tuple[Claimed, str]]:
+        """Deliver a claimed batch; returns (item, recorded status). Items left when `stop` is set stay claimed
+        (the caller releases them)."""
+        done: list[tuple[Claimed, str]] = []
+        late: list[Decision] = []
+        for item in items:
+            if stop is not None and stop.is_set():
+                break
+            decision = self.decide(item)
+            connector = self.connectors.get(item.connector)
+            if getattr(connector, "batch_safe", False):
+                late.append(decision)
+            else:
+                done += self.record([decision])
+        if late:
+            for name in {d.item.connector for d in late}:
+                flush = getattr(self.connectors[name], "flush", None)
+                if flush:
+                    flush()
+            done += self.record(late)
+        return done
+
     def handle(self, item: Claimed) -> str:
-        """Deliver one claimed action and record its outcome; returns the recorded status."""
+        """Deliver one claimed action and record its outcome at once; returns the recorded status."""
+        return self.record([self.decide(item)])[0][1]
+
+    def decide(self, item: Claimed) -> Decision:
+        """Deliver one claimed action (or decide not to) — no database write except suppression reads."""
         now = self.clock()
         connector = self.connectors.get(item.connector)
         if connector is None:
-            return self._record(item, "failed", f"no `{item.connector}` connector is configured", "permanent")
+            return Decision(item, "failed", f"no `{item.connector}` connector is configured", "permanent")
         if item.expires_at is not None and now > item.expires_at:
-            return self._record(item, "failed", "expired before it could be delivered", "expired")
+            return Decision(item, "failed", "expired before it could be delivered", "expired")
         if item.ambiguous:
             if connector.on_ambiguous == "hold":
-                return self._record(item, "held", "an earlier attempt may have been delivered; "
-                                                  "held for a person (`playbook outbox retry|cancel`)", "ambiguous")
+                return Decision(item, "held", "an earlier attempt may have been delivered; held for a person "
+                                              "(`playbook outbox retry|cancel`)", "ambiguous")
             if connector.on_ambiguous == "check":
                 found = self._safe(lambda: connector.check(item))
                 if isinstance(found, Delivery) and found.outcome == Outcome.SENT:
-                    return self._record(item, "sent", f"found at the receiver: {found.detail}", "sent",
-                                        result=found.result)
+                    return Decision(item, "sent", f"found at the receiver: {found.detail}", "sent", found.result)
         if item.kind == "email":
-            item, suppressed = self._without_suppressed(item)
-            if item is None:
-                return suppressed
-        delivery = self._safe(lambda: connector.deliver(item))
-        return self._outcome(item, delivery)
+            item, decided = self._without_suppressed(item)
+            if decided is not None:
+                return decided
+        return self._outcome(item, self._safe(lambda: connector.deliver(item)))
 
-    def _without_suppressed(self, item: Claimed) -> tuple[Claimed | None, str]:
+    def _without_suppressed(self, item: Claimed) -> tuple[Claimed, Decision | None]:
         """Drop recipients that are unsubscribed or bounced now (checked at send time, not only at planning)."""
         messages = item.payload.get("messages", [])
         with self.db.engine.connect() as conn:
             blocked = suppression.blocked(conn, self.db.schema, [m["to"] for m in messages])
-        keep = [m for m in messages if m["to"].lower() not in blocked]
         done = set((item.result or {}).get("delivered") or [])
-        keep = [m for m in keep if m["message_id"] not in done]
+        keep = [m for m in messages if m["to"].lower() not in blocked and m["message_id"] not in done]
         if not keep:
             if blocked:
-                return None, self._record(item, "suppressed", "every recipient is unsubscribed or bounced: "
-                                          + ", ".join(sorted(blocked)), "suppressed")
-            return None, self._record(item, "sent", "every message was already delivered", "sent")
+                return item, Decision(item, "suppressed", "every recipient is unsubscribed or bounced: "
+                                      + ", ".join(sorted(blocked)), "suppressed")
+            return item, Decision(item, "sent", "every message was already delivered", "sent")
         if len(keep) == len(messages):
-            return item, ""
+            return item, None
         return replace(item, payload={**item.payload, "messages": keep, "delivered": sorted(done),
-                                      "suppressed": sorted(blocked)}), ""
+                                      "suppressed": sorted(blocked)}), None
 
     def _safe(self, fn: Callable[[], Delivery | None]) -> Delivery | None:
         try:
@@ -128,22 +171,23 @@ class Dispatcher:
             log.exception("connector raised")
             return Delivery(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}")
 
-    def _outcome(self, item: Claimed, d: Delivery | None) -> str:
+    def _outcome(self, item: Claimed, d: Delivery | None) -> Decision:
         if d is None:  # pragma: no cover - connectors always return a Delivery
             d = Delivery(Outcome.TRANSIENT, "connector returned nothing")
         d = self._merge_progress(item, d)
+        uncertain = bool(d.result.get("uncertain"))
         if d.outcome == Outcome.SENT:
-            return self._record(item, "sent", d.detail, "sent", result=d.result)
+            return Decision(item, "sent", d.detail, "sent", d.result, ambiguous=uncertain)
         if d.outcome == Outcome.SUPPRESSED:
-            return self._record(item, "suppressed", d.detail, "suppressed", result=d.result)
+            return Decision(item, "suppressed", d.detail, "suppressed", d.result)
         if d.outcome == Outcome.PERMANENT:
-            return self._record(item, "failed", d.detail, "permanent", result=d.result)
+            return Decision(item, "failed", d.detail, "permanent", d.result, ambiguous=uncertain)
         if item.attempts >= self.max_attempts:
-            return self._record(item, "failed", f"retries exhausted after {item.attempts} attempts: {d.detail}",
-                                "transient", result=d.result)
+            return Decision(item, "failed", f"retries exhausted after {item.attempts} attempts: {d.detail}",
+                            "transient", d.result, ambiguous=uncertain)
         delay = backoff(item.attempts, self.base_s, self.max_s, d.retry_after, self.rng)
-        return self._record(item, "pending", d.detail, "transient", result=d.result,
-                            retry_at=self.clock() + timedelta(seconds=delay))
+        return Decision(item, "pending", d.detail, "transient", d.result,
+                        retry_at=self.clock() + timedelta(seconds=delay), ambiguous=uncertain)
 
     def _merge_progress(self, item: Claimed, d: Delivery) -> Delivery:
         """Keep what earlier attempts delivered, and put hard-bounced addresses on the suppression list."""
@@ -158,15 +202,20 @@ class Dispatcher:
                     suppression.add(conn, self.db.schema, address, "bounced", self.clock(), str(reply)[:500])
         return replace(d, result=result)
 
-    def _record(self, item: Claimed, status: str, detail: str | None, outcome: str, *, result: dict | None = None,
-                retry_at: datetime | None = None) -> str:
+    def record(self, decisions: list[Decision]) -> list[tuple[Claimed, str]]:
+        """Record decisions in one transaction, each only if its lease token still holds."""
+        out = []
+        now = self.clock()
         with self.db.engine.begin() as conn:
-            ok = outbox.record(conn, self.db.schema, item, status=status, now=self.clock(), error=detail,
-                               result=result, retry_at=retry_at, worker=self.owner, outcome=outcome)
-        if not ok:
-            log.warning("lease lost for %s; outcome %s not recorded", item.dedup_key, status)
-            return "lease_lost"
-        return status
+            for d in decisions:
+                ok = outbox.record(conn, self.db.schema, d.item, status=d.status, now=now, error=d.detail,
+                                   result=d.result, retry_at=d.retry_at, worker=self.owner, outcome=d.outcome,
+                                   ambiguous=d.ambiguous)
+                if not ok:
+                    log.warning("lease lost; outcome not recorded", extra={"dedup_key": d.item.dedup_key,
+                                                                           "status": d.status})
+                out.append((d.item, d.status if ok else "lease_lost"))
+        return out
 
     def release(self) -> int:
         """Give back this worker's leases (clean shutdown)."""

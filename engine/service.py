@@ -250,10 +250,7 @@ def run_worker_loop(d: Dispatcher, stop: threading.Event, *, idle_s: float = 1.0
     while not stop.is_set():
         try:
             items = d.claim()
-            for item in items:
-                if stop.is_set():
-                    break            # the rest of the batch is released below, untouched
-                d.handle(item)
+            d.process(items, stop)   # on stop, the rest of the batch stays claimed and is released below
             backoff = 1.0
         except Exception:  # noqa: BLE001 - e.g. the database restarted: reconnect with backoff
             log.exception("dispatch: database error; retrying in %.0fs", backoff)

@@ -6,6 +6,7 @@ Runs on SQLite always and on PostgreSQL when PLAYBOOK_TEST_POSTGRES_URL is set.
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from datetime import date, datetime, timedelta
 from typing import Any, Iterator
@@ -124,14 +125,14 @@ COMPOUND: dict[str, list[Any]] = {
         lambda d, n: f"({gen(d, 'datetime', n)} {d(CMP)} {_side(d, 'datetime', n, ISO_DATETIME)})",
         lambda d, n: f"({gen(d, 'boolean', n)} {d(st.sampled_from(['==', '!=']))} {gen(d, 'boolean', n)})",
         lambda d, n: f"({gen(d, 'boolean', n)} {d(st.sampled_from(['and', 'or']))} {gen(d, 'boolean', n)})",
-        lambda d, n: f"not ({gen(d, 'boolean', n)})",
-        lambda d, n: f"({_any(d, n)}) is {d(st.sampled_from(['', 'not ']))}none",
-        lambda d, n: f"({_numeric(d, n)}) {d(IN)} "
-                     f"{_items(d, st.one_of(st.integers(-20, 20).map(str), FLOATS.map(repr)))}",
-        lambda d, n: f"({gen(d, 'string', n)}) {d(IN)} {_items(d, TEXT.map(repr))}",
-        lambda d, n: f"({gen(d, 'date', n)}) {d(IN)} {_items(d, ISO_DATE)}",
-        lambda d, n: f"({gen(d, 'boolean', n)}) in [true]",
-        lambda d, n: f"({gen(d, 'string', n)}) {d(IN)} ({gen(d, 'string', n)})",
+        lambda d, n: f"(not ({gen(d, 'boolean', n)}))",
+        lambda d, n: f"(({_any(d, n)}) is {d(st.sampled_from(['', 'not ']))}none)",
+        lambda d, n: f"(({_numeric(d, n)}) {d(IN)} "
+                     f"{_items(d, st.one_of(st.integers(-20, 20).map(str), FLOATS.map(repr)))})",
+        lambda d, n: f"(({gen(d, 'string', n)}) {d(IN)} {_items(d, TEXT.map(repr))})",
+        lambda d, n: f"(({gen(d, 'date', n)}) {d(IN)} {_items(d, ISO_DATE)})",
+        lambda d, n: f"(({gen(d, 'boolean', n)}) in [true])",
+        lambda d, n: f"(({gen(d, 'string', n)}) {d(IN)} ({gen(d, 'string', n)}))",
     ],
 }
 
@@ -156,7 +157,7 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
         row: dict[str, Any] = {"id": f"a{i}"}
         for name, type_ in FIELDS.items():
             if name != "id":
-                row[name] = draw(st.one_of(st.none(), VALUES[type_]))
+                row[name] = None if draw(st.integers(0, 3)) == 0 else draw(VALUES[type_])
         accounts.append(row)
         for metric in METRICS:
             days = draw(st.dictionaries(st.integers(-2, 65), st.one_of(st.integers(-3, 20), st.none()), max_size=10))
@@ -177,6 +178,7 @@ def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> Iterator[tuple[sa.Engine, sa.Table, sa.Table]]:
     if request.param == "sqlite":
+        sqlite3.enable_callback_tracebacks(True)   # a failing helper function shows its traceback
         engine = sa.create_engine("sqlite://")
         sa.event.listen(engine, "connect", lambda conn, _record: register(conn))
         md, accounts, usage = _tables(None)
@@ -201,7 +203,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[tuple[sa.Engine, sa.Tabl
         engine.dispose()
 
 
-@settings(max_examples=20, deadline=None, derandomize=True, database=None,
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 @given(world=worlds(), texts=st.lists(typed_expr(), min_size=1, max_size=4))
 def test_sql_equals_python(backend: tuple[sa.Engine, sa.Table, sa.Table], world: dict[str, Any], texts: list[str]) -> None:

@@ -438,6 +438,26 @@ def test_missing_optional_columns_are_empty(ws: Workspace) -> None:
     assert report.warnings == [] and ws.by_id("accounts")["A1"]["nps"] is None
 
 
+def test_excel_style_csv_with_bom_crlf_blank_lines_and_padded_header(ws: Workspace) -> None:
+    ws.config("sources:\n  - {entity: accounts, csv: accounts.csv}\n")
+    (ws.root / "accounts.csv").write_bytes(
+        "\ufeffid , name\r\nA1,Acmé\r\n\r\n\"A2\",\"Multi\r\nline\"\r\nA3,Last\r\n".encode())
+    ws.sync()
+    assert {k: v["name"] for k, v in ws.by_id("accounts").items()} == {
+        "A1": "Acmé", "A2": "Multi\r\nline", "A3": "Last"}
+    ws.write("accounts.csv", "id,name\nA1,x\nA2,\"y\nz\"\nA3,abc,1\n")
+    with pytest.raises(DataError, match=r"accounts.csv:5: row has 3 values"):
+        ws.sync(now=T1)  # the line number is where the row starts, after a multi-line value
+
+
+def test_a_file_that_is_not_utf8_fails_its_entity(ws: Workspace) -> None:
+    ws.config("sources:\n  - {entity: accounts, csv: accounts.csv}\n")
+    (ws.root / "accounts.csv").write_bytes("id,name\nA1,Acm\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError) as info:
+        ws.sync(skip_invalid=True)
+    assert str(info.value) == "accounts.csv:2: the file is not UTF-8 text (save or export it as UTF-8)"
+
+
 # --------------------------------------------------------------------------- snapshots
 
 def test_snapshot_marks_absent_rows_removed_and_cascades_to_the_account_s_rows(ws: Workspace) -> None:

@@ -268,7 +268,8 @@ class _Translator:
             return left, right
         if right.type == STRING:
             if left.type != STRING:
-                raise ExpressionError(f"`{op}` a string needs a string on the left, got {describe(left.type)}", col)
+                raise ExpressionError(f"`{op}` with a string on the right needs a string on the left, got "
+                                      f"{describe(left.type)}", col)
             return left, right
         raise ExpressionError(f"`{op}` needs a list literal or a string on its right, got {describe(right.type)}",
                               rcol or col)

@@ -62,6 +62,9 @@ def parse(text: str) -> tuple[nodes.Expr, list[PosToken]]:
     """The Jinja2 expression tree of `text` and its positioned tokens; ExpressionError on bad syntax."""
     if not text.strip():
         raise ExpressionError("the expression is empty", 1)
+    if text.lstrip().startswith("{{"):
+        raise ExpressionError("an expression is written without `{{ }}`", text.index("{{") + 1,
+                              "e.g. `account.arr > 1000`, not `{{ account.arr > 1000 }}`")
     pairs = _tokenize(text)
     offsets = {id(tok): off for off, tok in pairs}
     parser = Parser(_ENV, text, state="variable")
@@ -107,6 +110,7 @@ def _describe(token: Token) -> str:
 
 def _message(exc: TemplateSyntaxError) -> str:
     message = exc.message or "invalid syntax"
+    message = message[:1].lower() + message[1:]
     match = re.fullmatch(r"unexpected char (.+) at \d+", message)
     if match:
         return f"unexpected character {match.group(1)}"

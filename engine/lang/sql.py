@@ -138,7 +138,8 @@ class _Sql:
             return cast(left, Float()) / type_coerce(divisor, Float())
         if expr.type == INTEGER:   # exact floored modulo for integers
             return type_coerce((left % divisor + right) % divisor, BigInteger())
-        return left - right * func.floor(cast(left, Float()) / type_coerce(divisor, Float()))
+        floor = func.floor if self.pg else func.pb_floor
+        return left - right * floor(cast(left, Float()) / type_coerce(divisor, Float()), type_=Float())
 
     def _Neg(self, expr: A.Neg) -> ColumnElement[Any]:
         return -self.sql(expr.operand)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +23,8 @@ def pb_round(value: float | None, precision: int | None) -> float | None:
     return round_half_away(value, int(precision))
 
 
-def _floor(value: float | None) -> float | None:
+def pb_floor(value: float | None) -> float | None:
+    """floor() that passes NULL through (SQLAlchemy's pysqlite dialect replaces SQLite's floor with math.floor)."""
     return None if value is None else float(math.floor(value))
 
 
@@ -32,7 +32,4 @@ def register(dbapi_connection: Any) -> None:
     """Register the helper functions on a sqlite3 connection (call it from a SQLAlchemy `connect` event)."""
     dbapi_connection.create_function("pb_local_date", 2, pb_local_date, deterministic=True)
     dbapi_connection.create_function("pb_round", 2, pb_round, deterministic=True)
-    try:
-        dbapi_connection.execute("SELECT floor(1.5)").fetchall()
-    except sqlite3.OperationalError:  # SQLite built without its math functions
-        dbapi_connection.create_function("floor", 1, _floor, deterministic=True)
+    dbapi_connection.create_function("pb_floor", 1, pb_floor, deterministic=True)

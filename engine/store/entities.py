@@ -74,10 +74,10 @@ def _insert(conn: Connection, table: Table) -> Any:
 def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert or update rows by key; only the columns a row names are set (others keep their values).
 
-    Rows are grouped by their column set and written with the driver's executemany in chunks
-    (the statement is compiled once per group and values go through the column types' bind
-    processors, skipping SQLAlchemy's per-row parameter handling). Updating clears `removed_at`:
-    a row that reappears is present again.
+    Rows are grouped by their column set. PostgreSQL (psycopg) gets them by COPY; otherwise the
+    driver's executemany runs a statement compiled once per group, the values going through the
+    column types' bind processors (skipping SQLAlchemy's per-row parameter handling). Updating
+    clears `removed_at`: a row that reappears is present again. Keys must be distinct in one call.
     """
     if not rows:
         return
@@ -87,7 +87,7 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         groups.setdefault(tuple(row), []).append(row)
     dialect = conn.dialect
     for columns, group in groups.items():
-        if dialect.name == "postgresql":
+        if dialect.name == "postgresql" and dialect.driver == "psycopg":
             _copy_upsert(conn, table, columns, group)
             continue
         stmt = _insert(conn, table)

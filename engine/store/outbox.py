@@ -75,13 +75,15 @@ def claim(conn: Connection, schema: Schema, owner: str, now: datetime, lease_s: 
 
 def record(conn: Connection, schema: Schema, item: Claimed, *, status: str, now: datetime, error: str | None = None,
            result: dict | None = None, retry_at: datetime | None = None, worker: str | None = None,
-           outcome: str | None = None) -> bool:
+           outcome: str | None = None, ambiguous: bool = False) -> bool:
     """Record an outcome if this worker's token still holds (fencing). False when the lease was lost."""
     o = schema.outbox
     values: dict[str, Any] = dict(status=status, updated_at=now, last_error=error, lease_owner=None,
                                   lease_until=None)
     if result is not None:
         values["result"] = result
+    if ambiguous:
+        values["ambiguous"] = True
     if status in TERMINAL:
         values["finished_at"] = now
     if status == "pending" and retry_at is not None:

@@ -1,12 +1,12 @@
 """The sync runner (§4): load every configured source into the database, one entity at a time.
 
 Entities sync in the order accounts, contacts, goals, usage; all sources of one entity form one
-sync in one transaction (a key may appear in several sources: later sources update the columns they
-name; within one source a key may appear once). Rows stream from the sources, are validated, and valid rows are upserted
-in chunks inside that transaction; if any row is invalid (and `skip_invalid` is off) or a source
-cannot be read, the transaction is rolled back so nothing of the entity changes. Other entities
-still sync and commit; `run_sync` then raises `SyncFailed` (a DataError) listing the problems of
-every failed entity, with the full report attached.
+sync in one transaction (a key may appear in several sources: later sources update the columns
+they name; within one source a key may appear once). Rows stream from the sources, are validated,
+and valid rows are upserted in chunks inside that transaction; if any row is invalid (and
+`skip_invalid` is off) or a source cannot be read, the transaction is rolled back so nothing of
+the entity changes. Other entities still sync and commit; `run_sync` then raises `SyncFailed`
+(a DataError) listing the problems of every failed entity, with the full report attached.
 
 When every source of an entity is a snapshot, rows absent from it are marked removed (usage rows
 are deleted), and the contacts and goals of removed accounts are marked removed too.

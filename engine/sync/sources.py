@@ -87,7 +87,7 @@ class _FileReader(Reader):
 
     def open(self) -> None:
         try:
-            self._fh = open(self.path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed in close()
+            self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in close()
         except FileNotFoundError:
             raise self.fail("file not found", hint=f"looked for {self.path}") from None
         except OSError as exc:
@@ -105,8 +105,16 @@ class _FileReader(Reader):
                 count += chunk.count(b"\n")
         return count
 
-    def _decode_error(self, line: int) -> SourceError:
-        return self.fail("the file is not UTF-8 text", line, "save or export it as UTF-8")
+    def _lines(self) -> Iterator[str]:
+        """The file's lines as text (UTF-8, a leading BOM dropped); a line that is not UTF-8 fails the source."""
+        for number, raw in enumerate(self._fh, 1):
+            try:
+                text_line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise self.fail("the file is not UTF-8 text", number, "save or export it as UTF-8") from None
+            if number == 1 and text_line.startswith("\ufeff"):
+                text_line = text_line[1:]
+            yield text_line
 
 
 class CsvReader(_FileReader):
@@ -114,13 +122,11 @@ class CsvReader(_FileReader):
 
     def open(self) -> None:
         super().open()
-        self._reader = csv.reader(self._fh)
+        self._reader = csv.reader(self._lines())
         try:
             header = next(self._reader)
         except StopIteration:
             raise self.fail("the file is empty (a CSV source needs a header row)") from None
-        except UnicodeDecodeError:
-            raise self._decode_error(1) from None
         names = [name.strip() for name in header]
         seen: set[str] = set()
         for name in names:
@@ -138,8 +144,6 @@ class CsvReader(_FileReader):
                 values = next(self._reader)
             except StopIteration:
                 return
-            except UnicodeDecodeError:
-                raise self._decode_error(previous + 1) from None
             except csv.Error as exc:
                 raise self.fail(f"cannot parse CSV: {exc}", previous + 1) from None
             line, previous = previous + 1, self._reader.line_num
@@ -162,15 +166,7 @@ class JsonlReader(_FileReader):
     """One JSON object per line; blank lines are skipped."""
 
     def __iter__(self) -> Iterator[Row]:
-        line = 0
-        while True:
-            try:
-                text_line = self._fh.readline()
-            except UnicodeDecodeError:
-                raise self._decode_error(line + 1) from None
-            if not text_line:
-                return
-            line += 1
+        for line, text_line in enumerate(self._lines(), 1):
             if not text_line.strip():
                 continue
             try:

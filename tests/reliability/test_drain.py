@@ -1,0 +1,125 @@
+"""Many workers share the outbox on PostgreSQL: exactly-once to a local sink, kills, cut connections."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+
+from sqlalchemy import text
+
+from reliability.figures import record_figure
+from engine.app import App
+from engine.store import outbox
+
+N = 10_000
+
+
+def enqueue(ws, n: int = N) -> None:  # noqa: ANN001
+    """Plan n webhook actions (delivered to outbox/webhook.jsonl by the local sink)."""
+    app = App(ws.config)
+    now = datetime.utcnow()
+    rows = [dict(dedup_key=f"load/account:A{i}/1/1/0", playbook_id="load", subject_type="account",
+                 subject_id=f"A{i}", episode=1, firing="1", action_index=0, kind="webhook", connector="webhook",
+                 payload={"url": "https://example.invalid/hook", "method": "POST", "headers": {}, "body": {"i": i}},
+                 status="pending", attempts=0, not_before=now, expires_at=now + timedelta(days=1), lease_token=0,
+                 ambiguous=False, created_at=now, updated_at=now) for i in range(n)]
+    with app.db.engine.begin() as conn:
+        for i in range(0, n, 2000):
+            outbox.plan(conn, app.db.schema, rows[i:i + 2000])
+    app.close()
+
+
+def sink_counts(ws) -> Counter:  # noqa: ANN001
+    path = ws.root / "outbox" / "webhook.jsonl"
+    return Counter(json.loads(line)["dedup_key"] for line in path.read_text().splitlines())
+
+
+def states(ws) -> dict[str, dict]:  # noqa: ANN001
+    app = App(ws.config)
+    with app.db.engine.connect() as conn:
+        rows = {r["dedup_key"]: r for r in outbox.list_actions(conn, app.db.schema, limit=N + 10)}
+    app.close()
+    return rows
+
+
+def check_exactly_once(ws, figure: str, seconds: float) -> None:  # noqa: ANN001
+    counts = sink_counts(ws)
+    rows = states(ws)
+    lost = [k for k, r in rows.items() if counts.get(k, 0) == 0]
+    dups = [k for k, n in counts.items() if n > 1]
+    assert not lost, f"{len(lost)} actions lost"
+    assert all(r["status"] == "sent" for r in rows.values())
+    assert all(rows[k]["ambiguous"] for k in dups), "a duplicate that is not flagged ambiguous"
+    record_figure(figure, {"actions": len(rows), "lost": len(lost), "duplicates": len(dups),
+                           "ambiguous": sum(1 for r in rows.values() if r["ambiguous"]),
+                           "seconds": round(seconds, 2), "actions_per_s": round(len(rows) / seconds)})
+
+
+def delivered_so_far(ws) -> int:  # noqa: ANN001
+    path = ws.root / "outbox" / "webhook.jsonl"
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def drain(ws, workers: int, *, during=None) -> float:  # noqa: ANN001
+    started = time.perf_counter()
+    procs = [ws.spawn("worker", "--max-idle", "3", "--interval", "0.2") for _ in range(workers)]
+    if during:
+        deadline = time.monotonic() + 120
+        while delivered_so_far(ws) < 200 and time.monotonic() < deadline:   # workers are busy delivering
+            time.sleep(0.05)
+        procs = during(procs)
+    for p in procs:
+        p.communicate(timeout=600)
+    return time.perf_counter() - started - 3.0
+
+
+def test_four_workers_drain_exactly_once(pg_ws) -> None:  # noqa: ANN001
+    enqueue(pg_ws)
+    seconds = drain(pg_ws, 4)
+    check_exactly_once(pg_ws, "drain_4_workers", seconds)
+    assert set(sink_counts(pg_ws).values()) == {1}
+
+
+def test_random_worker_kills(pg_ws) -> None:  # noqa: ANN001
+    enqueue(pg_ws)
+    rng = random.Random(7)
+    kills = []
+
+    def killer(procs):  # noqa: ANN001, ANN202
+        for _ in range(4):
+            time.sleep(0.3)
+            victim = rng.choice([p for p in procs if p.poll() is None] or procs)
+            if victim.poll() is None:
+                victim.kill()                                   # SIGKILL
+                victim.wait()
+                kills.append(victim.pid)
+            procs = [p for p in procs if p is not victim]
+            procs.append(pg_ws.spawn("worker", "--max-idle", "3", "--interval", "0.2"))
+        return procs
+
+    pg_ws.configure("delivery: {lease: 3s}\n")
+    seconds = drain(pg_ws, 4, during=killer)
+    assert len(kills) >= 3
+    check_exactly_once(pg_ws, "drain_with_4_kills", seconds)
+
+
+def test_connections_cut_during_drain(pg_ws) -> None:  # noqa: ANN001
+    enqueue(pg_ws)
+    cuts = []
+
+    def cutter(procs):  # noqa: ANN001, ANN202
+        for _ in range(3):
+            time.sleep(0.3)
+            with pg_ws.admin.begin() as conn:
+                n = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                      "WHERE application_name = :a"), {"a": pg_ws.schema_name}).scalar_one()
+            cuts.append(n)
+        return procs
+
+    pg_ws.configure("delivery: {lease: 5s}\n")
+    seconds = drain(pg_ws, 4, during=cutter)
+    assert sum(cuts) > 0
+    check_exactly_once(pg_ws, "drain_with_cut_connections", seconds)
