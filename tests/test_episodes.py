@@ -201,3 +201,27 @@ def test_contact_and_goal_subjects(ws: Workspace) -> None:
     assert goal["actions"] == [{"kind": "email", "to": ["new@acme.example"], "subject": "You reached Adoption"}]
     emails = sorted((ws.root / "outbox" / "email").glob("*.eml"))
     assert len(emails) == 3
+
+
+def test_goal_achieved_with_a_name_glob(ws: Workspace) -> None:
+    ws.playbook("adoption-done", """
+        id: adoption-done
+        name: Adoption goals reached
+        subject: goal
+        trigger:
+          goal_achieved: {name: "Adoption*"}
+        actions:
+          - slack: {channel: "#wins", text: "{{ account.name }}: {{ goal.name }}"}
+        """)
+    ws.data("accounts", [{"id": "A1", "name": "Acme"}])
+    ws.data("goals", [
+        {"id": "G1", "account_id": "A1", "name": "Adoption 50%", "target": 10, "current": 12},
+        {"id": "G2", "account_id": "A1", "name": "adoption lower-case", "target": 10, "current": 12},
+        {"id": "G3", "account_id": "A1", "name": "Adoption_100% [x]", "status": "achieved"},
+        {"id": "G4", "account_id": "A1", "name": "Rollout", "target": 10, "current": 12},
+    ])
+    ws.sync()
+    assert sorted(ws.events("2026-03-10T09:00")) == [("adoption-done", "goal:G1", "enter", 1),
+                                                     ("adoption-done", "goal:G3", "enter", 1)]
+    explain = ws.cli("explain", "G2", "--now", "2026-03-10T09:00", "--format", "json").stdout
+    assert '"verdict": "not_matching"' in explain

@@ -50,7 +50,7 @@ ERRORS = [
     ("cycler.__init__", "unknown name `cycler`", 1, None),
     ("metrc('logins') > 1", "unknown function `metrc`", 1, "did you mean `metric`?"),
     ("account.name.upper() == 'X'",
-     "only metric(), metric_change(), days_until(), days_since() and segment() can be called", 1, None),
+     "only metric(), metric_change(), days_until(), days_since(), glob() and segment() can be called", 1, None),
     ("contact.role == 'champion'",
      "`contact` fields are only available when the playbook subject is contact (here it is account)", 1, None),
     ("account.arr >", "syntax error: unexpected end of expression", 14, None),

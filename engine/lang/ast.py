@@ -175,6 +175,15 @@ class Days:
 
 
 @dataclass(frozen=True)
+class Glob:
+    """`glob(s, 'Adoption*')`: the string matches a shell pattern (`*` any run, `?` one character), case-sensitive."""
+
+    operand: Expr
+    pattern: str
+    type: str = "boolean"
+
+
+@dataclass(frozen=True)
 class Segment:
     """`segment(name)` with the named expression compiled in account scope."""
 
@@ -184,9 +193,9 @@ class Segment:
 
 
 Expr = Union[Literal, ListLiteral, Field, Now, Today, Compare, And, Or, Not, IsNone, Arith, Neg, Filter,
-             Metric, MetricChange, Days, Segment]
+             Metric, MetricChange, Days, Glob, Segment]
 
-CALLS = (Metric, MetricChange, Days, Segment)
+CALLS = (Metric, MetricChange, Days, Glob, Segment)
 
 
 def children(expr: Expr) -> tuple[Expr, ...]:
@@ -197,7 +206,7 @@ def children(expr: Expr) -> tuple[Expr, ...]:
         return (expr.left, *(right for _, right in expr.ops))
     if isinstance(expr, (And, Or, Arith)):
         return (expr.left, expr.right)
-    if isinstance(expr, (Not, IsNone, Neg, Filter, Days)):
+    if isinstance(expr, (Not, IsNone, Neg, Filter, Days, Glob)):
         return (expr.operand,)
     if isinstance(expr, Segment):
         return (expr.expr,)

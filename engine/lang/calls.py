@@ -9,7 +9,7 @@ from engine.errors import ExpressionError, suggest
 from engine.lang import ast as A
 from engine.lang.types import DATE, DATETIME, INTEGER, NUMBER, STRING, describe, parse_iso
 
-FUNCTIONS = ("metric", "metric_change", "days_until", "days_since", "segment")
+FUNCTIONS = ("metric", "metric_change", "days_until", "days_since", "segment", "glob")
 AGGS = ("sum", "avg", "min", "max", "count", "last")
 MAX_DAYS = 3660
 
@@ -33,6 +33,8 @@ def check_call(name: str, args: list[Arg], kwargs: list[Keyword], col: int | Non
                               f"did you mean `{near}`?" if near else "functions: " + ", ".join(FUNCTIONS))
     if name in ("days_until", "days_since"):
         return _days(name, args, kwargs, col)
+    if name == "glob":
+        return _glob(args, kwargs, col)
     values = _bind(name, args, kwargs, col)
     if name == "segment":
         seg, scol = values["name"]
@@ -67,6 +69,20 @@ def _days(name: str, args: list[Arg], kwargs: list[Keyword], col: int | None) ->
     if expr.type not in (DATE, DATETIME):
         raise ExpressionError(f"{name}() needs a date or a datetime, got {describe(expr.type)}", acol or col)
     return A.Days(expr, since=name == "days_since")
+
+
+def _glob(args: list[Arg], kwargs: list[Keyword], col: int | None) -> A.Glob:
+    if len(args) != 2 or kwargs:
+        raise ExpressionError("glob() takes two arguments: a string and a pattern in quotes, "
+                              "e.g. glob(goal.name, 'Adoption*')", col)
+    (expr, acol), (pattern, pcol) = args
+    if expr.type != STRING:
+        raise ExpressionError(f"glob() needs a string, got {describe(expr.type)}", acol or col)
+    if not isinstance(pattern, A.Literal) or not isinstance(pattern.value, str):
+        raise ExpressionError("the pattern of glob() must be a string in quotes", pcol or col)
+    if "[" in pattern.value:
+        raise ExpressionError("glob() patterns support `*` and `?` only", pcol or col)
+    return A.Glob(expr, pattern.value)
 
 
 def _bind(name: str, args: list[Arg], kwargs: list[Keyword], col: int | None) -> dict[str, tuple[object, int | None]]:

@@ -304,7 +304,7 @@ class _Translator:
 
     def _Call(self, node: nodes.Call) -> tuple[A.Expr, int | None]:
         if not isinstance(node.node, nodes.Name):
-            raise ExpressionError("only metric(), metric_change(), days_until(), days_since() and segment() can be "
+            raise ExpressionError("only metric(), metric_change(), days_until(), days_since(), glob() and segment() can be "
                                   "called", self.loc.peek())
         col = self.loc.find("name", node.node.name)
         if node.dyn_args or node.dyn_kwargs:

@@ -201,6 +201,14 @@ class _Evaluator:
         delta = (self.env.today - day) if expr.since else (day - self.env.today)  # type: ignore[operator]
         return delta.days
 
+    def _Glob(self, expr: A.Glob) -> Value:
+        value = self.ev(expr.operand)
+        if value is None:
+            return None
+        import fnmatch
+
+        return fnmatch.fnmatchcase(str(value), expr.pattern)
+
     def _Segment(self, expr: A.Segment) -> Value:
         return self.ev(expr.expr)
 

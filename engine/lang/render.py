@@ -77,6 +77,8 @@ def _render(expr: A.Expr) -> tuple[str, int]:
         return f"{'days_since' if expr.since else 'days_until'}({_render(expr.operand)[0]})", ATOM
     if isinstance(expr, A.Segment):
         return f"segment({_literal(expr.name)})", ATOM
+    if isinstance(expr, A.Glob):
+        return f"glob({_render(expr.operand)[0]}, {_literal(expr.pattern)})", ATOM
     raise TypeError(f"not an expression node: {expr!r}")
 
 

@@ -173,6 +173,13 @@ class _Sql:
             return first.op("-", return_type=Integer())(second)
         return cast(func.julianday(first) - func.julianday(second), Integer())
 
+    def _Glob(self, expr: A.Glob) -> ColumnElement[Any]:
+        value = self.sql(expr.operand)
+        if self.pg:   # LIKE is case-sensitive in PostgreSQL; escape its own wildcards first
+            like = expr.pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            return value.like(like.replace("*", "%").replace("?", "_"), escape="\\")
+        return value.op("GLOB", return_type=Boolean())(literal(expr.pattern, String()))  # SQLite: case-sensitive
+
     def _local_day(self, expr: A.Expr) -> ColumnElement[Any]:
         """A date operand as is; a datetime operand as its date in the configured time zone."""
         value = self.sql(expr)
