@@ -28,7 +28,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
 from connectors.base import BaseConnector, Delivery, Outcome
-from connectors.webhook import retry_after
+from connectors.http import retry_after
 from engine.settings import SlackConnector as SlackSettings
 from engine.store.outbox import Claimed
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Callable
 
 from connectors.base import BaseConnector, Delivery, Outcome
-from engine.store import tasks
+from connectors.task_records import close_task, record_task
 from engine.store.db import Database
 from engine.store.outbox import Claimed
 
@@ -22,17 +22,9 @@ class BuiltinTasks(BaseConnector):
         self.db, self.clock = db, clock
 
     def deliver(self, item: Claimed) -> Delivery:
-        p = item.payload
         now = self.clock()
-        with self.db.engine.begin() as conn:
-            if item.kind == "task_close":
-                closed = tasks.close(conn, self.db.schema, p["task_key"], now)
-                return Delivery(Outcome.SENT, "closed" if closed else "already closed")
-            due = datetime.fromisoformat(p["due_at"]).replace(tzinfo=None) if p.get("due_at") else None
-            task_id = tasks.create(conn, self.db.schema, dict(
-                dedup_key=item.dedup_key, connector="builtin", external_id=None, playbook_id=item.playbook_id,
-                subject_type=item.subject_type, subject_id=item.subject_id, episode=item.episode,
-                title=p["title"], description=p.get("description"), assignee=p.get("assignee"),
-                priority=p.get("priority", "normal"), due_at=due, status="open",
-                close_on_resolve=bool(p.get("close_on_resolve", True)), created_at=now, closed_at=None))
+        if item.kind == "task_close":
+            closed = close_task(self.db, item.payload["task_key"], now)
+            return Delivery(Outcome.SENT, "closed" if closed else "already closed")
+        task_id = record_task(self.db, item, "builtin", None, now)
         return Delivery(Outcome.SENT, f"task #{task_id}", result={"task_id": task_id})

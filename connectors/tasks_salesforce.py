@@ -27,8 +27,8 @@ from typing import Any, Callable
 from urllib.parse import quote, urlencode
 
 from connectors.base import BaseConnector, Delivery, Outcome
-from connectors.tasks_hubspot import close_task, record_task
-from connectors.webhook import HttpResponse, NetworkError, failure, http_call
+from connectors.task_records import close_task, record_task
+from connectors.http import HttpResponse, NetworkError, failure, http_call
 from engine.settings import SalesforceSettings
 from engine.store.db import Database
 from engine.store.outbox import Claimed

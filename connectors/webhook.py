@@ -23,132 +23,21 @@ carry credentials.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import hmac
-import http.client
 import json
-import math
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
-from datetime import timezone
-from typing import Any, Callable, Mapping
+from typing import Callable
 from urllib.parse import urlsplit
 
 from connectors.base import BaseConnector, Delivery, Outcome
+from connectors.http import NetworkError, failure, http_call
 from engine.settings import WebhookConnector as WebhookSettings
 from engine.store.outbox import Claimed
 
-MAX_BODY = 1 << 20          # read at most 1 MiB of any answer
 METHODS = ("POST", "PUT", "PATCH")
 RESERVED = {"content-type", "content-length", "host", "idempotency-key", "x-playbook-signature",
             "x-playbook-timestamp"}
-TRANSIENT_STATUSES = {408, 425, 429}
-
-
-class NetworkError(Exception):
-    """The request got no HTTP answer (refused, reset, DNS, TLS, timeout). Never carries secrets."""
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    """An HTTP answer: status, lower-cased headers and (at most MAX_BODY of) the body."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def json(self) -> Any:
-        """The body parsed as JSON, or None when it is not JSON."""
-        try:
-            return json.loads(self.body or b"null")
-        except ValueError:
-            return None
-
-    def snippet(self, limit: int = 200) -> str:
-        """The start of the body as one line of text, for error details."""
-        text = self.body[:limit * 4].decode("utf-8", "replace")
-        text = " ".join(text.split())
-        return text[:limit] + ("…" if len(text) > limit else "")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Never follow redirects: urllib would turn a redirected POST into a GET without its body."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-def http_call(method: str, url: str, *, body: bytes | None = None, headers: Mapping[str, str] | None = None,
-              timeout: float) -> HttpResponse:
-    """One HTTP request; any status comes back as an HttpResponse, a missing answer raises NetworkError.
-
-    Raises ValueError for a URL that is not http(s) or a header value that cannot be sent.
-    """
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise ValueError("the URL must start with http:// or https://")
-    req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
-    try:
-        with _OPENER.open(req, timeout=timeout) as resp:
-            return HttpResponse(resp.status, _lower(resp.headers), resp.read(MAX_BODY))
-    except urllib.error.HTTPError as exc:
-        with exc:
-            data = exc.read(MAX_BODY) if exc.fp is not None else b""
-        return HttpResponse(exc.code, _lower(exc.headers), data)
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-            raise NetworkError(f"timed out after {timeout:g}s") from None
-        raise NetworkError(f"cannot connect: {reason}") from None
-    except TimeoutError:
-        raise NetworkError(f"timed out after {timeout:g}s") from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise NetworkError(f"{type(exc).__name__}: {exc}") from None
-
-
-def _lower(headers: Any) -> dict[str, str]:
-    return {str(k).lower(): str(v) for k, v in (headers.items() if headers is not None else [])}
-
-
-def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date), else None."""
-    value = (headers.get("retry-after") or "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def failure(resp: HttpResponse, service: str, message: str | None = None,
-            wait: float | None = None) -> Delivery:
-    """A non-2xx answer as a Delivery: 408/425/429/5xx transient (with Retry-After), others permanent."""
-    detail = f"{service} answered HTTP {resp.status}: {message or resp.snippet() or 'no body'}"
-    result = {"status": resp.status}
-    if resp.status in TRANSIENT_STATUSES or resp.status >= 500:
-        return Delivery(Outcome.TRANSIENT, detail, wait if wait is not None else retry_after(resp.headers), result)
-    if 300 <= resp.status < 400:
-        where = urlsplit(resp.headers.get("location", "")).hostname or "the same host"
-        detail = f"{service} answered HTTP {resp.status}, a redirect to {where}: redirects are not followed"
-    return Delivery(Outcome.PERMANENT, detail, None, result)
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:

@@ -57,9 +57,8 @@ def init(directory: str, accounts: int) -> None:
 @click.option("--accounts", default=300, show_default=True)
 def demo(keep: str | None, accounts: int) -> None:
     """Offline end-to-end run on the bundled example data and playbooks, with a summary."""
-    from datetime import date
-    from zoneinfo import ZoneInfo
     from datetime import datetime
+    from zoneinfo import ZoneInfo
 
     from engine.sync.runner import run_sync
     from engine.tick import run_tick

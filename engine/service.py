@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
+
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler

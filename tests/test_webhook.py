@@ -15,7 +15,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from connectors.base import Outcome
-from connectors.webhook import WebhookConnector, retry_after
+from connectors.http import retry_after
+from connectors.webhook import WebhookConnector
 from engine.settings import WebhookConnector as WebhookSettings
 from engine.store.outbox import Claimed
 
