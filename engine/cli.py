@@ -34,7 +34,7 @@ def command(fn: Callable) -> Callable:
         try:
             return fn(app, *args, **kwargs)
         except UserError as exc:
-            print_diagnostics(exc.diagnostics)
+            print_diagnostics(exc.diagnostics, limit=50)
             sys.exit(exc.exit_code)
         finally:
             app.close()
@@ -104,14 +104,15 @@ def sync(app: App, skip_invalid: bool, entities: tuple[str, ...], fmt: str) -> N
             report = run_sync(app.settings, app.db, skip_invalid=skip_invalid, entities=list(entities) or None,
                               progress=progress)
     except SyncFailed as exc:
-        _print_sync(exc.report, fmt) if fmt == "table" else None
-        err.print("sync failed — nothing of these entities changed: " + ", ".join(exc.report.failed)
-                  + " (fix the rows below, or rerun with --skip-invalid to load the good rows)")
+        if fmt == "table":
+            _print_sync(exc.report, fmt, problems=False)
+        err.file.write("sync failed — nothing of these entities changed: " + ", ".join(exc.report.failed)
+                       + " (fix the rows below, or rerun with --skip-invalid to load the good rows)\n")
         raise
     _print_sync(report, fmt)
 
 
-def _print_sync(report: Any, fmt: str) -> None:
+def _print_sync(report: Any, fmt: str, *, problems: bool = True) -> None:
     rows = sync_rows(report)
     if fmt == "json":
         print_json({"entities": rows})
@@ -122,9 +123,9 @@ def _print_sync(report: Any, fmt: str) -> None:
                     [[r["entity"], r["mode"], r["rows"], r["inserted"], r["updated"],
                       r["removed"] + sum(r["cascaded"].values()), r["invalid"], f"{r['seconds']:.2f}"]
                      for r in rows]))
-    if report.problems:
-        err.print("skipped rows:")
-        print_diagnostics(report.problems)
+    if problems and report.problems:
+        err.file.write("skipped rows:\n")
+        print_diagnostics(report.problems, limit=20)
 
 
 @main.command()

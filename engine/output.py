@@ -22,11 +22,15 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
-def print_diagnostics(diags: Iterable[Diagnostic], *, stream: Console = err) -> None:
-    """file:line:col: message lines, plain and unwrapped so editors and CI can parse them."""
+def print_diagnostics(diags: Iterable[Diagnostic], *, stream: Console = err, limit: int | None = None) -> None:
+    """file:line:col: message lines, plain and unwrapped so editors and CI can parse them (at most `limit`)."""
     target = stream.file
-    for d in diags:
+    diags = list(diags)
+    shown = diags if limit is None or len(diags) <= limit else diags[:limit]
+    for d in shown:
         target.write(str(d) + "\n")
+    if len(shown) < len(diags):
+        target.write(f"... and {len(diags) - len(shown)} more\n")
     target.flush()
 
 

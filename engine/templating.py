@@ -80,9 +80,12 @@ class Templates:
         allowed = CONTEXT_NAMES[subject] | extra | HELPERS | {"loop", "range"}
         for var in sorted(meta.find_undeclared_variables(ast)):
             if var not in allowed:
+                from engine.errors import suggest
+
                 where = {"contact": "contact playbooks", "goal": "goal playbooks"}.get(var)
-                hint = f"`{var}` is only available in {where}" if where else \
-                    f"available: {', '.join(sorted(CONTEXT_NAMES[subject] | HELPERS))}"
+                close = suggest(var, sorted(CONTEXT_NAMES[subject] | extra | HELPERS))
+                hint = (f"`{var}` is only available in {where}" if where else f"did you mean `{close}`?" if close
+                        else f"available: {', '.join(sorted(CONTEXT_NAMES[subject] | extra | HELPERS))}")
                 raise TemplateProblem(f"unknown name `{var}` in {'an' if subject[0] in 'aeiou' else 'a'} {subject} "
                                       f"playbook ({hint})",
                                       _line_of(ast, var), name)

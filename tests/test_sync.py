@@ -344,10 +344,20 @@ def test_unknown_and_removed_accounts(ws: Workspace) -> None:
     with pytest.raises(DataError) as info:
         ws.sync(now=T1, entities=["accounts", "contacts"])
     assert str(info.value).splitlines() == [
-        'contacts.jsonl:2: account_id: account "A2" was removed (it is absent from the latest accounts snapshot)',
         'contacts.jsonl:3: account_id: unknown account "A999"',
         "contacts.jsonl:4: account_id: missing (every contacts row needs an account_id)",
     ]
+
+
+def test_rows_of_a_removed_account_load_and_stay_removed(ws: Workspace) -> None:
+    basic(ws)
+    ws.sync()
+    ws.write("accounts.csv", "id,name\nA1,Acme\nA3,Initech\n")     # A2 leaves the snapshot
+    ws.sync(now=T1)                                                  # contacts still list A2's contact
+    contacts = ws.by_id("contacts")
+    a2 = [c for c in contacts.values() if c["account_id"] == "A2"]
+    assert a2 and all(c["removed_at"] == T1 for c in a2)
+    assert all(c["removed_at"] is None for c in contacts.values() if c["account_id"] != "A2")
 
 
 def test_skip_invalid_loads_good_rows_and_reports_the_rest(ws: Workspace) -> None:

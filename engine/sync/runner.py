@@ -272,6 +272,8 @@ class _EntitySync:
                 report.removed = store.delete_absent_usage(conn, self.table, self.stamp)
             else:
                 report.removed = store.mark_absent_removed(conn, self.table, self.stamp, self.now)
-        if self.entity == "accounts":
-            report.cascaded = store.cascade_removed_accounts(conn, schema, self.now)
+        if self.entity in ("accounts", "contacts", "goals"):
+            # rows of removed accounts are removed too (a contacts snapshot may still list them)
+            cascaded = store.cascade_removed_accounts(conn, schema, self.now)
+            report.cascaded = cascaded if self.entity == "accounts" else {}
         store.record_sync_state(conn, schema, self.entity, self.now, report.loaded, report.removed)
