@@ -256,13 +256,17 @@ def dispatch(app: App, limit: int | None, fmt: str) -> None:
 @main.command()
 @click.option("--playbook", "playbook_id", help="only this playbook")
 @click.option("--subject", help="only this subject (id or type:id)")
+@click.option("--attempts", "show_attempts", is_flag=True, help="every delivery attempt instead of events")
 @click.option("--limit", default=50, show_default=True)
 @FORMAT
 @command
-def history(app: App, playbook_id: str | None, subject: str | None, limit: int, fmt: str) -> None:
-    """What fired: the latest events, newest first."""
+def history(app: App, playbook_id: str | None, subject: str | None, show_attempts: bool, limit: int,
+            fmt: str) -> None:
+    """What fired (events), or with --attempts each delivery attempt; newest first."""
     from engine.store import state
 
+    if show_attempts:
+        return _attempts(app, playbook_id, subject, limit, fmt)
     with app.db.engine.connect() as conn:
         rows = state.history(conn, app.db.schema, playbook_id=playbook_id, subject=subject, limit=limit)
     if fmt == "json":
@@ -272,6 +276,20 @@ def history(app: App, playbook_id: str | None, subject: str | None, limit: int, 
     out.print(table("History", ["at (UTC)", "playbook", "subject", "event", "episode", "firing"],
                     [[f"{r['at']:%Y-%m-%d %H:%M}", r["playbook_id"], f"{r['subject_type']}:{r['subject_id']}",
                       r["event"], r["episode"], r["firing"]] for r in rows]))
+
+
+def _attempts(app: App, playbook_id: str | None, subject: str | None, limit: int, fmt: str) -> None:
+    from engine.store import outbox
+
+    with app.db.engine.connect() as conn:
+        rows = outbox.attempt_history(conn, app.db.schema, playbook_id=playbook_id, subject=subject, limit=limit)
+    if fmt == "json":
+        print_json({"attempts": [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
+                                 for r in rows]})
+        return
+    out.print(table("Delivery attempts", ["at (UTC)", "dedup key", "#", "outcome", "worker", "detail"],
+                    [[f"{r['at']:%Y-%m-%d %H:%M:%S}", r["dedup_key"], r["attempt"], r["outcome"], r["worker"],
+                      (r["detail"] or "")[:70]] for r in rows]))
 
 
 @main.command()

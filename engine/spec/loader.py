@@ -201,7 +201,7 @@ def _check_connector(kind: str, opts: Any, settings: Settings, marks: Marks, pat
         kind = f"tasks.{wanted}"
     if missing:
         problems.append(marks.diagnostic(path, f"this playbook uses `{kind}` but no {kind} connector is configured",
-                                         f"add connectors.{kind} to config.yaml"))
+                                         f"add connectors.{kind} to config.yaml", key=True))
 
 
 def _compile_structure(value: Any, sub: tuple[Any, ...], subject: str, templates: Templates, marks: Marks,

@@ -129,6 +129,20 @@ def list_actions(conn: Connection, schema: Schema, *, status: str | None = None,
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
+def attempt_history(conn: Connection, schema: Schema, *, playbook_id: str | None = None,
+                    subject: str | None = None, limit: int = 50) -> list[dict]:
+    """Delivery attempts, newest first, with the action they belong to."""
+    a, o = schema.attempts, schema.outbox
+    q = (select(a.c.at, a.c.attempt, a.c.outcome, a.c.detail, a.c.worker, o.c.id.label("outbox_id"), o.c.dedup_key,
+                o.c.kind, o.c.status).join_from(a, o, a.c.outbox_id == o.c.id).order_by(a.c.id.desc()).limit(limit))
+    if playbook_id:
+        q = q.where(o.c.playbook_id == playbook_id)
+    if subject:
+        stype, _, sid = subject.rpartition(":")
+        q = q.where(o.c.subject_id == sid, *([o.c.subject_type == stype] if stype else []))
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
 def attempts_of(conn: Connection, schema: Schema, outbox_id: int) -> list[dict]:
     a = schema.attempts
     return [dict(r) for r in conn.execute(select(a).where(a.c.outbox_id == outbox_id).order_by(a.c.id)).mappings()]
