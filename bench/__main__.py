@@ -1,0 +1,271 @@
+"""`python -m bench`: generate data, sync, tick (first, steady, no change), baselines, dispatch; table + JSON.
+
+    python -m bench --accounts 100000 --playbooks 50 --days 60 [--json PATH] [--postgres [URL]]
+                    [--skip-baselines] [--workdir DIR --keep] [--profile]
+
+Every phase runs in its own process (bench.phases) so its peak RSS is its own. Clocks are fixed:
+the first tick at <anchor>T09:00 (config time zone Asia/Tokyo), the steady tick at T10:00 and the
+no-change tick at T11:00 of the same day, so metric windows do not move between ticks and only the
+~1% of subjects changed by `mutate` (direct SQL UPDATEs, not a re-sync) can change state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.data import ANCHOR, DataSpec, generate
+from bench.measure import ROOT, run_phase
+from bench.report import print_table, write_json
+from bench.suite import write_config, write_workspace
+
+DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
+TICK_OPTIONS: dict[str, Any] = {"workaround": True}   # extra parameters of every tick phase
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--accounts", type=int, default=100_000, help="accounts to generate (default 100000)")
+    p.add_argument("--playbooks", type=int, default=50, help="playbooks in the suite (at most 50; default 50)")
+    p.add_argument("--days", type=int, default=60, help="days of daily usage (default 60)")
+    p.add_argument("--usage-accounts-fraction", type=float, default=1.0, metavar="F",
+                   help="share of accounts that report usage at all (default 1.0)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"result file (default {DEFAULT_JSON})")
+    p.add_argument("--postgres", nargs="?", const="", default=None, metavar="URL",
+                   help="also run sync and ticks on PostgreSQL (URL, default $PLAYBOOK_TEST_POSTGRES_URL), "
+                        "in a fresh schema dropped afterwards; on by default when that variable is set")
+    p.add_argument("--no-postgres", action="store_true", help="never run the PostgreSQL part")
+    p.add_argument("--skip-baselines", action="store_true", help="skip the SQL and per-row Python baselines")
+    p.add_argument("--baseline-sample", type=int, default=10_000, metavar="N",
+                   help="per-row baseline: evaluate at most N accounts and extrapolate (default 10000)")
+    p.add_argument("--dispatch-actions", type=int, default=3000, metavar="N",
+                   help="planned actions (every kind) delivered to the local sinks (default 3000)")
+    p.add_argument("--smtp-actions", type=int, default=2000, metavar="N",
+                   help="planned email actions sent to the local SMTP server (default 2000)")
+    p.add_argument("--no-engine-workarounds", action="store_true",
+                   help="run the ticks without the bench's shim for the outbox mixed-keys bug (see bench.phases)")
+    p.add_argument("--workdir", type=Path, help="working directory (default: a new temporary directory)")
+    p.add_argument("--keep", action="store_true", help="keep the working directory (database, data, outbox)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one more no-change tick with pyinstrument (text next to the JSON)")
+    args = p.parse_args(argv)
+    if not 1 <= args.playbooks <= 50:
+        p.error("--playbooks must be between 1 and 50")
+    if args.accounts < 1 or args.days < 1:
+        p.error("--accounts and --days must be positive")
+    return args
+
+
+class Progress:
+    """Timestamped progress lines on stderr."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self, text: str) -> None:
+        print(f"[{time.perf_counter() - self.started:7.1f}s] {text}", file=sys.stderr, flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def postgres_url(args: argparse.Namespace) -> str | None:
+    if args.no_postgres:
+        return None
+    env = os.environ.get("PLAYBOOK_TEST_POSTGRES_URL")
+    if args.postgres is None:
+        return env or None
+    url = args.postgres or env
+    if not url:
+        sys.exit("--postgres needs a URL or PLAYBOOK_TEST_POSTGRES_URL (postgresql+psycopg://user@host:5432/db)")
+    return url
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    say = Progress()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="playbook-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in ("playbook.db", "playbook.db-wal", "playbook.db-shm"):
+        (workdir / name).unlink(missing_ok=True)
+    day = ANCHOR.isoformat()
+    first_at, steady_at, nochange_at = f"{day}T09:00", f"{day}T10:00", f"{day}T11:00"
+    spec = DataSpec(args.accounts, args.days, args.seed, ANCHOR, args.usage_accounts_fraction)
+    r: dict[str, Any] = {"accounts": args.accounts, "playbooks": args.playbooks, "days": args.days,
+                         "seed": args.seed, "anchor": day, "database": "sqlite", "workdir": str(workdir),
+                         "usage_accounts_fraction": args.usage_accounts_fraction,
+                         "clocks": {"first": first_at, "steady": steady_at, "nochange": nochange_at,
+                                    "timezone": "Asia/Tokyo"},
+                         "python": platform.python_version(), "sqlite_version": sqlite3.sqlite_version,
+                         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    rss: dict[str, float] = {}
+    try:
+        say(f"generating {args.accounts:,} accounts, {args.days} days of usage in {workdir}")
+        t = time.perf_counter()
+        r["rows"] = generate(workdir / "data", spec, lambda n, total: say(f"  generated {n:,} / {total:,} accounts"))
+        r["generate_s"] = round(time.perf_counter() - t, 2)
+        config = str(write_workspace(workdir, args.playbooks))
+        say(f"data: {', '.join(f'{k} {v:,}' for k, v in r['rows'].items())}; syncing")
+        sync = run_phase("sync", {"config": config})
+        rss["sync"] = sync["peak_rss_mb"]
+        r["sync_s"] = round(sync["seconds"], 2)
+        r["sync_rows_per_s"] = {e: v["rows_per_s"] for e, v in sync["entities"].items()}
+        r["sync_seconds"] = {e: v["seconds"] for e, v in sync["entities"].items()}
+        if not args.skip_baselines:
+            _baselines(args, r, rss, config, first_at, say)
+        say(f"first tick at {first_at}")
+        first = run_phase("tick", {"config": config, "now": first_at, "label": "first tick", **TICK_OPTIONS})
+        _tick_keys(r, "first", first)
+        rss["tick_first"] = first["peak_rss_mb"]
+        if not args.skip_baselines:
+            r["agreement"] = _agreement(first["open_episodes"], r)
+        say(f"dispatch {args.dispatch_actions:,} actions to local sinks")
+        sinks = run_phase("dispatch_sinks", {"config": config, "actions": args.dispatch_actions})
+        r["dispatch_sink_per_s"] = round(sinks["actions_per_s"] or 0, 1)
+        r["dispatch_sink_actions"], r["dispatch_sink_detail"] = sinks["actions"], sinks["by_connector"]
+        say(f"dispatch {args.smtp_actions:,} email actions to a local SMTP server")
+        smtp = run_phase("dispatch_smtp", {"config": config, "actions": args.smtp_actions})
+        r["dispatch_smtp_per_s"] = round(smtp["emails_per_s"] or 0, 1)
+        r["dispatch_smtp_actions_per_s"] = round(smtp["actions_per_s"] or 0, 1)
+        r["dispatch_smtp_actions"], r["dispatch_smtp_messages"] = smtp["actions"], smtp["messages"]
+        r["dispatch_smtp_outcomes"] = smtp["by_outcome"]
+        _steady(r, rss, config, steady_at, nochange_at, say, "")
+        r["peak_rss_mb"] = rss["tick_steady"]
+        if args.profile:
+            path = args.json.with_name(args.json.stem + ".profile.txt")
+            say(f"profiling a no-change tick with pyinstrument -> {path}")
+            run_phase("tick", {"config": config, "now": f"{day}T12:00", "label": "profiled tick", **TICK_OPTIONS},
+                      profile=path)
+            r["profile"] = str(path)
+        pg = postgres_url(args)
+        if pg:
+            _postgres(r, rss, workdir, pg, first_at, steady_at, nochange_at, say, not args.skip_baselines)
+        r["peak_rss_mb_by_phase"] = rss
+        _ratios(r)
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    r["bench_wall_s"] = round(say.elapsed, 1)
+    return r
+
+
+def _baselines(args: argparse.Namespace, r: dict[str, Any], rss: dict[str, float], config: str, now: str,
+               say: Progress) -> None:
+    say("baseline: one SQL statement over every account-level playbook")
+    bsql = run_phase("baseline_sql", {"config": config, "now": now})
+    r["baseline_sql_s"], r["baseline_sql_predicates"] = round(bsql["seconds"], 4), bsql["predicates"]
+    r["baseline_sql_runs_s"], r["baseline_sql_counts"] = bsql["runs_s"], bsql["counts"]
+    sql_file = args.json.with_name(args.json.stem + ".baseline.sql")
+    sql_file.parent.mkdir(parents=True, exist_ok=True)
+    sql_file.write_text(bsql["sql"] + ";\n", encoding="utf-8")
+    r["baseline_sql_statement"] = str(sql_file)
+    say(f"baseline: engine.lang.evaluate per subject (at most {args.baseline_sample:,} accounts)")
+    bpr = run_phase("baseline_per_row", {"config": config, "now": now, "sample": args.baseline_sample})
+    r["baseline_per_row_s"] = round(bpr["seconds"], 3)
+    r["baseline_per_row_extrapolated"] = bpr["extrapolated"]
+    r["baseline_per_row_sample"] = bpr["accounts_evaluated"]
+    r["baseline_per_row_detail"] = {k: round(bpr[k], 3) for k in ("measured_s", "load_s", "usage_s", "eval_s")}
+    r["baseline_per_row_counts"] = bpr["counts"]
+    rss.update(baseline_sql=bsql["peak_rss_mb"], baseline_per_row=bpr["peak_rss_mb"])
+
+
+def _tick_keys(r: dict[str, Any], name: str, t: dict[str, Any], suffix: str = "") -> None:
+    r[f"tick_{name}{suffix}_s"] = round(t["seconds"], 3)
+    r[f"tick_{name}{suffix}_events"] = t["events"]
+    r[f"tick_{name}{suffix}_planned"] = t["planned"]
+    r[f"tick_{name}{suffix}_load_s"] = round(t["load_s"], 3)
+    if not suffix:
+        r[f"tick_{name}_slowest"] = t["slowest"]
+        r[f"tick_{name}_per_playbook_s"] = t["per_playbook_s"]
+    if t.get("outbox_shim"):
+        r.setdefault("engine_workaround_outbox_mixed_keys", {})[f"tick_{name}{suffix}"] = t["outbox_shim"]
+    if t["skipped"]:
+        r[f"tick_{name}{suffix}_skipped"] = t["skipped"]
+
+
+def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: str, nochange_at: str,
+            say: Progress, suffix: str) -> None:
+    say(f"changing ~1% of the subjects{suffix.replace('_', ' ')}")
+    r[f"mutated{suffix}"] = run_phase("mutate", {"config": config, "now": steady_at})["changed"]
+    say(f"steady tick at {steady_at}")
+    steady = run_phase("tick", {"config": config, "now": steady_at, "label": "steady tick", **TICK_OPTIONS})
+    _tick_keys(r, "steady", steady, suffix)
+    rss[f"tick_steady{suffix}"] = steady["peak_rss_mb"]
+    say(f"no-change tick at {nochange_at}")
+    same = run_phase("tick", {"config": config, "now": nochange_at, "label": "no-change tick", **TICK_OPTIONS})
+    _tick_keys(r, "nochange", same, suffix)
+    r[f"nochange_rows_written{suffix}"] = sum(same["rows_written"].values())
+    r[f"nochange_rows_written{suffix}_detail"] = same["rows_written"]
+    rss[f"tick_nochange{suffix}"] = same["peak_rss_mb"]
+
+
+def _postgres(r: dict[str, Any], rss: dict[str, float], workdir: Path, url: str, first_at: str, steady_at: str,
+              nochange_at: str, say: Progress, baselines: bool) -> None:
+    from sqlalchemy import create_engine, text
+
+    schema = "bench_" + uuid.uuid4().hex[:10]
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in url else "?"
+    config = str(write_config(workdir, "config-pg.yaml", f"{url}{sep}options=-csearch_path%3D{schema}"))
+    try:
+        say(f"PostgreSQL: sync into schema {schema}")
+        sync = run_phase("sync", {"config": config})
+        r["sync_rows_per_s_pg"] = {e: v["rows_per_s"] for e, v in sync["entities"].items()}
+        rss["sync_pg"] = sync["peak_rss_mb"]
+        if baselines:
+            say("PostgreSQL: baseline SQL")
+            r["baseline_sql_pg_s"] = round(run_phase("baseline_sql", {"config": config, "now": first_at})["seconds"], 4)
+        say(f"PostgreSQL: first tick at {first_at}")
+        first = run_phase("tick", {"config": config, "now": first_at, "label": "first tick (pg)", **TICK_OPTIONS})
+        _tick_keys(r, "first", first, "_pg")
+        rss["tick_first_pg"] = first["peak_rss_mb"]
+        _steady(r, rss, config, steady_at, nochange_at, say, "_pg")
+        r["peak_rss_pg_mb"] = rss["tick_steady_pg"]
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def _agreement(open_episodes: dict[str, int], r: dict[str, Any]) -> dict[str, Any]:
+    """The first tick's open episodes per playbook against the baselines' match counts (same data, clock)."""
+    sql = r.get("baseline_sql_counts", {})
+    py = {} if r.get("baseline_per_row_extrapolated") else r.get("baseline_per_row_counts", {})
+    mismatches = {}
+    for pid in sorted(set(sql) | set(py)):
+        tick = open_episodes.get(pid, 0)
+        seen = {"tick": tick, **({"sql": sql[pid]} if pid in sql else {}), **({"python": py[pid]} if pid in py else {})}
+        if len(set(seen.values())) > 1:
+            mismatches[pid] = seen
+    return {"checked": len(set(sql) | set(py)), "mismatches": mismatches}
+
+
+def _ratios(r: dict[str, Any]) -> None:
+    steady, bsql, bpr = r.get("tick_steady_s"), r.get("baseline_sql_s"), r.get("baseline_per_row_s")
+    r["ratio_tick_steady_over_baseline_sql"] = round(steady / bsql, 2) if steady and bsql else None
+    r["ratio_baseline_per_row_over_tick_steady"] = round(bpr / steady, 2) if steady and bpr else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    TICK_OPTIONS["workaround"] = not args.no_engine_workarounds
+    result = run(args)
+    write_json(result, args.json)
+    print_table(result)
+    print(f"results: {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The benchmark's output: a rich table on the terminal and a JSON file for machines and history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _num(value: Any, unit: str = "", digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        text = f"{value:,.{digits}f}" if abs(value) < 100 else f"{value:,.0f}"
+    else:
+        text = f"{value:,}" if isinstance(value, int) else str(value)
+    return f"{text}{unit}"
+
+
+def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = [("accounts / playbooks / days", f"{r['accounts']:,} / {r['playbooks']} / {r['days']}",
+             ", ".join(f"{k} {v:,}" for k, v in r["rows"].items()) + " rows"),
+            ("database", r["database"], r.get("sqlite_version", ""))]
+    for entity, rate in r["sync_rows_per_s"].items():
+        rows.append((f"sync {entity}", _num(rate, " rows/s"), _num(r["sync_seconds"][entity], " s")))
+    first, steady = r["tick_first_events"], r["tick_steady_events"]
+    rows += [
+        ("tick, first (everything enters)", _num(r["tick_first_s"], " s"),
+         f"{sum(first.values()):,} events, {r['tick_first_planned']:,} actions planned"),
+        ("tick, steady (~1% changed)", _num(r["tick_steady_s"], " s"),
+         ", ".join(f"{n:,} {k}" for k, n in sorted(steady.items())) or "no events"),
+        ("peak RSS of the steady tick", _num(r["peak_rss_mb"], " MiB"),
+         f"first tick {_num(r['peak_rss_mb_by_phase'].get('tick_first'), ' MiB')}"),
+        ("tick, nothing changed", _num(r["tick_nochange_s"], " s"),
+         f"rows written: {r['nochange_rows_written']} (must be 0)"),
+    ]
+    if r.get("baseline_sql_s") is not None:
+        rows.append(("baseline: one SQL scan", _num(r["baseline_sql_s"], " s", 3),
+                     f"{r['baseline_sql_predicates']} account-level playbooks, best of 2"))
+    if r.get("baseline_per_row_s") is not None:
+        rows.append(("baseline: Python per row", _num(r["baseline_per_row_s"], " s"),
+                     "extrapolated from " + f"{r['baseline_per_row_sample']:,} accounts"
+                     if r["baseline_per_row_extrapolated"] else "every subject"))
+        rows.append(("ratio tick_steady / baseline_sql", _num(r["ratio_tick_steady_over_baseline_sql"], "×", 1),
+                     "how far from the storage engine's limit"))
+        rows.append(("ratio baseline_per_row / tick_steady",
+                     _num(r["ratio_baseline_per_row_over_tick_steady"], "×", 1), "speed-up over per-row Python"))
+    if r.get("agreement"):
+        a = r["agreement"]
+        rows.append(("match counts agree", "yes" if not a["mismatches"] else f"NO ({len(a['mismatches'])})",
+                     f"first tick's open episodes vs baselines, {a['checked']} playbooks"))
+    rows += [("dispatch to local sinks", _num(r["dispatch_sink_per_s"], " actions/s"),
+              f"{r['dispatch_sink_actions']:,} actions, one Dispatcher"),
+             ("dispatch to local SMTP", _num(r["dispatch_smtp_per_s"], " emails/s"),
+              f"{r['dispatch_smtp_messages']:,} emails in {r['dispatch_smtp_actions']:,} actions, one worker")]
+    if r.get("tick_steady_pg_s") is not None:
+        rows += [("PostgreSQL: sync usage", _num(r["sync_rows_per_s_pg"].get("usage"), " rows/s"), ""),
+                 ("PostgreSQL: tick first", _num(r["tick_first_pg_s"], " s"), ""),
+                 ("PostgreSQL: tick steady", _num(r["tick_steady_pg_s"], " s"),
+                  f"peak RSS {_num(r['peak_rss_pg_mb'], ' MiB')}"),
+                 ("PostgreSQL: tick nothing changed", _num(r["tick_nochange_pg_s"], " s"),
+                  f"rows written: {r['nochange_rows_written_pg']}"),
+                 ("PostgreSQL: baseline SQL", _num(r.get("baseline_sql_pg_s"), " s", 3), "")]
+    rows.append(("benchmark wall time", _num(r["bench_wall_s"], " s"), r["workdir"]))
+    return rows
+
+
+def print_table(result: dict[str, Any], console: Console | None = None) -> None:
+    """The headline figures as a table, then the slowest playbooks of the steady tick."""
+    console = console or Console()
+    table = Table(title="playbook-engine benchmark")
+    for name in ("measure", "value", "detail"):
+        table.add_column(name, overflow="fold")
+    for row in _rows(result):
+        table.add_row(*row)
+    console.print(table)
+    slow = Table(title="slowest playbooks (seconds)")
+    for name in ("playbook", "first tick", "steady tick"):
+        slow.add_column(name)
+    steady = result.get("tick_steady_per_playbook_s", {})
+    for item in result.get("tick_first_slowest", [])[:8]:
+        slow.add_row(item["playbook"], _num(item["seconds"], "", 3), _num(steady.get(item["playbook"]), "", 3))
+    console.print(slow)
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    """Write the result (keys sorted, so runs diff well)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
