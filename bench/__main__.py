@@ -12,6 +12,7 @@ no-change tick at T11:00 of the same day, so metric windows do not move between 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -48,14 +49,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-baselines", action="store_true", help="skip the SQL and per-row Python baselines")
     p.add_argument("--baseline-sample", type=int, default=10_000, metavar="N",
                    help="per-row baseline: evaluate at most N accounts and extrapolate (default 10000)")
-    p.add_argument("--dispatch-actions", type=int, default=3000, metavar="N",
-                   help="planned actions (every kind) delivered to the local sinks (default 3000)")
-    p.add_argument("--smtp-actions", type=int, default=2000, metavar="N",
-                   help="planned email actions sent to the local SMTP server (default 2000)")
+    p.add_argument("--dispatch-actions", type=int, default=1000, metavar="N",
+                   help="planned actions (every kind) delivered to the local sinks (default 1000)")
+    p.add_argument("--smtp-actions", type=int, default=500, metavar="N",
+                   help="planned email actions sent to the local SMTP server (default 500)")
     p.add_argument("--no-engine-workarounds", action="store_true",
                    help="run the ticks without the bench's shim for the outbox mixed-keys bug (see bench.phases)")
     p.add_argument("--workdir", type=Path, help="working directory (default: a new temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the working directory (database, data, outbox)")
+    p.add_argument("--reuse-data", action="store_true",
+                   help="with --workdir: keep a copy of the freshly synced database there and, on later runs with "
+                        "the same data options, start from it instead of generating and syncing again (the sync "
+                        "figures are then those of the run that made it)")
     p.add_argument("--profile", action="store_true",
                    help="also profile one more no-change tick with pyinstrument (text next to the JSON)")
     args = p.parse_args(argv)
@@ -63,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--playbooks must be between 1 and 50")
     if args.accounts < 1 or args.days < 1:
         p.error("--accounts and --days must be positive")
+    if args.reuse_data and args.workdir is None:
+        p.error("--reuse-data needs --workdir")
     return args
 
 
@@ -110,17 +117,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
     rss: dict[str, float] = {}
     try:
-        say(f"generating {args.accounts:,} accounts, {args.days} days of usage in {workdir}")
-        t = time.perf_counter()
-        r["rows"] = generate(workdir / "data", spec, lambda n, total: say(f"  generated {n:,} / {total:,} accounts"))
-        r["generate_s"] = round(time.perf_counter() - t, 2)
         config = str(write_workspace(workdir, args.playbooks))
-        say(f"data: {', '.join(f'{k} {v:,}' for k, v in r['rows'].items())}; syncing")
-        sync = run_phase("sync", {"config": config})
-        rss["sync"] = sync["peak_rss_mb"]
-        r["sync_s"] = round(sync["seconds"], 2)
-        r["sync_rows_per_s"] = {e: v["rows_per_s"] for e, v in sync["entities"].items()}
-        r["sync_seconds"] = {e: v["seconds"] for e, v in sync["entities"].items()}
+        snapshot = Snapshot(workdir, spec) if args.reuse_data else None
+        if snapshot and snapshot.restore(r):
+            say(f"reusing the synced data of an earlier run ({snapshot.db})")
+        else:
+            _generate_and_sync(r, rss, workdir, spec, config, say)
+            if snapshot:
+                snapshot.save(r)
         if not args.skip_baselines:
             _baselines(args, r, rss, config, first_at, say)
         say(f"first tick at {first_at}")
@@ -157,6 +161,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
     r["bench_wall_s"] = round(say.elapsed, 1)
     return r
+
+
+def _generate_and_sync(r: dict[str, Any], rss: dict[str, float], workdir: Path, spec: DataSpec, config: str,
+                       say: Progress) -> None:
+    say(f"generating {spec.accounts:,} accounts, {spec.days} days of usage in {workdir}")
+    t = time.perf_counter()
+    r["rows"] = generate(workdir / "data", spec, lambda n, total: say(f"  generated {n:,} / {total:,} accounts"))
+    r["generate_s"] = round(time.perf_counter() - t, 2)
+    say(f"data: {', '.join(f'{k} {v:,}' for k, v in r['rows'].items())}; syncing")
+    sync = run_phase("sync", {"config": config})
+    rss["sync"] = sync["peak_rss_mb"]
+    r["sync_s"] = round(sync["seconds"], 2)
+    r["sync_rows_per_s"] = {e: v["rows_per_s"] for e, v in sync["entities"].items()}
+    r["sync_seconds"] = {e: v["seconds"] for e, v in sync["entities"].items()}
+
+
+class Snapshot:
+    """A copy of the freshly synced SQLite database, reused by later runs with the same data options."""
+
+    KEYS = ("rows", "generate_s", "sync_s", "sync_rows_per_s", "sync_seconds")
+
+    def __init__(self, workdir: Path, spec: DataSpec):
+        self.db, self.meta = workdir / "synced.db", workdir / "synced.json"
+        self.spec = {"accounts": spec.accounts, "days": spec.days, "seed": spec.seed,
+                     "anchor": spec.anchor.isoformat(), "usage_fraction": spec.usage_fraction}
+
+    def restore(self, r: dict[str, Any]) -> bool:
+        if not (self.db.exists() and self.meta.exists()):
+            return False
+        meta = json.loads(self.meta.read_text(encoding="utf-8"))
+        if meta.get("spec") != self.spec or not (self.db.parent / "data" / "usage.csv").exists():
+            return False
+        shutil.copyfile(self.db, self.db.parent / "playbook.db")
+        r.update({k: meta[k] for k in self.KEYS}, sync_reused=True)
+        return True
+
+    def save(self, r: dict[str, Any]) -> None:
+        shutil.copyfile(self.db.parent / "playbook.db", self.db)
+        self.meta.write_text(json.dumps({"spec": self.spec, **{k: r[k] for k in self.KEYS}}), encoding="utf-8")
 
 
 def _baselines(args: argparse.Namespace, r: dict[str, Any], rss: dict[str, float], config: str, now: str,

@@ -43,43 +43,103 @@ def _window(ref: MetricRef, clock: Clock) -> tuple[Any, Any]:
     return end - timedelta(days=ref.days - 1), end
 
 
-def _aggregate(u: Any, ref: MetricRef, clock: Clock) -> Any:
-    """One metric window as an aggregate over the usage rows of one account (metric() semantics)."""
-    start, end = _window(ref, clock)
-    inside = and_(u.c.metric == ref.name, u.c.day >= start, u.c.day <= end, u.c.value.is_not(None))
-    value = case((inside, u.c.value))
-    zero = literal(0.0, Float())
-    if ref.agg == "count":
-        return func.count(value)
-    if ref.agg in ("sum", "avg"):
-        total = cast(func.coalesce(func.sum(value), zero), Float())
-        return total if ref.agg == "sum" else total / literal(float(ref.days), Float())
-    if ref.agg == "last":   # the value of the latest day: max over 'YYYY-MM-DD|value' strings
-        tagged = func.max(case((inside, cast(u.c.day, String()) + literal("|") + cast(u.c.value, String()))))
-        return cast(func.substr(tagged, 12), Float())
-    extreme = func.min(value) if ref.agg == "min" else func.max(value)
-    beyond = extreme < zero if ref.agg == "min" else extreme > zero
-    return cast(case((func.count(value) < ref.days, case((beyond, extreme), else_=zero)), else_=extreme), Float())
+class _Windows:
+    """The usage pre-aggregation: one pass over the usage rows, grouped by (account, metric), then by account.
+
+    Window sums and counts are built from elementary day buckets (the windows' boundaries cut the days
+    into a few buckets, each summed once), so a row feeds few aggregates whatever the number of windows;
+    min, max and last get one aggregate per window that needs them. The outer level pivots the metrics
+    into one row per account with one column per metric window (two for min/max: rows, extreme)."""
+
+    def __init__(self, u: Any, refs: list[MetricRef], clock: Clock):
+        self.u, self.refs, self.today = u, refs, clock.today
+        spans = {(r.offset_days, r.offset_days + r.days) for r in refs}   # days ago: [lo, hi)
+        cuts = sorted({x for span in spans for x in span})
+        self.buckets = [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if any(a <= lo and hi <= b for a, b in spans)]
+
+    def _days_ago(self, lo: int, hi: int) -> Any:
+        day = self.u.c.day
+        return and_(day >= self.today - timedelta(days=hi - 1), day <= self.today - timedelta(days=lo))
+
+    def _parts(self, ref: MetricRef) -> list[int]:
+        lo, hi = ref.offset_days, ref.offset_days + ref.days
+        return [i for i, (a, b) in enumerate(self.buckets) if lo <= a and b <= hi]
+
+    def subquery(self) -> Any:
+        u = self.u
+        value = u.c.value
+        sums = {i for r in self.refs if r.agg in ("sum", "avg") for i in self._parts(r)}
+        counts = {i for r in self.refs if r.agg in ("count", "min", "max") for i in self._parts(r)}
+        inner_cols = []
+        for i, (lo, hi) in enumerate(self.buckets):
+            inside = self._days_ago(lo, hi)
+            if i in sums:
+                inner_cols.append(func.sum(case((inside, value))).label(f"s{i}"))
+            if i in counts:
+                inner_cols.append(func.count(case((inside, value))).label(f"c{i}"))
+        extra = sorted({(r.agg, r.offset_days, r.days) for r in self.refs if r.agg in ("min", "max", "last")})
+        for agg, lo, days in extra:
+            inside = self._days_ago(lo, lo + days)
+            if agg == "last":   # the latest day's value: max over 'YYYY-MM-DD|value' strings
+                tagged = cast(u.c.day, String()) + literal("|") + cast(value, String())
+                inner_cols.append(func.max(case((inside, tagged))).label(f"{agg}_{lo}_{days}"))
+            else:
+                fn = func.min if agg == "min" else func.max
+                inner_cols.append(fn(case((inside, value))).label(f"{agg}_{lo}_{days}"))
+        first = self.today - timedelta(days=max(hi for _, hi in self.buckets) - 1)
+        # No `metric IN (...)` filter: with it SQLite reads through the (metric, day) index and sorts for the
+        # GROUP BY; without it, it streams the rows in primary-key order. Other metrics drop out at the pivot.
+        w = (select(u.c.account_id, u.c.metric, *inner_cols)
+             .where(u.c.day >= first, u.c.day <= self.today)
+             .group_by(u.c.account_id, u.c.metric).subquery("w"))
+        outer_cols = []
+        for n, ref in enumerate(self.refs):
+            mine = w.c.metric == ref.name
+            parts = self._parts(ref)
+
+            def rows() -> Any:
+                return func.sum(case((mine, sum((w.c[f"c{i}"] for i in parts[1:]), w.c[f"c{parts[0]}"]))))
+
+            if ref.agg in ("sum", "avg"):
+                total = sum((func.coalesce(w.c[f"s{i}"], 0.0) for i in parts[1:]),
+                            func.coalesce(w.c[f"s{parts[0]}"], 0.0))
+                outer_cols.append(func.sum(case((mine, total))).label(f"m{n}"))
+            elif ref.agg == "count":
+                outer_cols.append(rows().label(f"m{n}"))
+            else:
+                fn = func.min if ref.agg == "min" else func.max
+                outer_cols.append(fn(case((mine, w.c[f"{ref.agg}_{ref.offset_days}_{ref.days}"]))).label(f"m{n}"))
+                outer_cols.append(rows().label(f"n{n}"))
+        return select(w.c.account_id, *outer_cols).group_by(w.c.account_id).subquery("m")
+
+    def column(self, m: Any, n: int, ref: MetricRef) -> Any:
+        """metric() of one window for the outer account row (accounts without usage rows: 0, `last` empty)."""
+        zero = literal(0.0, Float())
+        col = m.c[f"m{n}"]
+        if ref.agg == "count":
+            return func.coalesce(col, literal(0, Integer()))
+        if ref.agg == "sum":
+            return cast(func.coalesce(col, zero), Float())
+        if ref.agg == "avg":
+            return cast(func.coalesce(col, zero), Float()) / literal(float(ref.days), Float())
+        if ref.agg == "last":
+            return cast(func.substr(col, 12), Float())
+        beyond = col < zero if ref.agg == "min" else col > zero
+        filled = func.coalesce(m.c[f"n{n}"], literal(0, Integer())) < ref.days
+        return cast(case((filled, case((beyond, col), else_=zero)), else_=col), Float())
 
 
 def sql_statement(db: Database, playbooks: list[CompiledPlaybook], clock: Clock) -> Any:
     """The single-scan statement counting, per account-level playbook, the accounts matching all its conditions."""
-    schema, u, a = db.schema, db.schema.usage, db.schema.accounts
+    schema, a = db.schema, db.schema.accounts
     refs = _refs(playbooks)
-    names = {ref: f"m{i}" for i, ref in enumerate(refs)}
     join_from: Any = a
     metric_col: dict[MetricRef, Any] = {}
     if refs:
-        first = min(_window(r, clock)[0] for r in refs)
-        last = max(_window(r, clock)[1] for r in refs)
-        pre = (select(u.c.account_id, *(_aggregate(u, r, clock).label(names[r]) for r in refs))
-               .where(u.c.metric.in_(sorted({r.name for r in refs})), u.c.day >= first, u.c.day <= last)
-               .group_by(u.c.account_id).subquery("m"))
-        join_from = a.outerjoin(pre, pre.c.account_id == a.c.id)
-        for r in refs:   # an account without usage rows: 0 (count 0), except `last`, which is empty
-            col = pre.c[names[r]]
-            metric_col[r] = col if r.agg == "last" else func.coalesce(col, literal(0, Integer()) if r.agg == "count"
-                                                                     else literal(0.0, Float()))
+        windows = _Windows(schema.usage, refs, clock)
+        m = windows.subquery()
+        join_from = a.outerjoin(m, m.c.account_id == a.c.id)
+        metric_col = {r: windows.column(m, n, r) for n, r in enumerate(refs)}
     ctx = sql_context(schema, "account", clock, db.dialect, metric=lambda ref: metric_col[ref])
     sums = []
     for pb in playbooks:

@@ -43,7 +43,7 @@ def sync(config: str) -> dict[str, Any]:
 
     def progress(entity: str, done: int, total: int | None) -> None:
         step = max((total or 0) // 4, 1)
-        if total and done // step > marks.get(entity, -1) and done < total:
+        if total and done and done // step > marks.get(entity, 0) and done < total:
             marks[entity] = done // step
             say(f"sync {entity}: {done:,} / {total:,}")
 
@@ -66,26 +66,29 @@ def _writes(conn: Any, schema: Any, now: datetime) -> dict[str, int]:
             "outbox": conn.scalar(select(func.count()).select_from(schema.outbox)) or 0}
 
 
-def _outbox_shim() -> dict[str, int]:
-    """Work around an engine bug (reported): Planner gives suppressed/failed email rows two extra keys
-    (last_error, finished_at), and outbox.plan's executemany then fails ("A value is required for bind
-    parameter 'last_error'") when such a row comes first, or silently drops them otherwise. This fills
-    the missing keys with None, and counts the batches it had to fix (0 once the engine is fixed)."""
+def outbox_plan_shim(fixed: dict[str, int] | None = None) -> Callable[..., int]:
+    """engine.store.outbox.plan, wrapped to work around an engine bug (reported).
+
+    The Planner gives suppressed or failed email rows two extra keys (last_error, finished_at), and
+    outbox.plan's executemany then fails ("A value is required for bind parameter 'last_error'") when
+    such a row comes first in a playbook's batch, or silently drops those two values otherwise. The
+    wrapper fills missing keys with None and counts the batches and rows it fixed in `fixed` (0 once the
+    engine is fixed)."""
     from engine.store import outbox
 
-    original, fixed = outbox.plan, {"batches": 0, "rows": 0}
+    original = outbox.plan
+    fixed = fixed if fixed is not None else {}
 
     def plan(conn: Any, schema: Any, rows: Any) -> int:
         rows = list(rows)
         keys = set().union(*rows) if rows else set()
         if any(len(r) != len(keys) for r in rows):
-            fixed["batches"] += 1
-            fixed["rows"] += sum(1 for r in rows if len(r) != len(keys))
+            fixed["batches"] = fixed.get("batches", 0) + 1
+            fixed["rows"] = fixed.get("rows", 0) + sum(1 for r in rows if len(r) != len(keys))
             rows = [{**dict.fromkeys(keys), **r} for r in rows]
         return original(conn, schema, rows)
 
-    outbox.plan = plan
-    return fixed
+    return plan
 
 
 @phase
@@ -93,7 +96,12 @@ def tick(config: str, now: str, label: str = "tick", workaround: bool = True) ->
     """run_tick with every playbook at `now`; wall time, events, rows written, slowest playbooks."""
     from engine.tick import run_tick
 
-    shim = _outbox_shim() if workaround else None
+    shim: dict[str, int] | None = None
+    if workaround:
+        from engine.store import outbox
+
+        shim = {"batches": 0, "rows": 0}
+        outbox.plan = outbox_plan_shim(shim)   # type: ignore[assignment]
     started = time.perf_counter()
     app = App(config)
     settings, db, pbs = app.settings, app.db, app.playbooks

@@ -25,7 +25,8 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
              ", ".join(f"{k} {v:,}" for k, v in r["rows"].items()) + " rows"),
             ("database", r["database"], r.get("sqlite_version", ""))]
     for entity, rate in r["sync_rows_per_s"].items():
-        rows.append((f"sync {entity}", _num(rate, " rows/s"), _num(r["sync_seconds"][entity], " s")))
+        rows.append((f"sync {entity}", _num(rate, " rows/s"),
+                     _num(r["sync_seconds"][entity], " s") + (" (from an earlier run)" if r.get("sync_reused") else "")))
     first, steady = r["tick_first_events"], r["tick_steady_events"]
     rows += [
         ("tick, first (everything enters)", _num(r["tick_first_s"], " s"),

@@ -82,7 +82,7 @@ class Planner:
 
     def plan(self, t: Transition, records: dict[str, dict], contacts: dict[str, list[dict]]) -> tuple[
             PlannedEvent, list[dict[str, Any]]]:
-        """The event and its outbox rows for one transition."""
+        """The event and its outbox rows for one transition (every row has the same keys: executemany)."""
         pb = self.pb
         event = PlannedEvent(pb.id, f"{pb.subject}:{t.subject_id}", t.event, t.episode)
         actions = pb.on_resolve if t.event == "resolve" else pb.actions
@@ -91,7 +91,7 @@ class Planner:
         rows = []
         for action in actions:
             key = dedup_key(pb.id, pb.subject, t.subject_id, t.episode, firing, action.index)
-            row = self._row(key, t, str(firing), action)
+            row = self.base_row(key, t, str(firing), action)
             try:
                 payload = self._payload(action, ctx, records, contacts, key)
                 if action.kind == "email" and not payload["messages"]:
@@ -106,7 +106,7 @@ class Planner:
             event.actions.append(display(action.kind, payload))
         return event, rows
 
-    def _row(self, key: str, t: Transition, firing: str, action: CompiledAction) -> dict[str, Any]:
+    def base_row(self, key: str, t: Transition, firing: str, action: CompiledAction) -> dict[str, Any]:
         connector = action.kind
         if action.kind == "task":
             tasks_conf = self.settings.connectors.tasks if self.settings.connectors else None
@@ -115,7 +115,7 @@ class Planner:
                     episode=t.episode, firing=firing, action_index=action.index, kind=action.kind,
                     connector=connector, status="pending", attempts=0, not_before=self.planned_at,
                     expires_at=self.expires_at, lease_token=0, ambiguous=False, created_at=self.planned_at,
-                    updated_at=self.planned_at)
+                    updated_at=self.planned_at, last_error=None, finished_at=None, payload=None)
 
     def _payload(self, action: CompiledAction, ctx: dict[str, Any], records: dict[str, dict],
                  contacts: dict[str, list[dict]], key: str) -> dict[str, Any]:

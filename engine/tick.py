@@ -216,7 +216,7 @@ def _close_tasks(conn: Connection, db: Database, pb: CompiledPlaybook, t: state.
     rows = []
     for task in tasks.open_for_episode(conn, schema, pb.id, pb.subject, t.subject_id, t.episode):
         key = dedup_key(pb.id, pb.subject, t.subject_id, t.episode, "close", task["id"])
-        row = planner._row(key, t, "close", pb.actions[0])
+        row = planner.base_row(key, t, "close", pb.actions[0])
         row.update(kind="task_close", connector=task["connector"], action_index=-1,
                    payload={"task_key": task["dedup_key"], "external_id": task["external_id"],
                             "title": task["title"]})

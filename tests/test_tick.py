@@ -113,3 +113,23 @@ def test_bad_now_is_a_clear_error(ws_sqlite: Workspace) -> None:
     r = ws_sqlite.cli("run", "--now", "yesterday", expect=1)
     assert "--now: `yesterday` is not an ISO date-time" in r.stderr
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("first_has_champion", [True, False])
+def test_mixed_planned_and_suppressed_rows_keep_their_reasons(ws_sqlite: Workspace, first_has_champion: bool) -> None:
+    """Regression: rows of one batch with and without an error must all be written whole."""
+    ws = ws_sqlite
+    ws.playbook("a", SMALL.format(id="a"))
+    ws.data("accounts", [{"id": "A1", "name": "One", "arr": 10}, {"id": "A2", "name": "Two", "arr": 10}])
+    who = "A1" if first_has_champion else "A2"
+    ws.data("contacts", [{"id": "C1", "account_id": who, "email": "c@x.example", "name": "C", "role": "champion",
+                          "unsubscribed": "false"}])
+    ws.sync()
+    ws.run("2026-03-01T09:00", "--no-dispatch")
+    listed = json.loads(ws.cli("outbox", "list", "--format", "json").stdout)["actions"]
+    emails = {a["subject_id"]: a for a in listed if a["kind"] == "email"}
+    other = "A2" if first_has_champion else "A1"
+    assert emails[who]["status"] == "pending" and emails[who]["last_error"] is None
+    assert emails[other]["status"] == "suppressed"
+    assert emails[other]["last_error"].startswith("no recipient")
+    assert emails[other]["finished_at"] is not None

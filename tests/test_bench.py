@@ -1,0 +1,77 @@
+"""The benchmark harness keeps working: deterministic data, a valid suite, baselines that agree with the tick."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bench.baselines import run_baseline_per_row, run_baseline_sql
+from bench.data import DataSpec, generate
+from bench.suite import playbooks, write_workspace
+from engine.app import App
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.glob("*.csv"))}
+
+
+def test_data_is_deterministic_and_shaped(tmp_path: Path) -> None:
+    counts = generate(tmp_path / "a", DataSpec(400, days=20))
+    generate(tmp_path / "b", DataSpec(400, days=20))
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert counts["accounts"] == 400
+    assert 1.7 < counts["contacts"] / 400 < 2.3
+    assert 0.35 < counts["goals"] / 400 < 0.65
+    assert 0 < counts["usage"] <= 400 * 3 * 20
+    header, *rows = (tmp_path / "a" / "accounts.csv").read_text(encoding="utf-8").splitlines()
+    empty = Counter(name for row in rows for name, v in zip(header.split(","), row.split(",")) if v == "")
+    assert {"industry", "nps", "health_score", "onboarding_done_at"} <= set(empty)
+
+
+def test_suite_mixes_triggers_and_subjects() -> None:
+    suite = playbooks()
+    assert len(suite) == 50 and len({p["id"] for p in suite}) == 50
+    assert Counter(p.get("subject", "account") for p in suite) == {"account": 38, "contact": 6, "goal": 6}
+    kinds = {next(iter(p["trigger"])) for p in suite}
+    assert kinds == {"low_usage", "renewal_approaching", "goal_achieved", "when"}
+    thresholds = {k for p in suite if "low_usage" in p["trigger"] for k in p["trigger"]["low_usage"]}
+    assert {"below", "below_per_seat", "drop_pct"} <= thresholds
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> App:
+    from bench import phases
+    from engine.sync.runner import run_sync
+
+    generate(tmp_path / "data", DataSpec(300, days=40))
+    app = App(write_workspace(tmp_path))
+    assert len(app.playbooks.valid) == 50, app.playbooks.diagnostics
+    run_sync(app.settings, app.db)
+    monkeypatch.setattr("engine.store.outbox.plan", phases.outbox_plan_shim())
+    yield app
+    app.close()
+
+
+def test_baselines_agree_with_the_tick_and_a_quiet_tick_writes_nothing(workspace: App) -> None:
+    from engine.tick import run_tick
+
+    app = workspace
+    clock = app.clock("2026-03-02T09:00")
+    sql = run_baseline_sql(app.db, app.playbooks, clock, repeats=1)["counts"]
+    python = run_baseline_per_row(app.db, app.playbooks, clock, sample=10_000)["counts"]
+    run_tick(app.db, app.settings, app.playbooks, clock)
+    with app.db.engine.connect() as conn:
+        e = app.db.schema.episodes
+        from sqlalchemy import func, select
+
+        opened = dict(conn.execute(select(e.c.playbook_id, func.count()).group_by(e.c.playbook_id)).all())
+    assert sum(python.values()) > 0
+    for pid, n in python.items():
+        assert opened.get(pid, 0) == n, pid
+        if pid in sql:
+            assert sql[pid] == n, pid
+    again = run_tick(app.db, app.settings, app.playbooks, app.clock("2026-03-02T11:00"))
+    assert again.events == []
