@@ -16,9 +16,10 @@ from sqlalchemy import Connection, text
 from engine.planner import PlannedEvent, Planner, dedup_key, roles_of
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook, PlaybookSet
-from engine.store import outbox, playbook_state, state, subjects, tasks
+from engine.store import metric_cache, outbox, playbook_state, scan, state, subjects, tasks
+from engine.store.metric_cache import MetricCache
 from engine.store.db import Database
-from engine.store.matching import Clock, match_query
+from engine.store.matching import Clock
 
 
 log = logging.getLogger("playbook.tick")
@@ -69,11 +70,24 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
     if not dry_run:
         with db.engine.begin() as conn:
             run_id = state.start_run(conn, db.schema, kind, clock.now, wall_clock())
+    cache = build_metric_cache(db, selected, clock)
+    slots = _slots(db, selected)
+    candidates = _scan(db, selected, slots, clock, cache)
     outcomes = []
+    quiet = []
     for pb in selected:
         if on_playbook:
             on_playbook(pb.id)
-        outcomes.append(evaluate_playbook(db, settings, pb, clock, run_id=run_id, dry_run=dry_run))
+        if not any(candidates[pb.id]) and not _repeat_due(db, pb, clock) and not _stale(db, settings, pb):
+            quiet.append(pb)                      # nothing changes: no transaction, no write
+            outcomes.append(PlaybookOutcome(pb.id))
+            continue
+        outcomes.append(evaluate_playbook(db, settings, pb, clock, run_id=run_id, dry_run=dry_run,
+                                          slot=slots[pb.id], candidates=candidates[pb.id]))
+    if quiet and not dry_run:
+        with db.engine.begin() as conn:
+            for pb in quiet:
+                _record_state(conn, db, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run)
     if run_id is not None:
         with db.engine.begin() as conn:
             detail = {o.playbook: {"matched": o.matched, "events": len(o.events), "planned": o.planned,
@@ -82,8 +96,50 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
     return TickResult(clock, outcomes, dry_run, run_id)
 
 
+def build_metric_cache(db: Database, playbooks: list[CompiledPlaybook], clock: Clock) -> MetricCache | None:
+    """Materialise every metric window these playbooks read, once for the tick (derived data only)."""
+    from engine.lang import metric_calls
+
+    refs = {r for pb in playbooks for c in pb.conditions for r in metric_calls(c.expr)}
+    if not refs:
+        return None
+    with db.engine.connect() as conn:
+        conn.info["immediate"] = True
+        with conn.begin():
+            return metric_cache.ensure(conn, db.schema, refs, clock.today, wall_clock())
+
+
+def _slots(db: Database, playbooks: list[CompiledPlaybook]) -> dict[str, scan.Slot]:
+    """Each playbook's bit in match_state (a derived index of open episodes, so assigned even when dry)."""
+    with db.engine.connect() as conn:
+        conn.info["immediate"] = True
+        with conn.begin():
+            return scan.assign_slots(conn, db.schema, [(p.id, p.subject) for p in playbooks])
+
+
+def _scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan.Slot], clock: Clock,
+          cache: MetricCache | None) -> dict[str, tuple[list[str], list[str]]]:
+    """One statement per subject type (per 62 playbooks): playbook id -> (subjects to enter, to resolve)."""
+    groups: dict[tuple[str, int], list[CompiledPlaybook]] = {}
+    for pb in playbooks:
+        groups.setdefault((pb.subject, slots[pb.id].word), []).append(pb)
+    out: dict[str, tuple[list[str], list[str]]] = {pb.id: ([], []) for pb in playbooks}
+    with db.engine.connect() as conn:
+        for (subject, word), pbs in groups.items():
+            conditions = {slots[p.id].bit: [c.expr for c in p.conditions] for p in pbs}
+            for ch in scan.scan(conn, db.schema, subject, word, conditions, clock, db.dialect, cache):
+                for p in pbs:
+                    bit = slots[p.id].value
+                    if ch.new & bit and not ch.old & bit:
+                        out[p.id][0].append(ch.subject_id)
+                    elif ch.old & bit and not ch.new & bit:
+                        out[p.id][1].append(ch.subject_id)
+    return out
+
+
 def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock, *,
-                      run_id: int | None, dry_run: bool) -> PlaybookOutcome:
+                      run_id: int | None, dry_run: bool, slot: scan.Slot,
+                      candidates: tuple[list[str], list[str]]) -> PlaybookOutcome:
     """One playbook in one transaction: transitions, episode writes, events and outbox rows."""
     schema = db.schema
     result = PlaybookOutcome(pb.id)
@@ -92,24 +148,25 @@ def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, cl
         tx = conn.begin()
         try:
             _lock(conn, pb.id)
-            stale = _stale(conn, db, settings, pb)
+            stale = _stale(db, settings, pb, conn)
             if stale:
                 result.skipped = stale
                 log.warning("playbook %s not evaluated: %s", pb.id, stale, extra={"playbook": pb.id})
                 _record_state(conn, db, pb, clock, "stale", {"reason": stale}, dry_run)
                 tx.commit()
                 return result
-            match = match_query(schema, pb.subject, [c.expr for c in pb.conditions], clock, db.dialect)
-            changes = state.transitions(conn, schema, pb.id, pb.subject, match, clock.now,
-                                        repeat_s=pb.spec.repeat_seconds, cooldown_s=pb.spec.cooldown_seconds,
-                                        max_episodes=pb.spec.max_episodes)
+            changes, mend_set, mend_clear = state.decide(
+                conn, schema, pb.id, pb.subject, candidates[0], candidates[1], clock.now,
+                repeat_s=pb.spec.repeat_seconds, cooldown_s=pb.spec.cooldown_seconds,
+                max_episodes=pb.spec.max_episodes)
             rows = _plan(conn, db, settings, pb, clock, changes, result)
             limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
             planned_actions = sum(1 for r in rows if r["kind"] != "task_close")
             if limit is not None and planned_actions > limit:
                 tx.rollback()
                 return _blocked(db, pb, clock, result, planned_actions, limit, dry_run)
-            state.apply_transitions(conn, schema, pb.id, pb.subject, changes, clock.now, run_id)
+            state.apply_transitions(conn, schema, pb.id, pb.subject, changes, clock.now, run_id, slot,
+                                    (mend_set, mend_clear))
             result.planned = outbox.plan(conn, schema, rows) if not dry_run else len(rows)
             _record_state(conn, db, pb, clock, "ok", {"events": len(result.events), "planned": result.planned},
                           dry_run)
@@ -157,7 +214,15 @@ def entities_read(pb: CompiledPlaybook) -> set[str]:
     return needed
 
 
-def _stale(conn: Connection, db: Database, settings: Settings, pb: CompiledPlaybook) -> str | None:
+def _repeat_due(db: Database, pb: CompiledPlaybook, clock: Clock) -> bool:
+    """Whether an open episode of this playbook is due to fire again."""
+    if pb.spec.repeat_seconds is None:
+        return False
+    with db.engine.connect() as conn:
+        return state.repeat_due(conn, db.schema, pb.id, pb.subject, clock.now, pb.spec.repeat_seconds)
+
+
+def _stale(db: Database, settings: Settings, pb: CompiledPlaybook, conn: Connection | None = None) -> str | None:
     """Why the data this playbook reads is too old to act on, or None when it is fresh enough."""
     age = settings.defaults.max_data_age
     if age is None:
@@ -166,7 +231,11 @@ def _stale(conn: Connection, db: Database, settings: Settings, pb: CompiledPlayb
 
     from engine.settings import parse_duration
 
-    synced = playbook_state.last_synced(conn, db.schema)
+    if conn is None:
+        with db.engine.connect() as c:
+            synced = playbook_state.last_synced(c, db.schema)
+    else:
+        synced = playbook_state.last_synced(conn, db.schema)
     limit = wall_clock() - timedelta(seconds=parse_duration(age))
     old = sorted(e for e in entities_read(pb) if e not in synced or synced[e] < limit)
     if not old:

@@ -7,7 +7,9 @@ spelled out per dialect here, with SQLite helpers in `sqlite_functions`.
 
 from __future__ import annotations
 
+import functools
 import operator
+from zoneinfo import ZoneInfo
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Callable
@@ -69,6 +71,21 @@ def correlated_metric(usage_table: Any, account_id_col: ColumnElement[Any], ref:
     beyond_zero = extreme < zero if ref.agg == "min" else extreme > zero
     value = case((func.count(u.value) < ref.days, case((beyond_zero, extreme), else_=zero)), else_=extreme)
     return select(cast(value, Float())).where(where).scalar_subquery()
+
+
+FIXED_FROM, FIXED_TO = datetime(1970, 1, 1), datetime(2100, 1, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def fixed_offset_minutes(timezone: str) -> int | None:
+    """The zone's UTC offset in minutes when it is the same all through 1970-2099, else None."""
+    tz = ZoneInfo(timezone)
+    offsets = {datetime(year, month, day, tzinfo=tz).utcoffset()
+               for year in range(1970, 2100) for month in range(1, 13) for day in (1, 15)}
+    if len(offsets) != 1:
+        return None
+    (offset,) = offsets
+    return int(offset.total_seconds() // 60) if offset is not None else None
 
 
 class _Sql:
@@ -188,7 +205,14 @@ class _Sql:
         tz = literal(self.ctx.timezone, String())
         if self.pg:
             return cast(func.timezone(tz, func.timezone(literal("UTC", String()), value)), Date())
-        return func.pb_local_date(value, tz, type_=String())
+        slow = func.pb_local_date(value, tz, type_=String())
+        minutes = fixed_offset_minutes(self.ctx.timezone)
+        if minutes is None:
+            return slow
+        # No DST in this zone since 1970: SQLite's own date() with a fixed shift, no Python call per row.
+        fast = func.date(value, literal(f"{minutes:+d} minutes", String()), type_=String())
+        in_range = and_(value >= literal(FIXED_FROM, DateTime()), value < literal(FIXED_TO, DateTime()))
+        return case((in_range, fast), else_=slow)
 
     def _Segment(self, expr: A.Segment) -> ColumnElement[Any]:
         return self.sql(expr.expr)

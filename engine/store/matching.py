@@ -8,7 +8,8 @@ from typing import Any, Callable
 
 from sqlalchemy import Select, and_, select, true
 
-from engine.lang import SqlContext, correlated_metric, to_sql
+from engine.lang import SqlContext, correlated_metric, metric_calls, to_sql
+from engine.store.metric_cache import MetricCache
 from engine.store.schema import Schema
 
 ENTITY_OF = {"account": "accounts", "contact": "contacts", "goal": "goals"}
@@ -53,10 +54,19 @@ def sql_context(schema: Schema, subject: str, clock: Clock, dialect: str,
         metric=metric or (lambda ref: correlated_metric(schema.usage, accounts_id, ref, clock.today)))
 
 
-def match_query(schema: Schema, subject: str, exprs: list[Any], clock: Clock, dialect: str) -> Select:
-    """SELECT subject_id of the live subjects for which every expression is true."""
+def match_query(schema: Schema, subject: str, exprs: list[Any], clock: Clock, dialect: str,
+                cache: MetricCache | None = None) -> Select:
+    """SELECT subject_id of the live subjects for which every expression is true.
+
+    Metric windows come from the materialised `cache` (joined by account id) when given, else from
+    correlated subqueries over the usage table (same values; the cache is the fast path)."""
     from_, id_col, live = subject_from(schema, subject)
-    ctx = sql_context(schema, subject, clock, dialect)
+    needed = set().union(*(metric_calls(e) for e in exprs)) if exprs else set()
+    if cache is not None and needed and needed <= set(cache.columns):
+        from_ = from_.outerjoin(cache.table, cache.table.c.account_id == schema.accounts.c.id)
+        ctx = sql_context(schema, subject, clock, dialect, metric=cache.value)
+    else:
+        ctx = sql_context(schema, subject, clock, dialect)
     conds = [to_sql(e, ctx) for e in exprs]
     where = and_(*live, *conds) if (live or conds) else true()
     return select(id_col.label("subject_id")).select_from(from_).where(where)

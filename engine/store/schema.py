@@ -61,6 +61,9 @@ class Schema:
     suppressions: Table
     leases: Table
     playbook_state: Table
+    metric_caches: Table
+    match_state: Table
+    playbook_bits: Table
 
     def entity(self, name: str) -> Table:
         """The table of a synced entity by its name."""
@@ -223,5 +226,29 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("detail", JSON, nullable=True),
         Column("source_hash", String, nullable=True),
     )
+    metric_caches = Table(
+        "metric_caches", md,                                     # tables built by store/metric_cache.py
+        Column("name", String, primary_key=True),
+        Column("built_at", DateTime, nullable=False),
+        Column("used_at", DateTime, nullable=False),
+    )
+    # One bit per (playbook, subject): set while the subject is in an open episode of that playbook.
+    # A tick evaluates all playbooks of a subject type in one scan and returns only subjects whose
+    # bits change (store/scan.py); episodes stays the full record.
+    match_state = Table(
+        "match_state", md,
+        Column("subject_type", String, primary_key=True),
+        Column("subject_id", String, primary_key=True),
+        Column("word", Integer, primary_key=True),
+        Column("mask", BigInteger, nullable=False),
+    )
+    playbook_bits = Table(
+        "playbook_bits", md,
+        Column("playbook_id", String, primary_key=True),
+        Column("subject_type", String, nullable=False),
+        Column("word", Integer, nullable=False),
+        Column("bit", Integer, nullable=False),
+        UniqueConstraint("subject_type", "word", "bit", name="uq_playbook_bits_slot"),
+    )
     return Schema(md, accounts, contacts, usage, goals, episodes, events, runs, outbox, attempts, tasks,
-                  sync_state, suppressions, leases, playbook_state)
+                  sync_state, suppressions, leases, playbook_state, metric_caches, match_state, playbook_bits)

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, select, update
 
+from engine.store.scan import Slot, clear_bits, set_bits
 from engine.store.schema import Schema
 
 
@@ -22,45 +23,62 @@ class Transition:
     is_new_row: bool          # no episodes row existed for this subject yet
 
 
-def transitions(conn: Connection, schema: Schema, playbook_id: str, subject: str, match: Any, now: datetime, *,
-                repeat_s: int | None, cooldown_s: int, max_episodes: int | None) -> list[Transition]:
-    """Enter / repeat / resolve for one playbook, computed by set operations in the database."""
+def decide(conn: Connection, schema: Schema, playbook_id: str, subject: str, enter_ids: list[str],
+           resolve_ids: list[str], now: datetime, *, repeat_s: int | None, cooldown_s: int,
+           max_episodes: int | None) -> tuple[list[Transition], list[str], list[str]]:
+    """Enter / repeat / resolve from the scan's candidates and the stored episodes (§8).
+
+    Returns the transitions plus the subjects whose bits only need mending (set, clear) because the
+    stored episode already says so."""
     e = schema.episodes
-    m = match.cte("matching")
     mine = and_(e.c.playbook_id == playbook_id, e.c.subject_type == subject)
-    joined = m.outerjoin(e, and_(mine, e.c.subject_id == m.c.subject_id))
-    may_enter = and_(
-        e.c.is_open.is_(False),
-        or_(e.c.resolved_at.is_(None), e.c.resolved_at <= now - timedelta(seconds=cooldown_s)),
-        *( [e.c.episode < max_episodes] if max_episodes is not None else []),
-    )
-    first_time = e.c.subject_id.is_(None)
-    if max_episodes is not None and max_episodes < 1:  # pragma: no cover - models forbid it
-        first_time = literal(False)
-    conds = [first_time, may_enter]
-    if repeat_s is not None:
-        conds.append(and_(e.c.is_open.is_(True), e.c.last_fired_at <= now - timedelta(seconds=repeat_s)))
-    q1 = (select(m.c.subject_id, e.c.subject_id.is_(None).label("new"), e.c.is_open, e.c.episode, e.c.firing)
-          .select_from(joined).where(or_(*conds)))
-    q2 = (select(e.c.subject_id, literal(False).label("new"), e.c.is_open, e.c.episode, e.c.firing)
-          .where(mine, e.c.is_open.is_(True), ~exists().where(m.c.subject_id == e.c.subject_id)))
+    rows: dict[str, Any] = {}
+    ids = sorted(set(enter_ids) | set(resolve_ids))
+    for i in range(0, len(ids), 500):
+        for r in conn.execute(select(e).where(mine, e.c.subject_id.in_(ids[i:i + 500]))):
+            rows[r.subject_id] = r
     out: list[Transition] = []
-    for sid, new, is_open, episode, firing in conn.execute(q1):
-        if new:
+    mend_set: list[str] = []
+    mend_clear: list[str] = []
+    cool_before = now - timedelta(seconds=cooldown_s)
+    for sid in enter_ids:
+        r = rows.get(sid)
+        if r is None:
             out.append(Transition(sid, "enter", 1, 1, True))
-        elif is_open:
-            out.append(Transition(sid, "repeat", episode, firing + 1, False))
+        elif r.is_open:
+            mend_set.append(sid)
+        elif (r.resolved_at is None or r.resolved_at <= cool_before) and \
+                (max_episodes is None or r.episode < max_episodes):
+            out.append(Transition(sid, "enter", r.episode + 1, 1, False))
+        # else: cooldown or episodes used up — not entered, reconsidered at the next evaluation
+    for sid in resolve_ids:
+        r = rows.get(sid)
+        if r is not None and r.is_open:
+            out.append(Transition(sid, "resolve", r.episode, r.firing, False))
         else:
-            out.append(Transition(sid, "enter", episode + 1, 1, False))
-    for sid, _new, _open, episode, firing in conn.execute(q2):
-        out.append(Transition(sid, "resolve", episode, firing, False))
+            mend_clear.append(sid)
+    if repeat_s is not None:
+        resolving = set(resolve_ids)
+        due = conn.execute(select(e.c.subject_id, e.c.episode, e.c.firing).where(
+            mine, e.c.is_open.is_(True), e.c.last_fired_at <= now - timedelta(seconds=repeat_s)))
+        out += [Transition(sid, "repeat", ep, fi + 1, False) for sid, ep, fi in due if sid not in resolving]
     out.sort(key=lambda t: (t.subject_id, t.event))
-    return out
+    return out, mend_set, mend_clear
+
+
+def repeat_due(conn: Connection, schema: Schema, playbook_id: str, subject: str, now: datetime,
+               repeat_s: int) -> bool:
+    """Whether any open episode of the playbook last fired at least `repeat_s` ago."""
+    e = schema.episodes
+    return conn.execute(select(e.c.subject_id).where(
+        e.c.playbook_id == playbook_id, e.c.subject_type == subject, e.c.is_open.is_(True),
+        e.c.last_fired_at <= now - timedelta(seconds=repeat_s)).limit(1)).first() is not None
 
 
 def apply_transitions(conn: Connection, schema: Schema, playbook_id: str, subject: str,
-                      changes: Iterable[Transition], now: datetime, run_id: int | None) -> None:
-    """Write the new episode states and one event row per transition."""
+                      changes: Iterable[Transition], now: datetime, run_id: int | None, slot: Slot,
+                      mend: tuple[list[str], list[str]] = ([], [])) -> None:
+    """Write the new episode states, their match bits, and one event row per transition."""
     e, ev = schema.episodes, schema.events
     changes = list(changes)
     new_rows = [dict(playbook_id=playbook_id, subject_type=subject, subject_id=t.subject_id, is_open=True,
@@ -86,6 +104,8 @@ def apply_transitions(conn: Connection, schema: Schema, playbook_id: str, subjec
         conn.execute(insert(ev), [dict(run_id=run_id, at=now, playbook_id=playbook_id, subject_type=subject,
                                        subject_id=t.subject_id, event=t.event, episode=t.episode,
                                        firing=t.firing) for t in changes])
+    set_bits(conn, schema, subject, slot, [t.subject_id for t in changes if t.event == "enter"] + mend[0])
+    clear_bits(conn, schema, subject, slot, [t.subject_id for t in changes if t.event == "resolve"] + mend[1])
 
 
 def episode_state(conn: Connection, schema: Schema, playbook_id: str, subject: str, subject_id: str) -> dict | None:

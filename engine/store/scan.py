@@ -1,0 +1,124 @@
+"""One scan per subject type: every playbook's conditions evaluated together, only changes returned.
+
+Each (playbook, subject) pair owns one bit in `match_state`: set while the subject is in an open
+episode of that playbook. A tick computes, in a single statement over the subject table, the bits
+the subjects *should* have now (one CASE per playbook, summed) and returns only the subjects whose
+bits differ from the stored ones — on a steady day, a few percent of the rows. `episodes` remains
+the full record; the bits are its index, kept in step by state.apply_transitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from sqlalchemy import Connection, and_, case, delete, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine.store.matching import Clock, sql_context, subject_from
+from engine.store.metric_cache import MetricCache
+from engine.store.schema import Schema
+
+BITS = 62  # bits used per word: stays clear of the sign bit of a 64-bit integer
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a playbook's bit lives."""
+
+    word: int
+    bit: int
+
+    @property
+    def value(self) -> int:
+        return 1 << self.bit
+
+
+def assign_slots(conn: Connection, schema: Schema, playbooks: Iterable[tuple[str, str]]) -> dict[str, Slot]:
+    """The bit of each (playbook id, subject type), assigning free ones (and seeding them from open episodes)."""
+    pb = schema.playbook_bits
+    rows = {r.playbook_id: r for r in conn.execute(select(pb))}
+    out: dict[str, Slot] = {}
+    for pid, subject in playbooks:
+        row = rows.get(pid)
+        if row is not None and row.subject_type == subject:
+            out[pid] = Slot(row.word, row.bit)
+            continue
+        if row is not None:          # the playbook changed its subject: its old bit goes away
+            _clear_bit(conn, schema, row.subject_type, Slot(row.word, row.bit))
+            conn.execute(delete(pb).where(pb.c.playbook_id == pid))
+        used = {(r.word, r.bit) for r in conn.execute(select(pb.c.word, pb.c.bit).where(pb.c.subject_type == subject))}
+        n = next(i for i in range(10_000) if (i // BITS, i % BITS) not in used)
+        slot = Slot(n // BITS, n % BITS)
+        conn.execute(insert(pb).values(playbook_id=pid, subject_type=subject, word=slot.word, bit=slot.bit))
+        _seed_from_episodes(conn, schema, pid, subject, slot)
+        out[pid] = slot
+    return out
+
+
+def _clear_bit(conn: Connection, schema: Schema, subject: str, slot: Slot) -> None:
+    ms = schema.match_state
+    conn.execute(update(ms).where(ms.c.subject_type == subject, ms.c.word == slot.word)
+                 .values(mask=ms.c.mask.op("&")(~slot.value)))
+
+
+def _seed_from_episodes(conn: Connection, schema: Schema, pid: str, subject: str, slot: Slot) -> None:
+    e = schema.episodes
+    ids = conn.execute(select(e.c.subject_id).where(e.c.playbook_id == pid, e.c.subject_type == subject,
+                                                     e.c.is_open.is_(True))).scalars().all()
+    set_bits(conn, schema, subject, slot, ids)
+
+
+def set_bits(conn: Connection, schema: Schema, subject: str, slot: Slot, ids: Iterable[str]) -> None:
+    """mask |= bit for these subjects."""
+    ms = schema.match_state
+    rows = [dict(subject_type=subject, subject_id=i, word=slot.word, mask=slot.value) for i in ids]
+    if not rows:
+        return
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(ms)
+    conn.execute(ins.on_conflict_do_update(index_elements=["subject_type", "subject_id", "word"],
+                                           set_={"mask": ms.c.mask.op("|")(ins.excluded.mask)}), rows)
+
+
+def clear_bits(conn: Connection, schema: Schema, subject: str, slot: Slot, ids: Iterable[str]) -> None:
+    """mask &= ~bit for these subjects."""
+    ms = schema.match_state
+    ids = list(ids)
+    for i in range(0, len(ids), 500):
+        conn.execute(update(ms).where(ms.c.subject_type == subject, ms.c.word == slot.word,
+                                      ms.c.subject_id.in_(ids[i:i + 500]))
+                     .values(mask=ms.c.mask.op("&")(~slot.value)))
+
+
+@dataclass(frozen=True)
+class Change:
+    """A subject whose bits in one word differ from what the playbooks say now."""
+
+    subject_id: str
+    old: int
+    new: int
+
+
+def scan(conn: Connection, schema: Schema, subject: str, word: int, conditions: dict[int, list[Any]],
+         clock: Clock, dialect: str, cache: MetricCache | None) -> Iterator[Change]:
+    """Subjects whose bits (among the playbooks given as bit -> compiled expressions) should change."""
+    from engine.lang import metric_calls, to_sql
+
+    from_, id_col, live = subject_from(schema, subject)
+    needed = {r for exprs in conditions.values() for e in exprs for r in metric_calls(e)}
+    if cache is not None and needed and needed <= set(cache.columns):
+        from_ = from_.outerjoin(cache.table, cache.table.c.account_id == schema.accounts.c.id)
+        ctx = sql_context(schema, subject, clock, dialect, metric=cache.value)
+    else:
+        ctx = sql_context(schema, subject, clock, dialect)
+    ms = schema.match_state
+    from_ = from_.outerjoin(ms, and_(ms.c.subject_type == subject, ms.c.subject_id == id_col, ms.c.word == word))
+    selected = sum(1 << b for b in conditions)
+    bits = [case((and_(*live, *[to_sql(e, ctx) for e in exprs]), literal(1 << b)), else_=literal(0))
+            for b, exprs in sorted(conditions.items())]
+    new = bits[0]
+    for term in bits[1:]:
+        new = new + term
+    old = func.coalesce(ms.c.mask, 0).op("&")(selected)
+    q = select(id_col, old, new).select_from(from_).where(old != new)
+    for sid, o, n in conn.execution_options(yield_per=5000).execute(q):
+        yield Change(sid, int(o), int(n))
