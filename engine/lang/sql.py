@@ -118,6 +118,11 @@ class _Sql:
                 items = [self.sql(item) for item in right_expr.items]
                 pairs.append(left.in_(items) if op == "in" else left.not_in(items))
                 continue
+            folded = self._days_compare(left_expr, op, right_expr)
+            if folded is not None:
+                pairs.append(folded)
+                left_expr, left = right_expr, self.sql(right_expr)
+                continue
             right = self.sql(right_expr)
             if op in ("in", "not in"):
                 found = (func.strpos if self.pg else func.instr)(right, left) > 0
@@ -128,6 +133,39 @@ class _Sql:
                 pairs.append(_CMP[op](left, right))
             left_expr, left = right_expr, right
         return pairs[0] if len(pairs) == 1 else and_(*pairs)
+
+    def _days_compare(self, left: A.Expr, op: str, right: A.Expr) -> ColumnElement[Any] | None:
+        """`days_until(d) <= 90` as `d <= today + 90` (and likewise for days_since and datetimes).
+
+        The same truth value, NULL included, but a plain comparison of the stored column with a constant:
+        no date arithmetic per row, and an index on the column can serve it. None when not applicable."""
+        flip = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+        if op not in flip:
+            return None
+        if isinstance(right, A.Days) and not isinstance(left, A.Days):
+            left, right, op = right, left, flip[op]
+        if not isinstance(left, A.Days) or not isinstance(right, A.Literal) or isinstance(right.value, bool) \
+                or not isinstance(right.value, (int, float)) or float(right.value) != int(right.value):
+            return None
+        k = int(right.value)
+        try:
+            if left.since:          # today - d OP k  <=>  d OP' today - k
+                day, op = self.ctx.today - timedelta(days=k), flip[op]
+            else:                   # d - today OP k  <=>  d OP today + k
+                day = self.ctx.today + timedelta(days=k)
+            after = day + timedelta(days=1)
+        except OverflowError:
+            return None
+        if left.operand.type == DATE:
+            return _CMP[op](self.sql(left.operand), literal(day, Date()))
+        minutes = fixed_offset_minutes(self.ctx.timezone)
+        if minutes is None or not FIXED_FROM.date() < day < after < FIXED_TO.date():
+            return None   # local dates are monotonic in time only where the offset is fixed
+        value = self.sql(left.operand)
+        start, end = (literal(datetime.combine(d, datetime.min.time()) - timedelta(minutes=minutes), DateTime())
+                      for d in (day, after))
+        return {">=": value >= start, ">": value >= end, "<=": value < end, "<": value < start,
+                "==": and_(value >= start, value < end), "!=": or_(value < start, value >= end)}[op]
 
     def _And(self, expr: A.And) -> ColumnElement[Any]:
         return and_(self.sql(expr.left), self.sql(expr.right))
