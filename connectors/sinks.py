@@ -16,12 +16,10 @@ DEFAULT_SENDER = "Customer Success <cs@localhost>"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write-then-rename, so a reader never sees half a file (made durable by the sink's flush())."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -34,14 +32,34 @@ class EmailSink(BaseConnector):
 
     def __init__(self, directory: Path, sender: str = DEFAULT_SENDER):
         self.directory, self.sender = directory / "email", sender
+        self._unsynced: list[Path] = []
+
+    def flush(self) -> None:
+        """fsync the files written since the last flush, then the directory (one batch at a time)."""
+        if not self._unsynced:
+            return
+        for path in self._unsynced:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._unsynced = []
 
     def deliver(self, item: Claimed) -> Delivery:
         p = item.payload
+        self.directory.mkdir(parents=True, exist_ok=True)
         written = []
         for n, m in enumerate(p["messages"]):
             msg = build_message(m, sender=self.sender, cc=p.get("cc"), reply_to=p.get("reply_to"))
             name = f"{_slug(item.dedup_key)}-{n}.eml"
             _atomic_write(self.directory / name, bytes(msg))
+            self._unsynced.append(self.directory / name)
             written.append(name)
         return Delivery(Outcome.SENT, f"wrote {len(written)} file(s)", result={"files": written})
 

@@ -79,6 +79,7 @@ class Dispatcher:
         self.base_s, self.max_s = parse_duration(d.backoff_base), parse_duration(d.backoff_max)
         self.max_attempts = d.max_attempts
         self.rng = random.Random()
+        self._blocked: set[str] = set()
 
     def claim(self) -> list[Claimed]:
         """Claim a batch and commit the claim before any network I/O."""
@@ -104,6 +105,7 @@ class Dispatcher:
         (the caller releases them)."""
         done: list[tuple[Claimed, str]] = []
         late: list[Decision] = []
+        self._blocked = self._blocked_among(items)
         for item in items:
             if stop is not None and stop.is_set():
                 break
@@ -122,8 +124,8 @@ class Dispatcher:
         return done
 
     def handle(self, item: Claimed) -> str:
-        """Deliver one claimed action and record its outcome at once; returns the recorded status."""
-        return self.record([self.decide(item)])[0][1]
+        """Deliver one claimed action and record its outcome; returns the recorded status."""
+        return self.process([item])[0][1]
 
     def decide(self, item: Claimed) -> Decision:
         """Deliver one claimed action (or decide not to) — no database write except suppression reads."""
@@ -150,8 +152,7 @@ class Dispatcher:
     def _without_suppressed(self, item: Claimed) -> tuple[Claimed, Decision | None]:
         """Drop recipients that are unsubscribed or bounced now (checked at send time, not only at planning)."""
         messages = item.payload.get("messages", [])
-        with self.db.engine.connect() as conn:
-            blocked = suppression.blocked(conn, self.db.schema, [m["to"] for m in messages])
+        blocked = {m["to"].lower() for m in messages} & self._blocked
         done = set((item.result or {}).get("delivered") or [])
         keep = [m for m in messages if m["to"].lower() not in blocked and m["message_id"] not in done]
         if not keep:
@@ -163,6 +164,14 @@ class Dispatcher:
             return item, None
         return replace(item, payload={**item.payload, "messages": keep, "delivered": sorted(done),
                                       "suppressed": sorted(blocked)}), None
+
+    def _blocked_among(self, items: list[Claimed]) -> set[str]:
+        """The suppressed addresses among a batch's email recipients (one query per batch)."""
+        addresses = [m["to"] for i in items if i.kind == "email" for m in i.payload.get("messages", [])]
+        if not addresses:
+            return set()
+        with self.db.engine.connect() as conn:
+            return suppression.blocked(conn, self.db.schema, addresses)
 
     def _safe(self, fn: Callable[[], Delivery | None]) -> Delivery | None:
         try:
@@ -205,16 +214,15 @@ class Dispatcher:
     def record(self, decisions: list[Decision]) -> list[tuple[Claimed, str]]:
         """Record decisions in one transaction, each only if its lease token still holds."""
         out = []
-        now = self.clock()
         with self.db.engine.begin() as conn:
-            for d in decisions:
-                ok = outbox.record(conn, self.db.schema, d.item, status=d.status, now=now, error=d.detail,
-                                   result=d.result, retry_at=d.retry_at, worker=self.owner, outcome=d.outcome,
-                                   ambiguous=d.ambiguous)
-                if not ok:
-                    log.warning("lease lost; outcome not recorded", extra={"dedup_key": d.item.dedup_key,
-                                                                           "status": d.status})
-                out.append((d.item, d.status if ok else "lease_lost"))
+            oks = outbox.record_many(conn, self.db.schema, [
+                outbox.Outcome(d.item, d.status, d.detail, d.result, d.retry_at, d.outcome, d.ambiguous)
+                for d in decisions], self.clock(), self.owner)
+        for d, ok in zip(decisions, oks):
+            if not ok:
+                log.warning("lease lost; outcome not recorded", extra={"dedup_key": d.item.dedup_key,
+                                                                       "status": d.status})
+            out.append((d.item, d.status if ok else "lease_lost"))
         return out
 
     def release(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import StaticPool
 
 from engine.errors import ConfigError, Diagnostic
 from engine.store.schema import FIELD_TYPES, Schema, build_schema
@@ -29,7 +29,10 @@ class Database:
 def make_engine(url: str) -> Engine:
     """A SQLAlchemy engine with our SQLite pragmas and helper functions installed."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+        # file databases keep a small pool of connections (PRAGMAs run once per connection);
+        # an in-memory database must be one shared connection
+        pool = {"poolclass": StaticPool} if ":memory:" in url or url in ("sqlite://", "sqlite:///") else {}
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_setup(dbapi_conn, _record):  # noqa: ANN001
@@ -46,7 +49,8 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # noqa: ANN001
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("immediate") else "BEGIN")
+            # conn.info lives with the pooled DBAPI connection: take the flag so it does not stick
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("immediate", False) else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import JSON, Boolean, Connection, DateTime, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store.schema import Schema
@@ -73,28 +73,56 @@ def claim(conn: Connection, schema: Schema, owner: str, now: datetime, lease_s: 
                     r["episode"], r["created_at"], r["expires_at"], r["result"]) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to record for one claimed action (see record_many)."""
+
+    item: Claimed
+    status: str
+    error: str | None = None
+    result: dict | None = None
+    retry_at: datetime | None = None
+    outcome: str | None = None
+    ambiguous: bool = False
+
+
+def record_many(conn: Connection, schema: Schema, outcomes: list[Outcome], now: datetime,
+                worker: str | None) -> list[bool]:
+    """Record outcomes, each only if its worker's token still holds (fencing); one attempt row per recorded one.
+
+    One prepared UPDATE per row (its rowcount is the fence), then all attempt rows in one executemany."""
+    o = schema.outbox
+    stmt = (update(o).where(o.c.id == bindparam("b_id"), o.c.lease_token == bindparam("b_token"),
+                            o.c.status == "claimed")
+            .values(status=bindparam("b_status"), updated_at=now, last_error=bindparam("b_error"),
+                    lease_owner=None, lease_until=None, result=func.coalesce(bindparam("b_result", type_=JSON(none_as_null=True)),
+                                                                              o.c.result),
+                    ambiguous=or_(o.c.ambiguous, bindparam("b_ambiguous", type_=Boolean)),
+                    finished_at=bindparam("b_finished"),
+                    not_before=func.coalesce(bindparam("b_retry", type_=DateTime), o.c.not_before)))
+    done: list[bool] = []
+    attempts = []
+    for x in outcomes:
+        params = dict(b_id=x.item.id, b_token=x.item.token, b_status=x.status, b_error=x.error,
+                      b_result=x.result, b_ambiguous=bool(x.ambiguous),
+                      b_finished=now if x.status in TERMINAL else None,
+                      b_retry=x.retry_at if x.status == "pending" else None)
+        ok = conn.execute(stmt, params).rowcount == 1
+        done.append(ok)
+        if ok:
+            attempts.append(dict(outbox_id=x.item.id, attempt=x.item.attempts, at=now,
+                                 outcome=x.outcome or x.status, detail=x.error, worker=worker))
+    if attempts:
+        conn.execute(insert(schema.attempts), attempts)
+    return done
+
+
 def record(conn: Connection, schema: Schema, item: Claimed, *, status: str, now: datetime, error: str | None = None,
            result: dict | None = None, retry_at: datetime | None = None, worker: str | None = None,
            outcome: str | None = None, ambiguous: bool = False) -> bool:
-    """Record an outcome if this worker's token still holds (fencing). False when the lease was lost."""
-    o = schema.outbox
-    values: dict[str, Any] = dict(status=status, updated_at=now, last_error=error, lease_owner=None,
-                                  lease_until=None)
-    if result is not None:
-        values["result"] = result
-    if ambiguous:
-        values["ambiguous"] = True
-    if status in TERMINAL:
-        values["finished_at"] = now
-    if status == "pending" and retry_at is not None:
-        values["not_before"] = retry_at
-    res = conn.execute(update(o).where(o.c.id == item.id, o.c.lease_token == item.token,
-                                       o.c.status == "claimed").values(**values))
-    if res.rowcount != 1:
-        return False
-    conn.execute(insert(schema.attempts).values(outbox_id=item.id, attempt=item.attempts, at=now,
-                                                outcome=outcome or status, detail=error, worker=worker))
-    return True
+    """Record one outcome if this worker's token still holds (fencing). False when the lease was lost."""
+    return record_many(conn, schema, [Outcome(item, status, error, result, retry_at, outcome, ambiguous)],
+                       now, worker)[0]
 
 
 def release(conn: Connection, schema: Schema, owner: str, now: datetime) -> int:

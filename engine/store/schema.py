@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer,
+from sqlalchemy import (JSON, func, BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer,
                         MetaData, String, Table, Text, UniqueConstraint)
 
 FIELD_TYPES = {
@@ -91,6 +91,7 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
     usage = _entity_table(md, "usage", {})
     goals = _entity_table(md, "goals", custom_fields.get("goals", {}))
     Index("ix_contacts_account", contacts.c.account_id)
+    Index("ix_contacts_email_lower", func.lower(contacts.c.email))
     Index("ix_goals_account", goals.c.account_id)
     Index("ix_usage_metric_day", usage.c.metric, usage.c.day, usage.c.account_id)
 

@@ -19,6 +19,13 @@ def create(conn: Connection, schema: Schema, row: dict[str, Any]) -> int:
     return int(conn.execute(select(t.c.id).where(t.c.dedup_key == row["dedup_key"])).scalar_one())
 
 
+def create_many(conn: Connection, schema: Schema, rows: list[dict[str, Any]]) -> None:
+    """Insert tasks; a dedup key already present is left alone (a retried batch)."""
+    if rows:
+        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(schema.tasks)
+        conn.execute(ins.on_conflict_do_nothing(index_elements=["dedup_key"]), rows)
+
+
 def open_for_episode(conn: Connection, schema: Schema, playbook_id: str, subject_type: str, subject_id: str,
                      episode: int) -> list[dict]:
     """Open tasks an episode created that should close when it resolves."""
