@@ -1,13 +1,13 @@
 """Metric windows materialised once: every metric(...) window the loaded playbooks use, per account.
 
 Evaluating `metric('logins', 30, 'sum')` as a correlated subquery re-aggregates the usage table for
-every subject of every playbook. Instead, one GROUP BY over the usage rows builds a table with one
-row per account and one column per window (MetricRef), and the match queries join it by primary
-key. The table is named after what it holds (the day, the usage sync it reflects, the windows), so a
-steady-state tick on the same day reuses it, concurrent evaluations at other instants never see
-each other's tables, and stale ones are dropped. Semantics are those of engine.lang.python_metric:
-missing days count as 0 for sum/avg/min/max, `count` counts days with a row, `last` is the latest
-value in the window."""
+every subject of every playbook. Instead, for each metric name one GROUP BY over that metric's usage
+rows (read in account order from a covering index) builds a table with one row per account and one
+column per window, and the scan joins those tables by primary key. A cache is named after the day and
+the windows; it records the newest usage sync it reflects, so after an incremental usage sync only
+the accounts whose usage rows changed are recomputed, and a steady-state tick on the same day reuses
+it as is. Semantics are those of engine.lang.python_metric: missing days count as 0 for
+sum/avg/min/max, `count` counts days with a row, `last` is the latest value in the window."""
 
 from __future__ import annotations
 
@@ -24,22 +24,29 @@ from engine.lang import MetricRef
 from engine.store.schema import Schema
 
 PREFIX = "metric_cache_"
-KEEP = 4  # cache tables kept besides the one in use (other instants, other playbook sets)
+KEEP = 4            # cache generations kept besides the one in use (other instants may still evaluate)
 
 
 @dataclass(frozen=True)
 class MetricCache:
-    """A built cache table and the column holding each window."""
+    """Built cache tables (one per metric name) and the column holding each window."""
 
-    table: Table
+    tables: dict[str, Table]
     columns: dict[MetricRef, str]
 
     def value(self, ref: MetricRef) -> Any:
-        """The SQL value of metric `ref` for the joined account (missing account = no usage at all)."""
-        col = self.table.c[self.columns[ref]]
+        """The SQL value of metric `ref` for the joined account (an account absent = no usage in the windows)."""
+        col = self.tables[ref.name].c[self.columns[ref]]
         if ref.agg == "last":
             return col
         return func.coalesce(col, literal(0 if ref.agg == "count" else 0.0))
+
+    def join(self, from_: Any, account_id: Any, refs: set[MetricRef]) -> Any:
+        """`from_` outer-joined with the tables these windows live in."""
+        for name in sorted({r.name for r in refs}):
+            t = self.tables[name]
+            from_ = from_.outerjoin(t, t.c.account_id == account_id)
+        return from_
 
 
 def _window(ref: MetricRef, today: date) -> tuple[date, date]:
@@ -47,88 +54,121 @@ def _window(ref: MetricRef, today: date) -> tuple[date, date]:
     return end - timedelta(days=ref.days - 1), end
 
 
-def _name(refs: list[MetricRef], today: date, usage_synced: datetime | None) -> str:
-    key = json.dumps([today.isoformat(), usage_synced.isoformat() if usage_synced else None,
-                      [[r.name, r.days, r.agg, r.offset_days] for r in refs]])
-    return PREFIX + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
 def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, now: datetime) -> MetricCache | None:
-    """The cache table for these windows at `today`, built if it does not exist yet (caller commits)."""
+    """The cache for these windows at `today`: built, refreshed for changed accounts, or reused (caller commits)."""
     if not refs:
         return None
     ordered = sorted(refs, key=lambda r: (r.name, r.days, r.agg, r.offset_days))
-    synced = conn.execute(select(schema.sync_state.c.synced_at)
-                          .where(schema.sync_state.c.entity == "usage")).scalar()
-    name = _name(ordered, today, synced)
+    key = json.dumps([today.isoformat(), [[r.name, r.days, r.agg, r.offset_days] for r in ordered]])
+    name = PREFIX + hashlib.sha256(key.encode()).hexdigest()[:16]
     columns = {ref: f"m{i}" for i, ref in enumerate(ordered)}
-    md = MetaData()
-    cols = [Column("account_id", String, primary_key=True)]
-    for ref, col in columns.items():
-        cols.append(Column(col, Float))
-        if ref.agg == "last":
-            cols.append(Column(col + "_day", Date))
-    table = Table(name, md, *cols)
+    metrics = sorted({r.name for r in ordered})
+    tables = {m: _table(f"{name}_{i}", [r for r in ordered if r.name == m], columns) for i, m in enumerate(metrics)}
+    cache = MetricCache(tables, columns)
     if conn.dialect.name == "postgresql":   # one builder at a time for a given cache
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(name[-15:], 16)})
     reg = schema.metric_caches
-    if conn.execute(select(reg.c.name).where(reg.c.name == name)).first() is None:
-        conn.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
-        _build(conn, schema, table, columns, today)
-        conn.execute(reg.insert().values(name=name, built_at=now, used_at=now))
+    u = schema.usage
+    stamp = conn.execute(select(func.max(u.c.synced_at))).scalar()
+    row = conn.execute(select(reg).where(reg.c.name == name)).first()
+    if row is not None and stamp is not None and row.usage_stamp is not None and stamp > row.usage_stamp \
+            and _rows_were_deleted(conn, schema):
+        # a usage snapshot deleted rows: an account may have lost them all, so recompute everything
+        conn.execute(reg.delete().where(reg.c.name == name))
+        row = None
+    if row is None:
+        for m, t in tables.items():
+            conn.execute(text(f'DROP TABLE IF EXISTS "{t.name}"'))
+            t.create(conn)
+            _fill(conn, schema, t, m, columns, today, None)
+        conn.execute(reg.insert().values(name=name, built_at=now, used_at=now, usage_stamp=stamp))
+        _analyze(conn, tables.values())
         _collect_garbage(conn, schema, keep=name)
+    elif stamp is not None and (row.usage_stamp is None or stamp > row.usage_stamp):
+        changed = select(u.c.account_id).where(u.c.synced_at > row.usage_stamp).distinct() \
+            if row.usage_stamp is not None else select(u.c.account_id).distinct()
+        for m, t in tables.items():
+            conn.execute(t.delete().where(t.c.account_id.in_(changed)))
+            _fill(conn, schema, t, m, columns, today, changed)
+        conn.execute(reg.update().where(reg.c.name == name).values(used_at=now, usage_stamp=stamp))
     else:
         conn.execute(reg.update().where(reg.c.name == name).values(used_at=now))
-    return MetricCache(table, columns)
+    return cache
 
 
-def _build(conn: Connection, schema: Schema, table: Table, columns: dict[MetricRef, str], today: date) -> None:
+def _rows_were_deleted(conn: Connection, schema: Schema) -> bool:
+    st = schema.sync_state
+    removed = conn.execute(select(st.c.removed).where(st.c.entity == "usage")).scalar()
+    return bool(removed)
+
+
+def _table(name: str, refs: list[MetricRef], columns: dict[MetricRef, str]) -> Table:
+    cols = [Column("account_id", String, primary_key=True)]
+    for ref in refs:
+        cols.append(Column(columns[ref], Float))
+        if ref.agg == "last":
+            cols.append(Column(columns[ref] + "_day", Date))
+    return Table(name, MetaData(), *cols)
+
+
+def _fill(conn: Connection, schema: Schema, table: Table, metric: str, columns: dict[MetricRef, str], today: date,
+          only: Any) -> None:
+    """Aggregate one metric's windows for every account (or the accounts selected by `only`)."""
     u = schema.usage.c
-    table.create(conn)
-    windows = {ref: _window(ref, today) for ref in columns}
-    start = min(s for s, _ in windows.values())
-    end = max(e for _, e in windows.values())
-    names = sorted({r.name for r in columns})
+    refs = [r for r in columns if r.name == metric]
+    windows = {ref: _window(ref, today) for ref in refs}
     selects: list[Any] = [u.account_id]
     targets = ["account_id"]
-    for ref, col in columns.items():
+    for ref in refs:
+        col = columns[ref]
         s, e = windows[ref]
-        inside = and_(u.metric == ref.name, u.day >= s, u.day <= e)
-        val = case((inside, u.value))
+        val = case((and_(u.day >= s, u.day <= e), u.value))
         n = func.count(val)
-        if ref.agg == "sum":
+        if ref.agg in ("sum", "avg"):
             expr = cast(func.coalesce(func.sum(val), 0.0), Float)
-        elif ref.agg == "avg":
-            expr = cast(func.coalesce(func.sum(val), 0.0), Float) / float(ref.days)
+            expr = expr / float(ref.days) if ref.agg == "avg" else expr
         elif ref.agg == "count":
             expr = n
         elif ref.agg in ("min", "max"):
             extreme = func.min(val) if ref.agg == "min" else func.max(val)
             beyond = extreme < 0.0 if ref.agg == "min" else extreme > 0.0
             expr = cast(case((n < ref.days, case((beyond, extreme), else_=0.0)), else_=extreme), Float)
-        else:  # last: the day now, its value below
-            expr = None
-        if expr is not None:
-            selects.append(expr)
-            targets.append(col)
-        else:
-            selects.append(func.max(case((inside, u.day))))
+        else:  # last: the latest day now, its value below
+            selects.append(func.max(case((and_(u.day >= s, u.day <= e), u.day))))
             targets.append(col + "_day")
-    q = (select(*selects).where(u.metric.in_(names), u.day >= start, u.day <= end, u.value.is_not(None))
-         .group_by(u.account_id))
-    conn.execute(table.insert().from_select(targets, q))
-    for ref, col in columns.items():
+            continue
+        selects.append(expr)
+        targets.append(col)
+    start = min(s for s, _ in windows.values())
+    end = max(e for _, e in windows.values())
+    where = [u.metric == metric, u.day >= start, u.day <= end, u.value.is_not(None)]
+    if only is not None:
+        where.append(u.account_id.in_(only))
+    conn.execute(table.insert().from_select(targets, select(*selects).where(*where).group_by(u.account_id)))
+    for ref in refs:
         if ref.agg == "last":
+            col = columns[ref]
             day_col = table.c[col + "_day"]
-            value = (select(schema.usage.c.value).where(u.account_id == table.c.account_id, u.metric == ref.name,
+            value = (select(schema.usage.c.value).where(u.account_id == table.c.account_id, u.metric == metric,
                                                          u.day == day_col).scalar_subquery())
-            conn.execute(table.update().where(day_col.is_not(None)).values({col: value}))
+            stmt = table.update().where(day_col.is_not(None)).values({col: value})
+            if only is not None:
+                stmt = stmt.where(table.c.account_id.in_(only))
+            conn.execute(stmt)
+
+
+def _analyze(conn: Connection, tables: Any) -> None:
+    """Fresh planner statistics for new tables (PostgreSQL would otherwise guess, badly)."""
+    if conn.dialect.name == "postgresql":
+        for t in tables:
+            conn.execute(text(f'ANALYZE "{t.name}"'))
 
 
 def _collect_garbage(conn: Connection, schema: Schema, keep: str) -> None:
-    """Drop the least recently used cache tables, keeping a few (other instants may still be evaluating)."""
+    """Drop the least recently used cache generations, keeping a few."""
     reg = schema.metric_caches
     names = conn.execute(select(reg.c.name).where(reg.c.name != keep).order_by(reg.c.used_at.desc())).scalars().all()
     for name in names[KEEP:]:
-        conn.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
+        for i in range(64):
+            conn.execute(text(f'DROP TABLE IF EXISTS "{name}_{i}"'))
         conn.execute(reg.delete().where(reg.c.name == name))

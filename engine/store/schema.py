@@ -93,7 +93,8 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
     Index("ix_contacts_account", contacts.c.account_id)
     Index("ix_contacts_email_lower", func.lower(contacts.c.email))
     Index("ix_goals_account", goals.c.account_id)
-    Index("ix_usage_metric_day", usage.c.metric, usage.c.day, usage.c.account_id)
+    Index("ix_usage_metric_account_day", usage.c.metric, usage.c.account_id, usage.c.day, usage.c.value)
+    Index("ix_usage_synced_at", usage.c.synced_at)
 
     episodes = Table(
         "episodes", md,
@@ -232,6 +233,7 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("name", String, primary_key=True),
         Column("built_at", DateTime, nullable=False),
         Column("used_at", DateTime, nullable=False),
+        Column("usage_stamp", DateTime, nullable=True),          # newest usage.synced_at it reflects
     )
     # One bit per (playbook, subject): set while the subject is in an open episode of that playbook.
     # A tick evaluates all playbooks of a subject type in one scan and returns only subjects whose
