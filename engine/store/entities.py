@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, func, null, or_, select, tuple_, update
+from sqlalchemy import text, Connection, Engine, Table, and_, func, null, or_, select, tuple_, update
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -194,3 +194,9 @@ def last_synced(conn: Connection, schema: Schema, entity: str) -> datetime | Non
     """When the entity was last synced successfully (naive UTC), or None if never."""
     table = schema.sync_state
     return conn.scalar(select(table.c.synced_at).where(table.c.entity == entity))
+
+
+def analyze(conn: Connection, table: Table) -> None:
+    """Refresh the planner's statistics after a bulk load (PostgreSQL plans badly without them)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f'ANALYZE "{table.name}"'))

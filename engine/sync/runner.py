@@ -277,3 +277,4 @@ class _EntitySync:
             cascaded = store.cascade_removed_accounts(conn, schema, self.now)
             report.cascaded = cascaded if self.entity == "accounts" else {}
         store.record_sync_state(conn, schema, self.entity, self.now, report.loaded, report.removed)
+        store.analyze(conn, self.table)
