@@ -71,9 +71,10 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
     u = schema.usage
     stamp = conn.execute(select(func.max(u.c.synced_at))).scalar()
     row = conn.execute(select(reg).where(reg.c.name == name)).first()
-    if row is not None and stamp is not None and row.usage_stamp is not None and stamp > row.usage_stamp \
-            and _rows_were_deleted(conn, schema):
-        # a usage snapshot deleted rows: an account may have lost them all, so recompute everything
+    if row is not None and stamp is not None and (row.usage_stamp is None or stamp > row.usage_stamp) \
+            and (_rows_were_deleted(conn, schema) or _many_changed(conn, schema, row.usage_stamp)):
+        # a usage snapshot deleted rows (an account may have lost them all), or rewrote much of the table:
+        # recompute everything
         conn.execute(reg.delete().where(reg.c.name == name))
         row = None
     if row is None:
@@ -85,11 +86,15 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
         _analyze(conn, tables.values())
         _collect_garbage(conn, schema, keep=name)
     elif stamp is not None and (row.usage_stamp is None or stamp > row.usage_stamp):
-        changed = select(u.c.account_id).where(u.c.synced_at > row.usage_stamp).distinct() \
-            if row.usage_stamp is not None else select(u.c.account_id).distinct()
-        for m, t in tables.items():
-            conn.execute(t.delete().where(t.c.account_id.in_(changed)))
-            _fill(conn, schema, t, m, columns, today, changed)
+        # the accounts whose usage rows this sync wrote (read through the synced_at index; deduplicated here
+        # because a DISTINCT lets the planner prefer a full scan of the primary key)
+        newer = u.c.synced_at > row.usage_stamp if row.usage_stamp is not None else u.c.synced_at.is_not(None)
+        changed = sorted(set(conn.execute(select(u.c.account_id).where(newer)).scalars()))
+        for i in range(0, len(changed), 500):
+            part = changed[i:i + 500]
+            for m, t in tables.items():
+                conn.execute(t.delete().where(t.c.account_id.in_(part)))
+                _fill(conn, schema, t, m, columns, today, part)
         conn.execute(reg.update().where(reg.c.name == name).values(used_at=now, usage_stamp=stamp))
     else:
         conn.execute(reg.update().where(reg.c.name == name).values(used_at=now))
@@ -100,6 +105,16 @@ def _rows_were_deleted(conn: Connection, schema: Schema) -> bool:
     st = schema.sync_state
     removed = conn.execute(select(st.c.removed).where(st.c.entity == "usage")).scalar()
     return bool(removed)
+
+
+def _many_changed(conn: Connection, schema: Schema, since: datetime | None) -> bool:
+    """More than 5% of the usage rows were written after `since` (a full rebuild is cheaper then)."""
+    u = schema.usage
+    if since is None:
+        return True
+    newer = conn.execute(select(func.count()).select_from(u).where(u.c.synced_at > since)).scalar_one()
+    total = conn.execute(select(func.count()).select_from(schema.accounts)).scalar_one() * 30
+    return newer > max(total // 20, 50_000)
 
 
 def _table(name: str, refs: list[MetricRef], columns: dict[MetricRef, str]) -> Table:
