@@ -6,7 +6,8 @@
 Every phase runs in its own process (bench.phases) so its peak RSS is its own. Clocks are fixed:
 the first tick at <anchor>T09:00 (config time zone Asia/Tokyo), the steady tick at T10:00 and the
 no-change tick at T11:00 of the same day, so metric windows do not move between ticks and only the
-~1% of subjects changed by `mutate` (direct SQL UPDATEs, not a re-sync) can change state.
+~1% of subjects changed by `mutate` (an incremental sync of delta CSV files, timed as `resync_s`)
+can change state.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                     "timezone": "Asia/Tokyo"},
                          "python": platform.python_version(), "sqlite_version": sqlite3.sqlite_version,
                          "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    r.update(engine_source(), loadavg_start=_loadavg())
     rss: dict[str, float] = {}
     try:
         config = str(write_workspace(workdir, args.playbooks))
@@ -160,7 +162,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     r["bench_wall_s"] = round(say.elapsed, 1)
+    r["loadavg_end"] = _loadavg()
     return r
+
+
+def _loadavg() -> list[float] | None:
+    """1/5/15-minute load averages: other work on the machine makes timings noisy."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def engine_source() -> dict[str, Any]:
+    """Where the measured engine comes from: its folder, git commit and whether engine/ or connectors/ differ."""
+    import subprocess
+
+    import engine
+
+    where = Path(engine.__file__).resolve().parent.parent
+    out: dict[str, Any] = {"engine_path": str(where), "engine_commit": None, "engine_dirty": None}
+    try:
+        git = ["git", "-C", str(where)]
+        out["engine_commit"] = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
+                                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", "engine", "connectors"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        out["engine_dirty"] = bool(dirty)
+    except (OSError, subprocess.CalledProcessError):
+        marker = where / ".commit"
+        out["engine_commit"] = marker.read_text(encoding="utf-8").strip() if marker.exists() else None
+    return out
 
 
 def _generate_and_sync(r: dict[str, Any], rss: dict[str, float], workdir: Path, spec: DataSpec, config: str,
@@ -238,8 +270,10 @@ def _tick_keys(r: dict[str, Any], name: str, t: dict[str, Any], suffix: str = ""
 
 def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: str, nochange_at: str,
             say: Progress, suffix: str) -> None:
-    say(f"changing ~1% of the subjects{suffix.replace('_', ' ')}")
-    r[f"mutated{suffix}"] = run_phase("mutate", {"config": config, "now": steady_at})["changed"]
+    say(f"changing ~1% of the subjects{suffix.replace('_', ' ')} (incremental sync of delta files)")
+    mutated = run_phase("mutate", {"config": config, "now": steady_at})
+    r[f"mutated{suffix}"] = mutated["changed"]
+    r[f"resync{suffix}_s"] = round(mutated["seconds"], 3)
     say(f"steady tick at {steady_at}")
     steady = run_phase("tick", {"config": config, "now": steady_at, "label": "steady tick", **TICK_OPTIONS})
     _tick_keys(r, "steady", steady, suffix)

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import and_, func, not_, or_, select, update
+from sqlalchemy import and_, func, or_, select
 
 from bench.measure import peak_rss_mb
 from engine.app import App
@@ -143,43 +143,71 @@ def tick(config: str, now: str, label: str = "tick", workaround: bool = True) ->
 
 @phase
 def mutate(config: str, now: str, every: int = 100) -> dict[str, Any]:
-    """Change ~1/every of the subjects directly through SQL (not a re-sync), deterministically.
+    """Change ~1/every of the subjects deterministically, through an incremental sync of delta CSV files.
 
-    Accounts number k with k % every == every // 2 change: by k % (4*every) their arr triples, their
-    health goes to 90 with nps 70, their health empties with nps -30, or their arr drops to a quarter
-    with health 35. The usage of half of them over the last 7 days drops to 20%, of the other half
-    triples; their goals reach target; the contacts of half of them unsubscribe."""
+    Accounts number k with k % every == every // 2 change, by (k // every) % 4: arr triples; health
+    goes to 90 and nps to 70; health empties and nps goes to -30; or arr drops to a quarter and health to
+    35. Their usage over the last 7 days drops to 20% (groups 0, 2) or triples (+5); their goals reach
+    target; the contacts of groups 0 and 1 flip `unsubscribed`. The changed rows (only the changed
+    columns, plus keys) are written to data-delta-<config>/*.csv and loaded with `playbook sync`
+    semantics (run_sync on a config whose sources are those files, mode incremental), as an hourly
+    sync would."""
+    import csv
+
+    from bench.suite import config_text
+    from engine.sync.runner import run_sync
+
     app = App(config)
     db, s = app.db, app.db.schema
     today = app.clock(now).today
+    recent = today.fromordinal(today.toordinal() - 6)
     a, u, g, c = s.accounts, s.usage, s.goals, s.contacts
     started = time.perf_counter()
     with db.engine.connect() as conn:
         ids = [r[0] for r in conn.execute(select(a.c.id).where(a.c.removed_at.is_(None)).order_by(a.c.id))]
-    chosen = [(k, aid) for k, aid in enumerate(ids, 1) if k % every == every // 2]
-    groups: dict[int, list[str]] = {}
-    for k, aid in chosen:
-        groups.setdefault((k // every) % 4, []).append(aid)
-    changes = {0: dict(arr=a.c.arr * 3), 1: dict(health_score=90.0, nps=70),
-               2: dict(health_score=None, nps=-30), 3: dict(arr=a.c.arr / 4, health_score=35.0)}
-    counts = {"accounts": 0, "usage": 0, "goals": 0, "contacts": 0}
-    recent = today.fromordinal(today.toordinal() - 6)
-    with db.engine.begin() as conn:
-        for group, members in groups.items():
-            for part in _chunks(members):
-                counts["accounts"] += conn.execute(update(a).where(a.c.id.in_(part)).values(**changes[group])).rowcount
-                factor = u.c.value * 0.2 if group % 2 == 0 else u.c.value * 3 + 5
-                counts["usage"] += conn.execute(update(u).where(u.c.account_id.in_(part), u.c.day >= recent)
-                                                .values(value=factor)).rowcount
-                counts["goals"] += conn.execute(update(g).where(g.c.account_id.in_(part))
-                                                .values(current=g.c.target)).rowcount
-                if group < 2:
-                    counts["contacts"] += conn.execute(update(c).where(c.c.account_id.in_(part))
-                                                       .values(unsubscribed=not_(c.c.unsubscribed.is_(True)))
-                                                       ).rowcount
-    seconds = time.perf_counter() - started
+        group = {aid: (k // every) % 4 for k, aid in enumerate(ids, 1) if k % every == every // 2}
+        chosen = sorted(group)
+        rows: dict[str, list[tuple[Any, ...]]] = {"accounts": [], "usage": [], "goals": [], "contacts": []}
+        for part in _chunks(chosen):
+            for aid, arr, health, nps in conn.execute(select(a.c.id, a.c.arr, a.c.health_score, a.c.nps)
+                                                      .where(a.c.id.in_(part))):
+                arr, health, nps = [(arr * 3, health, nps), (arr, 90.0, 70), (arr, None, -30),
+                                    (arr / 4, 35.0, nps)][group[aid]]
+                rows["accounts"].append((aid, arr, health, nps))
+            for aid, metric, day, value in conn.execute(select(u.c.account_id, u.c.metric, u.c.day, u.c.value)
+                                                        .where(u.c.account_id.in_(part), u.c.day >= recent)):
+                changed = value * 0.2 if group[aid] % 2 == 0 else value * 3 + 5
+                rows["usage"].append((aid, metric, day.isoformat(), changed))
+            for gid, aid, target in conn.execute(select(g.c.id, g.c.account_id, g.c.target)
+                                                 .where(g.c.account_id.in_(part), g.c.removed_at.is_(None))):
+                rows["goals"].append((gid, aid, target))
+            for cid, aid, unsub in conn.execute(select(c.c.id, c.c.account_id, c.c.unsubscribed)
+                                                .where(c.c.account_id.in_(part), c.c.removed_at.is_(None))):
+                if group[aid] < 2:
+                    rows["contacts"].append((cid, aid, "false" if unsub else "true"))
+    headers = {"accounts": ("id", "arr", "health_score", "nps"), "usage": ("account_id", "metric", "day", "value"),
+               "goals": ("id", "account_id", "current"), "contacts": ("id", "account_id", "unsubscribed")}
+    base = Path(config).resolve().parent
+    delta = base / f"data-delta-{Path(config).stem}"
+    delta.mkdir(exist_ok=True)
+    for entity, header in headers.items():
+        with (delta / f"{entity}.csv").open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows([["" if v is None else v for v in row] for row in rows[entity]])
+    prepared = time.perf_counter() - started
+    sources = [{"entity": e, "csv": f"{delta.name}/{e}.csv", "mode": "incremental"} for e in headers]
+    delta_config = base / f"{Path(config).stem}-delta.yaml"
+    delta_config.write_text(config_text(app.settings.database, sources), encoding="utf-8")
     app.close()
-    return {"seconds": seconds, "changed": counts, "accounts_total": len(ids)}
+    delta_app = App(delta_config)
+    started = time.perf_counter()
+    report = run_sync(delta_app.settings, delta_app.db)
+    seconds = time.perf_counter() - started
+    delta_app.close()
+    return {"seconds": seconds, "prepare_s": prepared, "accounts_total": len(ids),
+            "changed": {e: len(v) for e, v in rows.items()},
+            "loaded": {e: r.loaded for e, r in report.entities.items()}}
 
 
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:

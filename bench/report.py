@@ -23,14 +23,18 @@ def _num(value: Any, unit: str = "", digits: int = 2) -> str:
 def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = [("accounts / playbooks / days", f"{r['accounts']:,} / {r['playbooks']} / {r['days']}",
              ", ".join(f"{k} {v:,}" for k, v in r["rows"].items()) + " rows"),
-            ("database", r["database"], r.get("sqlite_version", ""))]
+            ("database", r["database"], r.get("sqlite_version", "")),
+            ("engine", f"{r.get('engine_commit')}{' + local changes' if r.get('engine_dirty') else ''}",
+             r.get("engine_path", ""))]
     for entity, rate in r["sync_rows_per_s"].items():
-        rows.append((f"sync {entity}", _num(rate, " rows/s"),
-                     _num(r["sync_seconds"][entity], " s") + (" (from an earlier run)" if r.get("sync_reused") else "")))
+        reused = " (from an earlier run)" if r.get("sync_reused") else ""
+        rows.append((f"sync {entity}", _num(rate, " rows/s"), _num(r["sync_seconds"][entity], " s") + reused))
     first, steady = r["tick_first_events"], r["tick_steady_events"]
     rows += [
         ("tick, first (everything enters)", _num(r["tick_first_s"], " s"),
          f"{sum(first.values()):,} events, {r['tick_first_planned']:,} actions planned"),
+        ("re-sync of the ~1% changed", _num(r.get("resync_s"), " s"),
+         ", ".join(f"{k} {n:,}" for k, n in r.get("mutated", {}).items()) + " rows (incremental)"),
         ("tick, steady (~1% changed)", _num(r["tick_steady_s"], " s"),
          ", ".join(f"{n:,} {k}" for k, n in sorted(steady.items())) or "no events"),
         ("peak RSS of the steady tick", _num(r["peak_rss_mb"], " MiB"),
@@ -60,12 +64,14 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     if r.get("tick_steady_pg_s") is not None:
         rows += [("PostgreSQL: sync usage", _num(r["sync_rows_per_s_pg"].get("usage"), " rows/s"), ""),
                  ("PostgreSQL: tick first", _num(r["tick_first_pg_s"], " s"), ""),
+                 ("PostgreSQL: re-sync of the ~1% changed", _num(r.get("resync_pg_s"), " s"), ""),
                  ("PostgreSQL: tick steady", _num(r["tick_steady_pg_s"], " s"),
                   f"peak RSS {_num(r['peak_rss_pg_mb'], ' MiB')}"),
                  ("PostgreSQL: tick nothing changed", _num(r["tick_nochange_pg_s"], " s"),
                   f"rows written: {r['nochange_rows_written_pg']}"),
                  ("PostgreSQL: baseline SQL", _num(r.get("baseline_sql_pg_s"), " s", 3), "")]
-    rows.append(("benchmark wall time", _num(r["bench_wall_s"], " s"), r["workdir"]))
+    rows.append(("benchmark wall time", _num(r["bench_wall_s"], " s"),
+                 f"load average {r.get('loadavg_start')} -> {r.get('loadavg_end')}; {r['workdir']}"))
     return rows
 
 

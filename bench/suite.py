@@ -221,8 +221,10 @@ def playbooks() -> list[dict[str, Any]]:
     return account + contact + goal
 
 
-def config_text(database: str) -> str:
-    """config.yaml of the benchmark workspace."""
+def config_text(database: str, sources: list[dict[str, Any]] | None = None) -> str:
+    """config.yaml of the benchmark workspace (with other `sources`: the delta re-sync's config)."""
+    if sources is None:
+        sources = [{"entity": e, "csv": f"data/{e}.csv"} for e in ("accounts", "contacts", "usage", "goals")]
     config = {
         "timezone": "Asia/Tokyo",
         "database": database,
@@ -230,7 +232,7 @@ def config_text(database: str) -> str:
         "templates": "templates/",
         "fields": FIELDS,
         "segments": SEGMENTS,
-        "sources": [{"entity": e, "csv": f"data/{e}.csv"} for e in ("accounts", "contacts", "usage", "goals")],
+        "sources": sources,
         "defaults": {"schedule": "0 9 * * 1-5"},
     }
     return yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=120)
