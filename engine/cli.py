@@ -12,7 +12,7 @@ import click
 
 from engine.app import App
 from engine.errors import UserError
-from engine.output import action_summary, err, out, print_diagnostics, print_json, sync_rows, table
+from engine.output import action_summary, err, jsonable, out, print_diagnostics, print_json, sync_rows, table
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                       show_default=True, help="table for people, json for machines")
@@ -270,7 +270,7 @@ def history(app: App, playbook_id: str | None, subject: str | None, show_attempt
     with app.db.engine.connect() as conn:
         rows = state.history(conn, app.db.schema, playbook_id=playbook_id, subject=subject, limit=limit)
     if fmt == "json":
-        print_json({"events": [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
+        print_json({"events": [jsonable(r)
                                for r in rows]})
         return
     out.print(table("History", ["at (UTC)", "playbook", "subject", "event", "episode", "firing"],
@@ -284,7 +284,7 @@ def _attempts(app: App, playbook_id: str | None, subject: str | None, limit: int
     with app.db.engine.connect() as conn:
         rows = outbox.attempt_history(conn, app.db.schema, playbook_id=playbook_id, subject=subject, limit=limit)
     if fmt == "json":
-        print_json({"attempts": [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
+        print_json({"attempts": [jsonable(r)
                                  for r in rows]})
         return
     out.print(table("Delivery attempts", ["at (UTC)", "dedup key", "#", "outcome", "worker", "detail"],
@@ -304,7 +304,7 @@ def tasks(app: App, show_all: bool, assignee: str | None, fmt: str) -> None:
     with app.db.engine.connect() as conn:
         rows = task_store.list_tasks(conn, app.db.schema, status=None if show_all else "open", assignee=assignee)
     if fmt == "json":
-        print_json({"tasks": [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
+        print_json({"tasks": [jsonable(r)
                               for r in rows]})
         return
     out.print(table("Tasks", ["#", "status", "due (UTC)", "priority", "assignee", "title", "subject", "connector"],

@@ -13,7 +13,7 @@ import click
 
 from engine.app import App
 from engine.cli import FORMAT, _dispatch, command, main
-from engine.output import err, out, print_json, table
+from engine.output import err, jsonable, out, print_json, table
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCAFFOLD = Path(__file__).resolve().parent / "scaffold"
@@ -132,7 +132,7 @@ def outbox_list(app: App, status: str | None, playbook_id: str | None, limit: in
         counts = store.counts_by_status(conn, app.db.schema)
     if fmt == "json":
         print_json({"counts": counts, "actions": [
-            {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items() if k != "payload"}
+            jsonable({k: v for k, v in r.items() if k != "payload"})
             for r in rows]})
         return
     out.print(table("Outbox", ["#", "status", "kind", "connector", "dedup key", "attempts", "ambiguous", "last error"],

@@ -58,3 +58,8 @@ def sync_rows(report: Any) -> list[dict[str, Any]]:
     return [{"entity": r.entity, "mode": r.mode, "rows": r.read, "inserted": r.inserted, "updated": r.updated,
              "removed": r.removed, "cascaded": r.cascaded, "invalid": r.invalid, "seconds": round(r.seconds, 3)}
             for r in report.entities.values()]
+
+
+def jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """A database row for --format json: dates and datetimes as ISO strings."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}

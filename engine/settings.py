@@ -141,17 +141,7 @@ class Defaults(Model):
             parse_duration(v)
         return v
 
-    @field_validator("schedule", "sync_schedule")
-    @classmethod
-    def _cron(cls, v: str | None) -> str | None:
-        if v is not None:
-            from apscheduler.triggers.cron import CronTrigger
-
-            try:
-                CronTrigger.from_crontab(v)
-            except ValueError as exc:
-                raise ValueError(f"`{v}` is not a cron expression ({exc})") from None
-        return v
+    _cron = field_validator("schedule", "sync_schedule")(classmethod(lambda cls, v: check_cron(v)))
 
 
 class Settings(Model):
@@ -292,6 +282,19 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         "templates": settings.resolve(settings.templates),
         "outbox_dir": settings.resolve(settings.outbox_dir),
     })
+
+
+def check_cron(text: str | None) -> str | None:
+    """A five-field cron expression, or ValueError saying how to write one."""
+    if text is not None:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(text)
+        except ValueError as exc:
+            raise ValueError(f"`{text}` is not a cron expression ({exc}); "
+                             "write five fields: minute hour day month weekday") from None
+    return text
 
 
 def parse_duration(text: str) -> int:

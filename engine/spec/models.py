@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.settings import parse_duration
+from engine.settings import check_cron, parse_duration
 
 ID_PATTERN = r"^[a-z0-9-]+$"
 Agg = Literal["sum", "avg", "min", "max", "count", "last"]
@@ -181,18 +181,7 @@ class Playbook(Model):
                              + (f" (e.g. `{suggestion}`)" if suggestion else ""))
         return v
 
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, v: str | None) -> str | None:
-        if v is not None:
-            from apscheduler.triggers.cron import CronTrigger
-
-            try:
-                CronTrigger.from_crontab(v)
-            except ValueError as exc:
-                raise ValueError(f"`{v}` is not a cron expression ({exc}); "
-                                 "write five fields: minute hour day month weekday") from None
-        return v
+    _cron = field_validator("schedule")(classmethod(lambda cls, v: check_cron(v)))
 
     @property
     def repeat_seconds(self) -> int | None:
