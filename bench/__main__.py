@@ -31,7 +31,7 @@ from bench.report import print_table, write_json
 from bench.suite import write_config, write_workspace
 
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
-TICK_OPTIONS: dict[str, Any] = {"workaround": True}   # extra parameters of every tick phase
+TICK_OPTIONS: dict[str, Any] = {}   # extra parameters of every tick phase
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,8 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="planned actions (every kind) delivered to the local sinks (default 1000)")
     p.add_argument("--smtp-actions", type=int, default=500, metavar="N",
                    help="planned email actions sent to the local SMTP server (default 500)")
-    p.add_argument("--no-engine-workarounds", action="store_true",
-                   help="run the ticks without the bench's shim for the outbox mixed-keys bug (see bench.phases)")
     p.add_argument("--workdir", type=Path, help="working directory (default: a new temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the working directory (database, data, outbox)")
     p.add_argument("--reuse-data", action="store_true",
@@ -262,8 +260,6 @@ def _tick_keys(r: dict[str, Any], name: str, t: dict[str, Any], suffix: str = ""
     if not suffix:
         r[f"tick_{name}_slowest"] = t["slowest"]
         r[f"tick_{name}_per_playbook_s"] = t["per_playbook_s"]
-    if t.get("outbox_shim"):
-        r.setdefault("engine_workaround_outbox_mixed_keys", {})[f"tick_{name}{suffix}"] = t["outbox_shim"]
     if t["skipped"]:
         r[f"tick_{name}{suffix}_skipped"] = t["skipped"]
 
@@ -337,7 +333,6 @@ def _ratios(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    TICK_OPTIONS["workaround"] = not args.no_engine_workarounds
     result = run(args)
     write_json(result, args.json)
     print_table(result)

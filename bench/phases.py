@@ -66,42 +66,11 @@ def _writes(conn: Any, schema: Any, now: datetime) -> dict[str, int]:
             "outbox": conn.scalar(select(func.count()).select_from(schema.outbox)) or 0}
 
 
-def outbox_plan_shim(fixed: dict[str, int] | None = None) -> Callable[..., int]:
-    """engine.store.outbox.plan, wrapped to work around an engine bug (reported).
-
-    The Planner gives suppressed or failed email rows two extra keys (last_error, finished_at), and
-    outbox.plan's executemany then fails ("A value is required for bind parameter 'last_error'") when
-    such a row comes first in a playbook's batch, or silently drops those two values otherwise. The
-    wrapper fills missing keys with None and counts the batches and rows it fixed in `fixed` (0 once the
-    engine is fixed)."""
-    from engine.store import outbox
-
-    original = outbox.plan
-    fixed = fixed if fixed is not None else {}
-
-    def plan(conn: Any, schema: Any, rows: Any) -> int:
-        rows = list(rows)
-        keys = set().union(*rows) if rows else set()
-        if any(len(r) != len(keys) for r in rows):
-            fixed["batches"] = fixed.get("batches", 0) + 1
-            fixed["rows"] = fixed.get("rows", 0) + sum(1 for r in rows if len(r) != len(keys))
-            rows = [{**dict.fromkeys(keys), **r} for r in rows]
-        return original(conn, schema, rows)
-
-    return plan
-
-
 @phase
-def tick(config: str, now: str, label: str = "tick", workaround: bool = True) -> dict[str, Any]:
+def tick(config: str, now: str, label: str = "tick") -> dict[str, Any]:
     """run_tick with every playbook at `now`; wall time, events, rows written, slowest playbooks."""
     from engine.tick import run_tick
 
-    shim: dict[str, int] | None = None
-    if workaround:
-        from engine.store import outbox
-
-        shim = {"batches": 0, "rows": 0}
-        outbox.plan = outbox_plan_shim(shim)   # type: ignore[assignment]
     started = time.perf_counter()
     app = App(config)
     settings, db, pbs = app.settings, app.db, app.playbooks
@@ -137,8 +106,7 @@ def tick(config: str, now: str, label: str = "tick", workaround: bool = True) ->
             "rows_written": {"episodes": after["episodes_at_now"], "events": after["events"] - before["events"],
                              "outbox": after["outbox"] - before["outbox"]},
             "slowest": [{"playbook": p, "seconds": round(s, 3)} for p, s in per_pb[:10]],
-            "per_playbook_s": {p: round(s, 4) for p, s in per_pb}, "open_episodes": open_by,
-            "outbox_shim": shim}
+            "per_playbook_s": {p: round(s, 4) for p, s in per_pb}, "open_episodes": open_by}
 
 
 @phase

@@ -42,15 +42,13 @@ def test_suite_mixes_triggers_and_subjects() -> None:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> App:
-    from bench import phases
+def workspace(tmp_path: Path) -> App:
     from engine.sync.runner import run_sync
 
     generate(tmp_path / "data", DataSpec(300, days=40))
     app = App(write_workspace(tmp_path))
     assert len(app.playbooks.valid) == 50, app.playbooks.diagnostics
     run_sync(app.settings, app.db)
-    monkeypatch.setattr("engine.store.outbox.plan", phases.outbox_plan_shim())
     yield app
     app.close()
 
