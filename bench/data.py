@@ -27,18 +27,11 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Callable, TextIO
 
+from engine.demo_data import COLUMNS as DEMO_COLUMNS
+
 ANCHOR = date(2026, 3, 2)          # a Monday: the benchmark's "today"
 METRICS = ("active_users", "logins", "api_calls")
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "accounts": ("id", "name", "domain", "tier", "lifecycle_stage", "arr", "seats", "plan", "csm_email",
-                 "renewal_date", "created_at", "timezone", "industry", "nps", "health_score",
-                 "onboarding_done_at"),
-    "contacts": ("id", "account_id", "email", "name", "role", "created_at", "timezone", "unsubscribed",
-                 "locale"),
-    "usage": ("account_id", "metric", "day", "value"),
-    "goals": ("id", "account_id", "name", "metric", "direction", "baseline", "target", "current",
-              "due_date", "status"),
-}
+COLUMNS = DEMO_COLUMNS      # the same CSV layout as the demo data
 INDUSTRIES = ("software", "logistics", "healthcare", "retail", "manufacturing", "financial services",
               "media", "education", "energy", "consulting")
 TIMEZONES = ("Asia/Tokyo", "America/New_York", "Europe/London", "Europe/Berlin", "Australia/Sydney")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -250,30 +249,17 @@ def dispatch_sinks(config: str, actions: int) -> dict[str, Any]:
 @phase
 def dispatch_smtp(config: str, actions: int) -> dict[str, Any]:
     """One Dispatcher (one worker) sending planned email actions to a local aiosmtpd server process."""
-    from bench.smtp_throughput import _free_port, _wait_for
-    from connectors.email_smtp import SmtpEmail
+    from bench.smtp_throughput import local_smtp_server
     from engine.dispatch import Dispatcher
-    from engine.settings import EmailConnector
 
     app = App(config)
     o = app.db.schema.outbox
     dst, copied = _copy_outbox(app, app.settings.base_dir / "smtp.db",
                                and_(o.c.status == "pending", o.c.kind == "email"), actions)
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
-                               "-c", "aiosmtpd.handlers.Sink"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for(port)
-        conf = EmailConnector.model_validate({"smtp": {"host": "127.0.0.1", "port": port, "starttls": False},
-                                              "from": "Customer Success <cs@example.com>"})
-        email = SmtpEmail(conf)
+    with local_smtp_server() as email:
         started = time.perf_counter()
         stats = Dispatcher(dst, app.settings, {"email": email}).run_once()
         seconds = time.perf_counter() - started
-        email.close()
-    finally:
-        server.terminate()
-        server.wait(10)
     with dst.engine.connect() as conn:
         payloads = [r[0] for r in conn.execute(select(dst.schema.outbox.c.payload)
                                                .where(dst.schema.outbox.c.status == "sent"))]

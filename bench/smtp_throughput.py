@@ -12,8 +12,10 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,6 +43,26 @@ def _wait_for(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"the SMTP server on port {port} did not start")
 
 
+@contextmanager
+def local_smtp_server() -> Iterator[SmtpEmail]:
+    """An aiosmtpd Sink in its own process and a SmtpEmail connector pointed at it."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
+                               "-c", "aiosmtpd.handlers.Sink"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(port)
+        conf = EmailConnector.model_validate({"smtp": {"host": "127.0.0.1", "port": port, "starttls": False},
+                                              "from": "カスタマーサクセス <cs@example.com>"})
+        email = SmtpEmail(conf)
+        try:
+            yield email
+        finally:
+            email.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def _item(n: int) -> Claimed:
     """A planned one-message email action, as the planner writes it."""
     m = {"to": f"user{n}@example.com", "contact_id": f"c{n}", "subject": f"更新のご案内 {n}",
@@ -52,26 +74,14 @@ def _item(n: int) -> Claimed:
 
 def measure(n: int = 2000) -> float:
     """Send n planned one-message actions through SmtpEmail to a local aiosmtpd Sink; messages per second."""
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
-                               "-c", "aiosmtpd.handlers.Sink"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for(port)
-        conf = EmailConnector.model_validate({"smtp": {"host": "127.0.0.1", "port": port, "starttls": False},
-                                              "from": "カスタマーサクセス <cs@example.com>"})
-        email = SmtpEmail(conf)
+    with local_smtp_server() as email:
         items = [_item(i) for i in range(n)]
         start = time.perf_counter()
         for it in items:
             d = email.deliver(it)
             if d.outcome != Outcome.SENT:
                 raise RuntimeError(f"message {it.id} not sent: {d.detail}")
-        elapsed = time.perf_counter() - start
-        email.close()
-        return n / elapsed
-    finally:
-        server.terminate()
-        server.wait(10)
+        return n / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":
