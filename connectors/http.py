@@ -120,3 +120,27 @@ def failure(resp: HttpResponse, service: str, message: str | None = None,
         where = urlsplit(resp.headers.get("location", "")).hostname or "the same host"
         detail = f"{service} answered HTTP {resp.status}, a redirect to {where}: redirects are not followed"
     return Delivery(Outcome.PERMANENT, detail, None, result)
+
+
+class Failed(Exception):
+    """A vendor call failed; carries the Delivery the connector returns."""
+
+    def __init__(self, delivery: Delivery):
+        super().__init__(delivery.detail)
+        self.delivery = delivery
+
+
+def bearer_json_call(method: str, url: str, token: str, body: Any, *, timeout: float, service: str) -> HttpResponse:
+    """A JSON request with a bearer token; network trouble raises Failed (transient), a bad request Failed
+    (permanent). HTTP error statuses come back as the response, for the connector to judge."""
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        headers["Content-Type"] = "application/json"
+    try:
+        return http_call(method, url, body=data, headers=headers, timeout=timeout)
+    except NetworkError as exc:
+        raise Failed(Delivery(Outcome.TRANSIENT, f"cannot reach {service}: {exc}")) from None
+    except ValueError as exc:
+        raise Failed(Delivery(Outcome.PERMANENT, f"{service} request: {exc}")) from None

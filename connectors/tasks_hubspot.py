@@ -19,14 +19,13 @@ Rate limits: 429 is transient with `Retry-After`, else `X-HubSpot-RateLimit-Inte
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import quote, urlencode
 
 from connectors.base import BaseConnector, Delivery, Outcome
 from connectors.task_records import close_task, record_task
-from connectors.http import HttpResponse, NetworkError, failure, http_call, retry_after
+from connectors.http import Failed, HttpResponse, bearer_json_call, failure, retry_after
 from engine.settings import HubspotSettings
 from engine.store.db import Database
 from engine.store.outbox import Claimed
@@ -36,14 +35,6 @@ ACCOUNT_PROPERTY = "playbook_account_id"
 TASK_TO_COMPANY = 192      # HubSpot-defined association type: task -> company
 PRIORITY = {"low": "LOW", "normal": "MEDIUM", "high": "HIGH"}
 TIMEOUT = 30.0
-
-
-class Failed(Exception):
-    """A HubSpot call failed; carries the Delivery to return."""
-
-    def __init__(self, delivery: Delivery):
-        super().__init__(delivery.detail)
-        self.delivery = delivery
 
 
 class HubspotTasks(BaseConnector):
@@ -179,17 +170,8 @@ class HubspotTasks(BaseConnector):
     # --- HTTP ------------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, body: Any = None) -> HttpResponse:
-        headers = {"Authorization": f"Bearer {self.conf.token.get_secret_value()}", "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        try:
-            return http_call(method, self.base + path, body=data, headers=headers, timeout=self.timeout)
-        except NetworkError as exc:
-            raise Failed(Delivery(Outcome.TRANSIENT, f"cannot reach HubSpot: {exc}")) from None
-        except ValueError as exc:
-            raise Failed(Delivery(Outcome.PERMANENT, f"HubSpot request: {exc}")) from None
+        return bearer_json_call(method, self.base + path, self.conf.token.get_secret_value(), body,
+                                timeout=self.timeout, service="HubSpot")
 
     def _failure(self, resp: HttpResponse, doing: str) -> Delivery:
         """A HubSpot error answer as a Delivery, with HubSpot's own message."""

@@ -20,7 +20,6 @@ timeouts are transient; other 4xx are permanent with Salesforce's own error mess
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from datetime import datetime
 from typing import Any, Callable
@@ -28,7 +27,7 @@ from urllib.parse import quote, urlencode
 
 from connectors.base import BaseConnector, Delivery, Outcome
 from connectors.task_records import close_task, record_task
-from connectors.http import HttpResponse, NetworkError, failure, http_call
+from connectors.http import Failed, HttpResponse, bearer_json_call, failure
 from engine.settings import SalesforceSettings
 from engine.store.db import Database
 from engine.store.outbox import Claimed
@@ -43,14 +42,6 @@ def external_value(dedup_key: str) -> str:
     external ids case-insensitively and mishandles `/` and `.` in the URL path."""
     readable = _UNSAFE.sub("_", dedup_key).strip("_")[:200]
     return f"{readable}-{hashlib.sha256(dedup_key.encode()).hexdigest()[:16]}"
-
-
-class Failed(Exception):
-    """A Salesforce call failed; carries the Delivery to return."""
-
-    def __init__(self, delivery: Delivery):
-        super().__init__(delivery.detail)
-        self.delivery = delivery
 
 
 class SalesforceTasks(BaseConnector):
@@ -138,17 +129,8 @@ class SalesforceTasks(BaseConnector):
         return self._owners[key]
 
     def _call(self, method: str, path: str, body: Any = None) -> HttpResponse:
-        headers = {"Authorization": f"Bearer {self.conf.token.get_secret_value()}", "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        try:
-            return http_call(method, self.base + path, body=data, headers=headers, timeout=self.timeout)
-        except NetworkError as exc:
-            raise Failed(Delivery(Outcome.TRANSIENT, f"cannot reach Salesforce: {exc}")) from None
-        except ValueError as exc:
-            raise Failed(Delivery(Outcome.PERMANENT, f"Salesforce request: {exc}")) from None
+        return bearer_json_call(method, self.base + path, self.conf.token.get_secret_value(), body,
+                                timeout=self.timeout, service="Salesforce")
 
     def _failure(self, resp: HttpResponse, doing: str) -> Delivery:
         """A Salesforce error answer as a Delivery, with Salesforce's errorCode and message."""
