@@ -73,17 +73,18 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
     cache = build_metric_cache(db, selected, clock)
     slots = _slots(db, selected)
     candidates = _scan(db, selected, slots, clock, cache)
+    synced = _last_synced(db, settings)
     outcomes = []
     quiet = []
     for pb in selected:
         if on_playbook:
             on_playbook(pb.id)
-        if not any(candidates[pb.id]) and not _repeat_due(db, pb, clock) and not _stale(db, settings, pb):
+        if not any(candidates[pb.id]) and not _repeat_due(db, pb, clock) and not _stale(settings, pb, synced):
             quiet.append(pb)                      # nothing changes: no transaction, no write
             outcomes.append(PlaybookOutcome(pb.id))
             continue
         outcomes.append(evaluate_playbook(db, settings, pb, clock, run_id=run_id, dry_run=dry_run,
-                                          slot=slots[pb.id], candidates=candidates[pb.id]))
+                                          slot=slots[pb.id], candidates=candidates[pb.id], synced=synced))
     if quiet and not dry_run:
         with db.engine.begin() as conn:
             for pb in quiet:
@@ -139,7 +140,8 @@ def _scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan
 
 def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock, *,
                       run_id: int | None, dry_run: bool, slot: scan.Slot,
-                      candidates: tuple[list[str], list[str]]) -> PlaybookOutcome:
+                      candidates: tuple[list[str], list[str]],
+                      synced: dict[str, datetime]) -> PlaybookOutcome:
     """One playbook in one transaction: transitions, episode writes, events and outbox rows."""
     schema = db.schema
     result = PlaybookOutcome(pb.id)
@@ -148,7 +150,7 @@ def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, cl
         tx = conn.begin()
         try:
             _lock(conn, pb.id)
-            stale = _stale(db, settings, pb, conn)
+            stale = _stale(settings, pb, synced)
             if stale:
                 result.skipped = stale
                 log.warning("playbook %s not evaluated: %s", pb.id, stale, extra={"playbook": pb.id})
@@ -222,7 +224,15 @@ def _repeat_due(db: Database, pb: CompiledPlaybook, clock: Clock) -> bool:
         return state.repeat_due(conn, db.schema, pb.id, pb.subject, clock.now, pb.spec.repeat_seconds)
 
 
-def _stale(db: Database, settings: Settings, pb: CompiledPlaybook, conn: Connection | None = None) -> str | None:
+def _last_synced(db: Database, settings: Settings) -> dict[str, datetime]:
+    """entity -> last sync time, read once per tick (only when the stale-data guard is on)."""
+    if settings.defaults.max_data_age is None:
+        return {}
+    with db.engine.connect() as conn:
+        return playbook_state.last_synced(conn, db.schema)
+
+
+def _stale(settings: Settings, pb: CompiledPlaybook, synced: dict[str, datetime]) -> str | None:
     """Why the data this playbook reads is too old to act on, or None when it is fresh enough."""
     age = settings.defaults.max_data_age
     if age is None:
@@ -231,11 +241,6 @@ def _stale(db: Database, settings: Settings, pb: CompiledPlaybook, conn: Connect
 
     from engine.settings import parse_duration
 
-    if conn is None:
-        with db.engine.connect() as c:
-            synced = playbook_state.last_synced(c, db.schema)
-    else:
-        synced = playbook_state.last_synced(conn, db.schema)
     limit = wall_clock() - timedelta(seconds=parse_duration(age))
     old = sorted(e for e in entities_read(pb) if e not in synced or synced[e] < limit)
     if not old:

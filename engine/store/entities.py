@@ -41,11 +41,6 @@ def account_states(conn: Connection, schema: Schema) -> dict[str, bool]:
     return {row[0]: row[1] is None for row in rows}
 
 
-def present_account_ids(conn: Connection, schema: Schema) -> set[str]:
-    """Ids of the accounts that are present (not marked removed)."""
-    table = schema.accounts
-    return set(conn.scalars(select(table.c.id).where(table.c.removed_at.is_(None))))
-
 
 def count_rows(conn: Connection, table: Table) -> int:
     """Number of rows in a table."""

@@ -171,10 +171,6 @@ def attempt_history(conn: Connection, schema: Schema, *, playbook_id: str | None
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
-def attempts_of(conn: Connection, schema: Schema, outbox_id: int) -> list[dict]:
-    a = schema.attempts
-    return [dict(r) for r in conn.execute(select(a).where(a.c.outbox_id == outbox_id).order_by(a.c.id)).mappings()]
-
 
 def set_status(conn: Connection, schema: Schema, ids: list[int], status: str, now: datetime,
                from_statuses: tuple[str, ...]) -> int:

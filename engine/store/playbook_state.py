@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store.schema import Schema
@@ -31,7 +31,3 @@ def last_synced(conn: Connection, schema: Schema) -> dict[str, datetime]:
     """entity -> when it was last synced."""
     s = schema.sync_state
     return {e: at for e, at in conn.execute(select(s.c.entity, s.c.synced_at))}
-
-
-def count(conn: Connection, schema: Schema) -> int:
-    return int(conn.execute(select(func.count()).select_from(schema.playbook_state)).scalar_one())

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, insert, select, update
 
 from engine.store.scan import Slot, clear_bits, set_bits
 from engine.store.schema import Schema
@@ -144,7 +144,3 @@ def history(conn: Connection, schema: Schema, *, playbook_id: str | None = None,
         if stype:
             q = q.where(ev.c.subject_type == stype)
     return [dict(r) for r in conn.execute(q).mappings()]
-
-
-def count_events(conn: Connection, schema: Schema) -> int:
-    return int(conn.execute(select(func.count()).select_from(schema.events)).scalar_one())
