@@ -125,6 +125,18 @@ class Workspace:
             assert result.exit_code == expect, (result.exit_code, result.output, result.stderr)
         return result
 
+    def outbox_rows(self, limit: int = 100_000) -> list[dict[str, Any]]:
+        """Every planned action, newest first, read straight from the database."""
+        from engine.app import App
+        from engine.store import outbox
+
+        app = App(self.config)
+        try:
+            with app.db.engine.connect() as conn:
+                return outbox.list_actions(conn, app.db.schema, limit=limit)
+        finally:
+            app.close()
+
     def sync(self) -> Any:
         return self.cli("sync")
 

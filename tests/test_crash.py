@@ -14,8 +14,6 @@ from collections import Counter
 import pytest
 
 from conftest import Workspace
-from engine.app import App
-from engine.store import outbox
 from smtp_server import ScriptedHandler, SmtpServer, free_port
 
 N = 5
@@ -47,14 +45,6 @@ def plan(ws: Workspace, port: int) -> None:
     ws.sync()
     ws.cli("run", "--now", "2026-03-02T09:00", "--no-dispatch")
 
-
-def rows(ws: Workspace) -> list[dict]:
-    app = App(ws.config)
-    try:
-        with app.db.engine.connect() as conn:
-            return outbox.list_actions(conn, app.db.schema, limit=1000)
-    finally:
-        app.close()
 
 
 def wait_for(predicate, timeout: float = 20.0) -> None:  # noqa: ANN001
@@ -106,14 +96,14 @@ def test_kill_after_claim_before_connecting(tmp_path, blackhole: int) -> None:  
     ws = Workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'crash.db'}")
     plan(ws, blackhole)
     worker = ws.spawn("worker", "--interval", "0.1")
-    wait_for(lambda: any(r["status"] == "claimed" for r in rows(ws)))
+    wait_for(lambda: any(r["status"] == "claimed" for r in ws.outbox_rows()))
     time.sleep(0.3)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(10)
     with SmtpServer() as server:
         restart_and_drain(ws, server.port)
         ids = Counter(r.message()["Message-ID"] for r in server.handler.accepted)
-    final = rows(ws)
+    final = ws.outbox_rows()
     assert [r["status"] for r in final] == ["sent"] * N          # nothing lost
     assert len(ids) == N and set(ids.values()) == {1}             # no duplicate
     assert all(r["ambiguous"] for r in final)                     # rescued leases are flagged
@@ -144,7 +134,7 @@ def test_kill_after_data_accepted_before_recording(tmp_path) -> None:  # noqa: A
         assert len(handler.accepted) == 1
         restart_and_drain(ws, server.port)
         ids = Counter(r.message()["Message-ID"] for r in handler.accepted)
-    final = rows(ws)
+    final = ws.outbox_rows()
     assert [r["status"] for r in final] == ["sent"] * N           # nothing lost
     assert len(ids) == N                                           # every action arrived
     dups = [mid for mid, n in ids.items() if n > 1]

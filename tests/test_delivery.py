@@ -14,7 +14,7 @@ from werkzeug import Response
 from conftest import Workspace
 from engine.app import App
 from engine.consent import sign
-from engine.store import outbox, suppression
+from engine.store import suppression
 from engine.tick import wall_clock
 from smtp_server import SmtpServer
 
@@ -34,14 +34,6 @@ actions:
 """
 
 
-def rows(ws: Workspace) -> list[dict]:
-    app = App(ws.config)
-    try:
-        with app.db.engine.connect() as conn:
-            return outbox.list_actions(conn, app.db.schema, limit=100)
-    finally:
-        app.close()
-
 
 def accounts(ws: Workspace, n: int = 1) -> None:
     ws.data("accounts", [{"id": f"A{i}", "name": f"Acme {i}", "arr": 10} for i in range(n)])
@@ -58,7 +50,7 @@ def test_429_is_rescheduled_after_retry_after_without_sleeping(ws_sqlite: Worksp
     accounts(ws)
     before = wall_clock()
     ws.cli("run", "--now", "2026-03-02T09:00")
-    [row] = rows(ws)
+    [row] = ws.outbox_rows()
     assert row["status"] == "pending" and row["attempts"] == 1
     assert row["not_before"] >= before + timedelta(seconds=119)
     history = json.loads(ws.cli("history", "--attempts", "--format", "json").stdout)["attempts"]
@@ -73,14 +65,14 @@ def test_retry_budget_then_failed_and_operator_retry(ws_sqlite: Workspace, https
     accounts(ws)
     ws.cli("run", "--now", "2026-03-02T09:00")
     ws.cli("dispatch")
-    [row] = rows(ws)
+    [row] = ws.outbox_rows()
     assert row["status"] == "failed" and row["attempts"] == 2
     assert "retries exhausted after 2 attempts" in row["last_error"]
     httpserver.clear()
     httpserver.expect_request("/hook").respond_with_data("ok", status=200)
     ws.cli("outbox", "retry", str(row["id"]))
     ws.cli("dispatch")
-    assert rows(ws)[0]["status"] == "sent"
+    assert ws.outbox_rows()[0]["status"] == "sent"
 
 
 def test_expired_actions_fail_instead_of_arriving_late(ws_sqlite: Workspace, httpserver) -> None:  # noqa: ANN001
@@ -89,7 +81,7 @@ def test_expired_actions_fail_instead_of_arriving_late(ws_sqlite: Workspace, htt
     ws.playbook("hook", HOOK.format(url=httpserver.url_for("/hook")))
     accounts(ws)
     ws.cli("run", "--now", "2026-03-02T09:00")
-    [row] = rows(ws)
+    [row] = ws.outbox_rows()
     assert row["status"] == "failed" and row["last_error"] == "expired before it could be delivered"
     assert httpserver.log == []
 
@@ -106,7 +98,7 @@ def test_unsubscribed_after_planning_is_suppressed_at_send_time(ws_sqlite: Works
         ws.cli("dispatch")
         got = [r.rcpt_tos for r in server.handler.accepted]
     assert got == [["c1@acme.example"]]
-    status = {r["subject_id"]: r["status"] for r in rows(ws)}
+    status = {r["subject_id"]: r["status"] for r in ws.outbox_rows()}
     assert status == {"A0": "suppressed", "A1": "sent"}
     listing = ws.cli("unsubscribe", "--list", "--format", "json").stdout
     assert '"email": "c0@acme.example"' in listing and '"reason": "unsubscribed"' in listing
@@ -125,7 +117,7 @@ def test_hard_bounce_suppresses_the_address(ws_sqlite: Workspace) -> None:
     with app.db.engine.connect() as conn:
         assert suppression.blocked(conn, app.db.schema, ["c0@acme.example"]) == {"c0@acme.example"}
     app.close()
-    assert rows(ws)[0]["status"] == "failed"
+    assert ws.outbox_rows()[0]["status"] == "failed"
 
 
 def test_one_click_unsubscribe_endpoint(ws_sqlite: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
