@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the same data options, start from it instead of generating and syncing again (the sync "
                         "figures are then those of the run that made it)")
     p.add_argument("--profile", action="store_true",
-                   help="also profile one more no-change tick with pyinstrument (text next to the JSON)")
+                   help="also profile the steady tick with pyinstrument, replayed on a copy of the database "
+                        "taken just before it (SQLite; text report next to the JSON)")
     args = p.parse_args(argv)
     if not 1 <= args.playbooks <= 50:
         p.error("--playbooks must be between 1 and 50")
@@ -143,14 +145,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r["dispatch_smtp_actions_per_s"] = round(smtp["actions_per_s"] or 0, 1)
         r["dispatch_smtp_actions"], r["dispatch_smtp_messages"] = smtp["actions"], smtp["messages"]
         r["dispatch_smtp_outcomes"] = smtp["by_outcome"]
-        _steady(r, rss, config, steady_at, nochange_at, say, "")
+        profile = args.json.with_name(args.json.stem + ".profile.txt") if args.profile else None
+        _steady(r, rss, config, steady_at, nochange_at, say, "", profile)
         r["peak_rss_mb"] = rss["tick_steady"]
-        if args.profile:
-            path = args.json.with_name(args.json.stem + ".profile.txt")
-            say(f"profiling a no-change tick with pyinstrument -> {path}")
-            run_phase("tick", {"config": config, "now": f"{day}T12:00", "label": "profiled tick", **TICK_OPTIONS},
-                      profile=path)
-            r["profile"] = str(path)
+        _next_day(r, config, say, "")
         pg = postgres_url(args)
         if pg:
             _postgres(r, rss, workdir, pg, first_at, steady_at, nochange_at, say, not args.skip_baselines)
@@ -265,14 +263,19 @@ def _tick_keys(r: dict[str, Any], name: str, t: dict[str, Any], suffix: str = ""
 
 
 def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: str, nochange_at: str,
-            say: Progress, suffix: str) -> None:
+            say: Progress, suffix: str, profile: Path | None = None) -> None:
     say(f"changing ~1% of the subjects{suffix.replace('_', ' ')} (incremental sync of delta files)")
     mutated = run_phase("mutate", {"config": config, "now": steady_at})
     r[f"mutated{suffix}"] = mutated["changed"]
     r[f"resync{suffix}_s"] = round(mutated["seconds"], 3)
+    database = Path(config).parent / "playbook.db"
+    if profile is not None:
+        say("copying the database to replay the steady tick under the profiler")
+        _sqlite_copy(database, database.with_suffix(".before-steady"))
     say(f"steady tick at {steady_at}")
     steady = run_phase("tick", {"config": config, "now": steady_at, "label": "steady tick", **TICK_OPTIONS})
     _tick_keys(r, "steady", steady, suffix)
+    r[f"tick_steady{suffix}_scans"] = steady["scans"]
     rss[f"tick_steady{suffix}"] = steady["peak_rss_mb"]
     say(f"no-change tick at {nochange_at}")
     same = run_phase("tick", {"config": config, "now": nochange_at, "label": "no-change tick", **TICK_OPTIONS})
@@ -280,6 +283,36 @@ def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: st
     r[f"nochange_rows_written{suffix}"] = sum(same["rows_written"].values())
     r[f"nochange_rows_written{suffix}_detail"] = same["rows_written"]
     rss[f"tick_nochange{suffix}"] = same["peak_rss_mb"]
+    if profile is not None:
+        say(f"replaying the steady tick under pyinstrument -> {profile}")
+        _sqlite_copy(database, database.with_suffix(".after"))
+        _sqlite_copy(database.with_suffix(".before-steady"), database)
+        run_phase("tick", {"config": config, "now": steady_at, "label": "profiled steady tick", **TICK_OPTIONS},
+                  profile=profile)
+        _sqlite_copy(database.with_suffix(".after"), database)
+        for name in (".before-steady", ".after"):
+            database.with_suffix(name).unlink()
+        r["profile"] = str(profile)
+
+
+def _sqlite_copy(source: Path, target: Path) -> None:
+    """Copy a SQLite database (WAL included) with the backup API."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def _next_day(r: dict[str, Any], config: str, say: Progress, suffix: str) -> None:
+    """The first tick of the next day, no data changed: metric windows and dates move, so every playbook
+    scans all its subjects (what the first hourly tick of every day costs)."""
+    at = f"{(ANCHOR + timedelta(days=1)).isoformat()}T09:00"
+    say(f"next-day tick at {at}")
+    t = run_phase("tick", {"config": config, "now": at, "label": "next-day tick", **TICK_OPTIONS})
+    _tick_keys(r, "nextday", t, suffix)
+    r[f"tick_nextday{suffix}_scans"] = t["scans"]
 
 
 def _postgres(r: dict[str, Any], rss: dict[str, float], workdir: Path, url: str, first_at: str, steady_at: str,
@@ -306,6 +339,7 @@ def _postgres(r: dict[str, Any], rss: dict[str, float], workdir: Path, url: str,
         rss["tick_first_pg"] = first["peak_rss_mb"]
         _steady(r, rss, config, steady_at, nochange_at, say, "_pg")
         r["peak_rss_pg_mb"] = rss["tick_steady_pg"]
+        _next_day(r, config, say, "_pg")
     finally:
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))

@@ -11,6 +11,7 @@ import json
 import shutil
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -104,6 +105,7 @@ def tick(config: str, now: str, label: str = "tick") -> dict[str, Any]:
             "skipped": {o.playbook: o.skipped for o in result.outcomes if o.skipped},
             "rows_written": {"episodes": after["episodes_at_now"], "events": after["events"] - before["events"],
                              "outbox": after["outbox"] - before["outbox"]},
+            "scans": dict(Counter(result.scans.values())),
             "slowest": [{"playbook": p, "seconds": round(s, 3)} for p, s in per_pb[:10]],
             "per_playbook_s": {p: round(s, 4) for p, s in per_pb}, "open_episodes": open_by}
 

@@ -36,12 +36,17 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("re-sync of the ~1% changed", _num(r.get("resync_s"), " s"),
          ", ".join(f"{k} {n:,}" for k, n in r.get("mutated", {}).items()) + " rows (incremental)"),
         ("tick, steady (~1% changed)", _num(r["tick_steady_s"], " s"),
-         ", ".join(f"{n:,} {k}" for k, n in sorted(steady.items())) or "no events"),
+         (", ".join(f"{n:,} {k}" for k, n in sorted(steady.items())) or "no events") + _scans(r, "steady")),
         ("peak RSS of the steady tick", _num(r["peak_rss_mb"], " MiB"),
          f"first tick {_num(r['peak_rss_mb_by_phase'].get('tick_first'), ' MiB')}"),
         ("tick, nothing changed", _num(r["tick_nochange_s"], " s"),
          f"rows written: {r['nochange_rows_written']} (must be 0)"),
     ]
+    if r.get("tick_nextday_s") is not None:
+        nextday = r["tick_nextday_events"]
+        rows.append(("tick, next day (nothing synced)", _num(r["tick_nextday_s"], " s"),
+                     (", ".join(f"{n:,} {k}" for k, n in sorted(nextday.items())) or "no events")
+                     + _scans(r, "nextday")))
     if r.get("baseline_sql_s") is not None:
         rows.append(("baseline: one SQL scan", _num(r["baseline_sql_s"], " s", 3),
                      f"{r['baseline_sql_predicates']} account-level playbooks, best of 2"))
@@ -69,10 +74,17 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
                   f"peak RSS {_num(r['peak_rss_pg_mb'], ' MiB')}"),
                  ("PostgreSQL: tick nothing changed", _num(r["tick_nochange_pg_s"], " s"),
                   f"rows written: {r['nochange_rows_written_pg']}"),
+                 ("PostgreSQL: tick next day", _num(r.get("tick_nextday_pg_s"), " s"), ""),
                  ("PostgreSQL: baseline SQL", _num(r.get("baseline_sql_pg_s"), " s", 3), "")]
     rows.append(("benchmark wall time", _num(r["bench_wall_s"], " s"),
                  f"load average {r.get('loadavg_start')} -> {r.get('loadavg_end')}; {r['workdir']}"))
     return rows
+
+
+def _scans(r: dict[str, Any], tick: str) -> str:
+    scans = r.get(f"tick_{tick}_scans") or {}
+    full = sum(n for reason, n in scans.items() if reason != "changes only")
+    return f"; playbooks scanning changes only: {scans.get('changes only', 0)}, all subjects: {full}" if scans else ""
 
 
 def print_table(result: dict[str, Any], console: Console | None = None) -> None:

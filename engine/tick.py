@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, select, text
 
 from engine.planner import PlannedEvent, Planner, dedup_key, roles_of
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook, PlaybookSet
-from engine.store import metric_cache, outbox, playbook_state, scan, state, subjects, tasks
+from engine import scan_plan
+from engine.store import changes, metric_cache, outbox, playbook_state, scan, state, subjects, tasks
 from engine.store.metric_cache import MetricCache
 from engine.store.db import Database
 from engine.store.matching import Clock
@@ -44,6 +45,7 @@ class TickResult:
     outcomes: list[PlaybookOutcome]
     dry_run: bool
     run_id: int | None = None
+    scans: dict[str, str] = field(default_factory=dict)    # playbook id -> how its subjects were scanned
 
     @property
     def events(self) -> list[PlannedEvent]:
@@ -70,9 +72,14 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
     if not dry_run:
         with db.engine.begin() as conn:
             run_id = state.start_run(conn, db.schema, kind, clock.now, wall_clock())
+    marks, saved = _scan_marks(db)             # before the metric cache: it must reflect at least these
     cache = build_metric_cache(db, selected, clock)
     slots = _slots(db, selected)
-    candidates = _scan(db, selected, slots, clock, cache)
+    wall = wall_clock()
+    plans = _plans(db, selected, saved, clock, wall, marks)
+    candidates = _scan(db, selected, slots, clock, cache, plans)
+    scan_states = {pb.id: scan_plan.saved_state(pb, plans[pb.id], clock, wall, marks, saved.get(pb.id))
+                   for pb in selected}
     synced = _last_synced(db, settings)
     outcomes = []
     quiet = []
@@ -84,17 +91,18 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
             outcomes.append(PlaybookOutcome(pb.id))
             continue
         outcomes.append(evaluate_playbook(db, settings, pb, clock, run_id=run_id, dry_run=dry_run,
-                                          slot=slots[pb.id], candidates=candidates[pb.id], synced=synced))
+                                          slot=slots[pb.id], candidates=candidates[pb.id], synced=synced,
+                                          scan_state=scan_states[pb.id]))
     if quiet and not dry_run:
         with db.engine.begin() as conn:
             for pb in quiet:
-                _record_state(conn, db, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run)
+                _record_state(conn, db, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run, scan_states[pb.id])
     if run_id is not None:
         with db.engine.begin() as conn:
             detail = {o.playbook: {"matched": o.matched, "events": len(o.events), "planned": o.planned,
                                    "skipped": o.skipped} for o in outcomes}
             state.finish_run(conn, db.schema, run_id, "ok", wall_clock(), detail)
-    return TickResult(clock, outcomes, dry_run, run_id)
+    return TickResult(clock, outcomes, dry_run, run_id, {pid: p.reason for pid, p in plans.items()})
 
 
 def build_metric_cache(db: Database, playbooks: list[CompiledPlaybook], clock: Clock) -> MetricCache | None:
@@ -118,17 +126,52 @@ def _slots(db: Database, playbooks: list[CompiledPlaybook]) -> dict[str, scan.Sl
             return scan.assign_slots(conn, db.schema, [(p.id, p.subject) for p in playbooks])
 
 
-def _scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan.Slot], clock: Clock,
-          cache: MetricCache | None) -> dict[str, tuple[list[str], list[str]]]:
-    """One statement per subject type (per 62 playbooks): playbook id -> (subjects to enter, to resolve)."""
-    groups: dict[tuple[str, int], list[CompiledPlaybook]] = {}
+def _scan_marks(db: Database) -> tuple[changes.Marks, dict[str, dict[str, Any]]]:
+    """The current change marks, and what each playbook's last completed scan saw."""
+    with db.engine.connect() as conn:
+        marks = changes.read_marks(conn, db.schema)
+        saved = {pid: st["scan"] for pid, st in playbook_state.all_states(conn, db.schema).items() if st["scan"]}
+    return marks, saved
+
+
+def _plans(db: Database, playbooks: list[CompiledPlaybook], saved: dict[str, dict[str, Any]], clock: Clock,
+           wall: datetime, marks: changes.Marks) -> dict[str, scan_plan.ScanPlan]:
+    """Each playbook's scan plan; changes-only plans turn full when more rows changed than a full scan costs."""
+    plans = {pb.id: scan_plan.plan(pb, saved.get(pb.id), clock, wall, marks) for pb in playbooks}
+    many: dict[tuple[str, datetime], bool] = {}
+    with db.engine.connect() as conn:
+        sizes: dict[str, int] = {}
+        for pb in playbooks:
+            p = plans[pb.id]
+            if p.full:
+                continue
+            for entity in scan_plan.entities_scanned(pb):
+                since = p.since[entity]
+                if (entity, since) not in many:
+                    cap = scan_plan.full_scan_threshold(entity, lambda e: sizes.setdefault(
+                        e, changes.row_count(conn, db.schema, e)))
+                    many[(entity, since)] = changes.changed_at_least(conn, db.schema, entity, since, cap)
+                if many[(entity, since)]:
+                    plans[pb.id] = scan_plan.ScanPlan(True, f"many {entity} rows changed since the last scan")
+                    break
     for pb in playbooks:
-        groups.setdefault((pb.subject, slots[pb.id].word), []).append(pb)
+        log.debug("playbook %s scan: %s", pb.id, plans[pb.id].reason, extra={"playbook": pb.id})
+    return plans
+
+
+def _scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan.Slot], clock: Clock,
+          cache: MetricCache | None, plans: dict[str, scan_plan.ScanPlan]) -> dict[str, tuple[list[str], list[str]]]:
+    """One statement per subject type, bit word (62 playbooks) and plan kind (full or changes only):
+    playbook id -> (subjects to enter, to resolve)."""
+    groups: dict[tuple[str, int, bool], list[CompiledPlaybook]] = {}
+    for pb in playbooks:
+        groups.setdefault((pb.subject, slots[pb.id].word, plans[pb.id].full), []).append(pb)
     out: dict[str, tuple[list[str], list[str]]] = {pb.id: ([], []) for pb in playbooks}
     with db.engine.connect() as conn:
-        for (subject, word), pbs in groups.items():
+        for (subject, word, full), pbs in groups.items():
             conditions = {slots[p.id].bit: [c.expr for c in p.conditions] for p in pbs}
-            for ch in scan.scan(conn, db.schema, subject, word, conditions, clock, db.dialect, cache):
+            only = None if full else _touched(db, subject, pbs, plans)
+            for ch in scan.scan(conn, db.schema, subject, word, conditions, clock, db.dialect, cache, only):
                 for p in pbs:
                     bit = slots[p.id].value
                     if ch.new & bit and not ch.old & bit:
@@ -138,10 +181,21 @@ def _scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan
     return out
 
 
+def _touched(db: Database, subject: str, pbs: list[CompiledPlaybook], plans: dict[str, scan_plan.ScanPlan]) -> Any:
+    """The subjects changed since the oldest of these playbooks' last scans, and those leaving a cooldown."""
+    since = {e: min(plans[p.id].since[e] for p in pbs) for e in changes.ENTITIES
+             if all(plans[p.id].since[e] is not None for p in pbs)}
+    e = db.schema.episodes
+    cooling = [select(e.c.subject_id.label("id")).where(
+        e.c.playbook_id == p.id, e.c.subject_type == subject, e.c.is_open.is_(False),
+        e.c.resolved_at > plans[p.id].cooldown_from) for p in pbs if plans[p.id].cooldown_from is not None]
+    return changes.subjects_touched(db.schema, subject, since, any(scan_plan.reads_usage(p) for p in pbs), cooling)
+
+
 def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock, *,
                       run_id: int | None, dry_run: bool, slot: scan.Slot,
                       candidates: tuple[list[str], list[str]],
-                      synced: dict[str, datetime]) -> PlaybookOutcome:
+                      synced: dict[str, datetime], scan_state: dict[str, Any] | None = None) -> PlaybookOutcome:
     """One playbook in one transaction: transitions, episode writes, events and outbox rows."""
     schema = db.schema
     result = PlaybookOutcome(pb.id)
@@ -171,7 +225,7 @@ def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, cl
                                     (mend_set, mend_clear))
             result.planned = outbox.plan(conn, schema, rows) if not dry_run else len(rows)
             _record_state(conn, db, pb, clock, "ok", {"events": len(result.events), "planned": result.planned},
-                          dry_run)
+                          dry_run, scan_state)
         except BaseException:
             tx.rollback()
             raise
@@ -196,10 +250,11 @@ def _blocked(db: Database, pb: CompiledPlaybook, clock: Clock, result: PlaybookO
 
 
 def _record_state(conn: Connection, db: Database, pb: CompiledPlaybook, clock: Clock, status: str,
-                  detail: dict[str, Any], dry_run: bool) -> None:
+                  detail: dict[str, Any], dry_run: bool, scan_state: dict[str, Any] | None = None) -> None:
+    """The playbook's latest evaluation; `scan_state` only with a completed one (else the next scan is full)."""
     if not dry_run:
         playbook_state.record(conn, db.schema, pb.id, evaluated_at=wall_clock(), now=clock.now, status=status,
-                              detail=detail, source_hash=pb.source_hash)
+                              detail=detail, source_hash=pb.source_hash, scan=scan_state)
 
 
 def entities_read(pb: CompiledPlaybook) -> set[str]:

@@ -8,6 +8,7 @@ the same `now` still tell their rows apart.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -149,22 +150,24 @@ def touch_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]], 
 
 
 def mark_absent_removed(conn: Connection, table: Table, stamp: datetime, now: datetime) -> int:
-    """Mark removed (removed_at = now) the present rows this sync did not stamp; returns how many."""
+    """Mark removed (removed_at = now) the present rows this sync did not stamp; returns how many.
+
+    They get the sync's stamp too: a removal is a change the next tick must see (engine/scan_plan.py)."""
     absent = or_(table.c.synced_at.is_(None), table.c.synced_at != stamp)
     result = conn.execute(update(table).where(and_(table.c.removed_at.is_(None), absent))
-                          .values(removed_at=now))
+                          .values(removed_at=now, synced_at=stamp))
     return int(result.rowcount or 0)
 
 
 def cascade_removed_accounts(conn: Connection, schema: Schema, now: datetime) -> dict[str, int]:
-    """Mark removed the present contacts and goals of removed accounts; entity -> rows marked."""
+    """Mark removed (and stamp) the present contacts and goals of removed accounts; entity -> rows marked."""
     accounts = schema.accounts
     removed_ids = select(accounts.c.id).where(accounts.c.removed_at.is_not(None)).scalar_subquery()
     counts = {}
     for table in (schema.contacts, schema.goals):
-        result = conn.execute(update(table)
-                              .where(table.c.removed_at.is_(None), table.c.account_id.in_(removed_ids))
-                              .values(removed_at=now))
+        live = and_(table.c.removed_at.is_(None), table.c.account_id.in_(removed_ids))
+        result = conn.execute(update(table).where(live).values(removed_at=now,
+                                                                synced_at=next_stamp(conn, table, now)))
         counts[table.name] = int(result.rowcount or 0)
     return counts
 
@@ -176,13 +179,23 @@ def delete_absent_usage(conn: Connection, table: Table, stamp: datetime) -> int:
 
 
 def record_sync_state(conn: Connection, schema: Schema, entity: str, synced_at: datetime,
-                      rows: int, removed: int) -> None:
-    """Remember when an entity was last synced and how many rows it loaded and removed."""
+                      rows: int, removed: int, stamp: datetime | None = None) -> None:
+    """Remember when an entity was last synced, how many rows it loaded and removed, and — when it
+    removed any — its row stamp as `removed_stamp` (kept until a later sync removes rows again)."""
     table = schema.sync_state
-    stmt = _insert(conn, table).values(entity=entity, synced_at=synced_at, rows=rows, removed=removed)
-    stmt = stmt.on_conflict_do_update(index_elements=["entity"],
-                                      set_={"synced_at": synced_at, "rows": rows, "removed": removed})
-    conn.execute(stmt)
+    values = {"synced_at": synced_at, "rows": rows, "removed": removed}
+    if removed:
+        values["removed_stamp"] = stamp or synced_at
+    stmt = _insert(conn, table).values(entity=entity, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["entity"], set_=values))
+
+
+def lock_entity(conn: Connection, entity: str) -> None:
+    """One sync of an entity at a time (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers),
+    so row stamps grow in commit order and a tick's change marks miss nothing."""
+    if conn.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"sync:{entity}".encode()).digest()[:8], "big", signed=True)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
 def last_synced(conn: Connection, schema: Schema, entity: str) -> datetime | None:

@@ -72,7 +72,7 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
     stamp = conn.execute(select(func.max(u.c.synced_at))).scalar()
     row = conn.execute(select(reg).where(reg.c.name == name)).first()
     if row is not None and stamp is not None and (row.usage_stamp is None or stamp > row.usage_stamp) \
-            and (_rows_were_deleted(conn, schema) or _many_changed(conn, schema, row.usage_stamp)):
+            and (_rows_deleted_since(conn, schema, row.usage_stamp) or _many_changed(conn, schema, row.usage_stamp)):
         # a usage snapshot deleted rows (an account may have lost them all), or rewrote much of the table:
         # recompute everything
         conn.execute(reg.delete().where(reg.c.name == name))
@@ -101,10 +101,11 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
     return cache
 
 
-def _rows_were_deleted(conn: Connection, schema: Schema) -> bool:
+def _rows_deleted_since(conn: Connection, schema: Schema, since: datetime | None) -> bool:
+    """A usage sync deleted rows after the cache's stamp (any sync since, not only the latest)."""
     st = schema.sync_state
-    removed = conn.execute(select(st.c.removed).where(st.c.entity == "usage")).scalar()
-    return bool(removed)
+    removed = conn.execute(select(st.c.removed_stamp).where(st.c.entity == "usage")).scalar()
+    return removed is not None and (since is None or removed > since)
 
 
 def _many_changed(conn: Connection, schema: Schema, since: datetime | None) -> bool:

@@ -12,12 +12,13 @@ from engine.store.schema import Schema
 
 
 def record(conn: Connection, schema: Schema, playbook_id: str, *, evaluated_at: datetime, now: datetime,
-           status: str, detail: dict[str, Any] | None, source_hash: str | None) -> None:
-    """Upsert the latest evaluation of one playbook."""
+           status: str, detail: dict[str, Any] | None, source_hash: str | None,
+           scan: dict[str, Any] | None = None) -> None:
+    """Upsert the latest evaluation of one playbook (`scan`: what its scan saw, engine/scan_plan.py)."""
     t = schema.playbook_state
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(t)
     values = dict(playbook_id=playbook_id, last_evaluated_at=evaluated_at, last_now=now, status=status,
-                  detail=detail, source_hash=source_hash)
+                  detail=detail, source_hash=source_hash, scan=scan)
     conn.execute(ins.values(**values).on_conflict_do_update(
         index_elements=["playbook_id"], set_={k: v for k, v in values.items() if k != "playbook_id"}))
 

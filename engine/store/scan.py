@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, Select, and_, case, delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store.matching import Clock, sql_context, subject_from
@@ -99,8 +99,9 @@ class Change:
 
 
 def scan(conn: Connection, schema: Schema, subject: str, word: int, conditions: dict[int, list[Any]],
-         clock: Clock, dialect: str, cache: MetricCache | None) -> Iterator[Change]:
-    """Subjects whose bits (among the playbooks given as bit -> compiled expressions) should change."""
+         clock: Clock, dialect: str, cache: MetricCache | None, only: Select | None = None) -> Iterator[Change]:
+    """Subjects whose bits (among the playbooks given as bit -> compiled expressions) should change,
+    among all subjects or those whose ids `only` selects."""
     from engine.lang import metric_calls, to_sql
 
     from_, id_col, live = subject_from(schema, subject)
@@ -120,6 +121,8 @@ def scan(conn: Connection, schema: Schema, subject: str, word: int, conditions: 
         new = new + term
     old = func.coalesce(ms.c.mask, 0).op("&")(selected)
     q = select(id_col, old, new).select_from(from_).where(old != new)
+    if only is not None:
+        q = q.where(id_col.in_(only))
     # A plain cursor on purpose: a server-side (streaming) cursor makes PostgreSQL plan for the first rows
     # (cursor_tuple_fraction) and pick nested loops — 100× slower here. Only changed subjects come back.
     for sid, o, n in conn.execute(q):

@@ -93,6 +93,8 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
     Index("ix_contacts_account", contacts.c.account_id)
     Index("ix_contacts_email_lower", func.lower(contacts.c.email))
     Index("ix_goals_account", goals.c.account_id)
+    for table in (accounts, contacts, goals):      # a tick reads what changed since its last scan
+        Index(f"ix_{table.name}_synced_at", table.c.synced_at)
     Index("ix_usage_metric_account_day", usage.c.metric, usage.c.account_id, usage.c.day, usage.c.value)
     Index("ix_usage_synced_at", usage.c.synced_at)
 
@@ -204,6 +206,7 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("synced_at", DateTime, nullable=False),
         Column("rows", Integer, nullable=False),
         Column("removed", Integer, nullable=False),
+        Column("removed_stamp", DateTime, nullable=True),    # stamp of the latest sync that removed rows
     )
     suppressions = Table(
         "suppressions", md,
@@ -227,6 +230,7 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("status", String, nullable=False),               # ok | blocked | stale | error
         Column("detail", JSON, nullable=True),
         Column("source_hash", String, nullable=True),
+        Column("scan", JSON, nullable=True),                    # engine/scan_plan.py: what the last scan saw
     )
     metric_caches = Table(
         "metric_caches", md,                                     # tables built by store/metric_cache.py

@@ -169,6 +169,7 @@ class _EntitySync:
 
     def _load(self, conn: Connection) -> None:
         schema = self.db.schema
+        store.lock_entity(conn, self.entity)
         self.stamp = store.next_stamp(conn, self.table, self.now)
         self.before = store.count_rows(conn, self.table)
         accounts = None if self.entity == "accounts" else store.account_states(conn, schema)
@@ -276,5 +277,5 @@ class _EntitySync:
             # rows of removed accounts are removed too (a contacts snapshot may still list them)
             cascaded = store.cascade_removed_accounts(conn, schema, self.now)
             report.cascaded = cascaded if self.entity == "accounts" else {}
-        store.record_sync_state(conn, schema, self.entity, self.now, report.loaded, report.removed)
+        store.record_sync_state(conn, schema, self.entity, self.now, report.loaded, report.removed, self.stamp)
         store.analyze(conn, self.table)

@@ -1,0 +1,110 @@
+"""Which subjects a tick evaluates for a playbook: all of them, or only those whose data changed.
+
+A playbook's verdict on a subject depends only on the subject's row, its account's row, the
+account's usage (through metric windows) and the clock. Its match bits (store/scan.py) record the
+verdict of its last scan. Between two scans on the same day, with the same playbook, the verdict can
+change only for the subjects whose rows a sync stamped since that scan (store/changes.py) — plus
+the subjects a cooldown kept out, whose cooldown may have ended. So a tick evaluates just those,
+and on a steady hour that is about the 1% that changed instead of every subject.
+
+A full scan runs instead whenever that reasoning does not hold or is not worth it:
+
+- the first scan of a playbook, or a playbook whose conditions (or the time zone) changed;
+- a new day: metric windows and date arithmetic move for everyone;
+- conditions that read `now`, which moves at every tick;
+- a clock that went backwards (`run --now` in the past);
+- usage rows deleted by a snapshot sync (no row is left to carry a stamp);
+- more changed rows than a full scan costs;
+- the previous evaluation did not complete (blocked, stale data) or is a day old.
+
+What a scan saw is kept per playbook in `playbook_state.scan` and only written when the playbook's
+evaluation commits, so a rolled-back or dry evaluation leaves the next tick to look again."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from engine.lang import metric_calls
+from engine.lang.ast import Now, walk
+from engine.spec.compiled import CompiledPlaybook
+from engine.store.changes import Marks
+from engine.store.matching import Clock
+
+FULL_SCAN_EVERY = timedelta(days=1)
+MIN_FULL_SCAN_CHANGES = 1000      # fewer changed rows never justify a full scan
+OWN_TABLE = {"account": "accounts", "contact": "contacts", "goal": "goals"}
+
+
+@dataclass(frozen=True)
+class ScanPlan:
+    """How one playbook's subjects are found this tick."""
+
+    full: bool
+    reason: str                                   # why a full scan, or "changes only"
+    since: dict[str, datetime] | None = None      # the marks of the last scan (when not full)
+    cooldown_from: datetime | None = None         # closed episodes resolved after this may re-enter now
+
+
+def fingerprint(pb: CompiledPlaybook, clock: Clock) -> str:
+    """What a playbook's verdicts depend on besides data and the date: subject, conditions, time zone."""
+    text = repr((pb.subject, clock.timezone, [c.expr for c in pb.conditions]))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def reads_usage(pb: CompiledPlaybook) -> bool:
+    return any(metric_calls(c.expr) for c in pb.conditions)
+
+
+def reads_now(pb: CompiledPlaybook) -> bool:
+    return any(isinstance(node, Now) for c in pb.conditions for node in walk(c.expr))
+
+
+def entities_scanned(pb: CompiledPlaybook) -> list[str]:
+    """The tables whose changes can change this playbook's verdicts."""
+    return sorted({"accounts", OWN_TABLE[pb.subject], *(["usage"] if reads_usage(pb) else [])})
+
+
+def full_scan_threshold(entity: str, size: Callable[[str], int]) -> int:
+    """Changed rows of `entity` from which a full scan costs less than looking up the changed subjects:
+    a tenth of the table, or for usage two rows per account (a few days of one metric for most accounts)."""
+    if entity == "usage":
+        return max(MIN_FULL_SCAN_CHANGES, 2 * size("accounts"))
+    return max(MIN_FULL_SCAN_CHANGES, size(entity) // 10)
+
+
+def plan(pb: CompiledPlaybook, saved: dict[str, Any] | None, clock: Clock, wall: datetime,
+         marks: Marks) -> ScanPlan:
+    """Full scan or changes only, for one playbook, from what its last scan saw (`saved`)."""
+    if not saved:
+        return ScanPlan(True, "first scan (or the last evaluation did not complete)")
+    if saved.get("fingerprint") != fingerprint(pb, clock):
+        return ScanPlan(True, "conditions changed")
+    if reads_now(pb):
+        return ScanPlan(True, "conditions read `now`")
+    if saved.get("today") != clock.today.isoformat():
+        return ScanPlan(True, "new day")
+    last_now = datetime.fromisoformat(saved["now"])
+    if clock.now < last_now:
+        return ScanPlan(True, "clock earlier than the last scan")
+    if wall - datetime.fromisoformat(saved["full_at"]) >= FULL_SCAN_EVERY:
+        return ScanPlan(True, "daily full scan")
+    since = Marks.parse(saved.get("marks") or {})
+    for entity in entities_scanned(pb):
+        if since[entity] is None:
+            return ScanPlan(True, f"no {entity} rows at the last scan")
+    if reads_usage(pb) and marks.usage_removed is not None and marks.usage_removed > since["usage"]:
+        return ScanPlan(True, "usage rows deleted since the last scan")
+    cooldown = pb.spec.cooldown_seconds
+    return ScanPlan(False, "changes only", since,
+                    last_now - timedelta(seconds=cooldown) if cooldown else None)
+
+
+def saved_state(pb: CompiledPlaybook, plan_: ScanPlan, clock: Clock, wall: datetime, marks: Marks,
+                saved: dict[str, Any] | None) -> dict[str, Any]:
+    """What to keep in playbook_state.scan once this tick's evaluation of `pb` commits."""
+    full_at = wall.isoformat() if plan_.full or not saved else saved["full_at"]
+    return {"fingerprint": fingerprint(pb, clock), "today": clock.today.isoformat(), "now": clock.now.isoformat(),
+            "full_at": full_at, "marks": marks.as_json()}

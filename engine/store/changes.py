@@ -1,0 +1,79 @@
+"""What changed since an earlier tick, read from the row stamps syncs write (`synced_at`).
+
+Every row a sync writes, and every row it marks removed, carries that sync's stamp, and stamps of a
+table grow in commit order (store/entities.py: next_stamp, lock_entity). So the newest stamp of
+each table, read before a tick evaluates, is a mark: the rows changed after it are exactly the rows
+stamped later. engine/scan_plan.py decides from these marks which subjects a tick must evaluate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, DateTime, Select, func, select, type_coerce, union
+
+from engine.store.schema import Schema
+
+ENTITIES = ("accounts", "contacts", "goals", "usage")
+
+
+@dataclass(frozen=True)
+class Marks:
+    """The newest row stamp of every synced table (None: no stamped rows), and of the latest usage
+    sync that deleted rows."""
+
+    stamps: dict[str, datetime | None]
+    usage_removed: datetime | None
+
+    def as_json(self) -> dict[str, str | None]:
+        return {e: (v.isoformat() if v else None) for e, v in self.stamps.items()}
+
+    @staticmethod
+    def parse(raw: dict[str, Any]) -> dict[str, datetime | None]:
+        return {e: (datetime.fromisoformat(raw[e]) if raw.get(e) else None) for e in ENTITIES}
+
+
+def _datetime(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def read_marks(conn: Connection, schema: Schema) -> Marks:
+    """The current marks (each an index lookup)."""
+    stamps = {}
+    for entity in ENTITIES:
+        col = schema.entity(entity).c.synced_at
+        stamps[entity] = _datetime(conn.scalar(select(type_coerce(func.max(col), DateTime))))
+    st = schema.sync_state
+    removed = conn.scalar(select(st.c.removed_stamp).where(st.c.entity == "usage"))
+    return Marks(stamps, _datetime(removed))
+
+
+def row_count(conn: Connection, schema: Schema, entity: str) -> int:
+    return int(conn.scalar(select(func.count()).select_from(schema.entity(entity))) or 0)
+
+
+def changed_at_least(conn: Connection, schema: Schema, entity: str, since: datetime, cap: int) -> bool:
+    """Whether at least `cap` rows of the table were stamped after `since` (reads at most `cap`)."""
+    t = schema.entity(entity)
+    probe = select(t.c.synced_at).where(t.c.synced_at > since).limit(cap).subquery()
+    return (conn.scalar(select(func.count()).select_from(probe)) or 0) >= cap
+
+
+def subjects_touched(schema: Schema, subject: str, since: dict[str, datetime], usage: bool,
+                     extra: list[Select] = ()) -> Select:
+    """SELECT of the ids of the `subject`s whose own row, account row or (with `usage`) account usage
+    was stamped after `since`, plus the ids the `extra` selects give."""
+    a, u = schema.accounts, schema.usage
+    accounts: list[Select] = [select(a.c.id).where(a.c.synced_at > since["accounts"])]
+    if usage:
+        accounts.append(select(u.c.account_id.label("id")).where(u.c.synced_at > since["usage"]))
+    if subject == "account":
+        parts = [*accounts, *extra]
+    else:
+        t = schema.contacts if subject == "contact" else schema.goals
+        entity = "contacts" if subject == "contact" else "goals"
+        via = union(*accounts) if len(accounts) > 1 else accounts[0]
+        parts = [select(t.c.id).where(t.c.synced_at > since[entity]),
+                 select(t.c.id).where(t.c.account_id.in_(via)), *extra]
+    return union(*parts) if len(parts) > 1 else parts[0]
