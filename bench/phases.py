@@ -106,6 +106,7 @@ def tick(config: str, now: str, label: str = "tick") -> dict[str, Any]:
             "rows_written": {"episodes": after["episodes_at_now"], "events": after["events"] - before["events"],
                              "outbox": after["outbox"] - before["outbox"]},
             "scans": dict(Counter(result.scans.values())),
+            "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "slowest": [{"playbook": p, "seconds": round(s, 3)} for p, s in per_pb[:10]],
             "per_playbook_s": {p: round(s, 4) for p, s in per_pb}, "open_episodes": open_by}
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select, text, tuple_
 
 from engine.planner import PlannedEvent, Planner, dedup_key, roles_of
 from engine.settings import Settings
@@ -46,6 +48,7 @@ class TickResult:
     dry_run: bool
     run_id: int | None = None
     scans: dict[str, str] = field(default_factory=dict)    # playbook id -> how its subjects were scanned
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step (Stopwatch)
 
     @property
     def events(self) -> list[PlannedEvent]:
@@ -58,6 +61,18 @@ class TickResult:
         return {"now": now, "events": [e.as_json() for e in self.events]}
 
 
+class Stopwatch(dict):
+    """Seconds spent per named step: `with watch("scan"): ...` (steps repeat and add up)."""
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = self.get(name, 0.0) + time.perf_counter() - started
+
+
 def wall_clock() -> datetime:
     """Current time as naive UTC (how the store keeps instants)."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -68,16 +83,21 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
              on_playbook: Callable[[str], None] | None = None) -> TickResult:
     """Evaluate the enabled (or selected) playbooks at `clock` and plan their actions."""
     selected = [p for p in playbooks.valid if (p.id in only if only else p.spec.enabled)]
+    watch = Stopwatch()
     run_id = None
     if not dry_run:
         with db.engine.begin() as conn:
             run_id = state.start_run(conn, db.schema, kind, clock.now, wall_clock())
-    marks, saved = _scan_marks(db)             # before the metric cache: it must reflect at least these
-    cache = build_metric_cache(db, selected, clock)
-    slots = _slots(db, selected)
-    wall = wall_clock()
-    plans = _plans(db, selected, saved, clock, wall, marks)
-    candidates = _scan(db, selected, slots, clock, cache, plans)
+    with watch("marks"):
+        marks, saved = _scan_marks(db)         # before the metric cache: it must reflect at least these
+    with watch("metric windows"):
+        cache = build_metric_cache(db, selected, clock)
+    with watch("plans"):
+        slots = _slots(db, selected)
+        wall = wall_clock()
+        plans = _plans(db, selected, saved, clock, wall, marks)
+    with watch("scan"):
+        candidates = _scan(db, selected, slots, clock, cache, plans)
     scan_states = {pb.id: scan_plan.saved_state(pb, plans[pb.id], clock, wall, marks, saved.get(pb.id))
                    for pb in selected}
     synced = _last_synced(db, settings)
@@ -92,17 +112,19 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
             continue
         outcomes.append(evaluate_playbook(db, settings, pb, clock, run_id=run_id, dry_run=dry_run,
                                           slot=slots[pb.id], candidates=candidates[pb.id], synced=synced,
-                                          scan_state=scan_states[pb.id]))
-    if quiet and not dry_run:
-        with db.engine.begin() as conn:
-            for pb in quiet:
-                _record_state(conn, db, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run, scan_states[pb.id])
-    if run_id is not None:
-        with db.engine.begin() as conn:
-            detail = {o.playbook: {"matched": o.matched, "events": len(o.events), "planned": o.planned,
-                                   "skipped": o.skipped} for o in outcomes}
-            state.finish_run(conn, db.schema, run_id, "ok", wall_clock(), detail)
-    return TickResult(clock, outcomes, dry_run, run_id, {pid: p.reason for pid, p in plans.items()})
+                                          scan_state=scan_states[pb.id], watch=watch))
+    with watch("record"):
+        if quiet and not dry_run:
+            with db.engine.begin() as conn:
+                for pb in quiet:
+                    _record_state(conn, db, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run,
+                                  scan_states[pb.id])
+        if run_id is not None:
+            with db.engine.begin() as conn:
+                detail = {o.playbook: {"matched": o.matched, "events": len(o.events), "planned": o.planned,
+                                       "skipped": o.skipped} for o in outcomes}
+                state.finish_run(conn, db.schema, run_id, "ok", wall_clock(), detail)
+    return TickResult(clock, outcomes, dry_run, run_id, {pid: p.reason for pid, p in plans.items()}, dict(watch))
 
 
 def build_metric_cache(db: Database, playbooks: list[CompiledPlaybook], clock: Clock) -> MetricCache | None:
@@ -195,9 +217,11 @@ def _touched(db: Database, subject: str, pbs: list[CompiledPlaybook], plans: dic
 def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock, *,
                       run_id: int | None, dry_run: bool, slot: scan.Slot,
                       candidates: tuple[list[str], list[str]],
-                      synced: dict[str, datetime], scan_state: dict[str, Any] | None = None) -> PlaybookOutcome:
+                      synced: dict[str, datetime], scan_state: dict[str, Any] | None = None,
+                      watch: Stopwatch | None = None) -> PlaybookOutcome:
     """One playbook in one transaction: transitions, episode writes, events and outbox rows."""
     schema = db.schema
+    watch = watch if watch is not None else Stopwatch()
     result = PlaybookOutcome(pb.id)
     with db.engine.connect() as conn:
         conn.info["immediate"] = True
@@ -211,28 +235,32 @@ def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, cl
                 _record_state(conn, db, pb, clock, "stale", {"reason": stale}, dry_run)
                 tx.commit()
                 return result
-            changes, mend_set, mend_clear = state.decide(
-                conn, schema, pb.id, pb.subject, candidates[0], candidates[1], clock.now,
-                repeat_s=pb.spec.repeat_seconds, cooldown_s=pb.spec.cooldown_seconds,
-                max_episodes=pb.spec.max_episodes)
-            rows = _plan(conn, db, settings, pb, clock, changes, result)
+            with watch("decide"):
+                changes, mend_set, mend_clear = state.decide(
+                    conn, schema, pb.id, pb.subject, candidates[0], candidates[1], clock.now,
+                    repeat_s=pb.spec.repeat_seconds, cooldown_s=pb.spec.cooldown_seconds,
+                    max_episodes=pb.spec.max_episodes)
+            with watch("plan actions"):
+                rows = _plan(conn, db, settings, pb, clock, changes, result)
             limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
             planned_actions = sum(1 for r in rows if r["kind"] != "task_close")
             if limit is not None and planned_actions > limit:
                 tx.rollback()
                 return _blocked(db, pb, clock, result, planned_actions, limit, dry_run)
-            state.apply_transitions(conn, schema, pb.id, pb.subject, changes, clock.now, run_id, slot,
-                                    (mend_set, mend_clear))
-            result.planned = outbox.plan(conn, schema, rows) if not dry_run else len(rows)
-            _record_state(conn, db, pb, clock, "ok", {"events": len(result.events), "planned": result.planned},
-                          dry_run, scan_state)
+            with watch("write"):
+                state.apply_transitions(conn, schema, pb.id, pb.subject, changes, clock.now, run_id, slot,
+                                        (mend_set, mend_clear))
+                result.planned = outbox.plan(conn, schema, rows) if not dry_run else len(rows)
+                _record_state(conn, db, pb, clock, "ok",
+                              {"events": len(result.events), "planned": result.planned}, dry_run, scan_state)
         except BaseException:
             tx.rollback()
             raise
-        if dry_run:
-            tx.rollback()
-        else:
-            tx.commit()
+        with watch("commit"):
+            if dry_run:
+                tx.rollback()
+            else:
+                tx.commit()
     return result
 
 
@@ -321,33 +349,40 @@ def _plan(conn: Connection, db: Database, settings: Settings, pb: CompiledPlaybo
     contacts = (subjects.contacts_with_roles(conn, schema, {r["account"]["id"] for r in recs.values()
                                                             if r.get("account")}, roles) if roles else {})
     planner = Planner(settings, pb, clock, wall_clock())
+    closes = _close_tasks(conn, db, pb, [t for t in changes if t.event == "resolve"], planner, clock)
     rows: list[dict[str, Any]] = []
     for t in changes:
         event, planned = planner.plan(t, recs.get(t.subject_id, {}), contacts)
         rows += planned
-        if t.event == "resolve":
-            rows += _close_tasks(conn, db, pb, t, planner, clock)
+        rows += closes.get((t.subject_id, t.episode), [])
         result.events.append(event)
     return rows
 
 
-def _close_tasks(conn: Connection, db: Database, pb: CompiledPlaybook, t: state.Transition, planner: Planner,
-                 clock: Clock) -> list[dict[str, Any]]:
-    """On resolve: cancel task actions not yet delivered, and plan closing the tasks already created."""
+def _close_tasks(conn: Connection, db: Database, pb: CompiledPlaybook, resolves: list[state.Transition],
+                 planner: Planner, clock: Clock) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """On resolve: cancel task actions not yet delivered, and plan closing the tasks already created
+    ((subject id, episode) -> its task_close rows)."""
+    closable = sorted({a.index for a in pb.actions if a.kind == "task" and a.spec.close_on_resolve})
+    if not closable or not resolves:
+        return {}
     schema = db.schema
     o = schema.outbox
-    closable = {a.index for a in pb.actions if a.kind == "task" and a.spec.close_on_resolve}
-    if not closable:
-        return []
-    outbox.cancel_open(conn, schema, (o.c.playbook_id == pb.id) & (o.c.subject_type == pb.subject)
-                       & (o.c.subject_id == t.subject_id) & (o.c.episode == t.episode) & (o.c.kind == "task")
-                       & o.c.action_index.in_(closable), clock.now, "episode resolved before delivery")
-    rows = []
-    for task in tasks.open_for_episode(conn, schema, pb.id, pb.subject, t.subject_id, t.episode):
+    episodes = [(t.subject_id, t.episode) for t in resolves]
+    for i in range(0, len(episodes), 500):
+        part = episodes[i:i + 500]
+        outbox.cancel_open(conn, schema, (o.c.playbook_id == pb.id) & (o.c.subject_type == pb.subject)
+                           & o.c.subject_id.in_([sid for sid, _ in part])
+                           & tuple_(o.c.subject_id, o.c.episode).in_(part) & (o.c.kind == "task")
+                           & o.c.action_index.in_(closable), clock.now, "episode resolved before delivery")
+    by_episode = {(t.subject_id, t.episode): t for t in resolves}
+    out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for task in tasks.open_for_episodes(conn, schema, pb.id, pb.subject, episodes):
+        t = by_episode[(task["subject_id"], task["episode"])]
         key = dedup_key(pb.id, pb.subject, t.subject_id, t.episode, "close", task["id"])
         row = planner.base_row(key, t, "close", pb.actions[0])
         row.update(kind="task_close", connector=task["connector"], action_index=-1,
                    payload={"task_key": task["dedup_key"], "external_id": task["external_id"],
                             "title": task["title"]})
-        rows.append(row)
-    return rows
+        out.setdefault((t.subject_id, t.episode), []).append(row)
+    return out

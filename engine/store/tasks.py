@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store.schema import Schema
@@ -26,14 +26,18 @@ def create_many(conn: Connection, schema: Schema, rows: list[dict[str, Any]]) ->
         conn.execute(ins.on_conflict_do_nothing(index_elements=["dedup_key"]), rows)
 
 
-def open_for_episode(conn: Connection, schema: Schema, playbook_id: str, subject_type: str, subject_id: str,
-                     episode: int) -> list[dict]:
-    """Open tasks an episode created that should close when it resolves."""
+def open_for_episodes(conn: Connection, schema: Schema, playbook_id: str, subject_type: str,
+                      episodes: list[tuple[str, int]]) -> list[dict]:
+    """Open tasks these (subject id, episode) pairs created that should close when they resolve, in id order."""
     t = schema.tasks
-    q = select(t).where(t.c.playbook_id == playbook_id, t.c.subject_type == subject_type,
-                        t.c.subject_id == subject_id, t.c.episode == episode, t.c.status == "open",
-                        t.c.close_on_resolve.is_(True))
-    return [dict(r) for r in conn.execute(q).mappings()]
+    out: list[dict] = []
+    for i in range(0, len(episodes), 500):
+        part = episodes[i:i + 500]
+        q = select(t).where(t.c.playbook_id == playbook_id, t.c.subject_type == subject_type,
+                            t.c.subject_id.in_([sid for sid, _ in part]), tuple_(t.c.subject_id, t.c.episode).in_(part),
+                            t.c.status == "open", t.c.close_on_resolve.is_(True)).order_by(t.c.id)
+        out += [dict(r) for r in conn.execute(q).mappings()]
+    return out
 
 
 def close(conn: Connection, schema: Schema, dedup_key: str, now: datetime) -> bool:
