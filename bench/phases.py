@@ -87,7 +87,7 @@ def tick(config: str, now: str, label: str = "tick") -> dict[str, Any]:
             say(f"{label}: {len(marks)}/{count} playbooks, {marks[-1][1] - started_tick:.1f}s")
 
     started_tick = time.perf_counter()
-    result = run_tick(db, settings, pbs, clock, on_playbook=on_playbook)
+    result = run_tick(db, settings, pbs, clock, on_playbook=on_playbook, keep_events=False)
     seconds = time.perf_counter() - started_tick
     ends = [t for _, t in marks[1:]] + [started_tick + seconds]
     per_pb = sorted(((pid, end - t) for (pid, t), end in zip(marks, ends)), key=lambda x: -x[1])
@@ -97,8 +97,9 @@ def tick(config: str, now: str, label: str = "tick") -> dict[str, Any]:
         open_by = {pid: n for pid, n in conn.execute(select(e.c.playbook_id, func.count())
                                                      .where(e.c.is_open.is_(True)).group_by(e.c.playbook_id))}
     events: dict[str, int] = {}
-    for ev in result.events:
-        events[ev.event] = events.get(ev.event, 0) + 1
+    for o in result.outcomes:
+        for kind, n in o.counts.items():
+            events[kind] = events.get(kind, 0) + n
     app.close()
     return {"seconds": seconds, "load_s": load_s, "playbooks": count, "events": events,
             "planned": sum(o.planned for o in result.outcomes),

@@ -158,9 +158,9 @@ class Service:
             try:
                 only = PlaybookSet((pb,), ())
                 result = run_tick(self.app.db, self.app.settings, only, make_clock(self.app.settings),
-                                  kind="scheduled")
+                                  kind="scheduled", keep_events=False)
                 o = result.outcomes[0]
-                log.info("evaluated", extra={"playbook": pb.id, "run_id": result.run_id, "events": len(o.events),
+                log.info("evaluated", extra={"playbook": pb.id, "run_id": result.run_id, "events": dict(o.counts),
                                              "planned": o.planned, "skipped": o.skipped,
                                              "seconds": round(time.perf_counter() - started, 3)})
             except Exception:  # noqa: BLE001 - one failing playbook must not stop the service

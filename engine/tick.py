@@ -9,6 +9,7 @@ import hashlib
 import logging
 import time
 from contextlib import contextmanager
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
@@ -34,7 +35,8 @@ class PlaybookOutcome:
 
     playbook: str
     matched: int | None = None
-    events: list[PlannedEvent] = field(default_factory=list)
+    events: list[PlannedEvent] = field(default_factory=list)   # kept only when run_tick(keep_events=True)
+    counts: Counter = field(default_factory=Counter)            # event kind -> how many
     planned: int = 0
     skipped: str | None = None
 
@@ -79,9 +81,12 @@ def wall_clock() -> datetime:
 
 
 def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Clock, *, dry_run: bool = False,
-             only: set[str] | None = None, kind: str = "run",
+             only: set[str] | None = None, kind: str = "run", keep_events: bool = True,
              on_playbook: Callable[[str], None] | None = None) -> TickResult:
-    """Evaluate the enabled (or selected) playbooks at `clock` and plan their actions."""
+    """Evaluate the enabled (or selected) playbooks at `clock` and plan their actions.
+
+    With keep_events=False (the service, the benchmark) only counts are kept, so memory does not
+    grow with the number of transitions."""
     selected = [p for p in playbooks.valid if (p.id in only if only else p.spec.enabled)]
     watch = Stopwatch()
     run_id = None
@@ -112,7 +117,7 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
             continue
         outcomes.append(evaluate_playbook(db, settings, pb, clock, run_id=run_id, dry_run=dry_run,
                                           slot=slots[pb.id], candidates=candidates[pb.id], synced=synced,
-                                          scan_state=scan_states[pb.id], watch=watch))
+                                          scan_state=scan_states[pb.id], watch=watch, keep_events=keep_events))
     with watch("record"):
         if quiet and not dry_run:
             with db.engine.begin() as conn:
@@ -121,7 +126,7 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
                                   scan_states[pb.id])
         if run_id is not None:
             with db.engine.begin() as conn:
-                detail = {o.playbook: {"matched": o.matched, "events": len(o.events), "planned": o.planned,
+                detail = {o.playbook: {"matched": o.matched, "events": sum(o.counts.values()), "planned": o.planned,
                                        "skipped": o.skipped} for o in outcomes}
                 state.finish_run(conn, db.schema, run_id, "ok", wall_clock(), detail)
     return TickResult(clock, outcomes, dry_run, run_id, {pid: p.reason for pid, p in plans.items()}, dict(watch))
@@ -218,11 +223,15 @@ def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, cl
                       run_id: int | None, dry_run: bool, slot: scan.Slot,
                       candidates: tuple[list[str], list[str]],
                       synced: dict[str, datetime], scan_state: dict[str, Any] | None = None,
-                      watch: Stopwatch | None = None) -> PlaybookOutcome:
-    """One playbook in one transaction: transitions, episode writes, events and outbox rows."""
+                      watch: Stopwatch | None = None, keep_events: bool = True) -> PlaybookOutcome:
+    """One playbook in one transaction: transitions, episode writes, events and outbox rows.
+
+    Candidates go through in chunks of CHUNK subjects (decide, plan, write), so memory stays flat
+    however many subjects change; the transaction still spans them all."""
     schema = db.schema
     watch = watch if watch is not None else Stopwatch()
     result = PlaybookOutcome(pb.id)
+    limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
     with db.engine.connect() as conn:
         conn.info["immediate"] = True
         tx = conn.begin()
@@ -235,24 +244,23 @@ def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, cl
                 _record_state(conn, db, pb, clock, "stale", {"reason": stale}, dry_run)
                 tx.commit()
                 return result
-            with watch("decide"):
-                changes, mend_set, mend_clear = state.decide(
-                    conn, schema, pb.id, pb.subject, candidates[0], candidates[1], clock.now,
-                    repeat_s=pb.spec.repeat_seconds, cooldown_s=pb.spec.cooldown_seconds,
-                    max_episodes=pb.spec.max_episodes)
-            with watch("plan actions"):
-                rows = _plan(conn, db, settings, pb, clock, changes, result)
-            limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
-            planned_actions = sum(1 for r in rows if r["kind"] != "task_close")
-            if limit is not None and planned_actions > limit:
-                tx.rollback()
-                return _blocked(db, pb, clock, result, planned_actions, limit, dry_run)
+            planned_actions = 0
+            for changes, mend in _transitions(conn, schema, pb, clock, candidates, watch):
+                with watch("plan actions"):
+                    rows = _plan(conn, db, settings, pb, clock, changes, result, keep_events)
+                planned_actions += sum(1 for r in rows if r["kind"] != "task_close")
+                if limit is not None and planned_actions > limit:
+                    tx.rollback()
+                    return _blocked(db, pb, clock, result, _count_all(db, pb, clock, candidates, watch), limit,
+                                    dry_run)
+                with watch("write"):
+                    state.apply_transitions(conn, schema, pb.id, pb.subject, changes, clock.now, run_id, slot, mend)
+                    result.planned += outbox.plan(conn, schema, rows) if not dry_run else len(rows)
+            result.events.sort(key=lambda e: (e.subject, e.event))
             with watch("write"):
-                state.apply_transitions(conn, schema, pb.id, pb.subject, changes, clock.now, run_id, slot,
-                                        (mend_set, mend_clear))
-                result.planned = outbox.plan(conn, schema, rows) if not dry_run else len(rows)
                 _record_state(conn, db, pb, clock, "ok",
-                              {"events": len(result.events), "planned": result.planned}, dry_run, scan_state)
+                              {"events": sum(result.counts.values()), "planned": result.planned}, dry_run,
+                              scan_state)
         except BaseException:
             tx.rollback()
             raise
@@ -264,13 +272,46 @@ def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, cl
     return result
 
 
+CHUNK = 5000
+
+
+def _transitions(conn: Connection, schema: Any, pb: CompiledPlaybook, clock: Clock,
+                 candidates: tuple[list[str], list[str]], watch: Stopwatch
+                 ) -> Iterator[tuple[list[state.Transition], tuple[list[str], list[str]]]]:
+    """(transitions, bits to mend) chunk by chunk: enters and resolves in subject order, then repeats."""
+    enter, resolve = set(candidates[0]), set(candidates[1])
+    ids = sorted(enter | resolve)
+    for i in range(0, len(ids), CHUNK):
+        part = ids[i:i + CHUNK]
+        with watch("decide"):
+            changes, mend_set, mend_clear = state.decide(
+                conn, schema, pb.id, pb.subject, [x for x in part if x in enter], [x for x in part if x in resolve],
+                clock.now, repeat_s=None, cooldown_s=pb.spec.cooldown_seconds, max_episodes=pb.spec.max_episodes)
+        yield changes, (mend_set, mend_clear)
+    if pb.spec.repeat_seconds is not None:
+        with watch("decide"):
+            due = state.repeats_due(conn, schema, pb.id, pb.subject, clock.now, pb.spec.repeat_seconds, resolve)
+        for i in range(0, len(due), CHUNK):
+            yield due[i:i + CHUNK], ([], [])
+
+
+def _count_all(db: Database, pb: CompiledPlaybook, clock: Clock, candidates: tuple[list[str], list[str]],
+               watch: Stopwatch) -> int:
+    """How many actions the whole evaluation would plan (for the blocked alert), counted without writing."""
+    total = 0
+    with db.engine.connect() as conn:
+        for changes, _ in _transitions(conn, db.schema, pb, clock, candidates, watch):
+            total += sum(len(pb.on_resolve) if t.event == "resolve" else len(pb.actions) for t in changes)
+    return total
+
+
 def _blocked(db: Database, pb: CompiledPlaybook, clock: Clock, result: PlaybookOutcome, planned: int, limit: int,
              dry_run: bool) -> PlaybookOutcome:
     """Safety rail: a run that would plan more than max_actions_per_run plans nothing and raises an alert."""
     reason = (f"blocked: would plan {planned} actions, more than max_actions_per_run ({limit}); nothing was "
               f"planned — check the playbook's filters, or raise the limit")
     log.error("ALERT playbook %s %s", pb.id, reason, extra={"playbook": pb.id, "alert": "max_actions_per_run"})
-    result.events, result.planned, result.skipped = [], 0, reason
+    result.events, result.counts, result.planned, result.skipped = [], Counter(), 0, reason
     if not dry_run:
         with db.engine.begin() as conn:
             _record_state(conn, db, pb, clock, "blocked", {"reason": reason, "would_plan": planned}, False)
@@ -340,7 +381,7 @@ def _lock(conn: Connection, playbook_id: str) -> None:
 
 
 def _plan(conn: Connection, db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock,
-          changes: list[state.Transition], result: PlaybookOutcome) -> list[dict[str, Any]]:
+          changes: list[state.Transition], result: PlaybookOutcome, keep_events: bool = True) -> list[dict[str, Any]]:
     schema = db.schema
     if not changes:
         return []
@@ -355,7 +396,9 @@ def _plan(conn: Connection, db: Database, settings: Settings, pb: CompiledPlaybo
         event, planned = planner.plan(t, recs.get(t.subject_id, {}), contacts)
         rows += planned
         rows += closes.get((t.subject_id, t.episode), [])
-        result.events.append(event)
+        result.counts[t.event] += 1
+        if keep_events:
+            result.events.append(event)
     return rows
 
 

@@ -133,3 +133,41 @@ def test_mixed_planned_and_suppressed_rows_keep_their_reasons(ws_sqlite: Workspa
     assert emails[other]["status"] == "suppressed"
     assert emails[other]["last_error"].startswith("no recipient")
     assert emails[other]["finished_at"] is not None
+
+
+REPEATING = """
+id: rep
+name: Repeating
+trigger: {{when: account.arr < 100}}
+repeat: 1d
+max_actions_per_run: {limit}
+actions:
+  - slack: {{channel: "#cs", text: "{{{{ account.name }}}}"}}
+  - slack: {{channel: "#cs", text: "again {{{{ account.name }}}}"}}
+on_resolve:
+  - slack: {{channel: "#cs", text: "{{{{ account.name }}}} grew"}}
+"""
+
+
+@pytest.mark.parametrize("chunk", [2, 5000])
+def test_chunked_evaluation_plans_what_one_pass_plans(ws_sqlite: Workspace, monkeypatch: pytest.MonkeyPatch,
+                                                      chunk: int) -> None:
+    """Candidates go through decide/plan/write in chunks; the result must not depend on the chunk size."""
+    import engine.tick
+
+    monkeypatch.setattr(engine.tick, "CHUNK", chunk)
+    ws = ws_sqlite
+    ws.playbook("rep", REPEATING.format(limit=100))
+    ws.data("accounts", [{"id": f"A{i}", "name": f"N{i}", "arr": 10} for i in range(7)])
+    ws.sync()
+    assert ws.events("2026-03-02T09:00") == [("rep", f"account:A{i}", "enter", 1) for i in range(7)]
+    ws.data("accounts", [{"id": f"A{i}", "name": f"N{i}", "arr": 10 if i % 2 else 500} for i in range(7)])
+    ws.sync()
+    assert ws.events("2026-03-03T09:00") == sorted(
+        [("rep", f"account:A{i}", "resolve", 1) for i in range(0, 7, 2)]
+        + [("rep", f"account:A{i}", "repeat", 1) for i in range(1, 7, 2)])
+    assert len(ws.outbox_rows()) == 7 * 2 + 4 + 3 * 2
+    ws.playbook("rep", REPEATING.format(limit=5))      # 6 repeat actions due: blocked, all chunks rolled back
+    r = ws.cli("run", "--now", "2026-03-04T09:00", "--format", "json")
+    assert "rep: blocked: would plan 6 actions, more than max_actions_per_run (5)" in r.stderr
+    assert len(ws.outbox_rows()) == 7 * 2 + 4 + 3 * 2

@@ -58,12 +58,19 @@ def decide(conn: Connection, schema: Schema, playbook_id: str, subject: str, ent
         else:
             mend_clear.append(sid)
     if repeat_s is not None:
-        resolving = set(resolve_ids)
-        due = conn.execute(select(e.c.subject_id, e.c.episode, e.c.firing).where(
-            mine, e.c.is_open.is_(True), e.c.last_fired_at <= now - timedelta(seconds=repeat_s)))
-        out += [Transition(sid, "repeat", ep, fi + 1, False) for sid, ep, fi in due if sid not in resolving]
+        out += repeats_due(conn, schema, playbook_id, subject, now, repeat_s, set(resolve_ids))
     out.sort(key=lambda t: (t.subject_id, t.event))
     return out, mend_set, mend_clear
+
+
+def repeats_due(conn: Connection, schema: Schema, playbook_id: str, subject: str, now: datetime, repeat_s: int,
+                resolving: set[str]) -> list[Transition]:
+    """Repeat transitions of the open episodes that last fired at least `repeat_s` ago (not those resolving)."""
+    e = schema.episodes
+    due = conn.execute(select(e.c.subject_id, e.c.episode, e.c.firing).where(
+        e.c.playbook_id == playbook_id, e.c.subject_type == subject, e.c.is_open.is_(True),
+        e.c.last_fired_at <= now - timedelta(seconds=repeat_s)).order_by(e.c.subject_id))
+    return [Transition(sid, "repeat", ep, fi + 1, False) for sid, ep, fi in due if sid not in resolving]
 
 
 def repeat_due(conn: Connection, schema: Schema, playbook_id: str, subject: str, now: datetime,
