@@ -171,3 +171,12 @@ def test_chunked_evaluation_plans_what_one_pass_plans(ws_sqlite: Workspace, monk
     r = ws.cli("run", "--now", "2026-03-04T09:00", "--format", "json")
     assert "rep: blocked: would plan 6 actions, more than max_actions_per_run (5)" in r.stderr
     assert len(ws.outbox_rows()) == 7 * 2 + 4 + 3 * 2
+
+
+def test_planned_counts_the_rows_inserted(ws: Workspace) -> None:
+    """`planned` is what reached the outbox, on every database (a second run of the same plan adds 0)."""
+    _setup(ws)
+    app = App(ws.config)
+    first = run_tick(app.db, app.settings, app.playbooks, app.clock("2026-03-01T09:00"))
+    assert sum(o.planned for o in first.outcomes) == len(ws.outbox_rows()) == 8   # 2 playbooks × 2 accounts × 2
+    app.close()

@@ -41,8 +41,9 @@ def plan(conn: Connection, schema: Schema, rows: Iterable[dict[str, Any]]) -> in
     if not rows:
         return 0
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(schema.outbox)
-    result = conn.execute(ins.on_conflict_do_nothing(index_elements=["dedup_key"]), rows)
-    return max(result.rowcount or 0, 0)
+    # RETURNING counts what was inserted on every driver (psycopg's executemany reports no rowcount)
+    stmt = ins.on_conflict_do_nothing(index_elements=["dedup_key"]).returning(schema.outbox.c.id)
+    return len(conn.execute(stmt, rows).all())
 
 
 def claim(conn: Connection, schema: Schema, owner: str, now: datetime, lease_s: float, limit: int,
