@@ -168,6 +168,12 @@ def _plans(db: Database, playbooks: list[CompiledPlaybook], saved: dict[str, dic
     many: dict[tuple[str, datetime], bool] = {}
     with db.engine.connect() as conn:
         sizes: dict[str, int] = {}
+
+        def size(entity: str) -> int:
+            if entity not in sizes:
+                sizes[entity] = changes.row_count(conn, db.schema, entity)
+            return sizes[entity]
+
         for pb in playbooks:
             p = plans[pb.id]
             if p.full:
@@ -175,8 +181,7 @@ def _plans(db: Database, playbooks: list[CompiledPlaybook], saved: dict[str, dic
             for entity in scan_plan.entities_scanned(pb):
                 since = p.since[entity]
                 if (entity, since) not in many:
-                    cap = scan_plan.full_scan_threshold(entity, lambda e: sizes.setdefault(
-                        e, changes.row_count(conn, db.schema, e)))
+                    cap = scan_plan.full_scan_threshold(entity, size)
                     many[(entity, since)] = changes.changed_at_least(conn, db.schema, entity, since, cap)
                 if many[(entity, since)]:
                     plans[pb.id] = scan_plan.ScanPlan(True, f"many {entity} rows changed since the last scan")
@@ -286,7 +291,7 @@ def _transitions(conn: Connection, schema: Any, pb: CompiledPlaybook, clock: Clo
         with watch("decide"):
             changes, mend_set, mend_clear = state.decide(
                 conn, schema, pb.id, pb.subject, [x for x in part if x in enter], [x for x in part if x in resolve],
-                clock.now, repeat_s=None, cooldown_s=pb.spec.cooldown_seconds, max_episodes=pb.spec.max_episodes)
+                clock.now, cooldown_s=pb.spec.cooldown_seconds, max_episodes=pb.spec.max_episodes)
         yield changes, (mend_set, mend_clear)
     if pb.spec.repeat_seconds is not None:
         with watch("decide"):
@@ -328,14 +333,12 @@ def _record_state(conn: Connection, db: Database, pb: CompiledPlaybook, clock: C
 
 def entities_read(pb: CompiledPlaybook) -> set[str]:
     """The synced entities a playbook's evaluation and actions depend on."""
-    from engine.lang import metric_calls
-
     needed = {"accounts"}
     if pb.subject == "contact" or any(roles_of(a) for a in (*pb.actions, *pb.on_resolve) if a.kind == "email"):
         needed.add("contacts")
     if pb.subject == "goal":
         needed.add("goals")
-    if any(metric_calls(c.expr) for c in pb.conditions):
+    if scan_plan.reads_usage(pb):
         needed.add("usage")
     return needed
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Select, func, select, type_coerce, union
+from sqlalchemy import Connection, Select, func, select, union
 
+from engine.store.entities import newest_stamp
 from engine.store.schema import Schema
 
 ENTITIES = ("accounts", "contacts", "goals", "usage")
@@ -34,19 +35,11 @@ class Marks:
         return {e: (datetime.fromisoformat(raw[e]) if raw.get(e) else None) for e in ENTITIES}
 
 
-def _datetime(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
 def read_marks(conn: Connection, schema: Schema) -> Marks:
     """The current marks (each an index lookup)."""
-    stamps = {}
-    for entity in ENTITIES:
-        col = schema.entity(entity).c.synced_at
-        stamps[entity] = _datetime(conn.scalar(select(type_coerce(func.max(col), DateTime))))
+    stamps = {entity: newest_stamp(conn, schema.entity(entity)) for entity in ENTITIES}
     st = schema.sync_state
-    removed = conn.scalar(select(st.c.removed_stamp).where(st.c.entity == "usage"))
-    return Marks(stamps, _datetime(removed))
+    return Marks(stamps, conn.scalar(select(st.c.removed_stamp).where(st.c.entity == "usage")))
 
 
 def row_count(conn: Connection, schema: Schema, entity: str) -> int:

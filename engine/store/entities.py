@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text, Connection, Engine, Table, and_, func, null, or_, select, tuple_, update
+from sqlalchemy import text, Connection, DateTime, Engine, Table, and_, func, null, or_, select, tuple_, type_coerce, update
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -48,11 +48,14 @@ def count_rows(conn: Connection, table: Table) -> int:
     return int(conn.scalar(select(func.count()).select_from(table)) or 0)
 
 
+def newest_stamp(conn: Connection, table: Table) -> datetime | None:
+    """The newest `synced_at` of a table (an index lookup), typed on every driver."""
+    return conn.scalar(select(type_coerce(func.max(table.c.synced_at), DateTime)))
+
+
 def next_stamp(conn: Connection, table: Table, now: datetime) -> datetime:
     """The sync stamp for this sync of `table`: `now`, or just after the newest stamp if that is not older."""
-    newest = conn.scalar(select(func.max(table.c.synced_at)))
-    if isinstance(newest, str):  # SQLite without type processing in aggregates
-        newest = datetime.fromisoformat(newest)
+    newest = newest_stamp(conn, table)
     if newest is not None and newest >= now:
         return newest + timedelta(microseconds=1)
     return now

@@ -21,6 +21,7 @@ from sqlalchemy import (Column, Connection, Date, Float, MetaData, String, Table
                         select, text)
 
 from engine.lang import MetricRef
+from engine.store import changes
 from engine.store.schema import Schema
 
 PREFIX = "metric_cache_"
@@ -109,13 +110,12 @@ def _rows_deleted_since(conn: Connection, schema: Schema, since: datetime | None
 
 
 def _many_changed(conn: Connection, schema: Schema, since: datetime | None) -> bool:
-    """More than 5% of the usage rows were written after `since` (a full rebuild is cheaper then)."""
-    u = schema.usage
+    """More than 5% of the usage rows were written after `since` (a full rebuild is cheaper then);
+    reads at most that many stamps."""
     if since is None:
         return True
-    newer = conn.execute(select(func.count()).select_from(u).where(u.c.synced_at > since)).scalar_one()
-    total = conn.execute(select(func.count()).select_from(schema.accounts)).scalar_one() * 30
-    return newer > max(total // 20, 50_000)
+    total = changes.row_count(conn, schema, "accounts") * 30
+    return changes.changed_at_least(conn, schema, "usage", since, max(total // 20, 50_000) + 1)
 
 
 def _table(name: str, refs: list[MetricRef], columns: dict[MetricRef, str]) -> Table:

@@ -24,9 +24,9 @@ class Transition:
 
 
 def decide(conn: Connection, schema: Schema, playbook_id: str, subject: str, enter_ids: list[str],
-           resolve_ids: list[str], now: datetime, *, repeat_s: int | None, cooldown_s: int,
+           resolve_ids: list[str], now: datetime, *, cooldown_s: int,
            max_episodes: int | None) -> tuple[list[Transition], list[str], list[str]]:
-    """Enter / repeat / resolve from the scan's candidates and the stored episodes (§8).
+    """Enter / resolve from the scan's candidates and the stored episodes (§8); repeats: `repeats_due`.
 
     Returns the transitions plus the subjects whose bits only need mending (set, clear) because the
     stored episode already says so."""
@@ -57,8 +57,6 @@ def decide(conn: Connection, schema: Schema, playbook_id: str, subject: str, ent
             out.append(Transition(sid, "resolve", r.episode, r.firing, False))
         else:
             mend_clear.append(sid)
-    if repeat_s is not None:
-        out += repeats_due(conn, schema, playbook_id, subject, now, repeat_s, set(resolve_ids))
     out.sort(key=lambda t: (t.subject_id, t.event))
     return out, mend_set, mend_clear
 
