@@ -44,21 +44,28 @@ def message_id(key: str, n: int) -> str:
 
 def localize(value: Any, tz: ZoneInfo) -> Any:
     """Stored naive-UTC datetimes as aware datetimes in the configured time zone."""
-    if isinstance(value, datetime):
+    if type(value) is datetime:
         return value.replace(tzinfo=timezone.utc).astimezone(tz)
     return value
 
 
-def template_context(records: dict[str, dict], pb: CompiledPlaybook, clock: Clock) -> dict[str, Any]:
-    """What a template sees: account, contact/goal, playbook, now (local), helpers."""
-    tz = ZoneInfo(clock.timezone)
-    ctx: dict[str, Any] = {name: {k: localize(v, tz) for k, v in row.items() if k != "removed_at"}
-                           for name, row in records.items()}
-    ctx["playbook"] = {"id": pb.id, "name": pb.spec.name, "description": pb.spec.description or ""}
-    ctx["now"] = localize(clock.now, tz)
-    ctx["unsubscribe_url"] = ""
+def localize_row(row: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+    """A stored row as templates see it: datetimes local, `removed_at` left out."""
+    return {k: (v.replace(tzinfo=timezone.utc).astimezone(tz) if type(v) is datetime else v)
+            for k, v in row.items() if k != "removed_at"}
+
+
+def base_context(pb: CompiledPlaybook, clock: Clock) -> dict[str, Any]:
+    """The part of the template context every subject of one evaluation shares."""
+    ctx: dict[str, Any] = {"playbook": {"id": pb.id, "name": pb.spec.name, "description": pb.spec.description or ""},
+                           "now": localize(clock.now, ZoneInfo(clock.timezone)), "unsubscribe_url": ""}
     ctx.update(context_helpers(clock.today))
     return ctx
+
+
+def subject_context(records: dict[str, dict], tz: ZoneInfo) -> dict[str, Any]:
+    """The subject's own part of the template context: account, contact/goal."""
+    return {name: localize_row(row, tz) for name, row in records.items()}
 
 
 def render_structure(value: Any, ctx: dict[str, Any]) -> Any:
@@ -79,6 +86,8 @@ class Planner:
         self.settings, self.pb, self.clock = settings, pb, clock
         self.planned_at = planned_at
         self.expires_at = planned_at + timedelta(seconds=parse_duration(settings.delivery.expire_after))
+        self.tz = ZoneInfo(clock.timezone)
+        self.context = base_context(pb, clock)
 
     def plan(self, t: Transition, records: dict[str, dict], contacts: dict[str, list[dict]]) -> tuple[
             PlannedEvent, list[dict[str, Any]]]:
@@ -87,7 +96,7 @@ class Planner:
         event = PlannedEvent(pb.id, f"{pb.subject}:{t.subject_id}", t.event, t.episode)
         actions = pb.on_resolve if t.event == "resolve" else pb.actions
         firing: int | str = "resolve" if t.event == "resolve" else t.firing
-        ctx = template_context(records, pb, self.clock)
+        ctx = dict(self.context, **subject_context(records, self.tz))
         rows = []
         for action in actions:
             key = dedup_key(pb.id, pb.subject, t.subject_id, t.episode, firing, action.index)
@@ -141,7 +150,7 @@ class Planner:
         for n, (address, contact) in enumerate(recipients):
             mctx = dict(ctx)
             if contact is not None:
-                mctx["contact"] = {k: localize(v, ZoneInfo(self.clock.timezone)) for k, v in contact.items()}
+                mctx["contact"] = localize_row(contact, self.tz)
             mctx["unsubscribe_url"] = unsubscribe_url(self.settings, address)
             if action.files:
                 subject = render(action.files["subject"], mctx).strip() if "subject" in action.files else ""

@@ -92,6 +92,9 @@ class Templates:
         for ref in meta.find_referenced_templates(ast):
             if ref is None:
                 raise TemplateProblem("templates may only include or extend templates by a literal name", None, name)
+        constant = _constant(ast)
+        if constant is not None and len(constant) <= MAX_OUTPUT:
+            return constant
         try:
             return env.from_string(source) if name is None else env.get_template(name)
         except TemplateNotFound as exc:
@@ -111,6 +114,18 @@ def _check_safe(ast: nodes.Template, name: str | None) -> None:
             raise TemplateProblem("the `attr` filter is not allowed in templates", node.lineno, name)
 
 
+def _constant(ast: nodes.Template) -> str | None:
+    """The output of a template made only of literal text (no expression, tag or filter), else None.
+
+    Such a template renders to that text whatever the context, so it is kept as a plain string."""
+    out = []
+    for node in ast.body:
+        if not isinstance(node, nodes.Output) or not all(isinstance(n, nodes.TemplateData) for n in node.nodes):
+            return None
+        out += [n.data for n in node.nodes]
+    return "".join(out)
+
+
 def _line_of(ast: nodes.Template, var: str) -> int | None:
     for node in ast.find_all(nodes.Name):
         if node.name == var:
@@ -119,11 +134,18 @@ def _line_of(ast: nodes.Template, var: str) -> int | None:
 
 
 def render(template: Any, context: dict[str, Any]) -> str:
-    """Render with bounded output; raises TemplateProblem on any rendering error."""
+    """Render a compiled template (or a constant one: a plain string) with bounded output; raises
+    TemplateProblem on any rendering error.
+
+    The context is shared with Jinja, not copied (Jinja's `generate(**context)` copies it on every call);
+    a template cannot change it: `set` writes to the render's own variables. It must hold everything a
+    template may name: globals are not merged in (see `context_helpers`)."""
+    if isinstance(template, str):
+        return template
     try:
         out: list[str] = []
         size = 0
-        for chunk in template.generate(**context):
+        for chunk in template.root_render_func(template.new_context(context, shared=True)):
             size += len(chunk)
             if size > MAX_OUTPUT:
                 raise TemplateProblem(f"template output exceeds {MAX_OUTPUT} characters")

@@ -17,8 +17,12 @@ def _chunks(ids: list[str]) -> Iterable[list[str]]:
         yield ids[i:i + CHUNK]
 
 
-def _public(row: Any) -> dict[str, Any]:
-    return {k: v for k, v in dict(row).items() if k not in ("synced_at",)}
+def _public(conn: Connection, table: Any, where: Any, *order: Any) -> Iterable[dict[str, Any]]:
+    """The rows of `table` matching `where` as dicts, without the sync bookkeeping column."""
+    cols = [c for c in table.c if c.name != "synced_at"]
+    keys = [c.name for c in cols]
+    for row in conn.execute(select(*cols).where(*where).order_by(*order)):
+        yield dict(zip(keys, row))
 
 
 def records(conn: Connection, schema: Schema, subject: str, ids: Iterable[str]) -> dict[str, dict[str, dict]]:
@@ -28,19 +32,19 @@ def records(conn: Connection, schema: Schema, subject: str, ids: Iterable[str]) 
     a = schema.accounts
     if subject == "account":
         for chunk in _chunks(ids):
-            for row in conn.execute(select(a).where(a.c.id.in_(chunk))).mappings():
-                out[row["id"]] = {"account": _public(row)}
+            for row in _public(conn, a, [a.c.id.in_(chunk)]):
+                out[row["id"]] = {"account": row}
         return out
     t = schema.contacts if subject == "contact" else schema.goals
     account_ids: dict[str, str] = {}
     for chunk in _chunks(ids):
-        for row in conn.execute(select(t).where(t.c.id.in_(chunk))).mappings():
-            out[row["id"]] = {subject: _public(row)}
+        for row in _public(conn, t, [t.c.id.in_(chunk)]):
+            out[row["id"]] = {subject: row}
             account_ids[row["id"]] = row["account_id"]
     accounts: dict[str, dict] = {}
     for chunk in _chunks(sorted(set(account_ids.values()))):
-        for row in conn.execute(select(a).where(a.c.id.in_(chunk))).mappings():
-            accounts[row["id"]] = _public(row)
+        for row in _public(conn, a, [a.c.id.in_(chunk)]):
+            accounts[row["id"]] = row
     for sid, aid in account_ids.items():
         out[sid]["account"] = accounts.get(aid, {})
     return out
@@ -52,10 +56,9 @@ def contacts_with_roles(conn: Connection, schema: Schema, account_ids: Iterable[
     c = schema.contacts
     out: dict[str, list[dict]] = {}
     for chunk in _chunks(sorted(set(account_ids))):
-        q = (select(c).where(c.c.account_id.in_(chunk), c.c.role.in_(roles), c.c.removed_at.is_(None),
-                             c.c.unsubscribed.isnot(True)).order_by(c.c.id))
-        for row in conn.execute(q).mappings():
-            out.setdefault(row["account_id"], []).append(_public(row))
+        live = [c.c.account_id.in_(chunk), c.c.role.in_(roles), c.c.removed_at.is_(None), c.c.unsubscribed.isnot(True)]
+        for row in _public(conn, c, live, c.c.id):
+            out.setdefault(row["account_id"], []).append(row)
     return out
 
 
