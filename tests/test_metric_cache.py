@@ -52,13 +52,16 @@ def check(ws: Workspace, when: datetime) -> None:
 def test_build_refresh_and_rebuild_agree_with_the_reference(ws: Workspace) -> None:
     rng = random.Random(3)
     accounts = [f"A{i}" for i in range(12)]
-    ws.data("accounts", [{"id": a, "name": a} for a in accounts])
+    ws.data("accounts", [{"id": a, "name": a} for a in accounts + ["A12"]])
     ws.data("usage", usage_rows(rng, accounts))
     ws.sync()
     check(ws, datetime(2026, 3, 10, 9))
-    # an incremental usage sync changes two accounts: only they are recomputed, and must be right
+    # an incremental usage sync changes a few accounts: only they, and only the windows holding a written
+    # day, are recomputed, and must be right: a new value today, one 6 days ago (the 7@7 windows stay), a
+    # negative one (min windows), and the first usage of an account (A12)
     extra = ws.root / "data" / "usage-delta.csv"
-    extra.write_text("account_id,metric,day,value\nA1,logins,2026-03-10,99\nA2,seats_used,2026-03-04,7\n")
+    extra.write_text("account_id,metric,day,value\nA1,logins,2026-03-10,99\nA2,seats_used,2026-03-04,7\n"
+                     "A4,logins,2026-03-09,-8\nA12,seats_used,2026-03-08,3\n")
     app = App(ws.config)
     settings = app.settings.model_copy(update={"sources": [
         app.settings.sources[2].model_copy(update={"csv": "data/usage-delta.csv", "mode": "incremental"})]})

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (Column, Connection, Date, Float, MetaData, String, Table, and_, case, cast, func, literal,
                         select, text)
+from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.lang import MetricRef
 from engine.store import changes
@@ -82,24 +83,42 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
         for m, t in tables.items():
             conn.execute(text(f'DROP TABLE IF EXISTS "{t.name}"'))
             t.create(conn)
-            _fill(conn, schema, t, m, columns, today, None)
+            _fill(conn, schema, t, [r for r in ordered if r.name == m], columns, today, None)
         conn.execute(reg.insert().values(name=name, built_at=now, used_at=now, usage_stamp=stamp))
         _analyze(conn, tables.values())
         _collect_garbage(conn, schema, keep=name)
     elif stamp is not None and (row.usage_stamp is None or stamp > row.usage_stamp):
-        # the accounts whose usage rows this sync wrote (read through the synced_at index; deduplicated here
-        # because a DISTINCT lets the planner prefer a full scan of the primary key)
-        newer = u.c.synced_at > row.usage_stamp if row.usage_stamp is not None else u.c.synced_at.is_not(None)
-        changed = sorted(set(conn.execute(select(u.c.account_id).where(newer)).scalars()))
-        for i in range(0, len(changed), 500):
-            part = changed[i:i + 500]
-            for m, t in tables.items():
-                conn.execute(t.delete().where(t.c.account_id.in_(part)))
-                _fill(conn, schema, t, m, columns, today, part)
+        _refresh(conn, schema, tables, ordered, columns, today, row.usage_stamp)
         conn.execute(reg.update().where(reg.c.name == name).values(used_at=now, usage_stamp=stamp))
     else:
         conn.execute(reg.update().where(reg.c.name == name).values(used_at=now))
     return cache
+
+
+def _refresh(conn: Connection, schema: Schema, tables: dict[str, Table], ordered: list[MetricRef],
+             columns: dict[MetricRef, str], today: date, since: datetime | None) -> None:
+    """Recompute, for the accounts whose usage rows were written after `since`, the windows that contain
+    a written day (daily usage mostly rewrites the last few days: older windows keep their values)."""
+    u = schema.usage.c
+    newer = u.synced_at > since if since is not None else u.synced_at.is_not(None)
+    written: dict[str, tuple[set[str], set[date]]] = {}     # metric -> (accounts, days)
+    # read through the synced_at index; deduplicated here (a DISTINCT lets the planner prefer a full scan)
+    for account_id, metric, day in conn.execute(select(u.account_id, u.metric, u.day).where(newer)):
+        accounts, days = written.setdefault(metric, (set(), set()))
+        accounts.add(account_id)
+        days.add(day)
+    for m, t in tables.items():
+        if m not in written:
+            continue
+        accounts, days = written[m]
+        mine = [r for r in ordered if r.name == m]
+        hit = [r for r, (start, end) in ((r, _window(r, today)) for r in mine) if any(start <= d <= end for d in days)]
+        ids = sorted(accounts)
+        for i in range(0, len(ids) if hit else 0, 500):
+            part = ids[i:i + 500]
+            # rows were only added or changed (a sync that deletes usage rows makes ensure() rebuild), so every
+            # account read here keeps a row in the range of the windows hit, and the upsert rewrites them all
+            _fill(conn, schema, t, hit, columns, today, part, upsert=True)
 
 
 def _rows_deleted_since(conn: Connection, schema: Schema, since: datetime | None) -> bool:
@@ -127,40 +146,58 @@ def _table(name: str, refs: list[MetricRef], columns: dict[MetricRef, str]) -> T
     return Table(name, MetaData(), *cols)
 
 
-def _fill(conn: Connection, schema: Schema, table: Table, metric: str, columns: dict[MetricRef, str], today: date,
-          only: Any) -> None:
-    """Aggregate one metric's windows for every account (or the accounts selected by `only`)."""
+def _fill(conn: Connection, schema: Schema, table: Table, refs: list[MetricRef], columns: dict[MetricRef, str],
+          today: date, only: Any, upsert: bool = False) -> None:
+    """Aggregate windows of one metric for every account (or the accounts selected by `only`); with
+    `upsert`, into rows that may exist (other windows' columns are left alone).
+
+    One GROUP BY reads the widest range once; each window's aggregates see only their days through a
+    FILTER clause, whose condition leaves out the bounds that the range already guarantees (this is
+    where the time goes: a few comparisons per usage row and window)."""
     u = schema.usage.c
-    refs = [r for r in columns if r.name == metric]
+    metric = refs[0].name
     windows = {ref: _window(ref, today) for ref in refs}
+    start = min(s for s, _ in windows.values())
+    end = max(e for _, e in windows.values())
+    filtered = _filtered(conn)
+
+    def agg(fn: Any, value: Any, ref: MetricRef) -> Any:
+        s, e = windows[ref]
+        inside = [c for c in (u.day >= s if s > start else None, u.day <= e if e < end else None) if c is not None]
+        if not inside:
+            return fn(value)
+        return fn(value).filter(and_(*inside)) if filtered else fn(case((and_(*inside), value)))
+
     selects: list[Any] = [u.account_id]
     targets = ["account_id"]
     for ref in refs:
         col = columns[ref]
-        s, e = windows[ref]
-        val = case((and_(u.day >= s, u.day <= e), u.value))
-        n = func.count(val)
+        n = agg(func.count, u.value, ref)
         if ref.agg in ("sum", "avg"):
-            expr = cast(func.coalesce(func.sum(val), 0.0), Float)
+            expr = cast(func.coalesce(agg(func.sum, u.value, ref), 0.0), Float)
             expr = expr / float(ref.days) if ref.agg == "avg" else expr
         elif ref.agg == "count":
             expr = n
         elif ref.agg in ("min", "max"):
-            extreme = func.min(val) if ref.agg == "min" else func.max(val)
+            extreme = agg(func.min if ref.agg == "min" else func.max, u.value, ref)
             beyond = extreme < 0.0 if ref.agg == "min" else extreme > 0.0
             expr = cast(case((n < ref.days, case((beyond, extreme), else_=0.0)), else_=extreme), Float)
         else:  # last: the latest day now, its value below
-            selects.append(func.max(case((and_(u.day >= s, u.day <= e), u.day))))
+            selects.append(agg(func.max, u.day, ref))
             targets.append(col + "_day")
             continue
         selects.append(expr)
         targets.append(col)
-    start = min(s for s, _ in windows.values())
-    end = max(e for _, e in windows.values())
     where = [u.metric == metric, u.day >= start, u.day <= end, u.value.is_not(None)]
     if only is not None:
         where.append(u.account_id.in_(only))
-    conn.execute(table.insert().from_select(targets, select(*selects).where(*where).group_by(u.account_id)))
+    query = select(*selects).where(*where).group_by(u.account_id)
+    if upsert:
+        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+        conn.execute(ins.from_select(targets, query).on_conflict_do_update(
+            index_elements=[table.c.account_id], set_={c: ins.excluded[c] for c in targets[1:]}))
+    else:
+        conn.execute(table.insert().from_select(targets, query))
     for ref in refs:
         if ref.agg == "last":
             col = columns[ref]
@@ -171,6 +208,15 @@ def _fill(conn: Connection, schema: Schema, table: Table, metric: str, columns: 
             if only is not None:
                 stmt = stmt.where(table.c.account_id.in_(only))
             conn.execute(stmt)
+
+
+def _filtered(conn: Connection) -> bool:
+    """Whether the database takes `agg(x) FILTER (WHERE …)` (PostgreSQL; SQLite since 3.30), else CASE."""
+    if conn.dialect.name != "sqlite":
+        return True
+    import sqlite3
+
+    return sqlite3.sqlite_version_info >= (3, 30)
 
 
 def _analyze(conn: Connection, tables: Any) -> None:
