@@ -9,6 +9,7 @@ from typing import Any, Iterable
 from sqlalchemy import JSON, Boolean, Connection, DateTime, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.store.bulk import execute_many
 from engine.store.schema import Schema
 
 TERMINAL = ("sent", "failed", "suppressed", "cancelled")
@@ -41,9 +42,7 @@ def plan(conn: Connection, schema: Schema, rows: Iterable[dict[str, Any]]) -> in
     if not rows:
         return 0
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(schema.outbox)
-    # RETURNING counts what was inserted on every driver (psycopg's executemany reports no rowcount)
-    stmt = ins.on_conflict_do_nothing(index_elements=["dedup_key"]).returning(schema.outbox.c.id)
-    return len(conn.execute(stmt, rows).all())
+    return execute_many(conn, ins.on_conflict_do_nothing(index_elements=["dedup_key"]), rows)
 
 
 def claim(conn: Connection, schema: Schema, owner: str, now: datetime, lease_s: float, limit: int,

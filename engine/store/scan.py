@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator
 from sqlalchemy import Connection, Select, and_, case, delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.store.bulk import execute_many
 from engine.store.matching import Clock, sql_context, subject_from
 from engine.store.metric_cache import MetricCache
 from engine.store.schema import Schema
@@ -75,8 +76,8 @@ def set_bits(conn: Connection, schema: Schema, subject: str, slot: Slot, ids: It
     if not rows:
         return
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(ms)
-    conn.execute(ins.on_conflict_do_update(index_elements=["subject_type", "subject_id", "word"],
-                                           set_={"mask": ms.c.mask.op("|")(ins.excluded.mask)}), rows)
+    execute_many(conn, ins.on_conflict_do_update(index_elements=["subject_type", "subject_id", "word"],
+                                                 set_={"mask": ms.c.mask.op("|")(ins.excluded.mask)}), rows)
 
 
 def clear_bits(conn: Connection, schema: Schema, subject: str, slot: Slot, ids: Iterable[str]) -> None:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 
+from engine.store.bulk import execute_many
 from engine.store.scan import Slot, clear_bits, set_bits
 from engine.store.schema import Schema
 
@@ -89,8 +90,7 @@ def apply_transitions(conn: Connection, schema: Schema, playbook_id: str, subjec
     new_rows = [dict(playbook_id=playbook_id, subject_type=subject, subject_id=t.subject_id, is_open=True,
                      episode=t.episode, firing=t.firing, started_at=now, last_fired_at=now, resolved_at=None)
                 for t in changes if t.is_new_row]
-    if new_rows:
-        conn.execute(insert(e), new_rows)
+    execute_many(conn, insert(e), new_rows)
     key = and_(e.c.playbook_id == playbook_id, e.c.subject_type == subject)
     for kind, values in (
         ("enter", dict(is_open=True, started_at=now, last_fired_at=now)),
@@ -100,13 +100,11 @@ def apply_transitions(conn: Connection, schema: Schema, playbook_id: str, subjec
         rows = [{"sid": t.subject_id, "ep": t.episode, "fi": t.firing}
                 for t in changes if t.event == kind and not t.is_new_row]
         if rows:
-            from sqlalchemy import bindparam
-
             stmt = (update(e).where(key, e.c.subject_id == bindparam("sid"))
                     .values(episode=bindparam("ep"), firing=bindparam("fi"), **values))
-            conn.execute(stmt, rows)
+            execute_many(conn, stmt, rows)
     if changes:
-        conn.execute(insert(ev), [dict(run_id=run_id, at=now, playbook_id=playbook_id, subject_type=subject,
+        execute_many(conn, insert(ev), [dict(run_id=run_id, at=now, playbook_id=playbook_id, subject_type=subject,
                                        subject_id=t.subject_id, event=t.event, episode=t.episode,
                                        firing=t.firing) for t in changes])
     set_bits(conn, schema, subject, slot, [t.subject_id for t in changes if t.event == "enter"] + mend[0])

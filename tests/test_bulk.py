@@ -1,0 +1,55 @@
+"""execute_many: the driver-speed many-row path writes what SQLAlchemy's own executemany would."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import bindparam, create_engine, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engine.store.bulk import execute_many
+from engine.store.schema import build_schema
+
+NOW = datetime(2026, 3, 2, 9, 30, 15, 123456)
+
+
+def outbox_row(i: int) -> dict:
+    return dict(dedup_key=f"pb/account:A{i}/1/1/0", playbook_id="pb", subject_type="account", subject_id=f"A{i}",
+                episode=1, firing="1", action_index=0, kind="webhook", connector="webhook", status="pending",
+                attempts=0, not_before=NOW, expires_at=None, lease_token=0, ambiguous=False, created_at=NOW,
+                updated_at=NOW, last_error=None, finished_at=None,
+                payload={"url": "http://x/%s?a=1&b=%(c)s", "n": i, "text": "100% ü \\u2028 'q'"})
+
+
+def test_same_rows_and_counts_as_sqlalchemy(db_url: str) -> None:
+    engine = create_engine(db_url)
+    schema = build_schema()
+    with engine.begin() as conn:
+        schema.metadata.create_all(conn)
+        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(schema.outbox)
+        ins = ins.on_conflict_do_nothing(index_elements=["dedup_key"])
+        assert execute_many(conn, ins, [outbox_row(i) for i in range(3)]) == 3
+        # conflicts are not counted: 2 of these 5 are new
+        assert execute_many(conn, ins, [outbox_row(i) for i in range(5)]) == 2
+        assert execute_many(conn, ins, []) == 0
+        o = schema.outbox
+        got = [dict(r) for r in conn.execute(select(o).order_by(o.c.id)).mappings()]
+        # the reference: SQLAlchemy's executemany of the same rows into a second table of the same shape
+        conn.execute(o.delete())
+        conn.execute(insert(o), [outbox_row(i) for i in range(5)])
+        want = [dict(r) for r in conn.execute(select(o).order_by(o.c.id)).mappings()]
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "id"} for r in rows]  # noqa: E731
+        assert strip(got) == strip(want)
+        assert got[0]["payload"]["text"] == "100% ü \\u2028 'q'" and got[0]["not_before"] == NOW
+        # an UPDATE with per-row parameters and values bound by the statement itself
+        e = schema.episodes
+        execute_many(conn, insert(e), [dict(playbook_id="p", subject_type="account", subject_id=f"A{i}", is_open=True,
+                                           episode=1, firing=1, started_at=NOW, last_fired_at=NOW, resolved_at=None)
+                                      for i in range(3)])
+        stmt = (update(e).where(e.c.playbook_id == "p", e.c.subject_id == bindparam("sid"))
+                .values(episode=bindparam("ep"), is_open=False, resolved_at=NOW))
+        assert execute_many(conn, stmt, [{"sid": "A1", "ep": 5}, {"sid": "A2", "ep": 6}, {"sid": "nope", "ep": 1}]) == 2
+        rows = conn.execute(select(e.c.subject_id, e.c.episode, e.c.is_open, e.c.resolved_at)
+                            .order_by(e.c.subject_id)).all()
+        assert rows == [("A0", 1, True, None), ("A1", 5, False, NOW), ("A2", 6, False, NOW)]
+    engine.dispose()
