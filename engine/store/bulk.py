@@ -23,20 +23,27 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
     fixed = compiled.construct_params(rows[0])    # and the values the statement binds itself (`.values(x=1)`)
     names = list(compiled.positiontup or ()) if compiled.positional else list(fixed)
     binds = {name: bind for bind, name in compiled.bind_names.items()}
-    plan: list[tuple[str, Callable[[Any], Any] | None, bool]] = [
-        (n, binds[n].type.dialect_impl(conn.dialect).bind_processor(conn.dialect), n in rows[0]) for n in names]
-
-    def values(row: dict[str, Any]) -> list[Any]:
-        out = []
-        for name, proc, own in plan:
-            value = row[name] if own else fixed[name]
-            out.append(value if proc is None else proc(value))
-        return out
-
+    columns = []
+    for name in names:
+        proc = binds[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        raw = [r[name] for r in rows] if name in rows[0] else [fixed[name]] * len(rows)
+        columns.append(raw if proc is None else _converted(raw, proc))
     if compiled.positional:
-        params: list[Any] = [tuple(values(r)) for r in rows]
+        params: list[Any] = list(zip(*columns))
     else:
         keys = [compiled.escaped_bind_names.get(n, n) for n in names]
-        params = [dict(zip(keys, values(r))) for r in rows]
+        params = [dict(zip(keys, values)) for values in zip(*columns)]
     result = conn.exec_driver_sql(compiled.string, params)
     return result.rowcount
+
+
+def _converted(values: list[Any], proc: Callable[[Any], Any]) -> list[Any]:
+    """proc(v) for each value; a run of the same object (a column's shared timestamp) is converted once."""
+    out = []
+    last: Any = object()
+    done: Any = None
+    for v in values:
+        if v is not last:
+            last, done = v, proc(v)
+        out.append(done)
+    return out
