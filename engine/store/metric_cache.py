@@ -5,8 +5,8 @@ every subject of every playbook. Instead, for each metric name one GROUP BY over
 rows (read in account order from a covering index) builds a table with one row per account and one
 column per window, and the scan joins those tables by primary key. A cache is named after the day and
 the windows; it records the newest usage sync it reflects, so after an incremental usage sync only
-the accounts whose usage rows changed are recomputed, and a steady-state tick on the same day reuses
-it as is. Semantics are those of engine.lang.python_metric: missing days count as 0 for
+the windows that hold a written day are recomputed, and only for the accounts whose rows were written;
+a steady-state tick on the same day reuses it as is. Semantics are those of engine.lang.python_metric: missing days count as 0 for
 sum/avg/min/max, `count` counts days with a row, `last` is the latest value in the window."""
 
 from __future__ import annotations
@@ -214,9 +214,7 @@ def _filtered(conn: Connection) -> bool:
     """Whether the database takes `agg(x) FILTER (WHERE …)` (PostgreSQL; SQLite since 3.30), else CASE."""
     if conn.dialect.name != "sqlite":
         return True
-    import sqlite3
-
-    return sqlite3.sqlite_version_info >= (3, 30)
+    return tuple(conn.dialect.dbapi.sqlite_version_info) >= (3, 30)
 
 
 def _analyze(conn: Connection, tables: Any) -> None:
