@@ -270,8 +270,7 @@ def history(app: App, playbook_id: str | None, subject: str | None, show_attempt
     with app.db.engine.connect() as conn:
         rows = state.history(conn, app.db.schema, playbook_id=playbook_id, subject=subject, limit=limit)
     if fmt == "json":
-        print_json({"events": [jsonable(r)
-                               for r in rows]})
+        print_json({"events": [jsonable(r) for r in rows]})
         return
     out.print(table("History", ["at (UTC)", "playbook", "subject", "event", "episode", "firing"],
                     [[f"{r['at']:%Y-%m-%d %H:%M}", r["playbook_id"], f"{r['subject_type']}:{r['subject_id']}",
@@ -284,8 +283,7 @@ def _attempts(app: App, playbook_id: str | None, subject: str | None, limit: int
     with app.db.engine.connect() as conn:
         rows = outbox.attempt_history(conn, app.db.schema, playbook_id=playbook_id, subject=subject, limit=limit)
     if fmt == "json":
-        print_json({"attempts": [jsonable(r)
-                                 for r in rows]})
+        print_json({"attempts": [jsonable(r) for r in rows]})
         return
     out.print(table("Delivery attempts", ["at (UTC)", "dedup key", "#", "outcome", "worker", "detail"],
                     [[f"{r['at']:%Y-%m-%d %H:%M:%S}", r["dedup_key"], r["attempt"], r["outcome"], r["worker"],
@@ -304,8 +302,7 @@ def tasks(app: App, show_all: bool, assignee: str | None, fmt: str) -> None:
     with app.db.engine.connect() as conn:
         rows = task_store.list_tasks(conn, app.db.schema, status=None if show_all else "open", assignee=assignee)
     if fmt == "json":
-        print_json({"tasks": [jsonable(r)
-                              for r in rows]})
+        print_json({"tasks": [jsonable(r) for r in rows]})
         return
     out.print(table("Tasks", ["#", "status", "due (UTC)", "priority", "assignee", "title", "subject", "connector"],
                     [[r["id"], r["status"], f"{r['due_at']:%Y-%m-%d}" if r["due_at"] else "", r["priority"],

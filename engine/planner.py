@@ -51,8 +51,7 @@ def localize(value: Any, tz: ZoneInfo) -> Any:
 
 def localize_row(row: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
     """A stored row as templates see it: datetimes local, `removed_at` left out."""
-    return {k: (v.replace(tzinfo=timezone.utc).astimezone(tz) if type(v) is datetime else v)
-            for k, v in row.items() if k != "removed_at"}
+    return {k: localize(v, tz) for k, v in row.items() if k != "removed_at"}
 
 
 def base_context(pb: CompiledPlaybook, clock: Clock) -> dict[str, Any]:

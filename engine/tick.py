@@ -23,6 +23,7 @@ from engine import scan_plan
 from engine.store import changes, metric_cache, outbox, playbook_state, scan, state, subjects, tasks
 from engine.store.metric_cache import MetricCache
 from engine.store.db import Database
+from engine.store.entities import count_rows
 from engine.store.matching import Clock
 
 
@@ -171,7 +172,7 @@ def _plans(db: Database, playbooks: list[CompiledPlaybook], saved: dict[str, dic
 
         def size(entity: str) -> int:
             if entity not in sizes:
-                sizes[entity] = changes.row_count(conn, db.schema, entity)
+                sizes[entity] = count_rows(conn, db.schema.entity(entity))
             return sizes[entity]
 
         for pb in playbooks:
@@ -250,16 +251,17 @@ def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, cl
                 tx.commit()
                 return result
             planned_actions = 0
-            for changes, mend in _transitions(conn, schema, pb, clock, candidates, watch):
+            for transitions, mend in _transitions(conn, schema, pb, clock, candidates, watch):
                 with watch("plan actions"):
-                    rows = _plan(conn, db, settings, pb, clock, changes, result, keep_events)
+                    rows = _plan(conn, db, settings, pb, clock, transitions, result, keep_events)
                 planned_actions += sum(1 for r in rows if r["kind"] != "task_close")
                 if limit is not None and planned_actions > limit:
                     tx.rollback()
                     return _blocked(db, pb, clock, result, _count_all(db, pb, clock, candidates, watch), limit,
                                     dry_run)
                 with watch("write"):
-                    state.apply_transitions(conn, schema, pb.id, pb.subject, changes, clock.now, run_id, slot, mend)
+                    state.apply_transitions(conn, schema, pb.id, pb.subject, transitions, clock.now, run_id, slot,
+                                            mend)
                     result.planned += outbox.plan(conn, schema, rows) if not dry_run else len(rows)
             result.events.sort(key=lambda e: (e.subject, e.event))
             with watch("write"):
@@ -289,10 +291,10 @@ def _transitions(conn: Connection, schema: Any, pb: CompiledPlaybook, clock: Clo
     for i in range(0, len(ids), CHUNK):
         part = ids[i:i + CHUNK]
         with watch("decide"):
-            changes, mend_set, mend_clear = state.decide(
+            transitions, mend_set, mend_clear = state.decide(
                 conn, schema, pb.id, pb.subject, [x for x in part if x in enter], [x for x in part if x in resolve],
                 clock.now, cooldown_s=pb.spec.cooldown_seconds, max_episodes=pb.spec.max_episodes)
-        yield changes, (mend_set, mend_clear)
+        yield transitions, (mend_set, mend_clear)
     if pb.spec.repeat_seconds is not None:
         with watch("decide"):
             due = state.repeats_due(conn, schema, pb.id, pb.subject, clock.now, pb.spec.repeat_seconds, resolve)
@@ -305,8 +307,8 @@ def _count_all(db: Database, pb: CompiledPlaybook, clock: Clock, candidates: tup
     """How many actions the whole evaluation would plan (for the blocked alert), counted without writing."""
     total = 0
     with db.engine.connect() as conn:
-        for changes, _ in _transitions(conn, db.schema, pb, clock, candidates, watch):
-            total += sum(len(pb.on_resolve) if t.event == "resolve" else len(pb.actions) for t in changes)
+        for transitions, _ in _transitions(conn, db.schema, pb, clock, candidates, watch):
+            total += sum(len(pb.on_resolve) if t.event == "resolve" else len(pb.actions) for t in transitions)
     return total
 
 
@@ -384,18 +386,19 @@ def _lock(conn: Connection, playbook_id: str) -> None:
 
 
 def _plan(conn: Connection, db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock,
-          changes: list[state.Transition], result: PlaybookOutcome, keep_events: bool = True) -> list[dict[str, Any]]:
+          transitions: list[state.Transition], result: PlaybookOutcome,
+          keep_events: bool = True) -> list[dict[str, Any]]:
     schema = db.schema
-    if not changes:
+    if not transitions:
         return []
-    recs = subjects.records(conn, schema, pb.subject, [t.subject_id for t in changes])
+    recs = subjects.records(conn, schema, pb.subject, [t.subject_id for t in transitions])
     roles = sorted({r for a in (*pb.actions, *pb.on_resolve) if a.kind == "email" for r in roles_of(a)})
     contacts = (subjects.contacts_with_roles(conn, schema, {r["account"]["id"] for r in recs.values()
                                                             if r.get("account")}, roles) if roles else {})
     planner = Planner(settings, pb, clock, wall_clock())
-    closes = _close_tasks(conn, db, pb, [t for t in changes if t.event == "resolve"], planner, clock)
+    closes = _close_tasks(conn, db, pb, [t for t in transitions if t.event == "resolve"], planner, clock)
     rows: list[dict[str, Any]] = []
-    for t in changes:
+    for t in transitions:
         event, planned = planner.plan(t, recs.get(t.subject_id, {}), contacts)
         rows += planned
         rows += closes.get((t.subject_id, t.episode), [])

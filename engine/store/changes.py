@@ -42,10 +42,6 @@ def read_marks(conn: Connection, schema: Schema) -> Marks:
     return Marks(stamps, conn.scalar(select(st.c.removed_stamp).where(st.c.entity == "usage")))
 
 
-def row_count(conn: Connection, schema: Schema, entity: str) -> int:
-    return int(conn.scalar(select(func.count()).select_from(schema.entity(entity))) or 0)
-
-
 def changed_at_least(conn: Connection, schema: Schema, entity: str, since: datetime, cap: int) -> bool:
     """Whether at least `cap` rows of the table were stamped after `since` (reads at most `cap`)."""
     t = schema.entity(entity)

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text, Connection, DateTime, Engine, Table, and_, func, null, or_, select, tuple_, type_coerce, update
+from sqlalchemy import (Connection, DateTime, Engine, Table, and_, func, null, or_, select, text, tuple_, type_coerce,
+                        update)
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,7 +41,6 @@ def account_states(conn: Connection, schema: Schema) -> dict[str, bool]:
     table = schema.accounts
     rows = conn.execute(select(table.c.id, table.c.removed_at))
     return {row[0]: row[1] is None for row in rows}
-
 
 
 def count_rows(conn: Connection, table: Table) -> int:

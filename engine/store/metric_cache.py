@@ -6,8 +6,9 @@ rows (read in account order from a covering index) builds a table with one row p
 column per window, and the scan joins those tables by primary key. A cache is named after the day and
 the windows; it records the newest usage sync it reflects, so after an incremental usage sync only
 the windows that hold a written day are recomputed, and only for the accounts whose rows were written;
-a steady-state tick on the same day reuses it as is. Semantics are those of engine.lang.python_metric: missing days count as 0 for
-sum/avg/min/max, `count` counts days with a row, `last` is the latest value in the window."""
+a steady-state tick on the same day reuses it as is. Semantics are those of engine.lang.python_metric:
+missing days count as 0 for sum/avg/min/max, `count` counts days with a row, `last` is the latest value
+in the window."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.lang import MetricRef
 from engine.store import changes
+from engine.store.entities import count_rows
 from engine.store.schema import Schema
 
 PREFIX = "metric_cache_"
@@ -133,7 +135,7 @@ def _many_changed(conn: Connection, schema: Schema, since: datetime | None) -> b
     reads at most that many stamps."""
     if since is None:
         return True
-    total = changes.row_count(conn, schema, "accounts") * 30
+    total = count_rows(conn, schema.accounts) * 30
     return changes.changed_at_least(conn, schema, "usage", since, max(total // 20, 50_000) + 1)
 
 

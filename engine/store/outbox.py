@@ -171,7 +171,6 @@ def attempt_history(conn: Connection, schema: Schema, *, playbook_id: str | None
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
-
 def set_status(conn: Connection, schema: Schema, ids: list[int], status: str, now: datetime,
                from_statuses: tuple[str, ...]) -> int:
     """Operator action (retry / cancel) on rows currently in one of `from_statuses`."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import (JSON, func, BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer,
-                        MetaData, String, Table, Text, UniqueConstraint)
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer, MetaData, String,
+                        Table, Text, UniqueConstraint, func)
 
 FIELD_TYPES = {
     "string": String,

@@ -66,9 +66,8 @@ def repeats_due(conn: Connection, schema: Schema, playbook_id: str, subject: str
                 resolving: set[str]) -> list[Transition]:
     """Repeat transitions of the open episodes that last fired at least `repeat_s` ago (not those resolving)."""
     e = schema.episodes
-    due = conn.execute(select(e.c.subject_id, e.c.episode, e.c.firing).where(
-        e.c.playbook_id == playbook_id, e.c.subject_type == subject, e.c.is_open.is_(True),
-        e.c.last_fired_at <= now - timedelta(seconds=repeat_s)).order_by(e.c.subject_id))
+    due = conn.execute(select(e.c.subject_id, e.c.episode, e.c.firing)
+                       .where(_repeat_is_due(schema, playbook_id, subject, now, repeat_s)).order_by(e.c.subject_id))
     return [Transition(sid, "repeat", ep, fi + 1, False) for sid, ep, fi in due if sid not in resolving]
 
 
@@ -76,9 +75,15 @@ def repeat_due(conn: Connection, schema: Schema, playbook_id: str, subject: str,
                repeat_s: int) -> bool:
     """Whether any open episode of the playbook last fired at least `repeat_s` ago."""
     e = schema.episodes
-    return conn.execute(select(e.c.subject_id).where(
-        e.c.playbook_id == playbook_id, e.c.subject_type == subject, e.c.is_open.is_(True),
-        e.c.last_fired_at <= now - timedelta(seconds=repeat_s)).limit(1)).first() is not None
+    return conn.execute(select(e.c.subject_id).where(_repeat_is_due(schema, playbook_id, subject, now, repeat_s))
+                        .limit(1)).first() is not None
+
+
+def _repeat_is_due(schema: Schema, playbook_id: str, subject: str, now: datetime, repeat_s: int) -> Any:
+    """An open episode of the playbook that last fired at least `repeat_s` before `now`."""
+    e = schema.episodes
+    return and_(e.c.playbook_id == playbook_id, e.c.subject_type == subject, e.c.is_open.is_(True),
+                e.c.last_fired_at <= now - timedelta(seconds=repeat_s))
 
 
 def apply_transitions(conn: Connection, schema: Schema, playbook_id: str, subject: str,
@@ -105,8 +110,8 @@ def apply_transitions(conn: Connection, schema: Schema, playbook_id: str, subjec
             execute_many(conn, stmt, rows)
     if changes:
         execute_many(conn, insert(ev), [dict(run_id=run_id, at=now, playbook_id=playbook_id, subject_type=subject,
-                                       subject_id=t.subject_id, event=t.event, episode=t.episode,
-                                       firing=t.firing) for t in changes])
+                                             subject_id=t.subject_id, event=t.event, episode=t.episode,
+                                             firing=t.firing) for t in changes])
     set_bits(conn, schema, subject, slot, [t.subject_id for t in changes if t.event == "enter"] + mend[0])
     clear_bits(conn, schema, subject, slot, [t.subject_id for t in changes if t.event == "resolve"] + mend[1])
 
