@@ -71,7 +71,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--accounts and --days must be positive")
     if args.reuse_data and args.workdir is None:
         p.error("--reuse-data needs --workdir")
+    problem = postgres_problem(postgres_url(args))
+    if problem:
+        p.error(f"{problem} — fix the URL (--postgres / PLAYBOOK_TEST_POSTGRES_URL) or pass --no-postgres")
     return args
+
+
+def postgres_problem(url: str | None) -> str | None:
+    """Why the PostgreSQL part could not run (checked before minutes of SQLite work), or None."""
+    if url is None:
+        return None
+    from sqlalchemy import create_engine, exc
+
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 10} if "psycopg" in url else {})
+        with engine.connect():
+            pass
+        engine.dispose()
+    except (exc.SQLAlchemyError, ImportError, ValueError) as e:
+        first = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        return f"cannot use PostgreSQL at {url.split('@')[-1]}: {first}"
+    return None
 
 
 class Progress:

@@ -73,3 +73,14 @@ def test_baselines_agree_with_the_tick_and_a_quiet_tick_writes_nothing(workspace
             assert sql[pid] == n, pid
     again = run_tick(app.db, app.settings, app.playbooks, app.clock("2026-03-02T11:00"))
     assert again.events == []
+
+
+def test_unreachable_postgres_is_refused_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.__main__ import parse_args
+
+    with pytest.raises(SystemExit) as stop:
+        parse_args(["--accounts", "10", "--postgres", "postgresql+psycopg://postgres@127.0.0.1:1/none"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot use PostgreSQL at 127.0.0.1:1/none" in err and "--no-postgres" in err
+    assert "Traceback" not in err
