@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import Connection, select, text, tuple_
+from sqlalchemy import Connection, select, text
 
 from engine.planner import PlannedEvent, Planner, dedup_key, roles_of
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook, PlaybookSet
 from engine import scan_plan
 from engine.store import changes, metric_cache, outbox, playbook_state, scan, state, subjects, tasks
+from engine.store.batch import WriteBatch
 from engine.store.metric_cache import MetricCache
 from engine.store.db import Database
 from engine.store.entities import count_rows
@@ -73,7 +74,10 @@ class Stopwatch(dict):
         try:
             yield
         finally:
-            self[name] = self.get(name, 0.0) + time.perf_counter() - started
+            self.add(name, time.perf_counter() - started)
+
+    def add(self, name: str, seconds: float) -> None:
+        self[name] = self.get(name, 0.0) + seconds
 
 
 def wall_clock() -> datetime:
@@ -108,23 +112,20 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
                    for pb in selected}
     synced = _last_synced(db, settings)
     outcomes = []
-    quiet = []
-    for pb in selected:
-        if on_playbook:
-            on_playbook(pb.id)
-        if not any(candidates[pb.id]) and not _repeat_due(db, pb, clock) and not _stale(settings, pb, synced):
-            quiet.append(pb)                      # nothing changes: no transaction, no write
-            outcomes.append(PlaybookOutcome(pb.id))
-            continue
-        outcomes.append(evaluate_playbook(db, settings, pb, clock, run_id=run_id, dry_run=dry_run,
-                                          slot=slots[pb.id], candidates=candidates[pb.id], synced=synced,
-                                          scan_state=scan_states[pb.id], watch=watch, keep_events=keep_events))
-    with watch("record"):
-        if quiet and not dry_run:
-            with db.engine.begin() as conn:
-                for pb in quiet:
-                    _record_state(conn, db, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run,
+    with WriteBatch(db.engine, dry_run=dry_run, on_commit=lambda s: watch.add("commit", s)) as batch:
+        for pb in selected:
+            if on_playbook:
+                on_playbook(pb.id)
+            if not any(candidates[pb.id]) and not _repeat_due(db, pb, clock) and not _stale(settings, pb, synced):
+                outcomes.append(PlaybookOutcome(pb.id))   # nothing changes: only its scan state is recorded
+                with watch("record"), batch.unit() as unit:
+                    _record_state(unit.conn, db, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run,
                                   scan_states[pb.id])
+                continue
+            outcomes.append(evaluate_playbook(batch, db, settings, pb, clock, run_id=run_id, slot=slots[pb.id],
+                                              candidates=candidates[pb.id], synced=synced,
+                                              scan_state=scan_states[pb.id], watch=watch, keep_events=keep_events))
+    with watch("record"):
         if run_id is not None:
             with db.engine.begin() as conn:
                 detail = {o.playbook: {"matched": o.matched, "events": sum(o.counts.values()), "planned": o.planned,
@@ -225,57 +226,45 @@ def _touched(db: Database, subject: str, pbs: list[CompiledPlaybook], plans: dic
     return changes.subjects_touched(db.schema, subject, since, any(scan_plan.reads_usage(p) for p in pbs), cooling)
 
 
-def evaluate_playbook(db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock, *,
-                      run_id: int | None, dry_run: bool, slot: scan.Slot,
-                      candidates: tuple[list[str], list[str]],
+def evaluate_playbook(batch: WriteBatch, db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock, *,
+                      run_id: int | None, slot: scan.Slot, candidates: tuple[list[str], list[str]],
                       synced: dict[str, datetime], scan_state: dict[str, Any] | None = None,
                       watch: Stopwatch | None = None, keep_events: bool = True) -> PlaybookOutcome:
-    """One playbook in one transaction: transitions, episode writes, events and outbox rows.
+    """One playbook as one unit of the tick's write batch (all or nothing): transitions, episode writes,
+    events and outbox rows.
 
     Candidates go through in chunks of CHUNK subjects (decide, plan, write), so memory stays flat
-    however many subjects change; the transaction still spans them all."""
+    however many subjects change; the unit still spans them all."""
     schema = db.schema
+    dry_run = batch.dry_run
     watch = watch if watch is not None else Stopwatch()
     result = PlaybookOutcome(pb.id)
     limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
-    with db.engine.connect() as conn:
-        conn.info["immediate"] = True
-        tx = conn.begin()
-        try:
-            _lock(conn, pb.id)
-            stale = _stale(settings, pb, synced)
-            if stale:
-                result.skipped = stale
-                log.warning("playbook %s not evaluated: %s", pb.id, stale, extra={"playbook": pb.id})
-                _record_state(conn, db, pb, clock, "stale", {"reason": stale}, dry_run)
-                tx.commit()
-                return result
-            planned_actions = 0
-            for transitions, mend in _transitions(conn, schema, pb, clock, candidates, watch):
-                with watch("plan actions"):
-                    rows = _plan(conn, db, settings, pb, clock, transitions, result, keep_events)
-                planned_actions += sum(1 for r in rows if r["kind"] != "task_close")
-                if limit is not None and planned_actions > limit:
-                    tx.rollback()
-                    return _blocked(db, pb, clock, result, _count_all(db, pb, clock, candidates, watch), limit,
-                                    dry_run)
-                with watch("write"):
-                    state.apply_transitions(conn, schema, pb.id, pb.subject, transitions, clock.now, run_id, slot,
-                                            mend)
-                    result.planned += outbox.plan(conn, schema, rows) if not dry_run else len(rows)
-            result.events.sort(key=lambda e: (e.subject, e.event))
+    with batch.unit() as unit:
+        conn = unit.conn
+        _lock(conn, pb.id)
+        stale = _stale(settings, pb, synced)
+        if stale:
+            result.skipped = stale
+            log.warning("playbook %s not evaluated: %s", pb.id, stale, extra={"playbook": pb.id})
+            _record_state(conn, db, pb, clock, "stale", {"reason": stale}, dry_run)
+            return result
+        planned_actions = 0
+        for transitions, mend in _transitions(conn, schema, pb, clock, candidates, watch):
+            with watch("plan actions"):
+                rows = _plan(conn, db, settings, pb, clock, transitions, result, keep_events)
+            planned_actions += sum(1 for r in rows if r["kind"] != "task_close")
+            if limit is not None and planned_actions > limit:
+                unit.discard()
+                return _blocked(conn, db, pb, clock, result, _count_all(db, pb, clock, candidates, watch), limit,
+                                dry_run)
             with watch("write"):
-                _record_state(conn, db, pb, clock, "ok",
-                              {"events": sum(result.counts.values()), "planned": result.planned}, dry_run,
-                              scan_state)
-        except BaseException:
-            tx.rollback()
-            raise
-        with watch("commit"):
-            if dry_run:
-                tx.rollback()
-            else:
-                tx.commit()
+                state.apply_transitions(conn, schema, pb.id, pb.subject, transitions, clock.now, run_id, slot, mend)
+                result.planned += outbox.plan(conn, schema, rows) if not dry_run else len(rows)
+        result.events.sort(key=lambda e: (e.subject, e.event))
+        with watch("write"):
+            _record_state(conn, db, pb, clock, "ok", {"events": sum(result.counts.values()), "planned": result.planned},
+                          dry_run, scan_state)
     return result
 
 
@@ -312,16 +301,14 @@ def _count_all(db: Database, pb: CompiledPlaybook, clock: Clock, candidates: tup
     return total
 
 
-def _blocked(db: Database, pb: CompiledPlaybook, clock: Clock, result: PlaybookOutcome, planned: int, limit: int,
-             dry_run: bool) -> PlaybookOutcome:
+def _blocked(conn: Connection, db: Database, pb: CompiledPlaybook, clock: Clock, result: PlaybookOutcome,
+             planned: int, limit: int, dry_run: bool) -> PlaybookOutcome:
     """Safety rail: a run that would plan more than max_actions_per_run plans nothing and raises an alert."""
     reason = (f"blocked: would plan {planned} actions, more than max_actions_per_run ({limit}); nothing was "
               f"planned — check the playbook's filters, or raise the limit")
     log.error("ALERT playbook %s %s", pb.id, reason, extra={"playbook": pb.id, "alert": "max_actions_per_run"})
     result.events, result.counts, result.planned, result.skipped = [], Counter(), 0, reason
-    if not dry_run:
-        with db.engine.begin() as conn:
-            _record_state(conn, db, pb, clock, "blocked", {"reason": reason, "would_plan": planned}, False)
+    _record_state(conn, db, pb, clock, "blocked", {"reason": reason, "would_plan": planned}, dry_run)
     return result
 
 
@@ -416,14 +403,10 @@ def _close_tasks(conn: Connection, db: Database, pb: CompiledPlaybook, resolves:
     if not closable or not resolves:
         return {}
     schema = db.schema
-    o = schema.outbox
+    keys = [dedup_key(pb.id, pb.subject, t.subject_id, t.episode, firing, index)
+            for t in resolves for firing in range(1, t.firing + 1) for index in closable]
+    outbox.cancel_pending(conn, schema, keys, clock.now, "episode resolved before delivery")
     episodes = [(t.subject_id, t.episode) for t in resolves]
-    for i in range(0, len(episodes), 500):
-        part = episodes[i:i + 500]
-        outbox.cancel_open(conn, schema, (o.c.playbook_id == pb.id) & (o.c.subject_type == pb.subject)
-                           & o.c.subject_id.in_([sid for sid, _ in part])
-                           & tuple_(o.c.subject_id, o.c.episode).in_(part) & (o.c.kind == "task")
-                           & o.c.action_index.in_(closable), clock.now, "episode resolved before delivery")
     by_episode = {(t.subject_id, t.episode): t for t in resolves}
     out: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for task in tasks.open_for_episodes(conn, schema, pb.id, pb.subject, episodes):

@@ -225,3 +225,35 @@ def test_goal_achieved_with_a_name_glob(ws: Workspace) -> None:
                                                      ("adoption-done", "goal:G3", "enter", 1)]
     explain = ws.cli("explain", "G2", "--now", "2026-03-10T09:00", "--format", "json").stdout
     assert '"verdict": "not_matching"' in explain
+
+
+TWO_TASKS = """
+id: low-arr
+name: Low ARR
+repeat: 1d
+trigger:
+  when: account.arr < 100
+actions:
+  - task: {title: "Call {{ account.name }}", assignee: csm@example.com}
+  - task: {title: "Note {{ account.name }}", assignee: csm@example.com, close_on_resolve: false}
+"""
+
+
+def test_resolve_cancels_undelivered_tasks_and_closes_delivered_ones(ws: Workspace) -> None:
+    ws.playbook("low-arr", TWO_TASKS)
+    accounts(ws, A1=50, A2=50)
+    ws.run("2026-03-02T09:00")                            # firing 1 of both episodes: delivered (tasks created)
+    ws.run("2026-03-03T09:00", "--no-dispatch")           # firing 2 (repeat): planned, not delivered
+    accounts(ws, A1=150, A2=50)
+    out = ws.run("2026-03-04T09:00", "--no-dispatch")
+    assert [(e["subject"], e["event"]) for e in out["events"]] == [("account:A1", "resolve"), ("account:A2", "repeat")]
+    rows = {r["dedup_key"]: r for r in ws.outbox_rows()}
+    # the undelivered `Call` task of A1's second firing is cancelled; the `Note` task (close_on_resolve: false)
+    # and A2's tasks (still in its episode) stay pending
+    assert rows["low-arr/account:A1/1/2/0"]["status"] == "cancelled"
+    assert rows["low-arr/account:A1/1/2/0"]["last_error"] == "episode resolved before delivery"
+    assert rows["low-arr/account:A1/1/2/1"]["status"] == "pending"
+    assert {rows[f"low-arr/account:A2/1/{f}/{i}"]["status"] for f in (2, 3) for i in (0, 1)} == {"pending"}
+    # the `Call` task already created by firing 1 gets a close action; the `Note` task does not
+    closes = [r for r in rows.values() if r["kind"] == "task_close"]
+    assert [(r["subject_id"], r["payload"]["task_key"]) for r in closes] == [("A1", "low-arr/account:A1/1/1/0")]

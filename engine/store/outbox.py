@@ -133,12 +133,18 @@ def release(conn: Connection, schema: Schema, owner: str, now: datetime) -> int:
     return res.rowcount or 0
 
 
-def cancel_open(conn: Connection, schema: Schema, where: Any, now: datetime, reason: str) -> int:
-    """Cancel pending actions matching `where` (claimed ones are left to finish)."""
+def cancel_pending(conn: Connection, schema: Schema, dedup_keys: list[str], now: datetime, reason: str) -> int:
+    """Cancel the pending actions among these dedup keys (claimed ones are left to finish)."""
     o = schema.outbox
-    res = conn.execute(update(o).where(where, o.c.status == "pending").values(
-        status="cancelled", last_error=reason, updated_at=now, finished_at=now))
-    return res.rowcount or 0
+    # `status || ''` is not indexable on purpose: without statistics SQLite's planner would read every
+    # pending row through ix_outbox_due rather than look the keys up in their unique index
+    pending = (o.c.status + "") == "pending"
+    total = 0
+    for i in range(0, len(dedup_keys), 500):
+        res = conn.execute(update(o).where(o.c.dedup_key.in_(dedup_keys[i:i + 500]), pending).values(
+            status="cancelled", last_error=reason, updated_at=now, finished_at=now))
+        total += res.rowcount or 0
+    return total
 
 
 def counts_by_status(conn: Connection, schema: Schema) -> dict[str, int]:

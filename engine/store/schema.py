@@ -166,7 +166,6 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         UniqueConstraint("dedup_key", name="uq_outbox_dedup_key"),
     )
     Index("ix_outbox_due", outbox.c.status, outbox.c.not_before)
-    Index("ix_outbox_episode", outbox.c.playbook_id, outbox.c.subject_type, outbox.c.subject_id, outbox.c.episode)
     attempts = Table(
         "attempts", md,
         Column("id", Integer, primary_key=True, autoincrement=True),
@@ -248,6 +247,7 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("subject_id", String, primary_key=True),
         Column("word", Integer, primary_key=True),
         Column("mask", BigInteger, nullable=False),
+        sqlite_with_rowid=False,      # one B-tree: an upsert touches one page, not a row page and an index page
     )
     playbook_bits = Table(
         "playbook_bits", md,

@@ -1,0 +1,37 @@
+"""fewer pages written per tick: match_state without rowid (SQLite); no outbox episode index (task
+actions are cancelled through their dedup keys)
+
+Revision ID: 0006
+Revises: 0005
+"""
+from __future__ import annotations
+
+from alembic import op
+
+revision = '0006'
+down_revision = '0005'
+branch_labels = None
+depends_on = None
+
+MATCH_STATE = ("CREATE TABLE {name} (subject_type VARCHAR NOT NULL, subject_id VARCHAR NOT NULL, word INTEGER NOT NULL, "
+               "mask BIGINT NOT NULL, PRIMARY KEY (subject_type, subject_id, word)){suffix}")
+
+
+def upgrade() -> None:
+    op.drop_index("ix_outbox_episode", table_name="outbox")
+    if op.get_bind().dialect.name == "sqlite":
+        _rebuild_match_state(" WITHOUT ROWID")
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        _rebuild_match_state("")
+    op.create_index("ix_outbox_episode", "outbox", ["playbook_id", "subject_type", "subject_id", "episode"])
+
+
+def _rebuild_match_state(suffix: str) -> None:
+    op.execute(MATCH_STATE.format(name="match_state_new", suffix=suffix))
+    op.execute("INSERT INTO match_state_new (subject_type, subject_id, word, mask) "
+               "SELECT subject_type, subject_id, word, mask FROM match_state")
+    op.execute("DROP TABLE match_state")
+    op.execute("ALTER TABLE match_state_new RENAME TO match_state")
