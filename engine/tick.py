@@ -1,7 +1,8 @@
 """One evaluation tick: every playbook × its subjects -> episode transitions -> outbox rows (§8).
 
-Each playbook is evaluated in its own transaction, so a crash leaves all or nothing of it; a dry run
-does the same work and rolls back."""
+Each playbook is evaluated as one unit of a write batch (engine/store/batch.py: a savepoint inside a
+transaction shared with the next playbooks for up to a second), so a crash leaves all or nothing of
+it; a dry run does the same work and rolls back."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import date, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from conftest import Workspace
@@ -49,7 +50,21 @@ def check(ws: Workspace, when: datetime) -> None:
     app.close()
 
 
-def test_build_refresh_and_rebuild_agree_with_the_reference(ws: Workspace) -> None:
+def incremental_usage(ws: Workspace, csv_text: str, at: datetime) -> None:
+    extra = ws.root / "data" / "usage-delta.csv"
+    extra.write_text("account_id,metric,day,value\n" + csv_text)
+    app = App(ws.config)
+    settings = app.settings.model_copy(update={"sources": [
+        app.settings.sources[2].model_copy(update={"csv": "data/usage-delta.csv", "mode": "incremental"})]})
+    run_sync(settings, app.db, now=at)
+    app.close()
+
+
+@pytest.mark.parametrize("merge_at", [1, metric_cache.MERGE_OVERLAY_AT])
+def test_build_refresh_and_rebuild_agree_with_the_reference(ws: Workspace, merge_at: int,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refreshed windows live in the overlay; with merge_at=1 every refresh first merges it into the base."""
+    monkeypatch.setattr(metric_cache, "MERGE_OVERLAY_AT", merge_at)
     rng = random.Random(3)
     accounts = [f"A{i}" for i in range(12)]
     ws.data("accounts", [{"id": a, "name": a} for a in accounts + ["A12"]])
@@ -59,15 +74,13 @@ def test_build_refresh_and_rebuild_agree_with_the_reference(ws: Workspace) -> No
     # an incremental usage sync changes a few accounts: only they, and only the windows holding a written
     # day, are recomputed, and must be right: a new value today, one 6 days ago (the 7@7 windows stay), a
     # negative one (min windows), and the first usage of an account (A12)
-    extra = ws.root / "data" / "usage-delta.csv"
-    extra.write_text("account_id,metric,day,value\nA1,logins,2026-03-10,99\nA2,seats_used,2026-03-04,7\n"
-                     "A4,logins,2026-03-09,-8\nA12,seats_used,2026-03-08,3\n")
-    app = App(ws.config)
-    settings = app.settings.model_copy(update={"sources": [
-        app.settings.sources[2].model_copy(update={"csv": "data/usage-delta.csv", "mode": "incremental"})]})
-    run_sync(settings, app.db, now=datetime(2026, 3, 10, 10))
-    app.close()
+    incremental_usage(ws, "A1,logins,2026-03-10,99\nA2,seats_used,2026-03-04,7\nA4,logins,2026-03-09,-8\n"
+                          "A12,seats_used,2026-03-08,3\n", datetime(2026, 3, 10, 10))
     check(ws, datetime(2026, 3, 10, 11))
+    # a second one: accounts already refreshed (A1 again, another window of A12) and new ones
+    incremental_usage(ws, "A1,logins,2026-03-01,-50\nA12,logins,2026-03-10,4\nA5,seats_used,2026-02-20,11\n",
+                      datetime(2026, 3, 10, 11, 30))
+    check(ws, datetime(2026, 3, 10, 11, 45))
     # a snapshot that drops every row of one account: the cache is rebuilt, A3 has no usage at all
     ws.data("usage", [r for r in usage_rows(random.Random(3), accounts) if r["account_id"] != "A3"])
     ws.sync()

@@ -6,7 +6,10 @@ rows (read in account order from a covering index) builds a table with one row p
 column per window, and the scan joins those tables by primary key. A cache is named after the day and
 the windows; it records the newest usage sync it reflects, so after an incremental usage sync only
 the windows that hold a written day are recomputed, and only for the accounts whose rows were written;
-a steady-state tick on the same day reuses it as is. Semantics are those of engine.lang.python_metric:
+a steady-state tick on the same day reuses it as is. Recomputed rows go to a small overlay table beside
+each base table (read in its place when it has the account): rewriting them in the base table, whose
+rows for the changed accounts lie on as many pages as there are accounts, cost more page writes than
+any other part of a steady tick. The overlay is merged into the base once it holds many accounts. Semantics are those of engine.lang.python_metric:
 missing days count as 0 for sum/avg/min/max, `count` counts days with a row, `last` is the latest value
 in the window."""
 
@@ -24,23 +27,29 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.lang import MetricRef
 from engine.store import changes
+from engine.store.bulk import execute_many
 from engine.store.entities import count_rows
 from engine.store.schema import Schema
 
 PREFIX = "metric_cache_"
 KEEP = 4            # cache generations kept besides the one in use (other instants may still evaluate)
+FORMAT = 2          # part of every cache's name: caches of an older layout (no overlay) are rebuilt, not read
+MERGE_OVERLAY_AT = 20_000   # overlay rows (or 5% of the base table, if more) before they are merged into the base
 
 
 @dataclass(frozen=True)
 class MetricCache:
-    """Built cache tables (one per metric name) and the column holding each window."""
+    """Built cache tables (one per metric name, each with its overlay) and the column holding each window."""
 
     tables: dict[str, Table]
     columns: dict[MetricRef, str]
+    overlays: dict[str, Table]
 
     def value(self, ref: MetricRef) -> Any:
         """The SQL value of metric `ref` for the joined account (an account absent = no usage in the windows)."""
-        col = self.tables[ref.name].c[self.columns[ref]]
+        name = self.columns[ref]
+        over = self.overlays[ref.name]
+        col = case((over.c.account_id.is_not(None), over.c[name]), else_=self.tables[ref.name].c[name])
         if ref.agg == "last":
             return col
         return func.coalesce(col, literal(0 if ref.agg == "count" else 0.0))
@@ -48,8 +57,8 @@ class MetricCache:
     def join(self, from_: Any, account_id: Any, refs: set[MetricRef]) -> Any:
         """`from_` outer-joined with the tables these windows live in."""
         for name in sorted({r.name for r in refs}):
-            t = self.tables[name]
-            from_ = from_.outerjoin(t, t.c.account_id == account_id)
+            for t in (self.tables[name], self.overlays[name]):
+                from_ = from_.outerjoin(t, t.c.account_id == account_id)
         return from_
 
 
@@ -63,12 +72,13 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
     if not refs:
         return None
     ordered = sorted(refs, key=lambda r: (r.name, r.days, r.agg, r.offset_days))
-    key = json.dumps([today.isoformat(), [[r.name, r.days, r.agg, r.offset_days] for r in ordered]])
+    key = json.dumps([FORMAT, today.isoformat(), [[r.name, r.days, r.agg, r.offset_days] for r in ordered]])
     name = PREFIX + hashlib.sha256(key.encode()).hexdigest()[:16]
     columns = {ref: f"m{i}" for i, ref in enumerate(ordered)}
     metrics = sorted({r.name for r in ordered})
     tables = {m: _table(f"{name}_{i}", [r for r in ordered if r.name == m], columns) for i, m in enumerate(metrics)}
-    cache = MetricCache(tables, columns)
+    overlays = {m: _table(f"{t.name}_d", [r for r in ordered if r.name == m], columns) for m, t in tables.items()}
+    cache = MetricCache(tables, columns, overlays)
     if conn.dialect.name == "postgresql":   # one builder at a time for a given cache
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(name[-15:], 16)})
     reg = schema.metric_caches
@@ -83,44 +93,74 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
         row = None
     if row is None:
         for m, t in tables.items():
-            conn.execute(text(f'DROP TABLE IF EXISTS "{t.name}"'))
-            t.create(conn)
+            for table in (t, overlays[m]):
+                conn.execute(text(f'DROP TABLE IF EXISTS "{table.name}"'))
+                table.create(conn)
             _fill(conn, schema, t, [r for r in ordered if r.name == m], columns, today, None)
         conn.execute(reg.insert().values(name=name, built_at=now, used_at=now, usage_stamp=stamp))
-        _analyze(conn, tables.values())
+        _analyze(conn, [*tables.values(), *overlays.values()])
         _collect_garbage(conn, schema, keep=name)
     elif stamp is not None and (row.usage_stamp is None or stamp > row.usage_stamp):
-        _refresh(conn, schema, tables, ordered, columns, today, row.usage_stamp)
+        _refresh(conn, schema, cache, ordered, today, row.usage_stamp)
         conn.execute(reg.update().where(reg.c.name == name).values(used_at=now, usage_stamp=stamp))
     else:
         conn.execute(reg.update().where(reg.c.name == name).values(used_at=now))
     return cache
 
 
-def _refresh(conn: Connection, schema: Schema, tables: dict[str, Table], ordered: list[MetricRef],
-             columns: dict[MetricRef, str], today: date, since: datetime | None) -> None:
+def _refresh(conn: Connection, schema: Schema, cache: MetricCache, ordered: list[MetricRef], today: date,
+             since: datetime | None) -> None:
     """Recompute, for the accounts whose usage rows were written after `since`, the windows that contain
-    a written day (daily usage mostly rewrites the last few days: older windows keep their values)."""
+    a written day (daily usage mostly rewrites the last few days: older windows keep their values), into
+    the overlay."""
     u = schema.usage.c
     newer = u.synced_at > since if since is not None else u.synced_at.is_not(None)
-    written: dict[str, tuple[set[str], set[date]]] = {}     # metric -> (accounts, days)
-    # read through the synced_at index; deduplicated here (a DISTINCT lets the planner prefer a full scan)
-    for account_id, metric, day in conn.execute(select(u.account_id, u.metric, u.day).where(newer)):
+    written: dict[str, tuple[set[str], set[str]]] = {}     # metric -> (accounts, ISO days)
+    # read through the synced_at index; deduplicated here (a DISTINCT lets the planner prefer a full scan);
+    # days as text: thousands of rows, a few distinct days
+    for account_id, metric, day in conn.execute(select(u.account_id, u.metric, cast(u.day, String)).where(newer)):
         accounts, days = written.setdefault(metric, (set(), set()))
         accounts.add(account_id)
         days.add(day)
-    for m, t in tables.items():
+    for m, t in cache.tables.items():
         if m not in written:
             continue
-        accounts, days = written[m]
+        accounts, day_texts = written[m]
+        days = {date.fromisoformat(d[:10]) for d in day_texts}
         mine = [r for r in ordered if r.name == m]
         hit = [r for r, (start, end) in ((r, _window(r, today)) for r in mine) if any(start <= d <= end for d in days)]
+        if not hit:
+            continue
+        over = cache.overlays[m]
+        overlaid = count_rows(conn, over)
+        if overlaid >= MERGE_OVERLAY_AT and overlaid >= count_rows(conn, t) // 20:
+            _merge(conn, t, over)
         ids = sorted(accounts)
-        for i in range(0, len(ids) if hit else 0, 500):
+        for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
+            _seed_overlay(conn, t, over, part)
             # rows were only added or changed (a sync that deletes usage rows makes ensure() rebuild), so every
             # account read here keeps a row in the range of the windows hit, and the upsert rewrites them all
-            _fill(conn, schema, t, hit, columns, today, part, upsert=True)
+            _fill(conn, schema, over, hit, cache.columns, today, part, upsert=True)
+
+
+def _seed_overlay(conn: Connection, base: Table, over: Table, ids: list[str]) -> None:
+    """Give these accounts an overlay row holding their base values (no row in the base: no usage, all empty)."""
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(over)
+    names = [c.name for c in base.c]
+    conn.execute(ins.from_select(names, select(*base.c).where(base.c.account_id.in_(ids)))
+                 .on_conflict_do_nothing(index_elements=["account_id"]))
+    execute_many(conn, ins.on_conflict_do_nothing(index_elements=["account_id"]), [{"account_id": i} for i in ids])
+
+
+def _merge(conn: Connection, base: Table, over: Table) -> None:
+    """Fold the overlay into the base table and empty it."""
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(base)
+    names = [c.name for c in base.c]
+    # (the WHERE keeps SQLite from reading ON CONFLICT as a join constraint)
+    conn.execute(ins.from_select(names, select(*over.c).where(over.c.account_id.is_not(None))).on_conflict_do_update(
+        index_elements=["account_id"], set_={n: ins.excluded[n] for n in names[1:]}))
+    conn.execute(over.delete())
 
 
 def _rows_deleted_since(conn: Connection, schema: Schema, since: datetime | None) -> bool:
@@ -233,4 +273,5 @@ def _collect_garbage(conn: Connection, schema: Schema, keep: str) -> None:
     for name in names[KEEP:]:
         for i in range(64):
             conn.execute(text(f'DROP TABLE IF EXISTS "{name}_{i}"'))
+            conn.execute(text(f'DROP TABLE IF EXISTS "{name}_{i}_d"'))
         conn.execute(reg.delete().where(reg.c.name == name))
