@@ -51,7 +51,12 @@ def localize(value: Any, tz: ZoneInfo) -> Any:
 
 def localize_row(row: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
     """A stored row as templates see it: datetimes local, `removed_at` left out."""
-    return {k: localize(v, tz) for k, v in row.items() if k != "removed_at"}
+    out = dict(row)
+    out.pop("removed_at", None)
+    for k, v in row.items():
+        if type(v) is datetime:
+            out[k] = localize(v, tz)
+    return out
 
 
 def base_context(pb: CompiledPlaybook, clock: Clock) -> dict[str, Any]:
@@ -81,8 +86,10 @@ def render_structure(value: Any, ctx: dict[str, Any]) -> Any:
 class Planner:
     """Builds the outbox rows of one playbook's transitions."""
 
-    def __init__(self, settings: Settings, pb: CompiledPlaybook, clock: Clock, planned_at: datetime):
+    def __init__(self, settings: Settings, pb: CompiledPlaybook, clock: Clock, planned_at: datetime, *,
+                 describe: bool = True):
         self.settings, self.pb, self.clock = settings, pb, clock
+        self.describe = describe        # fill each event's short action list (what `run` shows)
         self.planned_at = planned_at
         self.expires_at = planned_at + timedelta(seconds=parse_duration(settings.delivery.expire_after))
         self.tz = ZoneInfo(clock.timezone)
@@ -111,7 +118,8 @@ class Planner:
                            finished_at=self.planned_at)
             row["payload"] = payload
             rows.append(row)
-            event.actions.append(display(action.kind, payload))
+            if self.describe:
+                event.actions.append(display(action.kind, payload))
         return event, rows
 
     def base_row(self, key: str, t: Transition, firing: str, action: CompiledAction) -> dict[str, Any]:

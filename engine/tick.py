@@ -112,6 +112,7 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
     scan_states = {pb.id: scan_plan.saved_state(pb, plans[pb.id], clock, wall, marks, saved.get(pb.id))
                    for pb in selected}
     synced = _last_synced(db, settings)
+    records = subjects.RowCache()         # subject rows, read once for all playbooks
     outcomes = []
     with WriteBatch(db.engine, dry_run=dry_run, on_commit=lambda s: watch.add("commit", s)) as batch:
         for pb in selected:
@@ -125,7 +126,8 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
                 continue
             outcomes.append(evaluate_playbook(batch, db, settings, pb, clock, run_id=run_id, slot=slots[pb.id],
                                               candidates=candidates[pb.id], synced=synced,
-                                              scan_state=scan_states[pb.id], watch=watch, keep_events=keep_events))
+                                              scan_state=scan_states[pb.id], watch=watch, keep_events=keep_events,
+                                              records=records))
     with watch("record"):
         if run_id is not None:
             with db.engine.begin() as conn:
@@ -230,7 +232,8 @@ def _touched(db: Database, subject: str, pbs: list[CompiledPlaybook], plans: dic
 def evaluate_playbook(batch: WriteBatch, db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock, *,
                       run_id: int | None, slot: scan.Slot, candidates: tuple[list[str], list[str]],
                       synced: dict[str, datetime], scan_state: dict[str, Any] | None = None,
-                      watch: Stopwatch | None = None, keep_events: bool = True) -> PlaybookOutcome:
+                      watch: Stopwatch | None = None, keep_events: bool = True,
+                      records: subjects.RowCache | None = None) -> PlaybookOutcome:
     """One playbook as one unit of the tick's write batch (all or nothing): transitions, episode writes,
     events and outbox rows.
 
@@ -239,6 +242,7 @@ def evaluate_playbook(batch: WriteBatch, db: Database, settings: Settings, pb: C
     schema = db.schema
     dry_run = batch.dry_run
     watch = watch if watch is not None else Stopwatch()
+    records = records or subjects.RowCache()
     result = PlaybookOutcome(pb.id)
     limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
     with batch.unit() as unit:
@@ -253,7 +257,7 @@ def evaluate_playbook(batch: WriteBatch, db: Database, settings: Settings, pb: C
         planned_actions = 0
         for transitions, mend in _transitions(conn, schema, pb, clock, candidates, watch):
             with watch("plan actions"):
-                rows = _plan(conn, db, settings, pb, clock, transitions, result, keep_events)
+                rows = _plan(conn, db, settings, pb, clock, transitions, result, keep_events, records)
             planned_actions += sum(1 for r in rows if r["kind"] != "task_close")
             if limit is not None and planned_actions > limit:
                 unit.discard()
@@ -374,16 +378,16 @@ def _lock(conn: Connection, playbook_id: str) -> None:
 
 
 def _plan(conn: Connection, db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock,
-          transitions: list[state.Transition], result: PlaybookOutcome,
-          keep_events: bool = True) -> list[dict[str, Any]]:
+          transitions: list[state.Transition], result: PlaybookOutcome, keep_events: bool,
+          rows: subjects.RowCache) -> list[dict[str, Any]]:
     schema = db.schema
     if not transitions:
         return []
-    recs = subjects.records(conn, schema, pb.subject, [t.subject_id for t in transitions])
+    recs = subjects.records(conn, schema, pb.subject, [t.subject_id for t in transitions], rows)
     roles = sorted({r for a in (*pb.actions, *pb.on_resolve) if a.kind == "email" for r in roles_of(a)})
     contacts = (subjects.contacts_with_roles(conn, schema, {r["account"]["id"] for r in recs.values()
-                                                            if r.get("account")}, roles) if roles else {})
-    planner = Planner(settings, pb, clock, wall_clock())
+                                                            if r.get("account")}, roles, rows) if roles else {})
+    planner = Planner(settings, pb, clock, wall_clock(), describe=keep_events)
     closes = _close_tasks(conn, db, pb, [t for t in transitions if t.event == "resolve"], planner, clock)
     rows: list[dict[str, Any]] = []
     for t in transitions:

@@ -25,41 +25,60 @@ def _public(conn: Connection, table: Any, where: Any, *order: Any) -> Iterable[d
         yield dict(zip(keys, row))
 
 
-def records(conn: Connection, schema: Schema, subject: str, ids: Iterable[str]) -> dict[str, dict[str, dict]]:
+class RowCache:
+    """Entity rows by id, read at most once while it lives (one tick: many playbooks act on the same changed
+    accounts). Holds at most `limit` rows per entity; beyond that it starts afresh."""
+
+    def __init__(self, limit: int = 50_000):
+        self.limit = limit
+        self._rows: dict[str, dict[str, dict | None]] = {}
+        self._contacts: dict[str, list[dict]] = {}          # account id -> its live, subscribed contacts
+
+    def rows(self, conn: Connection, table: Any, ids: Iterable[str]) -> dict[str, dict]:
+        """id -> row (without synced_at) of the given ids that exist, removed rows included."""
+        known = self._rows.setdefault(table.name, {})
+        missing = sorted({i for i in ids if i not in known})
+        if len(known) + len(missing) > self.limit:
+            known.clear()
+        for chunk in _chunks(missing):
+            found = {row["id"]: row for row in _public(conn, table, [table.c.id.in_(chunk)])}
+            for i in chunk:
+                known[i] = found.get(i)
+        return {i: known[i] for i in ids if known.get(i) is not None}
+
+    def contacts(self, conn: Connection, schema: Schema, account_ids: Iterable[str]) -> dict[str, list[dict]]:
+        """account id -> its live contacts that did not unsubscribe, in id order."""
+        c = schema.contacts
+        missing = sorted({a for a in account_ids if a not in self._contacts})
+        if len(self._contacts) + len(missing) > self.limit:
+            self._contacts.clear()
+        for chunk in _chunks(missing):
+            for a in chunk:
+                self._contacts[a] = []
+            live = [c.c.account_id.in_(chunk), c.c.removed_at.is_(None), c.c.unsubscribed.isnot(True)]
+            for row in _public(conn, c, live, c.c.id):
+                self._contacts[row["account_id"]].append(row)
+        return {a: self._contacts[a] for a in account_ids}
+
+
+def records(conn: Connection, schema: Schema, subject: str, ids: Iterable[str],
+            cache: RowCache | None = None) -> dict[str, dict[str, dict]]:
     """subject id -> {'account': row, 'contact'|'goal': row} (removed rows included: resolves need them)."""
-    ids = sorted(set(ids))
-    out: dict[str, dict[str, dict]] = {}
+    cache = cache or RowCache()
     a = schema.accounts
     if subject == "account":
-        for chunk in _chunks(ids):
-            for row in _public(conn, a, [a.c.id.in_(chunk)]):
-                out[row["id"]] = {"account": row}
-        return out
-    t = schema.contacts if subject == "contact" else schema.goals
-    account_ids: dict[str, str] = {}
-    for chunk in _chunks(ids):
-        for row in _public(conn, t, [t.c.id.in_(chunk)]):
-            out[row["id"]] = {subject: row}
-            account_ids[row["id"]] = row["account_id"]
-    accounts: dict[str, dict] = {}
-    for chunk in _chunks(sorted(set(account_ids.values()))):
-        for row in _public(conn, a, [a.c.id.in_(chunk)]):
-            accounts[row["id"]] = row
-    for sid, aid in account_ids.items():
-        out[sid]["account"] = accounts.get(aid, {})
-    return out
+        return {i: {"account": row} for i, row in cache.rows(conn, a, ids).items()}
+    own = cache.rows(conn, schema.contacts if subject == "contact" else schema.goals, ids)
+    accounts = cache.rows(conn, a, {row["account_id"] for row in own.values()})
+    return {i: {subject: row, "account": accounts.get(row["account_id"], {})} for i, row in own.items()}
 
 
-def contacts_with_roles(conn: Connection, schema: Schema, account_ids: Iterable[str],
-                        roles: list[str]) -> dict[str, list[dict]]:
+def contacts_with_roles(conn: Connection, schema: Schema, account_ids: Iterable[str], roles: list[str],
+                        cache: RowCache | None = None) -> dict[str, list[dict]]:
     """account id -> its live contacts with one of `roles`, unsubscribed ones left out, in id order."""
-    c = schema.contacts
-    out: dict[str, list[dict]] = {}
-    for chunk in _chunks(sorted(set(account_ids))):
-        live = [c.c.account_id.in_(chunk), c.c.role.in_(roles), c.c.removed_at.is_(None), c.c.unsubscribed.isnot(True)]
-        for row in _public(conn, c, live, c.c.id):
-            out.setdefault(row["account_id"], []).append(row)
-    return out
+    wanted = set(roles)
+    found = (cache or RowCache()).contacts(conn, schema, set(account_ids))
+    return {a: mine for a, rows in found.items() if (mine := [r for r in rows if r["role"] in wanted])}
 
 
 def usage_rows(conn: Connection, schema: Schema, account_id: str, since: date, until: date) -> dict[str, dict]:
