@@ -132,12 +132,17 @@ class Service:
         return CronTrigger.from_crontab(cron, timezone=ZoneInfo(self.app.settings.timezone))
 
     def _schedule(self) -> None:
+        """One job per distinct schedule: playbooks due at the same moment are evaluated in one tick (one
+        scan per subject type for all of them, one metric-window refresh, shared write batches)."""
         self.scheduler.remove_all_jobs()
         default = self.app.settings.defaults.schedule
+        by_schedule: dict[str, list[str]] = {}
         for pb in self.good.values():
             if pb.spec.enabled:
-                self.scheduler.add_job(self.evaluate, self._trigger(pb.spec.schedule or default), args=[pb.id],
-                                       id=f"playbook:{pb.id}", replace_existing=True)
+                by_schedule.setdefault(pb.spec.schedule or default, []).append(pb.id)
+        for cron, ids in by_schedule.items():
+            self.scheduler.add_job(self.evaluate, self._trigger(cron), args=[ids], id=f"schedule:{cron}",
+                                   replace_existing=True)
         sync_cron = self.app.settings.defaults.sync_schedule
         if sync_cron or any(s.schedule for s in self.app.settings.sources):
             self.scheduler.add_job(self.sync, self._trigger(sync_cron or "0 * * * *"), id="sync",
@@ -146,25 +151,28 @@ class Service:
     def next_runs(self) -> dict[str, datetime | None]:
         return {job.id: job.next_run_time for job in self.scheduler.get_jobs()}
 
-    def evaluate(self, playbook_id: str) -> None:
-        """A scheduled evaluation of one playbook (only the leader evaluates)."""
+    def evaluate(self, playbook_ids: list[str]) -> None:
+        """A scheduled evaluation of these playbooks, in one tick (only the leader evaluates)."""
         if not self.is_leader or self.stop.is_set():
             return
-        pb = self.good.get(playbook_id)
-        if pb is None:
+        pbs = tuple(self.good[pid] for pid in playbook_ids if pid in self.good)
+        if not pbs:
             return
         with self.eval_lock:
             started = time.perf_counter()
             try:
-                only = PlaybookSet((pb,), ())
-                result = run_tick(self.app.db, self.app.settings, only, make_clock(self.app.settings),
+                result = run_tick(self.app.db, self.app.settings, PlaybookSet(pbs, ()), make_clock(self.app.settings),
                                   kind="scheduled", keep_events=False)
-                o = result.outcomes[0]
-                log.info("evaluated", extra={"playbook": pb.id, "run_id": result.run_id, "events": dict(o.counts),
-                                             "planned": o.planned, "skipped": o.skipped,
-                                             "seconds": round(time.perf_counter() - started, 3)})
-            except Exception:  # noqa: BLE001 - one failing playbook must not stop the service
-                log.exception("evaluation failed", extra={"playbook": pb.id})
+                seconds = round(time.perf_counter() - started, 3)
+                for o in result.outcomes:
+                    log.info("evaluated", extra={"playbook": o.playbook, "run_id": result.run_id,
+                                                 "events": dict(o.counts), "planned": o.planned, "skipped": o.skipped,
+                                                 "seconds": seconds})
+            except Exception:  # noqa: BLE001 - one failing evaluation must not stop the service
+                log.exception("evaluation failed", extra={"playbooks": [p.id for p in pbs]})
+                if len(pbs) > 1:          # one playbook's failure must not hold back the others: one by one
+                    for pb in pbs:
+                        self.evaluate([pb.id])
 
     def catch_up(self) -> list[str]:
         """Evaluate, once, every playbook whose last scheduled time passed without an evaluation."""
@@ -185,7 +193,8 @@ class Service:
                 due.append(pb.id)
         for pid in due:
             log.info("catch-up evaluation", extra={"playbook": pid})
-            self.evaluate(pid)
+        if due:
+            self.evaluate(due)
         return due
 
     def sync(self) -> None:
