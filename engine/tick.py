@@ -207,15 +207,23 @@ def _scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan
     with db.engine.connect() as conn:
         for (subject, word, full), pbs in groups.items():
             conditions = {slots[p.id].bit: [c.expr for c in p.conditions] for p in pbs}
-            only = None if full else _touched(db, subject, pbs, plans)
-            for ch in scan.scan(conn, db.schema, subject, word, conditions, clock, db.dialect, cache, only):
-                for p in pbs:
-                    bit = slots[p.id].value
-                    if ch.new & bit and not ch.old & bit:
-                        out[p.id][0].append(ch.subject_id)
-                    elif ch.old & bit and not ch.new & bit:
-                        out[p.id][1].append(ch.subject_id)
+            if full:
+                parts: list[list[str] | None] = [None]
+            else:   # the ids themselves, not a subquery: the database then plans for a few thousand subjects
+                ids = sorted(set(conn.execute(_touched(db, subject, pbs, plans)).scalars()))
+                parts = [ids[i:i + SCAN_IDS] for i in range(0, len(ids), SCAN_IDS)]
+            for only in parts:
+                for ch in scan.scan(conn, db.schema, subject, word, conditions, clock, db.dialect, cache, only):
+                    for p in pbs:
+                        bit = slots[p.id].value
+                        if ch.new & bit and not ch.old & bit:
+                            out[p.id][0].append(ch.subject_id)
+                        elif ch.old & bit and not ch.new & bit:
+                            out[p.id][1].append(ch.subject_id)
     return out
+
+
+SCAN_IDS = 5000      # subject ids per changes-only scan statement
 
 
 def _touched(db: Database, subject: str, pbs: list[CompiledPlaybook], plans: dict[str, scan_plan.ScanPlan]) -> Any:

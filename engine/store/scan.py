@@ -9,9 +9,9 @@ the full record; the bits are its index, kept in step by state.apply_transitions
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import Connection, Select, and_, case, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store.bulk import execute_many
@@ -76,7 +76,7 @@ def set_bits(conn: Connection, schema: Schema, subject: str, slot: Slot, ids: It
     if not rows:
         return
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(ms)
-    execute_many(conn, ins.on_conflict_do_update(index_elements=["subject_type", "subject_id", "word"],
+    execute_many(conn, ins.on_conflict_do_update(index_elements=["subject_type", "word", "subject_id"],
                                                  set_={"mask": ms.c.mask.op("|")(ins.excluded.mask)}), rows)
 
 
@@ -100,9 +100,9 @@ class Change:
 
 
 def scan(conn: Connection, schema: Schema, subject: str, word: int, conditions: dict[int, list[Any]],
-         clock: Clock, dialect: str, cache: MetricCache | None, only: Select | None = None) -> Iterator[Change]:
+         clock: Clock, dialect: str, cache: MetricCache | None, only: Sequence[str] | None = None) -> Iterator[Change]:
     """Subjects whose bits (among the playbooks given as bit -> compiled expressions) should change,
-    among all subjects or those whose ids `only` selects."""
+    among all subjects or those listed in `only`."""
     from engine.lang import metric_calls, to_sql
 
     from_, id_col, live = subject_from(schema, subject)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer, MetaData, String,
-                        Table, Text, UniqueConstraint, func)
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer, MetaData,
+                        PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, func)
 
 FIELD_TYPES = {
     "string": String,
@@ -243,10 +243,13 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
     # bits change (store/scan.py); episodes stays the full record.
     match_state = Table(
         "match_state", md,
-        Column("subject_type", String, primary_key=True),
-        Column("subject_id", String, primary_key=True),
-        Column("word", Integer, primary_key=True),
+        Column("subject_type", String, nullable=False),
+        Column("subject_id", String, nullable=False),
+        Column("word", Integer, nullable=False),
         Column("mask", BigInteger, nullable=False),
+        # word before subject_id: `subject_id IN (…)` is then part of the index condition (PostgreSQL otherwise
+        # filters every subject of the type when its statistics are stale)
+        PrimaryKeyConstraint("subject_type", "word", "subject_id", name="pk_match_state"),
         sqlite_with_rowid=False,      # one B-tree: an upsert touches one page, not a row page and an index page
     )
     playbook_bits = Table(
