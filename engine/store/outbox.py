@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Iterable
 
 from sqlalchemy import JSON, Boolean, Connection, DateTime, and_, bindparam, func, insert, or_, select, update
@@ -38,11 +39,13 @@ class Claimed:
 
 def plan(conn: Connection, schema: Schema, rows: Iterable[dict[str, Any]]) -> int:
     """Insert planned actions; a dedup key already present is left alone. Returns rows inserted."""
-    rows = list(rows)
-    if not rows:
-        return 0
-    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(schema.outbox)
-    return execute_many(conn, ins.on_conflict_do_nothing(index_elements=["dedup_key"]), rows)
+    return execute_many(conn, _plan_insert(schema, conn.dialect.name), list(rows))
+
+
+@lru_cache(maxsize=32)
+def _plan_insert(schema: Schema, dialect: str) -> Any:
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(schema.outbox)
+    return ins.on_conflict_do_nothing(index_elements=["dedup_key"])
 
 
 def claim(conn: Connection, schema: Schema, owner: str, now: datetime, lease_s: float, limit: int,
@@ -135,16 +138,22 @@ def release(conn: Connection, schema: Schema, owner: str, now: datetime) -> int:
 
 def cancel_pending(conn: Connection, schema: Schema, dedup_keys: list[str], now: datetime, reason: str) -> int:
     """Cancel the pending actions among these dedup keys (claimed ones are left to finish)."""
+    total = 0
+    for i in range(0, len(dedup_keys), 500):
+        res = conn.execute(_cancel_pending(schema), {"b_keys": dedup_keys[i:i + 500], "b_reason": reason, "b_now": now})
+        total += res.rowcount or 0
+    return total
+
+
+@lru_cache(maxsize=32)
+def _cancel_pending(schema: Schema) -> Any:
     o = schema.outbox
     # `status || ''` is not indexable on purpose: without statistics SQLite's planner would read every
     # pending row through ix_outbox_due rather than look the keys up in their unique index
     pending = (o.c.status + "") == "pending"
-    total = 0
-    for i in range(0, len(dedup_keys), 500):
-        res = conn.execute(update(o).where(o.c.dedup_key.in_(dedup_keys[i:i + 500]), pending).values(
-            status="cancelled", last_error=reason, updated_at=now, finished_at=now))
-        total += res.rowcount or 0
-    return total
+    now = bindparam("b_now", type_=DateTime)
+    return (update(o).where(o.c.dedup_key.in_(bindparam("b_keys", expanding=True)), pending)
+            .values(status="cancelled", last_error=bindparam("b_reason"), updated_at=now, finished_at=now))
 
 
 def counts_by_status(conn: Connection, schema: Schema) -> dict[str, int]:

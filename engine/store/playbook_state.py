@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -15,12 +16,17 @@ def record(conn: Connection, schema: Schema, playbook_id: str, *, evaluated_at: 
            status: str, detail: dict[str, Any] | None, source_hash: str | None,
            scan: dict[str, Any] | None = None) -> None:
     """Upsert the latest evaluation of one playbook (`scan`: what its scan saw, engine/scan_plan.py)."""
+    conn.execute(_upsert(schema, conn.dialect.name), dict(
+        playbook_id=playbook_id, last_evaluated_at=evaluated_at, last_now=now, status=status, detail=detail,
+        source_hash=source_hash, scan=scan))
+
+
+@lru_cache(maxsize=32)
+def _upsert(schema: Schema, dialect: str) -> Any:
     t = schema.playbook_state
-    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(t)
-    values = dict(playbook_id=playbook_id, last_evaluated_at=evaluated_at, last_now=now, status=status,
-                  detail=detail, source_hash=source_hash, scan=scan)
-    conn.execute(ins.values(**values).on_conflict_do_update(
-        index_elements=["playbook_id"], set_={k: v for k, v in values.items() if k != "playbook_id"}))
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(t)
+    return ins.on_conflict_do_update(index_elements=["playbook_id"],
+                                     set_={c.name: ins.excluded[c.name] for c in t.c if c.name != "playbook_id"})
 
 
 def all_states(conn: Connection, schema: Schema) -> dict[str, dict]:

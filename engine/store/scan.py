@@ -9,9 +9,10 @@ the full record; the bits are its index, kept in step by state.apply_transitions
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, literal, select, update
+from sqlalchemy import BigInteger, Connection, and_, bindparam, case, delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store.bulk import execute_many
@@ -71,23 +72,32 @@ def _seed_from_episodes(conn: Connection, schema: Schema, pid: str, subject: str
 
 def set_bits(conn: Connection, schema: Schema, subject: str, slot: Slot, ids: Iterable[str]) -> None:
     """mask |= bit for these subjects."""
-    ms = schema.match_state
     rows = [dict(subject_type=subject, subject_id=i, word=slot.word, mask=slot.value) for i in ids]
-    if not rows:
-        return
-    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(ms)
-    execute_many(conn, ins.on_conflict_do_update(index_elements=["subject_type", "word", "subject_id"],
-                                                 set_={"mask": ms.c.mask.op("|")(ins.excluded.mask)}), rows)
+    execute_many(conn, _set_bits(schema, conn.dialect.name), rows)
 
 
 def clear_bits(conn: Connection, schema: Schema, subject: str, slot: Slot, ids: Iterable[str]) -> None:
     """mask &= ~bit for these subjects."""
-    ms = schema.match_state
     ids = list(ids)
     for i in range(0, len(ids), 500):
-        conn.execute(update(ms).where(ms.c.subject_type == subject, ms.c.word == slot.word,
-                                      ms.c.subject_id.in_(ids[i:i + 500]))
-                     .values(mask=ms.c.mask.op("&")(~slot.value)))
+        conn.execute(_clear_bits(schema), {"b_type": subject, "b_word": slot.word, "b_ids": ids[i:i + 500],
+                                           "b_keep": ~slot.value})
+
+
+@lru_cache(maxsize=32)
+def _set_bits(schema: Schema, dialect: str) -> Any:
+    ms = schema.match_state
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(ms)
+    return ins.on_conflict_do_update(index_elements=["subject_type", "word", "subject_id"],
+                                     set_={"mask": ms.c.mask.op("|")(ins.excluded.mask)})
+
+
+@lru_cache(maxsize=32)
+def _clear_bits(schema: Schema) -> Any:
+    ms = schema.match_state
+    return (update(ms).where(ms.c.subject_type == bindparam("b_type"), ms.c.word == bindparam("b_word"),
+                             ms.c.subject_id.in_(bindparam("b_ids", expanding=True)))
+            .values(mask=ms.c.mask.op("&")(bindparam("b_keep", type_=BigInteger))))
 
 
 @dataclass(frozen=True)

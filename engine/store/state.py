@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, DateTime, and_, bindparam, insert, select, update
 
 from engine.store.bulk import execute_many
 from engine.store.scan import Slot, clear_bits, set_bits
@@ -31,12 +32,10 @@ def decide(conn: Connection, schema: Schema, playbook_id: str, subject: str, ent
 
     Returns the transitions plus the subjects whose bits only need mending (set, clear) because the
     stored episode already says so."""
-    e = schema.episodes
-    mine = and_(e.c.playbook_id == playbook_id, e.c.subject_type == subject)
     rows: dict[str, Any] = {}
     ids = sorted(set(enter_ids) | set(resolve_ids))
     for i in range(0, len(ids), 500):
-        for r in conn.execute(select(e).where(mine, e.c.subject_id.in_(ids[i:i + 500]))):
+        for r in conn.execute(_episodes_of(schema), {"b_pb": playbook_id, "b_type": subject, "b_ids": ids[i:i + 500]}):
             rows[r.subject_id] = r
     out: list[Transition] = []
     mend_set: list[str] = []
@@ -90,30 +89,45 @@ def apply_transitions(conn: Connection, schema: Schema, playbook_id: str, subjec
                       changes: Iterable[Transition], now: datetime, run_id: int | None, slot: Slot,
                       mend: tuple[list[str], list[str]] = ([], [])) -> None:
     """Write the new episode states, their match bits, and one event row per transition."""
-    e, ev = schema.episodes, schema.events
     changes = list(changes)
-    new_rows = [dict(playbook_id=playbook_id, subject_type=subject, subject_id=t.subject_id, is_open=True,
-                     episode=t.episode, firing=t.firing, started_at=now, last_fired_at=now, resolved_at=None)
-                for t in changes if t.is_new_row]
-    execute_many(conn, insert(e), new_rows)
-    key = and_(e.c.playbook_id == playbook_id, e.c.subject_type == subject)
-    for kind, values in (
-        ("enter", dict(is_open=True, started_at=now, last_fired_at=now)),
-        ("repeat", dict(last_fired_at=now)),
-        ("resolve", dict(is_open=False, resolved_at=now)),
-    ):
-        rows = [{"sid": t.subject_id, "ep": t.episode, "fi": t.firing}
-                for t in changes if t.event == kind and not t.is_new_row]
-        if rows:
-            stmt = (update(e).where(key, e.c.subject_id == bindparam("sid"))
-                    .values(episode=bindparam("ep"), firing=bindparam("fi"), **values))
-            execute_many(conn, stmt, rows)
-    if changes:
-        execute_many(conn, insert(ev), [dict(run_id=run_id, at=now, playbook_id=playbook_id, subject_type=subject,
-                                             subject_id=t.subject_id, event=t.event, episode=t.episode,
-                                             firing=t.firing) for t in changes])
+    execute_many(conn, _insert(schema.episodes), [
+        dict(playbook_id=playbook_id, subject_type=subject, subject_id=t.subject_id, is_open=True, episode=t.episode,
+             firing=t.firing, started_at=now, last_fired_at=now, resolved_at=None)
+        for t in changes if t.is_new_row])
+    for kind in ("enter", "repeat", "resolve"):
+        execute_many(conn, _episode_update(schema, kind), [
+            {"b_pb": playbook_id, "b_type": subject, "b_sid": t.subject_id, "b_ep": t.episode, "b_fi": t.firing,
+             "b_now": now} for t in changes if t.event == kind and not t.is_new_row])
+    execute_many(conn, _insert(schema.events), [
+        dict(run_id=run_id, at=now, playbook_id=playbook_id, subject_type=subject, subject_id=t.subject_id,
+             event=t.event, episode=t.episode, firing=t.firing) for t in changes])
     set_bits(conn, schema, subject, slot, [t.subject_id for t in changes if t.event == "enter"] + mend[0])
     clear_bits(conn, schema, subject, slot, [t.subject_id for t in changes if t.event == "resolve"] + mend[1])
+
+
+@lru_cache(maxsize=32)
+def _insert(table: Any) -> Any:
+    return insert(table)
+
+
+@lru_cache(maxsize=32)
+def _episodes_of(schema: Schema) -> Any:
+    """The episode rows of one (playbook, subject type) among some subject ids."""
+    e = schema.episodes
+    return select(e).where(e.c.playbook_id == bindparam("b_pb"), e.c.subject_type == bindparam("b_type"),
+                           e.c.subject_id.in_(bindparam("b_ids", expanding=True)))
+
+
+@lru_cache(maxsize=32)
+def _episode_update(schema: Schema, kind: str) -> Any:
+    """The episode row update of an enter (into a new episode), a repeat or a resolve."""
+    e = schema.episodes
+    now = bindparam("b_now", type_=DateTime)
+    values = {"enter": dict(is_open=True, started_at=now, last_fired_at=now), "repeat": dict(last_fired_at=now),
+              "resolve": dict(is_open=False, resolved_at=now)}[kind]
+    return (update(e).where(e.c.playbook_id == bindparam("b_pb"), e.c.subject_type == bindparam("b_type"),
+                            e.c.subject_id == bindparam("b_sid"))
+            .values(episode=bindparam("b_ep"), firing=bindparam("b_fi"), **values))
 
 
 def episode_state(conn: Connection, schema: Schema, playbook_id: str, subject: str, subject_id: str) -> dict | None:

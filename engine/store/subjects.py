@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
+from functools import lru_cache
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from engine.store.schema import Schema
 
@@ -17,12 +18,20 @@ def _chunks(ids: list[str]) -> Iterable[list[str]]:
         yield ids[i:i + CHUNK]
 
 
-def _public(conn: Connection, table: Any, where: Any, *order: Any) -> Iterable[dict[str, Any]]:
-    """The rows of `table` matching `where` as dicts, without the sync bookkeeping column."""
+@lru_cache(maxsize=32)
+def _by_id(table: Any) -> tuple[Any, list[str]]:
+    """SELECT of a table's rows (without synced_at) whose ids are in `b_ids`, and its column names."""
     cols = [c for c in table.c if c.name != "synced_at"]
-    keys = [c.name for c in cols]
-    for row in conn.execute(select(*cols).where(*where).order_by(*order)):
-        yield dict(zip(keys, row))
+    return select(*cols).where(table.c.id.in_(bindparam("b_ids", expanding=True))), [c.name for c in cols]
+
+
+@lru_cache(maxsize=32)
+def _live_contacts(schema: Schema) -> tuple[Any, list[str]]:
+    """SELECT of the live, subscribed contacts of the accounts in `b_ids`, in id order, and its column names."""
+    c = schema.contacts
+    cols = [col for col in c.c if col.name != "synced_at"]
+    return (select(*cols).where(c.c.account_id.in_(bindparam("b_ids", expanding=True)), c.c.removed_at.is_(None),
+                                c.c.unsubscribed.isnot(True)).order_by(c.c.id), [col.name for col in cols])
 
 
 class RowCache:
@@ -40,23 +49,24 @@ class RowCache:
         missing = sorted({i for i in ids if i not in known})
         if len(known) + len(missing) > self.limit:
             known.clear()
+        stmt, keys = _by_id(table)
         for chunk in _chunks(missing):
-            found = {row["id"]: row for row in _public(conn, table, [table.c.id.in_(chunk)])}
+            found = {row[0]: dict(zip(keys, row)) for row in conn.execute(stmt, {"b_ids": chunk})}
             for i in chunk:
                 known[i] = found.get(i)
         return {i: known[i] for i in ids if known.get(i) is not None}
 
     def contacts(self, conn: Connection, schema: Schema, account_ids: Iterable[str]) -> dict[str, list[dict]]:
         """account id -> its live contacts that did not unsubscribe, in id order."""
-        c = schema.contacts
         missing = sorted({a for a in account_ids if a not in self._contacts})
         if len(self._contacts) + len(missing) > self.limit:
             self._contacts.clear()
+        stmt, keys = _live_contacts(schema)
         for chunk in _chunks(missing):
             for a in chunk:
                 self._contacts[a] = []
-            live = [c.c.account_id.in_(chunk), c.c.removed_at.is_(None), c.c.unsubscribed.isnot(True)]
-            for row in _public(conn, c, live, c.c.id):
+            for values in conn.execute(stmt, {"b_ids": chunk}):
+                row = dict(zip(keys, values))
                 self._contacts[row["account_id"]].append(row)
         return {a: self._contacts[a] for a in account_ids}
 
