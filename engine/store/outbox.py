@@ -93,31 +93,43 @@ def record_many(conn: Connection, schema: Schema, outcomes: list[Outcome], now: 
                 worker: str | None) -> list[bool]:
     """Record outcomes, each only if its worker's token still holds (fencing); one attempt row per recorded one.
 
-    One prepared UPDATE per row (its rowcount is the fence), then all attempt rows in one executemany."""
-    o = schema.outbox
-    stmt = (update(o).where(o.c.id == bindparam("b_id"), o.c.lease_token == bindparam("b_token"),
-                            o.c.status == "claimed")
-            .values(status=bindparam("b_status"), updated_at=now, last_error=bindparam("b_error"),
-                    lease_owner=None, lease_until=None, result=func.coalesce(bindparam("b_result", type_=JSON(none_as_null=True)),
-                                                                              o.c.result),
-                    ambiguous=or_(o.c.ambiguous, bindparam("b_ambiguous", type_=Boolean)),
-                    finished_at=bindparam("b_finished"),
-                    not_before=func.coalesce(bindparam("b_retry", type_=DateTime), o.c.not_before)))
-    done: list[bool] = []
-    attempts = []
-    for x in outcomes:
-        params = dict(b_id=x.item.id, b_token=x.item.token, b_status=x.status, b_error=x.error,
-                      b_result=x.result, b_ambiguous=bool(x.ambiguous),
-                      b_finished=now if x.status in TERMINAL else None,
-                      b_retry=x.retry_at if x.status == "pending" else None)
-        ok = conn.execute(stmt, params).rowcount == 1
-        done.append(ok)
-        if ok:
-            attempts.append(dict(outbox_id=x.item.id, attempt=x.item.attempts, at=now,
-                                 outcome=x.outcome or x.status, detail=x.error, worker=worker))
-    if attempts:
-        conn.execute(insert(schema.attempts), attempts)
+    One UPDATE for all rows (driver executemany); when it changed fewer rows than given, a lease was lost
+    somewhere and the rows that kept this worker's token are read back (same transaction) to tell which."""
+    if not outcomes:
+        return []
+    rows = [dict(b_id=x.item.id, b_token=x.item.token, b_status=x.status, b_error=x.error, b_result=x.result,
+                 b_ambiguous=bool(x.ambiguous), b_finished=now if x.status in TERMINAL else None,
+                 b_retry=x.retry_at if x.status == "pending" else None, b_now=now) for x in outcomes]
+    changed = execute_many(conn, _record_outcome(schema), rows)
+    if changed == len(outcomes):
+        done = [True] * len(outcomes)
+    else:
+        o = schema.outbox
+        kept = {(r.id, r.lease_token) for r in conn.execute(
+            select(o.c.id, o.c.lease_token).where(o.c.id.in_([x.item.id for x in outcomes]), o.c.status != "claimed"))}
+        done = [(x.item.id, x.item.token) in kept for x in outcomes]
+    attempts = [dict(outbox_id=x.item.id, attempt=x.item.attempts, at=now, outcome=x.outcome or x.status,
+                     detail=x.error, worker=worker) for x, ok in zip(outcomes, done) if ok]
+    execute_many(conn, _insert_attempt(schema), attempts)
     return done
+
+
+@lru_cache(maxsize=32)
+def _record_outcome(schema: Schema) -> Any:
+    o = schema.outbox
+    return (update(o).where(o.c.id == bindparam("b_id"), o.c.lease_token == bindparam("b_token"),
+                            o.c.status == "claimed")
+            .values(status=bindparam("b_status"), updated_at=bindparam("b_now", type_=DateTime),
+                    last_error=bindparam("b_error"), lease_owner=None, lease_until=None,
+                    result=func.coalesce(bindparam("b_result", type_=JSON(none_as_null=True)), o.c.result),
+                    ambiguous=or_(o.c.ambiguous, bindparam("b_ambiguous", type_=Boolean)),
+                    finished_at=bindparam("b_finished", type_=DateTime),
+                    not_before=func.coalesce(bindparam("b_retry", type_=DateTime), o.c.not_before)))
+
+
+@lru_cache(maxsize=32)
+def _insert_attempt(schema: Schema) -> Any:
+    return insert(schema.attempts)
 
 
 def record(conn: Connection, schema: Schema, item: Claimed, *, status: str, now: datetime, error: str | None = None,
