@@ -8,6 +8,7 @@ from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from email.utils import formatdate
+from functools import lru_cache
 from html.parser import HTMLParser
 from typing import Any
 
@@ -79,18 +80,18 @@ def build_message(message: dict[str, Any], *, sender: str, cc: list[str] | None 
                   reply_to: str | None = None, date: float | None = None) -> EmailMessage:
     """One outgoing email from a planned message (to, subject, text/html, message_id, unsubscribe_url)."""
     msg = EmailMessage(policy=POLICY)
-    msg["From"] = header_safe(sender)
-    msg["To"] = header_safe(message["to"])
+    _header(msg, "From", header_safe(sender))
+    _header(msg, "To", header_safe(message["to"]))
     if cc:
-        msg["Cc"] = ", ".join(header_safe(c) for c in cc)
+        _header(msg, "Cc", ", ".join(header_safe(c) for c in cc))
     if reply_to:
-        msg["Reply-To"] = header_safe(reply_to)
-    msg["Subject"] = header_safe(message.get("subject"))
-    msg["Message-ID"] = header_safe(message["message_id"])
-    msg["Date"] = formatdate(date, localtime=False)
+        _header(msg, "Reply-To", header_safe(reply_to))
+    _header(msg, "Subject", header_safe(message.get("subject")))
+    _header(msg, "Message-ID", header_safe(message["message_id"]))
+    _header(msg, "Date", formatdate(date, localtime=False))
     if message.get("unsubscribe_url"):
-        msg["List-Unsubscribe"] = f"<{header_safe(message['unsubscribe_url'])}>"
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        _header(msg, "List-Unsubscribe", f"<{header_safe(message['unsubscribe_url'])}>")
+        _header(msg, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     html = message.get("html")
     text = message.get("text") or (html_to_text(html) if html else "")
     msg.set_content(text)
@@ -98,6 +99,22 @@ def build_message(message: dict[str, Any], *, sender: str, cc: list[str] | None 
         msg.add_alternative(html, subtype="html")
         msg.set_boundary(_boundary(text, html))
     return msg
+
+
+def _header(msg: EmailMessage, name: str, value: str) -> None:
+    """Set a (sanitized) header. A short printable ASCII value is stored as it is: the policy would write it
+    out unchanged, and parsing it into a header object costs more than the rest of the message; any other
+    value is parsed (once per distinct value), then encoded and folded by the policy."""
+    if value.isascii() and value.isprintable() and len(name) + 2 + len(value) <= POLICY.max_line_length:
+        msg.set_raw(name, value)
+    else:
+        msg[name] = _parsed(name, value)
+
+
+@lru_cache(maxsize=256)
+def _parsed(name: str, value: str) -> BaseHeader:
+    """The policy's (immutable) header object: a sender's display name is parsed once, not per message."""
+    return POLICY.header_factory(name, value)
 
 
 def _boundary(*parts: str) -> str:
