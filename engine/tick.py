@@ -25,7 +25,7 @@ from engine.store import changes, metric_cache, outbox, playbook_state, scan, st
 from engine.store.batch import WriteBatch
 from engine.store.metric_cache import MetricCache
 from engine.store.db import Database
-from engine.store.entities import count_rows
+from engine.store.entities import analyze_grown, count_rows
 from engine.store.matching import Clock
 
 
@@ -134,6 +134,12 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
                 detail = {o.playbook: {"matched": o.matched, "events": sum(o.counts.values()), "planned": o.planned,
                                        "skipped": o.skipped} for o in outcomes}
                 state.finish_run(conn, db.schema, run_id, "ok", wall_clock(), detail)
+    if not dry_run:
+        with watch("statistics"), db.engine.begin() as conn:
+            transitions = sum(sum(o.counts.values()) for o in outcomes)
+            s = db.schema
+            analyze_grown(conn, {s.episodes: transitions, s.events: transitions, s.match_state: transitions,
+                                 s.outbox: sum(o.planned for o in outcomes)})
     return TickResult(clock, outcomes, dry_run, run_id, {pid: p.reason for pid, p in plans.items()}, dict(watch))
 
 

@@ -211,3 +211,20 @@ def analyze(conn: Connection, table: Table) -> None:
     """Refresh the planner's statistics after a bulk load (PostgreSQL plans badly without them)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text(f'ANALYZE "{table.name}"'))
+
+
+def analyze_grown(conn: Connection, written: dict[Table, int]) -> list[str]:
+    """ANALYZE (PostgreSQL) the tables that got many rows since their statistics were taken: at least
+    1,000 and a tenth of what the statistics counted. Autovacuum would, but only a minute or more later,
+    and until then the next tick is planned as if the tables were still small. Returns their names."""
+    if conn.dialect.name != "postgresql":
+        return []
+    done = []
+    for table, rows in written.items():
+        if rows < 1000:
+            continue
+        counted = conn.scalar(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table.name})
+        if counted is None or rows >= max(counted, 0) / 10:
+            analyze(conn, table)
+            done.append(table.name)
+    return done

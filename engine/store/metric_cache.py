@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from engine.lang import MetricRef
 from engine.store import changes
 from engine.store.bulk import execute_many
-from engine.store.entities import count_rows
+from engine.store.entities import analyze, count_rows
 from engine.store.schema import Schema
 
 PREFIX = "metric_cache_"
@@ -98,7 +98,8 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
                 table.create(conn)
             _fill(conn, schema, t, [r for r in ordered if r.name == m], columns, today, None)
         conn.execute(reg.insert().values(name=name, built_at=now, used_at=now, usage_stamp=stamp))
-        _analyze(conn, [*tables.values(), *overlays.values()])
+        for t in tables.values():      # fresh planner statistics for new tables (PostgreSQL guesses badly)
+            analyze(conn, t)
         _collect_garbage(conn, schema, keep=name)
     elif stamp is not None and (row.usage_stamp is None or stamp > row.usage_stamp):
         _refresh(conn, schema, cache, ordered, today, row.usage_stamp)
@@ -257,13 +258,6 @@ def _filtered(conn: Connection) -> bool:
     if conn.dialect.name != "sqlite":
         return True
     return tuple(conn.dialect.dbapi.sqlite_version_info) >= (3, 30)
-
-
-def _analyze(conn: Connection, tables: Any) -> None:
-    """Fresh planner statistics for new tables (PostgreSQL would otherwise guess, badly)."""
-    if conn.dialect.name == "postgresql":
-        for t in tables:
-            conn.execute(text(f'ANALYZE "{t.name}"'))
 
 
 def _collect_garbage(conn: Connection, schema: Schema, keep: str) -> None:

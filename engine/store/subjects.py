@@ -38,7 +38,7 @@ class RowCache:
     """Entity rows by id, read at most once while it lives (one tick: many playbooks act on the same changed
     accounts). Holds at most `limit` rows per entity; beyond that it starts afresh."""
 
-    def __init__(self, limit: int = 50_000):
+    def __init__(self, limit: int = 10_000):
         self.limit = limit
         self._rows: dict[str, dict[str, dict | None]] = {}
         self._contacts: dict[str, list[dict]] = {}          # account id -> its live, subscribed contacts
