@@ -25,7 +25,7 @@ from engine.store import changes, metric_cache, outbox, playbook_state, scan, st
 from engine.store.batch import WriteBatch
 from engine.store.metric_cache import MetricCache
 from engine.store.db import Database
-from engine.store.entities import analyze_grown, count_rows
+from engine.store.entities import analyze_grown, estimate_rows
 from engine.store.matching import Clock
 
 
@@ -182,7 +182,7 @@ def _plans(db: Database, playbooks: list[CompiledPlaybook], saved: dict[str, dic
 
         def size(entity: str) -> int:
             if entity not in sizes:
-                sizes[entity] = count_rows(conn, db.schema.entity(entity))
+                sizes[entity] = estimate_rows(conn, db.schema.entity(entity))
             return sizes[entity]
 
         for pb in playbooks:

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from engine.lang import MetricRef
 from engine.store import changes
 from engine.store.bulk import execute_many
-from engine.store.entities import analyze, count_rows
+from engine.store.entities import analyze, count_rows, estimate_rows
 from engine.store.schema import Schema
 
 PREFIX = "metric_cache_"
@@ -134,7 +134,7 @@ def _refresh(conn: Connection, schema: Schema, cache: MetricCache, ordered: list
             continue
         over = cache.overlays[m]
         overlaid = count_rows(conn, over)
-        if overlaid >= MERGE_OVERLAY_AT and overlaid >= count_rows(conn, t) // 20:
+        if overlaid >= MERGE_OVERLAY_AT and overlaid >= estimate_rows(conn, t) // 20:
             _merge(conn, t, over)
         ids = sorted(accounts)
         for i in range(0, len(ids), 500):
@@ -176,7 +176,7 @@ def _many_changed(conn: Connection, schema: Schema, since: datetime | None) -> b
     reads at most that many stamps."""
     if since is None:
         return True
-    total = count_rows(conn, schema.accounts) * 30
+    total = estimate_rows(conn, schema.accounts) * 30
     return changes.changed_at_least(conn, schema, "usage", since, max(total // 20, 50_000) + 1)
 
 
