@@ -51,29 +51,48 @@ def _plan_insert(schema: Schema, dialect: str) -> Any:
 def claim(conn: Connection, schema: Schema, owner: str, now: datetime, lease_s: float, limit: int,
           kinds: tuple[str, ...] | None = None) -> list[Claimed]:
     """Claim up to `limit` due actions (and expired leases, flagged ambiguous). Caller commits at once."""
-    o = schema.outbox
-    due = or_(and_(o.c.status == "pending", o.c.not_before <= now),
-              and_(o.c.status == "claimed", o.c.lease_until < now))
-    q = select(o.c.id, o.c.status).where(due).order_by(o.c.not_before, o.c.id).limit(limit)
-    if kinds:
-        q = q.where(o.c.kind.in_(kinds))
-    if conn.dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True)
-    picked = conn.execute(q).all()
+    stmts = _claim_statements(schema, conn.dialect.name, bool(kinds))
+    picked = conn.execute(stmts.due, {"b_now": now, "b_limit": limit, **({"b_kinds": list(kinds)} if kinds else {})}
+                          ).all()
     if not picked:
         return []
     expired = [r.id for r in picked if r.status == "claimed"]
     ids = [r.id for r in picked]
     if expired:
-        conn.execute(update(o).where(o.c.id.in_(expired)).values(ambiguous=True))
-    until = now + timedelta(seconds=lease_s)
-    conn.execute(update(o).where(o.c.id.in_(ids)).values(
-        status="claimed", lease_owner=owner, lease_until=until, lease_token=o.c.lease_token + 1,
-        attempts=o.c.attempts + 1, updated_at=now))
-    rows = conn.execute(select(o).where(o.c.id.in_(ids)).order_by(o.c.not_before, o.c.id)).mappings()
-    return [Claimed(r["id"], r["dedup_key"], r["kind"], r["connector"], r["payload"], r["attempts"],
-                    r["lease_token"], bool(r["ambiguous"]), r["playbook_id"], r["subject_type"], r["subject_id"],
-                    r["episode"], r["created_at"], r["expires_at"], r["result"]) for r in rows]
+        conn.execute(stmts.flag_ambiguous, {"b_ids": expired})
+    conn.execute(stmts.lease, {"b_ids": ids, "b_owner": owner, "b_until": now + timedelta(seconds=lease_s),
+                               "b_now": now})
+    return [Claimed(*r[:7], bool(r[7]), *r[8:]) for r in conn.execute(stmts.claimed, {"b_ids": ids})]
+
+
+@dataclass(frozen=True)
+class _ClaimStatements:
+    due: Any
+    flag_ambiguous: Any
+    lease: Any
+    claimed: Any
+
+
+@lru_cache(maxsize=32)
+def _claim_statements(schema: Schema, dialect: str, by_kind: bool) -> _ClaimStatements:
+    o = schema.outbox
+    now = bindparam("b_now", type_=DateTime)
+    ids = bindparam("b_ids", expanding=True)
+    due = or_(and_(o.c.status == "pending", o.c.not_before <= now), and_(o.c.status == "claimed", o.c.lease_until < now))
+    q = select(o.c.id, o.c.status).where(due).order_by(o.c.not_before, o.c.id).limit(bindparam("b_limit"))
+    if by_kind:
+        q = q.where(o.c.kind.in_(bindparam("b_kinds", expanding=True)))
+    if dialect == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    return _ClaimStatements(
+        due=q,
+        flag_ambiguous=update(o).where(o.c.id.in_(ids)).values(ambiguous=True),
+        lease=update(o).where(o.c.id.in_(ids)).values(
+            status="claimed", lease_owner=bindparam("b_owner"), lease_until=bindparam("b_until", type_=DateTime),
+            lease_token=o.c.lease_token + 1, attempts=o.c.attempts + 1, updated_at=now),
+        claimed=select(o.c.id, o.c.dedup_key, o.c.kind, o.c.connector, o.c.payload, o.c.attempts, o.c.lease_token,
+                       o.c.ambiguous, o.c.playbook_id, o.c.subject_type, o.c.subject_id, o.c.episode, o.c.created_at,
+                       o.c.expires_at, o.c.result).where(o.c.id.in_(ids)).order_by(o.c.not_before, o.c.id))
 
 
 @dataclass(frozen=True, slots=True)

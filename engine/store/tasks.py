@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.store.bulk import execute_many
 from engine.store.schema import Schema
 
 
@@ -21,9 +23,13 @@ def create(conn: Connection, schema: Schema, row: dict[str, Any]) -> int:
 
 def create_many(conn: Connection, schema: Schema, rows: list[dict[str, Any]]) -> None:
     """Insert tasks; a dedup key already present is left alone (a retried batch)."""
-    if rows:
-        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(schema.tasks)
-        conn.execute(ins.on_conflict_do_nothing(index_elements=["dedup_key"]), rows)
+    execute_many(conn, _create(schema, conn.dialect.name), rows)
+
+
+@lru_cache(maxsize=32)
+def _create(schema: Schema, dialect: str) -> Any:
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(schema.tasks)
+    return ins.on_conflict_do_nothing(index_elements=["dedup_key"])
 
 
 def open_for_episodes(conn: Connection, schema: Schema, playbook_id: str, subject_type: str,
