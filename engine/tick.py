@@ -215,12 +215,13 @@ def _scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan
             # a changes-only scan reads a few thousand subjects: look each one up in the joined tables (their
             # rows are cached) rather than hash whole tables, which the default page costs prefer
             conn.execute(text("SET LOCAL random_page_cost = 1.1"))
+        touched = changes.Touched(conn, db.schema)
         for (subject, word, full), pbs in groups.items():
             conditions = {slots[p.id].bit: [c.expr for c in p.conditions] for p in pbs}
             if full:
                 parts: list[list[str] | None] = [None]
             else:   # the ids themselves, not a subquery: the database then plans for a few thousand subjects
-                ids = sorted(set(conn.execute(_touched(db, subject, pbs, plans)).scalars()))
+                ids = sorted(_touched(touched, db, subject, pbs, plans))
                 parts = [ids[i:i + SCAN_IDS] for i in range(0, len(ids), SCAN_IDS)]
             for only in parts:
                 for ch in scan.scan(conn, db.schema, subject, word, conditions, clock, db.dialect, cache, only):
@@ -236,7 +237,8 @@ def _scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan
 SCAN_IDS = 5000      # subject ids per changes-only scan statement
 
 
-def _touched(db: Database, subject: str, pbs: list[CompiledPlaybook], plans: dict[str, scan_plan.ScanPlan]) -> Any:
+def _touched(touched: changes.Touched, db: Database, subject: str, pbs: list[CompiledPlaybook],
+             plans: dict[str, scan_plan.ScanPlan]) -> set[str]:
     """The subjects changed since the oldest of these playbooks' last scans, and those leaving a cooldown."""
     since = {e: min(plans[p.id].since[e] for p in pbs) for e in changes.ENTITIES
              if all(plans[p.id].since[e] is not None for p in pbs)}
@@ -244,7 +246,7 @@ def _touched(db: Database, subject: str, pbs: list[CompiledPlaybook], plans: dic
     cooling = [select(e.c.subject_id.label("id")).where(
         e.c.playbook_id == p.id, e.c.subject_type == subject, e.c.is_open.is_(False),
         e.c.resolved_at > plans[p.id].cooldown_from) for p in pbs if plans[p.id].cooldown_from is not None]
-    return changes.subjects_touched(db.schema, subject, since, any(scan_plan.reads_usage(p) for p in pbs), cooling)
+    return touched.ids(subject, since, any(scan_plan.reads_usage(p) for p in pbs), cooling)
 
 
 def evaluate_playbook(batch: WriteBatch, db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock, *,

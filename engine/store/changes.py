@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterable
 
-from sqlalchemy import Connection, Select, func, select, union
+from sqlalchemy import Connection, Select, func, select
 
 from engine.store.entities import newest_stamp
 from engine.store.schema import Schema
@@ -49,20 +49,38 @@ def changed_at_least(conn: Connection, schema: Schema, entity: str, since: datet
     return (conn.scalar(select(func.count()).select_from(probe)) or 0) >= cap
 
 
-def subjects_touched(schema: Schema, subject: str, since: dict[str, datetime], usage: bool,
-                     extra: list[Select] = ()) -> Select:
-    """SELECT of the ids of the `subject`s whose own row, account row or (with `usage`) account usage
-    was stamped after `since`, plus the ids the `extra` selects give."""
-    a, u = schema.accounts, schema.usage
-    accounts: list[Select] = [select(a.c.id).where(a.c.synced_at > since["accounts"])]
-    if usage:
-        accounts.append(select(u.c.account_id.label("id")).where(u.c.synced_at > since["usage"]))
-    if subject == "account":
-        parts = [*accounts, *extra]
-    else:
-        t = schema.contacts if subject == "contact" else schema.goals
-        entity = "contacts" if subject == "contact" else "goals"
-        via = union(*accounts) if len(accounts) > 1 else accounts[0]
-        parts = [select(t.c.id).where(t.c.synced_at > since[entity]),
-                 select(t.c.id).where(t.c.account_id.in_(via)), *extra]
-    return union(*parts) if len(parts) > 1 else parts[0]
+class Touched:
+    """The subjects whose data was stamped after some marks, read in one connection. The accounts touched
+    (own row or usage) are read once per set of marks and shared by the account, contact and goal scans."""
+
+    def __init__(self, conn: Connection, schema: Schema):
+        self.conn, self.schema = conn, schema
+        self._accounts: dict[tuple[datetime, datetime | None], set[str]] = {}
+
+    def accounts(self, since: dict[str, datetime], usage: bool) -> set[str]:
+        """Accounts whose own row or (with `usage`) usage rows were stamped after `since`."""
+        key = (since["accounts"], since["usage"] if usage else None)
+        if key not in self._accounts:
+            a, u = self.schema.accounts, self.schema.usage
+            found = set(self.conn.execute(select(a.c.id).where(a.c.synced_at > since["accounts"])).scalars())
+            if usage:
+                found.update(self.conn.execute(select(u.c.account_id).where(u.c.synced_at > since["usage"])).scalars())
+            self._accounts[key] = found
+        return self._accounts[key]
+
+    def ids(self, subject: str, since: dict[str, datetime], usage: bool, extra: Iterable[Select] = ()) -> set[str]:
+        """Ids of the `subject`s whose own row, account row or (with `usage`) account usage was stamped
+        after `since`, plus the ids the `extra` selects give."""
+        accounts = self.accounts(since, usage)
+        if subject == "account":
+            found = set(accounts)
+        else:
+            t = self.schema.contacts if subject == "contact" else self.schema.goals
+            entity = "contacts" if subject == "contact" else "goals"
+            found = set(self.conn.execute(select(t.c.id).where(t.c.synced_at > since[entity])).scalars())
+            owners = sorted(accounts)
+            for i in range(0, len(owners), 500):
+                found.update(self.conn.execute(select(t.c.id).where(t.c.account_id.in_(owners[i:i + 500]))).scalars())
+        for q in extra:
+            found.update(self.conn.execute(q).scalars())
+        return found

@@ -49,12 +49,14 @@ def count_rows(conn: Connection, table: Table) -> int:
 
 
 def estimate_rows(conn: Connection, table: Table) -> int:
-    """About how many rows a table has, for sizing decisions: PostgreSQL's statistics when it has any
-    (counting reads the whole table there), else an exact count."""
+    """About how many rows a table has, for sizing decisions, without reading it: PostgreSQL's statistics
+    when it has any; on SQLite the largest rowid (rows are marked removed, not deleted); else a count."""
     if conn.dialect.name == "postgresql":
         counted = conn.scalar(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table.name})
         if counted is not None and counted >= 0:
             return int(counted)
+    elif conn.dialect.name == "sqlite" and table.dialect_kwargs.get("sqlite_with_rowid", True):
+        return int(conn.scalar(text(f'SELECT max(rowid) FROM "{table.name}"')) or 0)
     return count_rows(conn, table)
 
 
