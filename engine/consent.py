@@ -36,7 +36,7 @@ def unsubscribe_url(settings: Settings, address: str) -> str:
     """The one-click unsubscribe URL for an address, or '' when no endpoint is configured."""
     email = settings.connectors.email if settings.connectors else None
     base = email.unsubscribe_url if email else None
-    secret = _secret(settings)
+    secret = _secret(settings) if base else None
     if not base or not secret:
         return ""
     sep = "&" if "?" in base else "?"
