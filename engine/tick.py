@@ -107,27 +107,32 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
         slots = _slots(db, selected)
         wall = wall_clock()
         plans = _plans(db, selected, saved, clock, wall, marks)
-    with watch("scan"):
-        candidates = _scan(db, selected, slots, clock, cache, plans)
     scan_states = {pb.id: scan_plan.saved_state(pb, plans[pb.id], clock, wall, marks, saved.get(pb.id))
                    for pb in selected}
     synced = _last_synced(db, settings)
     records = subjects.RowCache()         # subject rows, read once for all playbooks
-    outcomes = []
+    touched = changes.Touched(db.schema)  # what changed since the marks, read once for all subject types
+    done: dict[str, PlaybookOutcome] = {}
     with WriteBatch(db.engine, dry_run=dry_run, on_commit=lambda s: watch.add("commit", s)) as batch:
-        for pb in selected:
-            if on_playbook:
-                on_playbook(pb.id)
-            if not any(candidates[pb.id]) and not _repeat_due(db, pb, clock) and not _stale(settings, pb, synced):
-                outcomes.append(PlaybookOutcome(pb.id))   # nothing changes: only its scan state is recorded
-                with watch("record"), batch.unit() as unit:
-                    _record_state(unit.conn, db, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run,
-                                  scan_states[pb.id])
-                continue
-            outcomes.append(evaluate_playbook(batch, db, settings, pb, clock, run_id=run_id, slot=slots[pb.id],
-                                              candidates=candidates[pb.id], synced=synced,
-                                              scan_state=scan_states[pb.id], watch=watch, keep_events=keep_events,
-                                              records=records))
+        # one subject type (and bit word) at a time: its scan, then its playbooks; only its candidates are in
+        # memory, and the order (hence the order locks are taken in) is the same in every tick
+        for pbs in _by_subject(selected, slots):
+            with watch("scan"):
+                candidates = _scan(db, pbs, slots, clock, cache, plans, touched)
+            for pb in pbs:
+                if on_playbook:
+                    on_playbook(pb.id)
+                mine = candidates.pop(pb.id)
+                if not any(mine) and not _repeat_due(db, pb, clock) and not _stale(settings, pb, synced):
+                    done[pb.id] = PlaybookOutcome(pb.id)   # nothing changes: only its scan state is recorded
+                    with watch("record"), batch.unit() as unit:
+                        _record_state(unit.conn, db, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run,
+                                      scan_states[pb.id])
+                    continue
+                done[pb.id] = evaluate_playbook(batch, db, settings, pb, clock, run_id=run_id, slot=slots[pb.id],
+                                                candidates=mine, synced=synced, scan_state=scan_states[pb.id],
+                                                watch=watch, keep_events=keep_events, records=records)
+    outcomes = [done[pb.id] for pb in selected]
     with watch("record"):
         if run_id is not None:
             with db.engine.begin() as conn:
@@ -202,8 +207,20 @@ def _plans(db: Database, playbooks: list[CompiledPlaybook], saved: dict[str, dic
     return plans
 
 
+def _by_subject(playbooks: list[CompiledPlaybook], slots: dict[str, scan.Slot]) -> list[list[CompiledPlaybook]]:
+    """The playbooks grouped by subject type and bit word, in a fixed order (file order inside a group)."""
+    groups: dict[tuple[str, int], list[CompiledPlaybook]] = {}
+    for pb in playbooks:
+        groups.setdefault((pb.subject, slots[pb.id].word), []).append(pb)
+    return [groups[k] for k in sorted(groups, key=lambda k: (SUBJECTS.index(k[0]), k[1]))]
+
+
+SUBJECTS = ("account", "contact", "goal")
+
+
 def _scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan.Slot], clock: Clock,
-          cache: MetricCache | None, plans: dict[str, scan_plan.ScanPlan]) -> dict[str, tuple[list[str], list[str]]]:
+          cache: MetricCache | None, plans: dict[str, scan_plan.ScanPlan],
+          touched: changes.Touched) -> dict[str, tuple[list[str], list[str]]]:
     """One statement per subject type, bit word (62 playbooks) and plan kind (full or changes only):
     playbook id -> (subjects to enter, to resolve)."""
     groups: dict[tuple[str, int, bool], list[CompiledPlaybook]] = {}
@@ -215,13 +232,12 @@ def _scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan
             # a changes-only scan reads a few thousand subjects: look each one up in the joined tables (their
             # rows are cached) rather than hash whole tables, which the default page costs prefer
             conn.execute(text("SET LOCAL random_page_cost = 1.1"))
-        touched = changes.Touched(conn, db.schema)
         for (subject, word, full), pbs in groups.items():
             conditions = {slots[p.id].bit: [c.expr for c in p.conditions] for p in pbs}
             if full:
                 parts: list[list[str] | None] = [None]
             else:   # the ids themselves, not a subquery: the database then plans for a few thousand subjects
-                ids = sorted(_touched(touched, db, subject, pbs, plans))
+                ids = sorted(_touched(conn, touched, db, subject, pbs, plans))
                 parts = [ids[i:i + SCAN_IDS] for i in range(0, len(ids), SCAN_IDS)]
             for only in parts:
                 for ch in scan.scan(conn, db.schema, subject, word, conditions, clock, db.dialect, cache, only):
@@ -237,7 +253,7 @@ def _scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan
 SCAN_IDS = 5000      # subject ids per changes-only scan statement
 
 
-def _touched(touched: changes.Touched, db: Database, subject: str, pbs: list[CompiledPlaybook],
+def _touched(conn: Connection, touched: changes.Touched, db: Database, subject: str, pbs: list[CompiledPlaybook],
              plans: dict[str, scan_plan.ScanPlan]) -> set[str]:
     """The subjects changed since the oldest of these playbooks' last scans, and those leaving a cooldown."""
     since = {e: min(plans[p.id].since[e] for p in pbs) for e in changes.ENTITIES
@@ -246,7 +262,7 @@ def _touched(touched: changes.Touched, db: Database, subject: str, pbs: list[Com
     cooling = [select(e.c.subject_id.label("id")).where(
         e.c.playbook_id == p.id, e.c.subject_type == subject, e.c.is_open.is_(False),
         e.c.resolved_at > plans[p.id].cooldown_from) for p in pbs if plans[p.id].cooldown_from is not None]
-    return touched.ids(subject, since, any(scan_plan.reads_usage(p) for p in pbs), cooling)
+    return touched.ids(conn, subject, since, any(scan_plan.reads_usage(p) for p in pbs), cooling)
 
 
 def evaluate_playbook(batch: WriteBatch, db: Database, settings: Settings, pb: CompiledPlaybook, clock: Clock, *,

@@ -50,37 +50,38 @@ def changed_at_least(conn: Connection, schema: Schema, entity: str, since: datet
 
 
 class Touched:
-    """The subjects whose data was stamped after some marks, read in one connection. The accounts touched
-    (own row or usage) are read once per set of marks and shared by the account, contact and goal scans."""
+    """The subjects whose data was stamped after some marks. The accounts touched (own row or usage) are
+    read once per set of marks and shared by the account, contact and goal scans of a tick."""
 
-    def __init__(self, conn: Connection, schema: Schema):
-        self.conn, self.schema = conn, schema
+    def __init__(self, schema: Schema):
+        self.schema = schema
         self._accounts: dict[tuple[datetime, datetime | None], set[str]] = {}
 
-    def accounts(self, since: dict[str, datetime], usage: bool) -> set[str]:
+    def accounts(self, conn: Connection, since: dict[str, datetime], usage: bool) -> set[str]:
         """Accounts whose own row or (with `usage`) usage rows were stamped after `since`."""
         key = (since["accounts"], since["usage"] if usage else None)
         if key not in self._accounts:
             a, u = self.schema.accounts, self.schema.usage
-            found = set(self.conn.execute(select(a.c.id).where(a.c.synced_at > since["accounts"])).scalars())
+            found = set(conn.execute(select(a.c.id).where(a.c.synced_at > since["accounts"])).scalars())
             if usage:
-                found.update(self.conn.execute(select(u.c.account_id).where(u.c.synced_at > since["usage"])).scalars())
+                found.update(conn.execute(select(u.c.account_id).where(u.c.synced_at > since["usage"])).scalars())
             self._accounts[key] = found
         return self._accounts[key]
 
-    def ids(self, subject: str, since: dict[str, datetime], usage: bool, extra: Iterable[Select] = ()) -> set[str]:
+    def ids(self, conn: Connection, subject: str, since: dict[str, datetime], usage: bool,
+            extra: Iterable[Select] = ()) -> set[str]:
         """Ids of the `subject`s whose own row, account row or (with `usage`) account usage was stamped
         after `since`, plus the ids the `extra` selects give."""
-        accounts = self.accounts(since, usage)
+        accounts = self.accounts(conn, since, usage)
         if subject == "account":
             found = set(accounts)
         else:
             t = self.schema.contacts if subject == "contact" else self.schema.goals
             entity = "contacts" if subject == "contact" else "goals"
-            found = set(self.conn.execute(select(t.c.id).where(t.c.synced_at > since[entity])).scalars())
+            found = set(conn.execute(select(t.c.id).where(t.c.synced_at > since[entity])).scalars())
             owners = sorted(accounts)
             for i in range(0, len(owners), 500):
-                found.update(self.conn.execute(select(t.c.id).where(t.c.account_id.in_(owners[i:i + 500]))).scalars())
+                found.update(conn.execute(select(t.c.id).where(t.c.account_id.in_(owners[i:i + 500]))).scalars())
         for q in extra:
-            found.update(self.conn.execute(q).scalars())
+            found.update(conn.execute(q).scalars())
         return found
