@@ -45,10 +45,12 @@ class RowCache:
 
     def rows(self, conn: Connection, table: Any, ids: Iterable[str]) -> dict[str, dict]:
         """id -> row (without synced_at) of the given ids that exist, removed rows included."""
+        ids = list(ids)
         known = self._rows.setdefault(table.name, {})
         missing = sorted({i for i in ids if i not in known})
-        if len(known) + len(missing) > self.limit:
+        if len(known) + len(missing) > self.limit:     # start afresh: everything asked for is read again
             known.clear()
+            missing = sorted(set(ids))
         stmt, keys = _by_id(table)
         for chunk in _chunks(missing):
             found = {row[0]: dict(zip(keys, row)) for row in conn.execute(stmt, {"b_ids": chunk})}
@@ -58,9 +60,11 @@ class RowCache:
 
     def contacts(self, conn: Connection, schema: Schema, account_ids: Iterable[str]) -> dict[str, list[dict]]:
         """account id -> its live contacts that did not unsubscribe, in id order."""
+        account_ids = list(account_ids)
         missing = sorted({a for a in account_ids if a not in self._contacts})
         if len(self._contacts) + len(missing) > self.limit:
             self._contacts.clear()
+            missing = sorted(set(account_ids))
         stmt, keys = _live_contacts(schema)
         for chunk in _chunks(missing):
             for a in chunk:
