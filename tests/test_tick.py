@@ -149,13 +149,16 @@ on_resolve:
 """
 
 
-@pytest.mark.parametrize("chunk", [2, 5000])
+@pytest.mark.parametrize("chunk, rows", [(2, 3), (5000, 10_000)])
 def test_chunked_evaluation_plans_what_one_pass_plans(ws_sqlite: Workspace, monkeypatch: pytest.MonkeyPatch,
-                                                      chunk: int) -> None:
-    """Candidates go through decide/plan/write in chunks; the result must not depend on the chunk size."""
+                                                      chunk: int, rows: int) -> None:
+    """Candidates go through decide/plan/write in chunks, with subject rows from a bounded cache; the result
+    must not depend on the chunk size or the bound."""
     import engine.tick
+    from engine.store import subjects
 
     monkeypatch.setattr(engine.tick, "CHUNK", chunk)
+    monkeypatch.setattr(subjects.RowCache.__init__, "__defaults__", (rows,))
     ws = ws_sqlite
     ws.playbook("rep", REPEATING.format(limit=100))
     ws.data("accounts", [{"id": f"A{i}", "name": f"N{i}", "arr": 10} for i in range(7)])
@@ -167,6 +170,10 @@ def test_chunked_evaluation_plans_what_one_pass_plans(ws_sqlite: Workspace, monk
         [("rep", f"account:A{i}", "resolve", 1) for i in range(0, 7, 2)]
         + [("rep", f"account:A{i}", "repeat", 1) for i in range(1, 7, 2)])
     assert len(ws.outbox_rows()) == 7 * 2 + 4 + 3 * 2
+    texts = sorted(r["payload"]["text"] for r in ws.outbox_rows())
+    assert texts == sorted([f"N{i}" for i in range(7)] + [f"again N{i}" for i in range(7)]
+                           + [f"N{i} grew" for i in range(0, 7, 2)]
+                           + [f"N{i}" for i in range(1, 7, 2)] + [f"again N{i}" for i in range(1, 7, 2)])
     ws.playbook("rep", REPEATING.format(limit=5))      # 6 repeat actions due: blocked, all chunks rolled back
     r = ws.cli("run", "--now", "2026-03-04T09:00", "--format", "json")
     assert "rep: blocked: would plan 6 actions, more than max_actions_per_run (5)" in r.stderr
