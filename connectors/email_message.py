@@ -13,11 +13,21 @@ from html.parser import HTMLParser
 from typing import Any
 
 
+class _FoldedOnce:
+    """A header that keeps its folded text per policy (a header object is immutable, so is its folding)."""
+
+    def fold(self, *, policy: Any) -> str:
+        folds = self.__dict__.setdefault("_folds", {})
+        if policy not in folds:
+            folds[policy] = super().fold(policy=policy)  # type: ignore[misc]
+        return folds[policy]
+
+
 class _HeaderClasses(HeaderRegistry):
-    """The standard header registry with two memories: each header's class is built once (the stdlib makes
-    a new class every time a header is set or read), and a header value seen before is not parsed again
-    (a sender, `Content-Type: text/plain; charset="utf-8"`, …). Header objects are immutable, so sharing
-    them between messages is safe."""
+    """The standard header registry with three memories: each header's class is built once (the stdlib
+    makes a new class every time a header is set or read), a header value seen before is not parsed again
+    (a sender, `Content-Type: text/plain; charset="utf-8"`, …), and a header object folds once per policy.
+    Header objects are immutable, so sharing them between messages is safe."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -28,7 +38,8 @@ class _HeaderClasses(HeaderRegistry):
         key = name.lower()
         made = self._made.get(key)
         if made is None:
-            made = self._made[key] = super().__getitem__(name)
+            standard = super().__getitem__(name)
+            made = self._made[key] = type(standard.__name__, (_FoldedOnce, standard), {})
         return made
 
     def __call__(self, name: str, value: Any) -> BaseHeader:
@@ -36,6 +47,8 @@ class _HeaderClasses(HeaderRegistry):
 
 
 POLICY = default_policy.clone(header_factory=_HeaderClasses())   # policy.default in every other respect
+SMTP_POLICY = POLICY.clone(linesep="\r\n")                       # what goes on the wire: CRLF, never bare LF
+SMTPUTF8_POLICY = SMTP_POLICY.clone(utf8=True)                   # for international addresses (RFC 6531)
 
 
 def header_safe(value: str | None) -> str:

@@ -36,7 +36,7 @@ from email.headerregistry import Address
 from typing import Any, Callable
 
 from connectors.base import BaseConnector, Delivery, Outcome
-from connectors.email_message import build_message, header_safe
+from connectors.email_message import SMTP_POLICY, SMTPUTF8_POLICY, build_message, header_safe
 from engine.settings import EmailConnector
 from engine.store.outbox import Claimed
 
@@ -218,7 +218,7 @@ class SmtpEmail(BaseConnector):
                             reply_to=str(reply_to) if reply_to else None)
         copies = tuple(a for a in dict.fromkeys(c.addr_spec for c in cc) if a.lower() != to.addr_spec.lower())
         international = not all(a.isascii() for a in (self.sender.addr_spec, to.addr_spec, *copies))
-        policy = msg.policy.clone(linesep="\r\n", utf8=international)   # SMTP wants CRLF, never bare LF
+        policy = SMTPUTF8_POLICY if international else SMTP_POLICY
         return _Prepared(m["message_id"], to.addr_spec, copies, msg.as_bytes(policy=policy), international)
 
     def _send(self, p: _Prepared) -> dict[str, str]:

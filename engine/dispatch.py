@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Callable
 
+from sqlalchemy import Connection
+
 from connectors.base import Connector, Delivery, Outcome
 from engine.settings import Settings, parse_duration
 from engine.store import outbox, suppression
@@ -106,21 +108,22 @@ class Dispatcher:
         done: list[tuple[Claimed, str]] = []
         late: list[Decision] = []
         self._blocked = self._blocked_among(items)
-        for item in items:
-            if stop is not None and stop.is_set():
-                break
-            decision = self.decide(item)
-            connector = self.connectors.get(item.connector)
-            if getattr(connector, "batch_safe", False):
-                late.append(decision)
-            else:
-                done += self.record([decision])
-        if late:
-            for name in {d.item.connector for d in late}:
-                flush = getattr(self.connectors[name], "flush", None)
-                if flush:
-                    flush()
-            done += self.record(late)
+        with self.db.engine.connect() as conn:          # one connection for the batch's records (no lock held)
+            for item in items:
+                if stop is not None and stop.is_set():
+                    break
+                decision = self.decide(item)
+                connector = self.connectors.get(item.connector)
+                if getattr(connector, "batch_safe", False):
+                    late.append(decision)
+                else:
+                    done += self.record([decision], conn)
+            if late:
+                for name in {d.item.connector for d in late}:
+                    flush = getattr(self.connectors[name], "flush", None)
+                    if flush:
+                        flush()
+                done += self.record(late, conn)
         return done
 
     def handle(self, item: Claimed) -> str:
@@ -211,10 +214,14 @@ class Dispatcher:
                     suppression.add(conn, self.db.schema, address, "bounced", self.clock(), str(reply)[:500])
         return replace(d, result=result)
 
-    def record(self, decisions: list[Decision]) -> list[tuple[Claimed, str]]:
-        """Record decisions in one transaction, each only if its lease token still holds."""
+    def record(self, decisions: list[Decision], conn: Connection | None = None) -> list[tuple[Claimed, str]]:
+        """Record decisions in one transaction (on `conn`, or a connection of its own), each only if its lease
+        token still holds."""
+        if conn is None:
+            with self.db.engine.connect() as own:
+                return self.record(decisions, own)
         out = []
-        with self.db.engine.begin() as conn:
+        with conn.begin():
             oks = outbox.record_many(conn, self.db.schema, [
                 outbox.Outcome(d.item, d.status, d.detail, d.result, d.retry_at, d.outcome, d.ambiguous)
                 for d in decisions], self.clock(), self.owner)
