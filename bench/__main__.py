@@ -382,7 +382,7 @@ def _agreement(open_episodes: dict[str, int], r: dict[str, Any]) -> dict[str, An
 
 def _ratios(r: dict[str, Any]) -> None:
     steady, bsql, bpr = r.get("tick_steady_s"), r.get("baseline_sql_s"), r.get("baseline_per_row_s")
-    r["ratio_tick_steady_over_baseline_sql"] = round(steady / bsql, 2) if steady and bsql else None
+    r["ratio_tick_steady_over_baseline_sql"] = round(steady / bsql, 3) if steady and bsql else None
     r["ratio_baseline_per_row_over_tick_steady"] = round(bpr / steady, 2) if steady and bpr else None
 
 
