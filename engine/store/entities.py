@@ -52,12 +52,17 @@ def estimate_rows(conn: Connection, table: Table) -> int:
     """About how many rows a table has, for sizing decisions, without reading it: PostgreSQL's statistics
     when it has any; on SQLite the largest rowid (rows are marked removed, not deleted); else a count."""
     if conn.dialect.name == "postgresql":
-        counted = conn.scalar(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table.name})
+        counted = _reltuples(conn, table)
         if counted is not None and counted >= 0:
             return int(counted)
     elif conn.dialect.name == "sqlite" and table.dialect_kwargs.get("sqlite_with_rowid", True):
         return int(conn.scalar(text(f'SELECT max(rowid) FROM "{table.name}"')) or 0)
     return count_rows(conn, table)
+
+
+def _reltuples(conn: Connection, table: Table) -> float | None:
+    """PostgreSQL's row estimate for a table (-1 before its first ANALYZE or VACUUM), None if it has none."""
+    return conn.scalar(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table.name})
 
 
 def newest_stamp(conn: Connection, table: Table) -> datetime | None:
@@ -235,7 +240,7 @@ def analyze_grown(conn: Connection, written: dict[Table, int]) -> list[str]:
     for table, rows in written.items():
         if rows < 1000:
             continue
-        counted = conn.scalar(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table.name})
+        counted = _reltuples(conn, table)
         if counted is None or rows >= max(counted, 0) / 10:
             analyze(conn, table)
             done.append(table.name)

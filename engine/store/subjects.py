@@ -47,12 +47,8 @@ class RowCache:
         """id -> row (without synced_at) of the given ids that exist, removed rows included."""
         ids = list(ids)
         known = self._rows.setdefault(table.name, {})
-        missing = sorted({i for i in ids if i not in known})
-        if len(known) + len(missing) > self.limit:     # start afresh: everything asked for is read again
-            known.clear()
-            missing = sorted(set(ids))
         stmt, keys = _by_id(table)
-        for chunk in _chunks(missing):
+        for chunk in _chunks(self._to_read(known, ids)):
             found = {row[0]: dict(zip(keys, row)) for row in conn.execute(stmt, {"b_ids": chunk})}
             for i in chunk:
                 known[i] = found.get(i)
@@ -61,18 +57,23 @@ class RowCache:
     def contacts(self, conn: Connection, schema: Schema, account_ids: Iterable[str]) -> dict[str, list[dict]]:
         """account id -> its live contacts that did not unsubscribe, in id order."""
         account_ids = list(account_ids)
-        missing = sorted({a for a in account_ids if a not in self._contacts})
-        if len(self._contacts) + len(missing) > self.limit:
-            self._contacts.clear()
-            missing = sorted(set(account_ids))
         stmt, keys = _live_contacts(schema)
-        for chunk in _chunks(missing):
+        for chunk in _chunks(self._to_read(self._contacts, account_ids)):
             for a in chunk:
                 self._contacts[a] = []
             for values in conn.execute(stmt, {"b_ids": chunk}):
                 row = dict(zip(keys, values))
                 self._contacts[row["account_id"]].append(row)
         return {a: self._contacts[a] for a in account_ids}
+
+    def _to_read(self, known: dict[str, Any], ids: list[str]) -> list[str]:
+        """The ids to read, sorted: those not known yet; when they would overflow the bound, the cache starts
+        afresh and everything asked for is read again."""
+        missing = {i for i in ids if i not in known}
+        if len(known) + len(missing) > self.limit:
+            known.clear()
+            missing = set(ids)
+        return sorted(missing)
 
 
 def records(conn: Connection, schema: Schema, subject: str, ids: Iterable[str],
