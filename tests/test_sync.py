@@ -336,6 +336,47 @@ def test_duplicate_usage_rows(ws: Workspace) -> None:
     assert str(info.value) == 'usage.csv:4: day: duplicate row for account "A1", metric "logins" on 2024-04-30'
 
 
+def test_duplicates_across_chunks_are_found_by_the_database(ws: Workspace, monkeypatch) -> None:
+    # Chunks of 2 rows: a key repeated in a later chunk is caught by its source's stamp in the table,
+    # reported in line order, counted exactly, and the first row wins; another source may repeat it.
+    monkeypatch.setattr("engine.sync.runner.CHUNK", 2)
+    ws.config("""
+        sources:
+          - {entity: accounts, csv: accounts.csv}
+          - {entity: accounts, csv: more.csv}
+          - {entity: usage, csv: usage.csv}
+    """)
+    ws.write("accounts.csv", "id,name\nA1,Acme\nA2,Globex\nA3,Initech\nA1,Acme again\nA4,Hooli\nA2,x\n")
+    ws.write("more.csv", "id,name\nA1,Acme Corp\nA5,Umbrella\n")
+    ws.write("usage.csv", "account_id,metric,day,value\nA1,logins,2024-04-29,1\nA1,logins,2024-04-30,2\n"
+                          "A2,logins,2024-04-30,3\nA1,logins,2024-04-29,4\n")
+    report = ws.sync(skip_invalid=True)
+    assert [str(p) for p in report.problems] == [
+        'accounts.csv:5: id: duplicate id "A1" (already on an earlier line)',
+        'accounts.csv:7: id: duplicate id "A2" (already on an earlier line)',
+        'usage.csv:5: day: duplicate row for account "A1", metric "logins" on 2024-04-29',
+    ]
+    accounts = report.entities["accounts"]
+    assert (accounts.read, accounts.loaded, accounts.invalid, accounts.inserted) == (8, 6, 2, 5)
+    names = {r["id"]: r["name"] for r in ws.rows("accounts")}
+    assert names == {"A1": "Acme Corp", "A2": "Globex", "A3": "Initech", "A4": "Hooli", "A5": "Umbrella"}
+    usage = {(r["account_id"], r["day"]): r["value"] for r in ws.rows("usage")}
+    assert usage == {("A1", date(2024, 4, 29)): 1, ("A1", date(2024, 4, 30)): 2, ("A2", date(2024, 4, 30)): 3}
+    assert report.entities["usage"].invalid == 1
+
+    # Without skip_invalid the entity fails and changes nothing, and still finds every duplicate.
+    ws.write("accounts.csv", "id,name\nB1,x\nB2,x\nB1,x\nB3,x\nB2,x\n")
+    ws.write("usage.csv", "account_id,metric,day,value\n")
+    with pytest.raises(SyncFailed) as info:
+        ws.sync(now=T1, entities=["accounts"])
+    assert [str(p) for p in info.value.report.problems] == [
+        'accounts.csv:4: id: duplicate id "B1" (already on an earlier line)',
+        'accounts.csv:6: id: duplicate id "B2" (already on an earlier line)',
+    ]
+    assert info.value.report.entities["accounts"].invalid == 2
+    assert {r["id"] for r in ws.rows("accounts")} == {"A1", "A2", "A3", "A4", "A5"}
+
+
 def test_unknown_and_removed_accounts(ws: Workspace) -> None:
     basic(ws)
     ws.sync()

@@ -1,9 +1,11 @@
 """SQL for synced entities (accounts, contacts, usage, goals) and the sync bookkeeping.
 
 The sync runner validates rows and calls these functions inside one transaction per entity.
-Rows written by a sync carry its stamp in `synced_at`; rows of the entity without that stamp were
-absent from the snapshot. Stamps strictly increase per table (see `next_stamp`), so two syncs at
-the same `now` still tell their rows apart.
+Rows written by a sync carry a stamp in `synced_at`: each source of the sync its own, one microsecond
+after the previous source's. Rows of the entity with a stamp older than the sync's first were absent
+from the snapshot. Stamps strictly increase per table (see `next_stamp`), so two syncs at the same
+`now` still tell their rows apart, and a row already carrying its source's stamp is a duplicate key
+in that source (`upsert_new_rows`), found without keeping the keys in memory.
 """
 
 from __future__ import annotations
@@ -87,30 +89,57 @@ def _insert(conn: Connection, table: Table) -> Any:
     raise NotImplementedError(f"sync supports SQLite and PostgreSQL databases, not {name}")
 
 
-def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+def upsert_new_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """Upsert rows that carry one source's stamp and distinct keys, except those whose key already has
+    that stamp (an earlier row of the same source wrote it): those are not written, and their keys
+    are returned.
+
+    The common case is one upsert inside a savepoint: an existing row is updated only when its stamp
+    differs, so when fewer rows changed than were given, the savepoint is rolled back, the keys
+    already stamped are read and the other rows upserted again.
+    """
+    if not rows:
+        return set()
+    with conn.begin_nested() as savepoint:
+        if _upsert(conn, table, rows, only_unstamped=True) == len(rows):
+            return set()
+        savepoint.rollback()
+    names = KEYS[table.name]
+    stamp = rows[0]["synced_at"]
+    keys = [tuple(row[n] for n in names) for row in rows]
+    stamped: set[tuple[Any, ...]] = set()
+    for start in range(0, len(keys), 500):
+        match = and_(_key_match(table, keys[start:start + 500]), table.c.synced_at == stamp)
+        stamped.update(tuple(r) for r in conn.execute(select(*(table.c[n] for n in names)).where(match)))
+    _upsert(conn, table, [row for row, key in zip(rows, keys) if key not in stamped])
+    return stamped
+
+
+def _upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], only_unstamped: bool = False) -> int:
     """Insert or update rows by key; only the columns a row names are set (others keep their values).
+    Returns the rows inserted or updated (-1 where the driver cannot tell).
 
     Rows are grouped by their column set. PostgreSQL (psycopg) gets them by COPY; otherwise the
     driver's executemany runs a statement compiled once per group, the values going through the
     column types' bind processors (skipping SQLAlchemy's per-row parameter handling). Updating
-    clears `removed_at`: a row that reappears is present again. Keys must be distinct in one call.
+    clears `removed_at`: a row that reappears is present again. With `only_unstamped`, a row whose
+    `synced_at` already equals the new one is left as it is. Keys must be distinct in one call.
     """
     if not rows:
-        return
+        return 0
     keys = KEYS[table.name]
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row), []).append(row)
     dialect = conn.dialect
+    changed = 0
     for columns, group in groups.items():
         if dialect.name == "postgresql" and dialect.driver == "psycopg":
-            _copy_upsert(conn, table, columns, group)
+            changed += _copy_upsert(conn, table, columns, group, only_unstamped)
             continue
         stmt = _insert(conn, table)
-        updates: dict[str, Any] = {c: stmt.excluded[c] for c in columns if c not in keys}
-        if "removed_at" in table.c and "removed_at" not in columns:
-            updates["removed_at"] = null()
-        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=_updates(table, stmt, columns),
+                                          where=_unstamped(table, stmt) if only_unstamped else None)
         compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
         names = list(compiled.positiontup or columns) if dialect.positional else list(columns)
         procs = [(n, table.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
@@ -122,10 +151,26 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         else:
             params = list(group)
         for start in range(0, len(params), CHUNK):
-            conn.exec_driver_sql(compiled.string, params[start:start + CHUNK])
+            count = conn.exec_driver_sql(compiled.string, params[start:start + CHUNK]).rowcount
+            changed = -1 if changed < 0 or count is None or count < 0 else changed + count
+    return changed
 
 
-def _copy_upsert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+def _updates(table: Table, stmt: Any, columns: Sequence[str]) -> dict[str, Any]:
+    """The SET of an upsert: the row's non-key columns, and `removed_at` cleared (the row is present)."""
+    updates: dict[str, Any] = {c: stmt.excluded[c] for c in columns if c not in KEYS[table.name]}
+    if "removed_at" in table.c and "removed_at" not in columns:
+        updates["removed_at"] = null()
+    return updates
+
+
+def _unstamped(table: Table, stmt: Any) -> Any:
+    """An upsert's condition to update only rows that do not carry the new row's stamp yet."""
+    return table.c.synced_at.is_distinct_from(stmt.excluded.synced_at)
+
+
+def _copy_upsert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]],
+                 only_unstamped: bool) -> int:
     """PostgreSQL: COPY the rows into a temporary table, then one INSERT ... SELECT ... ON CONFLICT.
 
     Much faster than executemany; the rows must have distinct keys.
@@ -145,10 +190,9 @@ def _copy_upsert(conn: Connection, table: Table, columns: tuple[str, ...], rows:
         cursor.close()
     source = sa_table(temp, *(sa_column(c) for c in columns))
     stmt = postgresql.insert(table).from_select(list(columns), select(*source.c))
-    updates: dict[str, Any] = {c: stmt.excluded[c] for c in columns if c not in keys}
-    if "removed_at" in table.c and "removed_at" not in columns:
-        updates["removed_at"] = null()
-    conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates))
+    stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=_updates(table, stmt, columns),
+                                      where=_unstamped(table, stmt) if only_unstamped else None)
+    return int(conn.execute(stmt).rowcount)
 
 
 def _key_match(table: Table, keys: Sequence[tuple[Any, ...]]) -> Any:
@@ -169,11 +213,12 @@ def touch_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]], 
     return touched
 
 
-def mark_absent_removed(conn: Connection, table: Table, stamp: datetime, now: datetime) -> int:
-    """Mark removed (removed_at = now) the present rows this sync did not stamp; returns how many.
+def mark_absent_removed(conn: Connection, table: Table, first: datetime, stamp: datetime, now: datetime) -> int:
+    """Mark removed (removed_at = now) the present rows this sync did not stamp (none of its stamps, the
+    first of which is `first`); returns how many.
 
-    They get the sync's stamp too: a removal is a change the next tick must see (engine/scan_plan.py)."""
-    absent = or_(table.c.synced_at.is_(None), table.c.synced_at != stamp)
+    They get the sync's last stamp: a removal is a change the next tick must see (engine/scan_plan.py)."""
+    absent = or_(table.c.synced_at.is_(None), table.c.synced_at < first)
     result = conn.execute(update(table).where(and_(table.c.removed_at.is_(None), absent))
                           .values(removed_at=now, synced_at=stamp))
     return int(result.rowcount or 0)
@@ -192,9 +237,10 @@ def cascade_removed_accounts(conn: Connection, schema: Schema, now: datetime) ->
     return counts
 
 
-def delete_absent_usage(conn: Connection, table: Table, stamp: datetime) -> int:
-    """Delete the usage rows this sync did not stamp (absent from a full usage snapshot)."""
-    result = conn.execute(table.delete().where(or_(table.c.synced_at.is_(None), table.c.synced_at != stamp)))
+def delete_absent_usage(conn: Connection, table: Table, first: datetime) -> int:
+    """Delete the usage rows this sync did not stamp (older than its first stamp: absent from a full usage
+    snapshot)."""
+    result = conn.execute(table.delete().where(or_(table.c.synced_at.is_(None), table.c.synced_at < first)))
     return int(result.rowcount or 0)
 
 

@@ -3,9 +3,11 @@
 Entities sync in the order accounts, contacts, goals, usage; all sources of one entity form one
 sync in one transaction (a key may appear in several sources: later sources update the columns
 they name; within one source a key may appear once). Rows stream from the sources, are validated,
-and valid rows are upserted in chunks inside that transaction; if any row is invalid (and
+and valid rows are upserted in chunks inside that transaction, each source's rows with its own stamp;
+a key seen twice in one source is found within the chunk, or by the database when an earlier chunk
+of the source stamped it (so memory does not grow with the rows). If any row is invalid (and
 `skip_invalid` is off) or a source cannot be read, the transaction is rolled back so nothing of
-the entity changes. Other entities still sync and commit; `run_sync` then raises `SyncFailed`
+the entity changes; the rows are still written until then, so every duplicate is found and counted. Other entities still sync and commit; `run_sync` then raises `SyncFailed`
 (a DataError) listing the problems of every failed entity, with the full report attached.
 
 When every source of an entity is a snapshot, rows absent from it are marked removed (usage rows
@@ -17,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Connection
@@ -28,7 +30,7 @@ from engine.store import entities as store
 from engine.store.db import Database
 from engine.sync.progress import ProgressCallback, no_progress
 from engine.sync.sources import EPOCH, Reader, SourceError, Unreadable, open_source, source_labels
-from engine.sync.validate import RowChecker, entity_fields, required_fields
+from engine.sync.validate import RowChecker, duplicate_problem, entity_fields, required_fields
 
 ORDER = ("accounts", "contacts", "goals", "usage")
 CHUNK = 5000
@@ -144,9 +146,8 @@ class _EntitySync:
         kinds = {s.incremental for _, s in sources}
         mode = "mixed" if len(kinds) > 1 else ("incremental" if True in kinds else "snapshot")
         self.report = EntityReport(entity, len(sources), mode)
-        self.pending: list[dict[str, Any]] = []
+        self.pending: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}  # key -> (line, values)
         self.invalid_keys: list[tuple[Any, ...]] = []
-        self.writing = True
 
     def run(self) -> EntityReport:
         started = time.perf_counter()
@@ -170,7 +171,7 @@ class _EntitySync:
     def _load(self, conn: Connection) -> None:
         schema = self.db.schema
         store.lock_entity(conn, self.entity)
-        self.stamp = store.next_stamp(conn, self.table, self.now)
+        self.first_stamp = self.stamp = store.next_stamp(conn, self.table, self.now)
         self.before = store.count_rows(conn, self.table)
         accounts = None if self.entity == "accounts" else store.account_states(conn, schema)
         since = store.last_synced(conn, schema, self.entity) or EPOCH
@@ -178,8 +179,8 @@ class _EntitySync:
         readers = [open_source(s, self.settings, label, since) for label, s in self.sources]
         totals: list[int | None] = []
         done = 0
-        for reader in readers:
-            checker.next_source()
+        for index, reader in enumerate(readers):
+            self.stamp = self.first_stamp + timedelta(microseconds=index)
             with reader:
                 totals.append(reader.estimate_total() if self.progress is not no_progress else None)
                 total = None if None in totals else sum(t or 0 for t in totals)
@@ -194,6 +195,7 @@ class _EntitySync:
         if reader.columns is not None:
             self._check_columns(reader, known, warned)
         report = self.report
+        first_problem = len(report.problems)
         for line, raw in reader:
             done += 1
             report.read += 1
@@ -204,21 +206,20 @@ class _EntitySync:
                 continue
             if reader.columns is None and not known.issuperset(raw):
                 self._warn_unknown(reader.label, [c for c in raw if c not in known], warned)
-            values, problems, key = checker.check(raw, line)
+            values, problems, key = checker.check(raw)
+            if values is not None and key in self.pending:
+                problems = [duplicate_problem(self.entity, key, self.pending[key][0])]
+                values = None
             if values is None:
-                for problem in problems:
-                    self._problem(reader.label, line, problem, count=False)
-                report.invalid += 1
-                if key is not None and self.skip_invalid:
-                    self.invalid_keys.append(key)
-                self.writing = self.writing and self.skip_invalid
+                self._invalid(reader.label, line, problems, key)
                 continue
-            if self.writing:
-                values["synced_at"] = self.stamp
-                self.pending.append(values)
-                if len(self.pending) >= CHUNK:
-                    self._flush(conn)
-        self._flush(conn)  # a chunk never mixes sources, so its keys are distinct
+            values["synced_at"] = self.stamp
+            self.pending[key] = (line, values)  # type: ignore[index]
+            if len(self.pending) >= CHUNK:
+                self._flush(conn, reader.label)
+        self._flush(conn, reader.label)  # a chunk never mixes sources (or stamps)
+        # duplicates found at a flush were reported after later lines: back in line order
+        report.problems[first_problem:] = sorted(report.problems[first_problem:], key=lambda d: d.line or 0)
         return done
 
     def _check_columns(self, reader: Reader, known: set[str], warned: set[str]) -> None:
@@ -246,20 +247,29 @@ class _EntitySync:
             self.report.warnings.append(Diagnostic(label, None, None,
                                                    f"column `{column}` is not {what}; ignored", hint))
 
+    def _invalid(self, label: str, line: int, problems: list[str], key: tuple[Any, ...] | None) -> None:
+        """Report an invalid row (one row, however many problems it has)."""
+        for problem in problems:
+            self._problem(label, line, problem, count=False)
+        self.report.invalid += 1
+        if key is not None and self.skip_invalid:
+            self.invalid_keys.append(key)
+
     def _problem(self, label: str, line: int, message: str, count: bool = True) -> None:
         if count:
             self.report.invalid += 1
-            self.writing = self.writing and self.skip_invalid
         if len(self.report.problems) < MAX_PROBLEMS:
             self.report.problems.append(Diagnostic(label, line, None, message))
         else:
             self.report.omitted += 1
 
-    def _flush(self, conn: Connection) -> None:
-        if self.pending and self.writing:
-            store.upsert_rows(conn, self.table, self.pending)
-            self.report.loaded += len(self.pending)
-        self.pending = []
+    def _flush(self, conn: Connection, label: str) -> None:
+        """Write the pending chunk; its rows whose key an earlier chunk of the source wrote are duplicates."""
+        pending, self.pending = self.pending, {}
+        stamped = store.upsert_new_rows(conn, self.table, [values for _, values in pending.values()])
+        for key in stamped:
+            self._invalid(label, pending[key][0], [duplicate_problem(self.entity, key, None)], key)
+        self.report.loaded += len(pending) - len(stamped)
 
     def _finish(self, conn: Connection) -> None:
         """Counts, removal of absent rows, cascade, and the sync_state record (committed by `run`)."""
@@ -270,9 +280,10 @@ class _EntitySync:
         report.updated = report.loaded - report.inserted
         if report.mode == "snapshot":
             if self.entity == "usage":
-                report.removed = store.delete_absent_usage(conn, self.table, self.stamp)
+                report.removed = store.delete_absent_usage(conn, self.table, self.first_stamp)
             else:
-                report.removed = store.mark_absent_removed(conn, self.table, self.stamp, self.now)
+                report.removed = store.mark_absent_removed(conn, self.table, self.first_stamp, self.stamp,
+                                                           self.now)
         if self.entity in ("accounts", "contacts", "goals"):
             # rows of removed accounts are removed too (a contacts snapshot may still list them)
             cascaded = store.cascade_removed_accounts(conn, schema, self.now)

@@ -1,8 +1,9 @@
 """Validation of synced rows: typed fields, required keys, known accounts, duplicate keys.
 
 `RowChecker.check` turns one raw row into the typed values to store, or the list of problems
-(`field: problem`) that make it invalid. It keeps the keys seen so far to catch a key that appears
-twice in one sync of an entity, in a compact form so that tens of millions of usage rows fit.
+(`field: problem`) that make it invalid. A key that appears twice in one source is found by the
+runner (within a chunk of rows) and by the database (across chunks: `store.upsert_new_rows`);
+`duplicate_problem` says it.
 """
 
 from __future__ import annotations
@@ -31,39 +32,6 @@ def required_fields(entity: str) -> tuple[str, ...]:
     return KEYS[entity] + REQUIRED[entity]
 
 
-class KeySet:
-    """The keys seen in one source; `add` returns the line a key was first seen on (-1 for usage), or None.
-
-    Single keys map to their first line. Usage keys are kept as one bit per day for each
-    (account, metric) pair, so a 60-day usage snapshot costs a few bytes per row.
-    """
-
-    def __init__(self, entity: str):
-        self.composite = len(KEYS[entity]) > 1
-        self._single: dict[Any, int] = {}
-        self._days: dict[tuple[Any, Any], list[int]] = {}
-
-    def add(self, key: tuple[Any, ...], line: int) -> int | None:
-        if not self.composite:
-            first = self._single.setdefault(key[0], line)
-            return None if first == line else first
-        account, metric, day = key
-        ordinal = day.toordinal() if isinstance(day, date) else int(day)
-        slot = self._days.get((account, metric))
-        if slot is None:
-            self._days[(account, metric)] = [ordinal, 1]
-            return None
-        base, bits = slot
-        if ordinal < base:
-            bits <<= base - ordinal
-            base = ordinal
-        mask = 1 << (ordinal - base)
-        if bits & mask:
-            return -1
-        slot[0], slot[1] = base, bits | mask
-        return None
-
-
 class RowChecker:
     """Validates the rows of one entity in one sync."""
 
@@ -75,14 +43,8 @@ class RowChecker:
         self.key = KEYS[entity]
         self.required = required_fields(entity)
         self.accounts = accounts
-        self.seen = KeySet(entity)
 
-    def next_source(self) -> None:
-        """Start a new source: duplicate keys are looked for within one source only."""
-        self.seen = KeySet(self.entity)
-
-    def check(self, raw: Mapping[str, Any], line: int,
-              ) -> tuple[dict[str, Any] | None, list[str], tuple[Any, ...] | None]:
+    def check(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[str], tuple[Any, ...] | None]:
         """(typed values or None, problems, key or None when the key itself is unusable)."""
         values: dict[str, Any] = {}
         problems: list[str] = []
@@ -116,21 +78,21 @@ class RowChecker:
             # A removed account is still known: its rows load and are marked removed with it (cascade).
             if account_id is not None and account_id not in self.accounts:
                 problems.append(self._account_problem(account_id))
-        if key is not None and not problems:
-            first = self.seen.add(key, line)
-            if first is not None:
-                problems.append(self._duplicate(key, first))
         return (None if problems else values), problems, key
 
     def _account_problem(self, account_id: str) -> str:
         return f"account_id: unknown account {show(account_id)}"
 
-    def _duplicate(self, key: tuple[Any, ...], first: int) -> str:
-        if len(key) > 1:
-            account, metric, day = key
-            return (f"day: duplicate row for account {show(account)}, metric {show(metric)} "
-                    f"on {day.isoformat() if isinstance(day, date) else day}")
-        return f"{self.key[0]}: duplicate {self.key[0]} {show(key[0])} (already on line {first})"
+
+def duplicate_problem(entity: str, key: tuple[Any, ...], first: int | None) -> str:
+    """The problem of a row whose key an earlier row of the same source has (on line `first`, if known)."""
+    if len(key) > 1:
+        account, metric, day = key
+        return (f"day: duplicate row for account {show(account)}, metric {show(metric)} "
+                f"on {day.isoformat() if isinstance(day, date) else day}")
+    name = KEYS[entity][0]
+    where = f"already on line {first}" if first is not None else "already on an earlier line"
+    return f"{name}: duplicate {name} {show(key[0])} ({where})"
 
 
 def _article(name: str) -> str:
