@@ -53,3 +53,34 @@ def test_same_rows_and_counts_as_sqlalchemy(db_url: str) -> None:
                             .order_by(e.c.subject_id)).all()
         assert rows == [("A0", 1, True, None), ("A1", 5, False, NOW), ("A2", 6, False, NOW)]
     engine.dispose()
+
+
+def test_statements_sqlalchemy_will_not_cache_are_compiled_once_per_object(db_url: str, monkeypatch) -> None:
+    # INSERT … ON CONFLICT has no SQLAlchemy cache key: every execution used to compile it again
+    from sqlalchemy.sql import compiler
+
+    compiles: list[str] = []
+    original = compiler.SQLCompiler.__init__
+
+    def counting(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        compiles.append(self.string)
+
+    engine = create_engine(db_url)
+    schema = build_schema()
+    with engine.begin() as conn:
+        schema.metadata.create_all(conn)
+        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(schema.outbox)
+        ins = ins.on_conflict_do_nothing(index_elements=["dedup_key"])
+        monkeypatch.setattr(compiler.SQLCompiler, "__init__", counting)
+        for i in range(3):
+            assert execute_many(conn, ins, [outbox_row(i)]) == 1
+        assert len(compiles) == 1
+        # another statement object (other values bound in it) is not served the first one's compiled form
+        other = ins.values(status="cancelled")
+        assert execute_many(conn, other, [{k: v for k, v in outbox_row(9).items() if k != "status"}]) == 1
+        assert len(compiles) == 2
+        o = schema.outbox
+        assert dict(conn.execute(select(o.c.subject_id, o.c.status)).all()) == {
+            "A0": "pending", "A1": "pending", "A2": "pending", "A9": "cancelled"}
+    engine.dispose()

@@ -3,7 +3,9 @@
 For a few thousand rows per statement SQLAlchemy's per-row parameter handling costs more than the
 database's own work (it compiles each row's parameter set separately). `execute_many` compiles the
 statement for the connection's dialect (once: compiled forms are cached under SQLAlchemy's own cache
-key, so a statement rebuilt with other bound values reuses them), converts each column's values with
+key, so a statement rebuilt with other bound values reuses them; statements SQLAlchemy will not cache,
+such as SQLite's and PostgreSQL's INSERT … ON CONFLICT, are cached by identity, since the store builds
+each of them once), converts each column's values with
 that column type's bind processor (dates for SQLite, JSON, ...), exactly as SQLAlchemy would, and
 hands the driver the plain parameter rows. Statements must use plain bound parameters (no IN lists
 to expand)."""
@@ -17,6 +19,7 @@ from sqlalchemy import Connection
 from sqlalchemy.sql.compiler import SQLCompiler
 
 _COMPILED: dict[Any, Any] = {}       # SQLAlchemy's compiled-cache protocol: (dialect, key, columns, ...) -> Compiled
+_UNCACHEABLE: dict[tuple[int, Any, tuple[str, ...]], tuple[Any, Any]] = {}  # (id(stmt), ...) -> (stmt, Compiled)
 _PLANS: dict[int, "_Plan"] = {}      # id(Compiled) -> how to turn rows into driver parameters
 _MAX_CACHED = 256
 
@@ -49,10 +52,19 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
 
 def _plan(conn: Connection, stmt: Any, column_keys: list[str]) -> tuple[_Plan, Any]:
     """The statement compiled for this dialect and these row keys (cached), and its extracted bound values."""
-    if len(_COMPILED) > _MAX_CACHED:
+    if len(_COMPILED) + len(_UNCACHEABLE) > _MAX_CACHED:
         _COMPILED.clear()
+        _UNCACHEABLE.clear()
         _PLANS.clear()
-    compiled, extracted, _ = stmt._compile_w_cache(conn.dialect, compiled_cache=_COMPILED, column_keys=column_keys)
+    by_identity = (id(stmt), conn.dialect, tuple(column_keys))
+    held = _UNCACHEABLE.get(by_identity)
+    if held is not None and held[0] is stmt:      # (the entry holds the statement, so its id is not reused)
+        compiled, extracted = held[1], None
+    else:
+        compiled, extracted, hit = stmt._compile_w_cache(conn.dialect, compiled_cache=_COMPILED,
+                                                         column_keys=column_keys)
+        if hit is conn.dialect.NO_CACHE_KEY:
+            _UNCACHEABLE[by_identity] = (stmt, compiled)
     assert isinstance(compiled, SQLCompiler)
     plan = _PLANS.get(id(compiled))
     if plan is None or plan.compiled is not compiled:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.store.bulk import execute_many
 from engine.store.schema import Schema
 
 
@@ -16,9 +17,9 @@ def record(conn: Connection, schema: Schema, playbook_id: str, *, evaluated_at: 
            status: str, detail: dict[str, Any] | None, source_hash: str | None,
            scan: dict[str, Any] | None = None) -> None:
     """Upsert the latest evaluation of one playbook (`scan`: what its scan saw, engine/scan_plan.py)."""
-    conn.execute(_upsert(schema, conn.dialect.name), dict(
+    execute_many(conn, _upsert(schema, conn.dialect.name), [dict(   # compiled once (bulk.py)
         playbook_id=playbook_id, last_evaluated_at=evaluated_at, last_now=now, status=status, detail=detail,
-        source_hash=source_hash, scan=scan))
+        source_hash=source_hash, scan=scan)])
 
 
 @lru_cache(maxsize=32)
