@@ -158,7 +158,7 @@ def test_chunked_evaluation_plans_what_one_pass_plans(ws_sqlite: Workspace, monk
     from engine.store import subjects
 
     monkeypatch.setattr(engine.tick, "CHUNK", chunk)
-    monkeypatch.setattr(subjects.RowCache.__init__, "__defaults__", (rows,))
+    monkeypatch.setattr(subjects, "ROW_CACHE_LIMIT", rows)
     ws = ws_sqlite
     ws.playbook("rep", REPEATING.format(limit=100))
     ws.data("accounts", [{"id": f"A{i}", "name": f"N{i}", "arr": 10} for i in range(7)])

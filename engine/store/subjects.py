@@ -34,12 +34,15 @@ def _live_contacts(schema: Schema) -> tuple[Any, list[str]]:
                                 c.c.unsubscribed.isnot(True)).order_by(c.c.id), [col.name for col in cols])
 
 
+ROW_CACHE_LIMIT = 10_000   # rows per entity a RowCache holds
+
+
 class RowCache:
     """Entity rows by id, read at most once while it lives (one tick: many playbooks act on the same changed
-    accounts). Holds at most `limit` rows per entity; beyond that it starts afresh."""
+    accounts). Holds at most `limit` (default ROW_CACHE_LIMIT) rows per entity; beyond that it starts afresh."""
 
-    def __init__(self, limit: int = 10_000):
-        self.limit = limit
+    def __init__(self, limit: int | None = None):
+        self.limit = ROW_CACHE_LIMIT if limit is None else limit
         self._rows: dict[str, dict[str, dict | None]] = {}
         self._contacts: dict[str, list[dict]] = {}          # account id -> its live, subscribed contacts
 
