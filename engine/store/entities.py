@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (Connection, DateTime, Engine, Table, and_, func, null, or_, select, text, tuple_, type_coerce,
-                        update)
+from sqlalchemy import (Connection, DateTime, Engine, Table, and_, exists, func, null, or_, select, text, tuple_,
+                        type_coerce, update)
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -92,16 +92,22 @@ def _insert(conn: Connection, table: Table) -> Any:
 def upsert_new_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> set[tuple[Any, ...]]:
     """Upsert rows that carry one source's stamp and distinct keys, except those whose key already has
     that stamp (an earlier row of the same source wrote it): those are not written, and their keys
-    are returned.
+    are returned. Only the columns a row names are set (others keep their values); updating clears
+    `removed_at`: a row that reappears is present again.
 
-    The common case is one upsert inside a savepoint: an existing row is updated only when its stamp
-    differs, so when fewer rows changed than were given, the savepoint is rolled back, the keys
-    already stamped are read and the other rows upserted again.
+    An existing row is updated only when its stamp differs. PostgreSQL (psycopg) gets the rows by COPY
+    into a temporary table and one INSERT … SELECT … ON CONFLICT whose RETURNING tells the rows it left
+    alone. Elsewhere the driver's executemany runs inside a savepoint; when fewer rows changed than were
+    given, the savepoint is rolled back, the keys already stamped are read and the other rows upserted
+    again.
     """
     if not rows:
         return set()
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        return {key for columns, group in _by_columns(rows).items()
+                for key in _copy_upsert(conn, table, columns, group)}
     with conn.begin_nested() as savepoint:
-        if _upsert(conn, table, rows, only_unstamped=True) == len(rows):
+        if sum(_executemany_upsert(conn, table, c, g) for c, g in _by_columns(rows).items()) == len(rows):
             return set()
         savepoint.rollback()
     names = KEYS[table.name]
@@ -111,48 +117,41 @@ def upsert_new_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any
     for start in range(0, len(keys), 500):
         match = and_(_key_match(table, keys[start:start + 500]), table.c.synced_at == stamp)
         stamped.update(tuple(r) for r in conn.execute(select(*(table.c[n] for n in names)).where(match)))
-    _upsert(conn, table, [row for row, key in zip(rows, keys) if key not in stamped])
+    rest = [row for row, key in zip(rows, keys) if key not in stamped]
+    for columns, group in _by_columns(rest).items():
+        _executemany_upsert(conn, table, columns, group)
     return stamped
 
 
-def _upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], only_unstamped: bool = False) -> int:
-    """Insert or update rows by key; only the columns a row names are set (others keep their values).
-    Returns the rows inserted or updated (-1 where the driver cannot tell).
-
-    Rows are grouped by their column set. PostgreSQL (psycopg) gets them by COPY; otherwise the
-    driver's executemany runs a statement compiled once per group, the values going through the
-    column types' bind processors (skipping SQLAlchemy's per-row parameter handling). Updating
-    clears `removed_at`: a row that reappears is present again. With `only_unstamped`, a row whose
-    `synced_at` already equals the new one is left as it is. Keys must be distinct in one call.
-    """
-    if not rows:
-        return 0
-    keys = KEYS[table.name]
+def _by_columns(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Rows grouped by the columns they name (one statement per group)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row), []).append(row)
+    return groups
+
+
+def _executemany_upsert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> int:
+    """The upsert compiled once and run by the driver's executemany, the values going through the column
+    types' bind processors (skipping SQLAlchemy's per-row parameter handling); the rows changed (-1
+    where the driver cannot tell)."""
     dialect = conn.dialect
+    stmt = _insert(conn, table)
+    stmt = stmt.on_conflict_do_update(index_elements=list(KEYS[table.name]), set_=_updates(table, stmt, columns),
+                                      where=_unstamped(table, stmt))
+    compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
+    names = list(compiled.positiontup or columns) if dialect.positional else list(columns)
+    procs = [(n, table.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
+    if dialect.positional:
+        params: list[Any] = [tuple(p(r[n]) if p and r[n] is not None else r[n] for n, p in procs) for r in rows]
+    elif any(p for _, p in procs):
+        params = [{n: p(r[n]) if p and r[n] is not None else r[n] for n, p in procs} for r in rows]
+    else:
+        params = list(rows)
     changed = 0
-    for columns, group in groups.items():
-        if dialect.name == "postgresql" and dialect.driver == "psycopg":
-            changed += _copy_upsert(conn, table, columns, group, only_unstamped)
-            continue
-        stmt = _insert(conn, table)
-        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=_updates(table, stmt, columns),
-                                          where=_unstamped(table, stmt) if only_unstamped else None)
-        compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
-        names = list(compiled.positiontup or columns) if dialect.positional else list(columns)
-        procs = [(n, table.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
-        if dialect.positional:
-            params: list[Any] = [tuple(p(r[n]) if p and r[n] is not None else r[n] for n, p in procs)
-                                 for r in group]
-        elif any(p for _, p in procs):
-            params = [{n: p(r[n]) if p and r[n] is not None else r[n] for n, p in procs} for r in group]
-        else:
-            params = list(group)
-        for start in range(0, len(params), CHUNK):
-            count = conn.exec_driver_sql(compiled.string, params[start:start + CHUNK]).rowcount
-            changed = -1 if changed < 0 or count is None or count < 0 else changed + count
+    for start in range(0, len(params), CHUNK):
+        count = conn.exec_driver_sql(compiled.string, params[start:start + CHUNK]).rowcount
+        changed = -1 if changed < 0 or count is None or count < 0 else changed + count
     return changed
 
 
@@ -169,12 +168,13 @@ def _unstamped(table: Table, stmt: Any) -> Any:
     return table.c.synced_at.is_distinct_from(stmt.excluded.synced_at)
 
 
-def _copy_upsert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]],
-                 only_unstamped: bool) -> int:
-    """PostgreSQL: COPY the rows into a temporary table, then one INSERT ... SELECT ... ON CONFLICT.
+def _copy_upsert(conn: Connection, table: Table, columns: tuple[str, ...],
+                 rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """PostgreSQL: COPY the rows into a temporary table, then one INSERT … SELECT … ON CONFLICT that
+    returns the keys it left alone (already stamped). Much faster than executemany.
 
-    Much faster than executemany; the rows must have distinct keys.
-    """
+    No savepoint here: with one per chunk (a subtransaction each, truncating the temporary table in it),
+    a PostgreSQL sync of 650k usage rows took 263 s instead of 19 s."""
     keys = KEYS[table.name]
     temp = f"_sync_{table.name}"
     conn.exec_driver_sql(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{temp}" '
@@ -191,8 +191,11 @@ def _copy_upsert(conn: Connection, table: Table, columns: tuple[str, ...], rows:
     source = sa_table(temp, *(sa_column(c) for c in columns))
     stmt = postgresql.insert(table).from_select(list(columns), select(*source.c))
     stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=_updates(table, stmt, columns),
-                                      where=_unstamped(table, stmt) if only_unstamped else None)
-    return int(conn.execute(stmt).rowcount)
+                                      where=_unstamped(table, stmt))
+    written = stmt.returning(*(table.c[k] for k in keys)).cte("written")
+    same = and_(*(written.c[k] == source.c[k] for k in keys))
+    left_alone = select(*(source.c[k] for k in keys)).where(~exists().where(same))
+    return {tuple(r) for r in conn.execute(left_alone)}
 
 
 def _key_match(table: Table, keys: Sequence[tuple[Any, ...]]) -> Any:
