@@ -21,13 +21,18 @@ def outbox_row(i: int) -> dict:
                 payload={"url": "http://x/%s?a=1&b=%(c)s", "n": i, "text": "100% ü \\u2028 'q'"})
 
 
+def outbox_insert(conn, schema):
+    """Create the tables; the outbox's INSERT … ON CONFLICT DO NOTHING for this connection's dialect."""
+    schema.metadata.create_all(conn)
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(schema.outbox)
+    return ins.on_conflict_do_nothing(index_elements=["dedup_key"])
+
+
 def test_same_rows_and_counts_as_sqlalchemy(db_url: str) -> None:
     engine = create_engine(db_url)
     schema = build_schema()
     with engine.begin() as conn:
-        schema.metadata.create_all(conn)
-        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(schema.outbox)
-        ins = ins.on_conflict_do_nothing(index_elements=["dedup_key"])
+        ins = outbox_insert(conn, schema)
         assert execute_many(conn, ins, [outbox_row(i) for i in range(3)]) == 3
         # conflicts are not counted: 2 of these 5 are new
         assert execute_many(conn, ins, [outbox_row(i) for i in range(5)]) == 2
@@ -69,9 +74,7 @@ def test_statements_sqlalchemy_will_not_cache_are_compiled_once_per_object(db_ur
     engine = create_engine(db_url)
     schema = build_schema()
     with engine.begin() as conn:
-        schema.metadata.create_all(conn)
-        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(schema.outbox)
-        ins = ins.on_conflict_do_nothing(index_elements=["dedup_key"])
+        ins = outbox_insert(conn, schema)
         monkeypatch.setattr(compiler.SQLCompiler, "__init__", counting)
         for i in range(3):
             assert execute_many(conn, ins, [outbox_row(i)]) == 1
