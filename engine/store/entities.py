@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (Connection, DateTime, Engine, Table, and_, exists, func, null, or_, select, text, tuple_,
@@ -22,9 +23,8 @@ from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.store.bulk import execute_many
 from engine.store.schema import KEYS, Schema
-
-CHUNK = 5000
 
 
 @contextmanager
@@ -80,8 +80,8 @@ def next_stamp(conn: Connection, table: Table, now: datetime) -> datetime:
     return now
 
 
-def _insert(conn: Connection, table: Table) -> Any:
-    name = conn.dialect.name
+def _insert(name: str, table: Table) -> Any:
+    """INSERT with ON CONFLICT for the dialect `name`."""
     if name == "sqlite":
         return sqlite.insert(table)
     if name == "postgresql":
@@ -114,9 +114,9 @@ def upsert_new_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any
     stamp = rows[0]["synced_at"]
     keys = [tuple(row[n] for n in names) for row in rows]
     stamped: set[tuple[Any, ...]] = set()
-    for start in range(0, len(keys), 500):
-        match = and_(_key_match(table, keys[start:start + 500]), table.c.synced_at == stamp)
-        stamped.update(tuple(r) for r in conn.execute(select(*(table.c[n] for n in names)).where(match)))
+    for match in _key_matches(table, keys):
+        query = select(*(table.c[n] for n in names)).where(match, table.c.synced_at == stamp)
+        stamped.update(tuple(r) for r in conn.execute(query))
     rest = [row for row, key in zip(rows, keys) if key not in stamped]
     for columns, group in _by_columns(rest).items():
         _executemany_upsert(conn, table, columns, group)
@@ -131,28 +131,19 @@ def _by_columns(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[di
     return groups
 
 
-def _executemany_upsert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> int:
-    """The upsert compiled once and run by the driver's executemany, the values going through the column
-    types' bind processors (skipping SQLAlchemy's per-row parameter handling); the rows changed (-1
-    where the driver cannot tell)."""
-    dialect = conn.dialect
-    stmt = _insert(conn, table)
-    stmt = stmt.on_conflict_do_update(index_elements=list(KEYS[table.name]), set_=_updates(table, stmt, columns),
+@lru_cache(maxsize=64)
+def _upsert_statement(table: Table, columns: tuple[str, ...], dialect: str) -> Any:
+    """The upsert of rows naming `columns` that leaves rows already carrying their stamp alone; built once,
+    so `execute_many` compiles it once (SQLAlchemy does not cache INSERT … ON CONFLICT)."""
+    stmt = _insert(dialect, table)
+    return stmt.on_conflict_do_update(index_elements=list(KEYS[table.name]), set_=_updates(table, stmt, columns),
                                       where=_unstamped(table, stmt))
-    compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
-    names = list(compiled.positiontup or columns) if dialect.positional else list(columns)
-    procs = [(n, table.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names]
-    if dialect.positional:
-        params: list[Any] = [tuple(p(r[n]) if p and r[n] is not None else r[n] for n, p in procs) for r in rows]
-    elif any(p for _, p in procs):
-        params = [{n: p(r[n]) if p and r[n] is not None else r[n] for n, p in procs} for r in rows]
-    else:
-        params = list(rows)
-    changed = 0
-    for start in range(0, len(params), CHUNK):
-        count = conn.exec_driver_sql(compiled.string, params[start:start + CHUNK]).rowcount
-        changed = -1 if changed < 0 or count is None or count < 0 else changed + count
-    return changed
+
+
+def _executemany_upsert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> int:
+    """The upsert run by the driver's executemany (engine/store/bulk.py); the rows changed (-1 where the
+    driver cannot tell)."""
+    return execute_many(conn, _upsert_statement(table, columns, conn.dialect.name), rows)
 
 
 def _updates(table: Table, stmt: Any, columns: Sequence[str]) -> dict[str, Any]:
@@ -198,22 +189,22 @@ def _copy_upsert(conn: Connection, table: Table, columns: tuple[str, ...],
     return {tuple(r) for r in conn.execute(left_alone)}
 
 
-def _key_match(table: Table, keys: Sequence[tuple[Any, ...]]) -> Any:
+def _key_matches(table: Table, keys: Iterable[tuple[Any, ...]], step: int = 500) -> Iterator[Any]:
+    """Conditions matching the rows with these keys, `step` keys each (bounded IN lists)."""
     names = KEYS[table.name]
-    if len(names) == 1:
-        return table.c[names[0]].in_([k[0] for k in keys])
-    return tuple_(*(table.c[n] for n in names)).in_([tuple(k) for k in keys])
+    batch = list(keys)
+    for start in range(0, len(batch), step):
+        part = batch[start:start + step]
+        if len(names) == 1:
+            yield table.c[names[0]].in_([k[0] for k in part])
+        else:
+            yield tuple_(*(table.c[n] for n in names)).in_([tuple(k) for k in part])
 
 
 def touch_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]], stamp: datetime) -> int:
     """Stamp existing rows by key without changing them (rows present in the source but skipped as invalid)."""
-    batch = list(keys)
-    touched = 0
-    step = 500
-    for start in range(0, len(batch), step):
-        part = batch[start:start + step]
-        touched += conn.execute(update(table).where(_key_match(table, part)).values(synced_at=stamp)).rowcount
-    return touched
+    return sum(conn.execute(update(table).where(match).values(synced_at=stamp)).rowcount
+               for match in _key_matches(table, keys))
 
 
 def mark_absent_removed(conn: Connection, table: Table, first: datetime, stamp: datetime, now: datetime) -> int:
@@ -255,7 +246,7 @@ def record_sync_state(conn: Connection, schema: Schema, entity: str, synced_at: 
     values = {"synced_at": synced_at, "rows": rows, "removed": removed}
     if removed:
         values["removed_stamp"] = stamp or synced_at
-    stmt = _insert(conn, table).values(entity=entity, **values)
+    stmt = _insert(conn.dialect.name, table).values(entity=entity, **values)
     conn.execute(stmt.on_conflict_do_update(index_elements=["entity"], set_=values))
 
 

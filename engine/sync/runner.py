@@ -7,8 +7,9 @@ and valid rows are upserted in chunks inside that transaction, each source's row
 a key seen twice in one source is found within the chunk, or by the database when an earlier chunk
 of the source stamped it (so memory does not grow with the rows). If any row is invalid (and
 `skip_invalid` is off) or a source cannot be read, the transaction is rolled back so nothing of
-the entity changes; the rows are still written until then, so every duplicate is found and counted. Other entities still sync and commit; `run_sync` then raises `SyncFailed`
-(a DataError) listing the problems of every failed entity, with the full report attached.
+the entity changes; the rows are still written until then, so every duplicate is found and counted.
+Other entities still sync and commit; `run_sync` then raises `SyncFailed` (a DataError) listing the
+problems of every failed entity, with the full report attached.
 
 When every source of an entity is a snapshot, rows absent from it are marked removed (usage rows
 are deleted), and the contacts and goals of removed accounts are marked removed too.
@@ -202,7 +203,7 @@ class _EntitySync:
             if done % CHUNK == 0:
                 self.progress(self.entity, done, total)
             if isinstance(raw, Unreadable):
-                self._problem(reader.label, line, raw.message)
+                self._invalid(reader.label, line, [raw.message], None)
                 continue
             if reader.columns is None and not known.issuperset(raw):
                 self._warn_unknown(reader.label, [c for c in raw if c not in known], warned)
@@ -248,20 +249,15 @@ class _EntitySync:
                                                    f"column `{column}` is not {what}; ignored", hint))
 
     def _invalid(self, label: str, line: int, problems: list[str], key: tuple[Any, ...] | None) -> None:
-        """Report an invalid row (one row, however many problems it has)."""
+        """Report an invalid row (one row, however many problems it has; problems beyond MAX_PROBLEMS counted)."""
         for problem in problems:
-            self._problem(label, line, problem, count=False)
+            if len(self.report.problems) < MAX_PROBLEMS:
+                self.report.problems.append(Diagnostic(label, line, None, problem))
+            else:
+                self.report.omitted += 1
         self.report.invalid += 1
         if key is not None and self.skip_invalid:
             self.invalid_keys.append(key)
-
-    def _problem(self, label: str, line: int, message: str, count: bool = True) -> None:
-        if count:
-            self.report.invalid += 1
-        if len(self.report.problems) < MAX_PROBLEMS:
-            self.report.problems.append(Diagnostic(label, line, None, message))
-        else:
-            self.report.omitted += 1
 
     def _flush(self, conn: Connection, label: str) -> None:
         """Write the pending chunk; its rows whose key an earlier chunk of the source wrote are duplicates."""
