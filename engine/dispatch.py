@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from connectors.base import Connector, Delivery, Outcome
 from engine.settings import Settings, parse_duration
@@ -82,13 +83,17 @@ class Dispatcher:
         self.max_attempts = d.max_attempts
         self.rng = random.Random()
         self._blocked: set[str] = set()
+        self._unattempted: set[int] = set()   # claimed, never handed to a connector: safe to give back
+        self._unrecorded: list[Decision] = []  # delivered, but a database error kept the outcome from the outbox
 
     def claim(self) -> list[Claimed]:
         """Claim a batch and commit the claim before any network I/O."""
         with self.db.engine.connect() as conn:
             conn.info["immediate"] = True
             with conn.begin():
-                return outbox.claim(conn, self.db.schema, self.owner, self.clock(), self.lease_s, self.batch)
+                items = outbox.claim(conn, self.db.schema, self.owner, self.clock(), self.lease_s, self.batch)
+        self._unattempted.update(i.id for i in items)
+        return items
 
     def run_once(self, limit: int | None = None) -> DispatchStats:
         """Deliver until nothing is due (or `limit` actions were handled)."""
@@ -112,18 +117,46 @@ class Dispatcher:
             for item in items:
                 if stop is not None and stop.is_set():
                     break
+                self._unattempted.discard(item.id)
                 decision = self.decide(item)
                 connector = self.connectors.get(item.connector)
                 if getattr(connector, "batch_safe", False):
                     late.append(decision)
                 else:
-                    done += self.record([decision], conn)
+                    done += self._record_or_keep([decision], conn)
             if late:
                 for name in {d.item.connector for d in late}:
                     flush = getattr(self.connectors[name], "flush", None)
                     if flush:
                         flush()
-                done += self.record(late, conn)
+                done += self._record_or_keep(late, conn)
+        return done
+
+    def _record_or_keep(self, decisions: list[Decision], conn: Connection) -> list[tuple[Claimed, str]]:
+        """Record; when the database fails, keep the decisions for settle() so that what was delivered is
+        recorded as delivered rather than left to expire as ambiguous."""
+        try:
+            return self.record(decisions, conn)
+        except DBAPIError:
+            self._unrecorded += decisions
+            raise
+
+    def settle(self) -> list[tuple[Claimed, str]]:
+        """After a database error cut a batch short: record the outcomes it kept from the outbox (each only if
+        this worker's lease still holds), then give back the claims no connector was given. Runs no query
+        when there is nothing to settle."""
+        done: list[tuple[Claimed, str]] = []
+        if self._unrecorded:
+            decisions, self._unrecorded = self._unrecorded, []
+            try:
+                done = self.record(decisions)
+            except DBAPIError:
+                self._unrecorded = decisions + self._unrecorded
+                raise
+            log.info("recorded %d outcome(s) a database error had held back", len(done))
+        released = self.release()
+        if released:
+            log.info("released %d lease(s) no connector was given", released)
         return done
 
     def handle(self, item: Claimed) -> str:
@@ -233,6 +266,12 @@ class Dispatcher:
         return out
 
     def release(self) -> int:
-        """Give back this worker's leases (clean shutdown)."""
+        """Give back the claimed actions this worker never handed to a connector (on stop, or after an error
+        cut a batch short). An action whose delivery was attempted but not recorded keeps its lease: when
+        the lease expires it is claimed again flagged ambiguous, because the receiver may have it."""
+        if not self._unattempted:
+            return 0
         with self.db.engine.begin() as conn:
-            return outbox.release(conn, self.db.schema, self.owner, self.clock())
+            released = outbox.release(conn, self.db.schema, self.owner, self.clock(), sorted(self._unattempted))
+        self._unattempted.clear()
+        return released

@@ -258,6 +258,7 @@ def run_worker_loop(d: Dispatcher, stop: threading.Event, *, idle_s: float = 1.0
     idle_since, backoff = time.monotonic(), 1.0
     while not stop.is_set():
         try:
+            d.settle()               # what a database error cut short (no query when nothing was)
             items = d.claim()
             d.process(items, stop)   # on stop, the rest of the batch stays claimed and is released below
             backoff = 1.0
@@ -273,10 +274,8 @@ def run_worker_loop(d: Dispatcher, stop: threading.Event, *, idle_s: float = 1.0
             break
         stop.wait(idle_s)
     try:
-        released = d.release()
-        if released:
-            log.info("released %d lease(s)", released)
+        d.settle()
     except Exception:  # noqa: BLE001
-        log.exception("could not release leases; they expire on their own")
+        log.exception("could not record outcomes or release leases; the leases expire on their own")
 
 

@@ -1,13 +1,20 @@
-"""Fencing: an outcome is recorded only while the worker's lease token holds (§10), on both databases."""
+"""Fencing: an outcome is recorded only while the worker's lease token holds (§10), and a worker gives back
+only the leases of actions it never attempted; on both databases."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
+from connectors.base import BaseConnector, Delivery, Outcome
+from engine.dispatch import Dispatcher
+from engine.settings import Settings
 from engine.store import outbox
 from engine.store.db import open_database
+from engine.store.outbox import Claimed
 
 NOW = datetime(2026, 3, 2, 9, 0)
 
@@ -44,5 +51,63 @@ def test_outcomes_of_a_lost_lease_are_not_recorded(db_url: str) -> None:
         # every lease held: all recorded in one statement
         with db.engine.begin() as conn:
             assert outbox.record_many(conn, s, [outbox.Outcome(theirs, "failed", "nope")], later, "b") == [True]
+    finally:
+        db.dispose()
+
+
+class Receiver(BaseConnector):
+    """A batch-safe receiver that keeps what it was given; asks the worker to stop after `stop_after`
+    deliveries, and fails its flush when told to (the batch's outcomes then go unrecorded)."""
+
+    name = "webhook"
+    batch_safe = True
+
+    def __init__(self, stop: threading.Event, stop_after: int, flush_fails: bool):
+        self.stop, self.stop_after, self.flush_fails = stop, stop_after, flush_fails
+        self.got: list[str] = []
+
+    def deliver(self, item: Claimed) -> Delivery:
+        self.got.append(item.dedup_key)
+        if len(self.got) == self.stop_after:
+            self.stop.set()
+        return Delivery(Outcome.SENT, "kept")
+
+    def flush(self) -> None:
+        if self.flush_fails:
+            raise OSError("disk full")
+
+
+@pytest.mark.parametrize("flush_fails", [False, True], ids=["stopped", "batch-failed"])
+def test_release_gives_back_only_actions_no_connector_was_given(db_url: str, tmp_path, flush_fails: bool) -> None:  # noqa: ANN001
+    db = open_database(db_url)
+    s = db.schema
+    try:
+        with db.engine.begin() as conn:
+            outbox.plan(conn, s, [planned(i) for i in range(4)])
+        stop = threading.Event()
+        receiver = Receiver(stop, stop_after=2, flush_fails=flush_fails)
+        d = Dispatcher(db, Settings(base_dir=tmp_path, config_file="c.yaml"), {"webhook": receiver},
+                       owner="a", clock=lambda: NOW)
+        items = d.claim()
+        assert len(items) == 4
+        if flush_fails:
+            with pytest.raises(OSError):
+                d.process(items, stop)
+        else:
+            assert [status for _, status in d.process(items, stop)] == ["sent", "sent"]
+        assert d.release() == 2
+        assert d.release() == 0
+        with db.engine.connect() as conn:
+            rows = {r.dedup_key: r for r in conn.execute(select(s.outbox))}
+        given, never = receiver.got, sorted(set(rows) - set(receiver.got))
+        assert len(given) == 2 and len(never) == 2
+        assert all(rows[k].status == "pending" and rows[k].attempts == 0 for k in never)
+        # delivered but not recorded: the lease stays, so the next claim after it expires flags it ambiguous
+        assert all(rows[k].status == ("claimed" if flush_fails else "sent") for k in given)
+        if flush_fails:
+            with db.engine.begin() as conn:
+                again = outbox.claim(conn, s, "b", NOW + timedelta(hours=1), 30, 10)
+            assert sorted((c.dedup_key, c.ambiguous) for c in again) == sorted(
+                [(k, True) for k in given] + [(k, False) for k in never])
     finally:
         db.dispose()

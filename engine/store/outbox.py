@@ -159,12 +159,23 @@ def record(conn: Connection, schema: Schema, item: Claimed, *, status: str, now:
                        now, worker)[0]
 
 
-def release(conn: Connection, schema: Schema, owner: str, now: datetime) -> int:
-    """Give back every lease a worker holds (clean shutdown): those actions become due again."""
+def release(conn: Connection, schema: Schema, owner: str, now: datetime, ids: list[int]) -> int:
+    """Give back these claimed actions, where `owner` still holds them: they become due again, the claim's
+    attempt uncounted. Only for actions no connector was given (see Dispatcher.release)."""
+    total = 0
+    for i in range(0, len(ids), 500):
+        res = conn.execute(_release(schema), {"b_ids": ids[i:i + 500], "b_owner": owner, "b_now": now})
+        total += res.rowcount or 0
+    return total
+
+
+@lru_cache(maxsize=32)
+def _release(schema: Schema) -> Any:
     o = schema.outbox
-    res = conn.execute(update(o).where(o.c.status == "claimed", o.c.lease_owner == owner).values(
-        status="pending", lease_owner=None, lease_until=None, attempts=o.c.attempts - 1, updated_at=now))
-    return res.rowcount or 0
+    return (update(o).where(o.c.id.in_(bindparam("b_ids", expanding=True)), o.c.status == "claimed",
+                            o.c.lease_owner == bindparam("b_owner"))
+            .values(status="pending", lease_owner=None, lease_until=None, attempts=o.c.attempts - 1,
+                    updated_at=bindparam("b_now", type_=DateTime)))
 
 
 def cancel_pending(conn: Connection, schema: Schema, dedup_keys: list[str], now: datetime, reason: str) -> int:

@@ -8,10 +8,14 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
+from connectors.base import BaseConnector, Delivery, Outcome
 from reliability.figures import record_figure
 from engine.app import App
+from engine.dispatch import Dispatcher
 from engine.store import outbox
 
 N = 10_000
@@ -123,3 +127,41 @@ def test_connections_cut_during_drain(pg_ws) -> None:  # noqa: ANN001
     seconds = drain(pg_ws, 4, during=cutter)
     assert sum(cuts) > 0
     check_exactly_once(pg_ws, "drain_with_cut_connections", seconds)
+
+
+class CuttingReceiver(BaseConnector):
+    """A batch-safe receiver that, at its second delivery, cuts every database connection of the workspace
+    (as a PostgreSQL restart would): the batch's outcomes then cannot be recorded."""
+
+    name = "webhook"
+    batch_safe = True
+
+    def __init__(self, ws):  # noqa: ANN001
+        self.ws, self.got = ws, []
+
+    def deliver(self, item):  # noqa: ANN001, ANN201
+        self.got.append(item.dedup_key)
+        if len(self.got) == 2:
+            with self.ws.admin.begin() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :a"),
+                             {"a": self.ws.schema_name})
+        return Delivery(Outcome.SENT, "kept")
+
+
+def test_outcomes_a_cut_connection_held_back_are_recorded_once_it_returns(pg_ws) -> None:  # noqa: ANN001
+    enqueue(pg_ws, 3)
+    app = App(pg_ws.config)
+    receiver = CuttingReceiver(pg_ws)
+    d = Dispatcher(app.db, app.settings, {"webhook": receiver}, owner="a")
+    try:
+        items = d.claim()
+        with pytest.raises(OperationalError):
+            d.process(items)
+        assert len(receiver.got) == 3
+        assert {r["status"] for r in states(pg_ws).values()} == {"claimed"}
+        assert sorted(i.dedup_key for i, status in d.settle() if status == "sent") == sorted(receiver.got)
+        rows = states(pg_ws)
+        assert {(r["status"], r["ambiguous"]) for r in rows.values()} == {("sent", False)}
+        assert d.settle() == []
+    finally:
+        app.close()
