@@ -26,6 +26,13 @@ class Database:
         self.engine.dispose()
 
 
+# SQLite's page cache per connection (its default is 2 MiB). A steady tick dirties more pages than that
+# (outbox, episode and match-bit index pages all over their b-trees); with the default, SQLite spills
+# them to the WAL mid-transaction and writes many twice. 32 MiB took the 100k-account steady tick from
+# 0.73-0.81 s to 0.69 s (README, Performance); the cache only grows as pages are read.
+PAGE_CACHE_KIB = 32 * 1024
+
+
 def make_engine(url: str) -> Engine:
     """A SQLAlchemy engine with our SQLite pragmas and helper functions installed."""
     if url.startswith("sqlite"):
@@ -44,6 +51,7 @@ def make_engine(url: str) -> Engine:
                 cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             cur.close()
             register(dbapi_conn)
 
