@@ -23,7 +23,8 @@ from engine.store.metric_cache import MetricCache
 log = logging.getLogger("playbook.tick")
 
 
-def metric_windows(db: Database, playbooks: list[CompiledPlaybook], clock: Clock, wall: datetime) -> MetricCache | None:
+def metric_windows(db: Database, playbooks: list[CompiledPlaybook], clock: Clock, wall: datetime,
+                   touched: changes.Touched | None = None) -> MetricCache | None:
     """Materialise every metric window these playbooks read, once for the tick (derived data only)."""
     refs = {r for pb in playbooks for c in pb.conditions for r in metric_calls(c.expr)}
     if not refs:
@@ -31,7 +32,7 @@ def metric_windows(db: Database, playbooks: list[CompiledPlaybook], clock: Clock
     with db.engine.connect() as conn:
         conn.info["immediate"] = True
         with conn.begin():
-            return metric_cache.ensure(conn, db.schema, refs, clock.today, wall)
+            return metric_cache.ensure(conn, db.schema, refs, clock.today, wall, touched)
 
 
 def assign_slots(db: Database, playbooks: list[CompiledPlaybook]) -> dict[str, scan_store.Slot]:

@@ -100,8 +100,9 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
             run_id = state.start_run(conn, db.schema, kind, clock.now, wall_clock())
     with watch("marks"):
         marks, saved = candidates.read_marks(db)   # before the metric cache: it must reflect at least these
+    touched = changes.Touched(db.schema)  # what changed since the marks, read once for all subject types
     with watch("metric windows"):
-        cache = candidates.metric_windows(db, selected, clock, wall_clock())
+        cache = candidates.metric_windows(db, selected, clock, wall_clock(), touched)
     with watch("plans"):
         slots = candidates.assign_slots(db, selected)
         wall = wall_clock()
@@ -110,7 +111,6 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
                    for pb in selected}
     synced = _last_synced(db, settings)
     records = subjects.RowCache()         # subject rows, read once for all playbooks
-    touched = changes.Touched(db.schema)  # what changed since the marks, read once for all subject types
     done: dict[str, PlaybookOutcome] = {}
     with WriteBatch(db.engine, dry_run=dry_run, on_commit=lambda s: watch.add("commit", s)) as batch:
         # one subject type (and bit word) at a time: its scan, then its playbooks; only its candidates are in

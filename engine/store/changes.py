@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, Select, String, cast, func, select
 
 from engine.store.entities import newest_stamp
 from engine.store.schema import Schema
@@ -49,13 +49,35 @@ def changed_at_least(conn: Connection, schema: Schema, entity: str, since: datet
     return (conn.scalar(select(func.count()).select_from(probe)) or 0) >= cap
 
 
+def usage_written(conn: Connection, schema: Schema, since: datetime | None) -> dict[str, tuple[set[str], set[str]]]:
+    """metric -> (accounts, ISO days) of the usage rows stamped after `since`."""
+    u = schema.usage.c
+    newer = u.synced_at > since if since is not None else u.synced_at.is_not(None)
+    written: dict[str, tuple[set[str], set[str]]] = {}
+    # read through the synced_at index; deduplicated here (a DISTINCT lets the planner prefer a full scan);
+    # days as text: thousands of rows, a few distinct days
+    for account_id, metric, day in conn.execute(select(u.account_id, u.metric, cast(u.day, String)).where(newer)):
+        accounts, days = written.setdefault(metric, (set(), set()))
+        accounts.add(account_id)
+        days.add(day)
+    return written
+
+
 class Touched:
     """The subjects whose data was stamped after some marks. The accounts touched (own row or usage) are
-    read once per set of marks and shared by the account, contact and goal scans of a tick."""
+    read once per set of marks and shared by the account, contact and goal scans of a tick; the usage
+    rows the metric-window refresh read (`usage_written`) are not read again."""
 
     def __init__(self, schema: Schema):
         self.schema = schema
         self._accounts: dict[tuple[datetime, datetime | None], set[str]] = {}
+        self._usage: dict[datetime | None, set[str]] = {}
+
+    def usage_written(self, conn: Connection, since: datetime | None) -> dict[str, tuple[set[str], set[str]]]:
+        """changes.usage_written, remembering the accounts for a later `accounts(...)` with the same mark."""
+        written = usage_written(conn, self.schema, since)
+        self._usage[since] = {a for accounts, _ in written.values() for a in accounts}
+        return written
 
     def accounts(self, conn: Connection, since: dict[str, datetime], usage: bool) -> set[str]:
         """Accounts whose own row or (with `usage`) usage rows were stamped after `since`."""
@@ -63,7 +85,9 @@ class Touched:
         if key not in self._accounts:
             a, u = self.schema.accounts, self.schema.usage
             found = set(conn.execute(select(a.c.id).where(a.c.synced_at > since["accounts"])).scalars())
-            if usage:
+            if usage and since["usage"] in self._usage:
+                found.update(self._usage[since["usage"]])
+            elif usage:
                 found.update(conn.execute(select(u.c.account_id).where(u.c.synced_at > since["usage"])).scalars())
             self._accounts[key] = found
         return self._accounts[key]

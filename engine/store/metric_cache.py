@@ -67,8 +67,10 @@ def _window(ref: MetricRef, today: date) -> tuple[date, date]:
     return end - timedelta(days=ref.days - 1), end
 
 
-def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, now: datetime) -> MetricCache | None:
-    """The cache for these windows at `today`: built, refreshed for changed accounts, or reused (caller commits)."""
+def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, now: datetime,
+           touched: changes.Touched | None = None) -> MetricCache | None:
+    """The cache for these windows at `today`: built, refreshed for changed accounts, or reused (caller commits).
+    `touched` keeps the changed accounts a refresh reads, for the tick's changes-only scans."""
     if not refs:
         return None
     ordered = sorted(refs, key=lambda r: (r.name, r.days, r.agg, r.offset_days))
@@ -102,7 +104,7 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
             analyze(conn, t)
         _collect_garbage(conn, schema, keep=name)
     elif stamp is not None and (row.usage_stamp is None or stamp > row.usage_stamp):
-        _refresh(conn, schema, cache, ordered, today, row.usage_stamp)
+        _refresh(conn, schema, cache, ordered, today, row.usage_stamp, touched)
         conn.execute(reg.update().where(reg.c.name == name).values(used_at=now, usage_stamp=stamp))
     else:
         conn.execute(reg.update().where(reg.c.name == name).values(used_at=now))
@@ -110,19 +112,12 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
 
 
 def _refresh(conn: Connection, schema: Schema, cache: MetricCache, ordered: list[MetricRef], today: date,
-             since: datetime | None) -> None:
+             since: datetime | None, touched: changes.Touched | None) -> None:
     """Recompute, for the accounts whose usage rows were written after `since`, the windows that contain
     a written day (daily usage mostly rewrites the last few days: older windows keep their values), into
     the overlay."""
-    u = schema.usage.c
-    newer = u.synced_at > since if since is not None else u.synced_at.is_not(None)
-    written: dict[str, tuple[set[str], set[str]]] = {}     # metric -> (accounts, ISO days)
-    # read through the synced_at index; deduplicated here (a DISTINCT lets the planner prefer a full scan);
-    # days as text: thousands of rows, a few distinct days
-    for account_id, metric, day in conn.execute(select(u.account_id, u.metric, cast(u.day, String)).where(newer)):
-        accounts, days = written.setdefault(metric, (set(), set()))
-        accounts.add(account_id)
-        days.add(day)
+    written = (touched.usage_written(conn, since) if touched is not None
+               else changes.usage_written(conn, schema, since))
     for m, t in cache.tables.items():
         if m not in written:
             continue
