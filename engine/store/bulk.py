@@ -8,7 +8,7 @@ such as SQLite's and PostgreSQL's INSERT … ON CONFLICT, are cached by identity
 each of them once), converts each column's values with
 that column type's bind processor (dates for SQLite, JSON, ...), exactly as SQLAlchemy would, and
 hands the driver the plain parameter rows. Statements must use plain bound parameters (no IN lists
-to expand)."""
+to expand; `execute_in` runs a statement over a long IN list, a chunk at a time)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,18 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
     if plan.keys is not None:
         params = [dict(zip(plan.keys, values)) for values in params]
     return conn.exec_driver_sql(plan.compiled.string, params).rowcount
+
+
+IN_CHUNK = 500   # values per expanding IN list: far below SQLite's and PostgreSQL's bound-parameter limits
+
+
+def execute_in(conn: Connection, stmt: Any, name: str, values: Sequence[Any], params: dict[str, Any]) -> int:
+    """Run `stmt`, whose bound parameter `name` is an expanding IN list, once per IN_CHUNK of `values` (with
+    the other `params`); returns the rows the database changed."""
+    total = 0
+    for i in range(0, len(values), IN_CHUNK):
+        total += conn.execute(stmt, {**params, name: list(values[i:i + IN_CHUNK])}).rowcount or 0
+    return total
 
 
 def _plan(conn: Connection, stmt: Any, column_keys: list[str]) -> tuple[_Plan, Any]:

@@ -85,10 +85,10 @@ class Touched:
         if key not in self._accounts:
             a, u = self.schema.accounts, self.schema.usage
             found = set(conn.execute(select(a.c.id).where(a.c.synced_at > since["accounts"])).scalars())
-            if usage and since["usage"] in self._usage:
-                found.update(self._usage[since["usage"]])
-            elif usage:
-                found.update(conn.execute(select(u.c.account_id).where(u.c.synced_at > since["usage"])).scalars())
+            if usage:
+                read = self._usage.get(since["usage"])     # by the metric-window refresh, with the same mark
+                found.update(read if read is not None else
+                             conn.execute(select(u.c.account_id).where(u.c.synced_at > since["usage"])).scalars())
             self._accounts[key] = found
         return self._accounts[key]
 

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from sqlalchemy import JSON, Boolean, Connection, DateTime, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.store.bulk import execute_many
+from engine.store.bulk import execute_in, execute_many
 from engine.store.schema import Schema
 
 TERMINAL = ("sent", "failed", "suppressed", "cancelled")
@@ -162,11 +162,7 @@ def record(conn: Connection, schema: Schema, item: Claimed, *, status: str, now:
 def release(conn: Connection, schema: Schema, owner: str, now: datetime, ids: list[int]) -> int:
     """Give back these claimed actions, where `owner` still holds them: they become due again, the claim's
     attempt uncounted. Only for actions no connector was given (see Dispatcher.release)."""
-    total = 0
-    for i in range(0, len(ids), 500):
-        res = conn.execute(_release(schema), {"b_ids": ids[i:i + 500], "b_owner": owner, "b_now": now})
-        total += res.rowcount or 0
-    return total
+    return execute_in(conn, _release(schema), "b_ids", ids, {"b_owner": owner, "b_now": now})
 
 
 @lru_cache(maxsize=32)
@@ -180,11 +176,7 @@ def _release(schema: Schema) -> Any:
 
 def cancel_pending(conn: Connection, schema: Schema, dedup_keys: list[str], now: datetime, reason: str) -> int:
     """Cancel the pending actions among these dedup keys (claimed ones are left to finish)."""
-    total = 0
-    for i in range(0, len(dedup_keys), 500):
-        res = conn.execute(_cancel_pending(schema), {"b_keys": dedup_keys[i:i + 500], "b_reason": reason, "b_now": now})
-        total += res.rowcount or 0
-    return total
+    return execute_in(conn, _cancel_pending(schema), "b_keys", dedup_keys, {"b_reason": reason, "b_now": now})
 
 
 @lru_cache(maxsize=32)

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from sqlalchemy import BigInteger, Connection, and_, bindparam, case, delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.store.bulk import execute_many
+from engine.store.bulk import execute_in, execute_many
 from engine.store.matching import Clock, sql_context, subject_from
 from engine.store.metric_cache import MetricCache
 from engine.store.schema import Schema
@@ -78,10 +78,8 @@ def set_bits(conn: Connection, schema: Schema, subject: str, slot: Slot, ids: It
 
 def clear_bits(conn: Connection, schema: Schema, subject: str, slot: Slot, ids: Iterable[str]) -> None:
     """mask &= ~bit for these subjects."""
-    ids = list(ids)
-    for i in range(0, len(ids), 500):
-        conn.execute(_clear_bits(schema), {"b_type": subject, "b_word": slot.word, "b_ids": ids[i:i + 500],
-                                           "b_keep": ~slot.value})
+    execute_in(conn, _clear_bits(schema), "b_ids", list(ids), {"b_type": subject, "b_word": slot.word,
+                                                               "b_keep": ~slot.value})
 
 
 @lru_cache(maxsize=32)
