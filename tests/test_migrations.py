@@ -23,7 +23,36 @@ def test_migrated_database_matches_the_schema(db_url: str) -> None:
             assert inspect(conn).get_pk_constraint("match_state")["constrained_columns"] == [
                 "subject_type", "word", "subject_id"]
             if db.dialect == "sqlite":
-                ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'match_state'")).scalar_one()
-                assert ddl.rstrip().upper().endswith("WITHOUT ROWID")
+                for table in ("match_state", "episodes"):
+                    ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}).scalar_one()
+                    assert ddl.rstrip().upper().endswith("WITHOUT ROWID"), table
     finally:
         db.dispose()
+
+
+def test_episodes_survive_the_move_to_one_btree_and_back(db_url: str) -> None:
+    """0007 rebuilds episodes on SQLite (without rowid) and drops the is_open index: rows are kept both ways."""
+    from alembic import command
+
+    from engine.store.db import make_engine
+    from engine.store.migrate import alembic_config
+
+    engine = make_engine(db_url)
+    cfg = alembic_config(engine)
+    row = {"p": "pb", "t": "account", "s": "acc-1", "o": True, "e": 2, "f": 3, "at": "2026-01-02 03:04:05"}
+    select_row = "SELECT playbook_id, subject_type, subject_id, is_open, episode, firing FROM episodes"
+    try:
+        command.upgrade(cfg, "0006")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO episodes (playbook_id, subject_type, subject_id, is_open, episode, firing, "
+                              "started_at, last_fired_at) VALUES (:p, :t, :s, :o, :e, :f, :at, :at)"), row)
+        command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(text(select_row))] == [("pb", "account", "acc-1", True, 2, 3)]
+            assert "ix_episodes_open" not in {i["name"] for i in inspect(conn).get_indexes("episodes")}
+        command.downgrade(cfg, "0006")
+        with engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(text(select_row))] == [("pb", "account", "acc-1", True, 2, 3)]
+            assert "ix_episodes_open" in {i["name"] for i in inspect(conn).get_indexes("episodes")}
+    finally:
+        engine.dispose()

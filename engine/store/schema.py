@@ -109,8 +109,10 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("started_at", DateTime, nullable=True),
         Column("last_fired_at", DateTime, nullable=True),
         Column("resolved_at", DateTime, nullable=True),
+        # one B-tree: a transition rewrites one page, not a row page and a key page; the per-playbook reads
+        # (open episodes, repeats due, cooldowns) are ranges of the key, read without a second lookup
+        sqlite_with_rowid=False,
     )
-    Index("ix_episodes_open", episodes.c.playbook_id, episodes.c.is_open)
     events = Table(
         "events", md,
         Column("id", Integer, primary_key=True, autoincrement=True),
