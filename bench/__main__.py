@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -329,13 +330,22 @@ def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: st
 
 
 def _sqlite_copy(source: Path, target: Path) -> None:
-    """Copy a SQLite database (WAL included) with the backup API."""
-    src, dst = sqlite3.connect(source), sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
+    """Copy a SQLite database no process has open: its WAL folded into the file, then the bytes written over
+    the target file in place. (The backup API writes every page through the target's WAL and then again into
+    the file: at 1M accounts, 20 GB of writes per restore that also push the data out of the page cache; and a
+    newly created file makes the next tick pay for the file system allocating its pages.)"""
+    with closing(sqlite3.connect(source)) as src:
+        busy, logged, moved = src.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy or logged != moved:
+        raise RuntimeError(f"{source} is in use: its WAL could not be folded into it")
+    for stale in (Path(f"{target}-wal"), Path(f"{target}-shm")):
+        stale.unlink(missing_ok=True)   # a WAL left beside the target would be replayed onto the copied pages
+    with source.open("rb") as src_fh, target.open("r+b" if target.exists() else "wb") as dst_fh:
+        shutil.copyfileobj(src_fh, dst_fh, COPY_CHUNK)
+        dst_fh.truncate()
+
+
+COPY_CHUNK = 16 * 1024 * 1024
 
 
 def _next_day(r: dict[str, Any], config: str, say: Progress, suffix: str) -> None:

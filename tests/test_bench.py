@@ -84,3 +84,32 @@ def test_unreachable_postgres_is_refused_before_any_work(capsys: pytest.CaptureF
     err = capsys.readouterr().err
     assert "cannot use PostgreSQL at 127.0.0.1:1/none" in err and "--no-postgres" in err
     assert "Traceback" not in err
+
+
+def test_database_copy_folds_in_the_wal_and_overwrites_the_target(tmp_path: Path) -> None:
+    """The steady-tick replays restore the database with bench.__main__._sqlite_copy: the copy must hold the
+    rows still in the source's WAL, and nothing of a larger target it was written over."""
+    import sqlite3
+
+    from bench.__main__ import _sqlite_copy
+
+    source, target = tmp_path / "source.db", tmp_path / "target.db"
+    with sqlite3.connect(target) as old:
+        old.execute("CREATE TABLE t (x)")
+        old.executemany("INSERT INTO t VALUES (?)", [("old" * 1000,)] * 500)
+    old.close()
+    src = sqlite3.connect(source, isolation_level=None)
+    src.execute("PRAGMA journal_mode=WAL")
+    src.execute("PRAGMA wal_autocheckpoint=0")
+    src.execute("CREATE TABLE t (x)")
+    src.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
+    assert (tmp_path / "source.db-wal").stat().st_size > 0          # the rows are in the WAL, not the file yet
+    _sqlite_copy(source, target)
+    src.close()
+    assert target.stat().st_size == source.stat().st_size
+    copy = sqlite3.connect(target)
+    try:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert [r[0] for r in copy.execute("SELECT x FROM t ORDER BY x")] == list(range(100))
+    finally:
+        copy.close()
