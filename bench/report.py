@@ -37,7 +37,7 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
          ", ".join(f"{k} {n:,}" for k, n in r.get("mutated", {}).items()) + " rows (incremental)"),
         ("tick, steady (~1% changed)", _num(r["tick_steady_s"], " s"),
          (", ".join(f"{n:,} {k}" for k, n in sorted(steady.items())) or "no events") + _scans(r, "steady")
-         + _runs(r.get("tick_steady_runs_s", []))),
+         + _runs(r.get("tick_steady_runs_s", [])) + _checkpoint(r.get("tick_steady_checkpoint_after_s"))),
         ("peak RSS of the steady tick", _num(r["peak_rss_mb"], " MiB"),
          f"first tick {_num(r['peak_rss_mb_by_phase'].get('tick_first'), ' MiB')}"),
         ("tick, nothing changed", _num(r["tick_nochange_s"], " s"),
@@ -117,3 +117,8 @@ def _runs(seconds: list[float]) -> str:
     if len(seconds) < 2:
         return ""
     return f"; median of {len(seconds)} runs: " + ", ".join(f"{s:.2f}" for s in seconds) + " s"
+
+
+def _checkpoint(seconds: float | None) -> str:
+    """'; WAL checkpoint 0.21 s more in the background' (SQLite)."""
+    return "" if seconds is None else f"; WAL checkpoint {seconds:.2f} s more in the background"

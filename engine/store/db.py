@@ -8,6 +8,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.pool import StaticPool
 
 from engine.errors import ConfigError, Diagnostic
+from engine.store import checkpoint
 from engine.store.schema import FIELD_TYPES, Schema, build_schema
 
 
@@ -38,8 +39,11 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # file databases keep a small pool of connections (PRAGMAs run once per connection);
         # an in-memory database must be one shared connection
-        pool = {"poolclass": StaticPool} if ":memory:" in url or url in ("sqlite://", "sqlite:///") else {}
+        in_memory = ":memory:" in url or url in ("sqlite://", "sqlite:///")
+        pool = {"poolclass": StaticPool} if in_memory else {}
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
+        if not in_memory:
+            checkpoint.attach(engine, engine.url.database)
 
         @event.listens_for(engine, "connect")
         def _sqlite_setup(dbapi_conn, _record):  # noqa: ANN001
@@ -47,8 +51,10 @@ def make_engine(url: str) -> Engine:
 
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see below)
             cur = dbapi_conn.cursor()
-            if ":memory:" not in url:
+            if not in_memory:
                 cur.execute("PRAGMA journal_mode=WAL")
+                # checkpoints run on engine/store/checkpoint.py's thread, not in the commit that fills the WAL
+                cur.execute(f"PRAGMA wal_autocheckpoint={checkpoint.BACKSTOP_PAGES}")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
