@@ -6,8 +6,10 @@ import shutil
 import sqlite3
 import time
 from pathlib import Path
+from typing import Iterator
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import Engine, text
 
 from engine.store import checkpoint
 from engine.store.db import make_engine
@@ -27,41 +29,44 @@ def _rows_in_main_file(db: Path, tmp_path: Path) -> int:
         conn.close()
 
 
-def test_a_large_commit_leaves_the_checkpoint_to_the_background_thread(tmp_path: Path) -> None:
-    db = tmp_path / "c.db"
-    engine = make_engine(f"sqlite:///{db}")
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """A SQLite file engine (at tmp_path / "c.db") with a table t, disposed afterwards."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x TEXT)"))
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def test_a_large_commit_leaves_the_checkpoint_to_the_background_thread(engine: Engine, tmp_path: Path) -> None:
     checkpointer = checkpoint.of(engine)
     assert checkpointer is not None
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE t (x TEXT)"))
-            assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == checkpoint.BACKSTOP_PAGES
-        assert checkpointer.drain(timeout=10)
-        checkpointer.close()             # from here on, only the commits themselves could checkpoint
-        with engine.begin() as conn:     # ~2,500 pages: past SQLite's default threshold of 1,000
-            conn.execute(text("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) "
-                              "INSERT INTO t SELECT hex(randomblob(2000)) FROM n"))
-        assert _rows_in_main_file(db, tmp_path) == 0, "the commit checkpointed in line"
-    finally:
-        engine.dispose()
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == checkpoint.BACKSTOP_PAGES
+    assert checkpointer.drain(timeout=10)
+    checkpointer.close()             # from here on, only the commits themselves could checkpoint
+    with engine.begin() as conn:     # ~2,500 pages: past SQLite's default threshold of 1,000
+        conn.execute(text("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) "
+                          "INSERT INTO t SELECT hex(randomblob(2000)) FROM n"))
+    assert _rows_in_main_file(tmp_path / "c.db", tmp_path) == 0, "the commit checkpointed in line"
 
 
-def test_the_thread_moves_committed_pages_into_the_file_and_stops_with_the_engine(tmp_path: Path) -> None:
+def test_the_thread_moves_committed_pages_into_the_file_and_stops_with_the_engine(engine: Engine,
+                                                                                  tmp_path: Path) -> None:
     db = tmp_path / "c.db"
-    engine = make_engine(f"sqlite:///{db}")
     checkpointer = checkpoint.of(engine)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE t (x TEXT)"))
-            conn.execute(text("INSERT INTO t VALUES ('a'), ('b'), ('c')"))
-        # handing the connection back woke the thread: no drain() here, only waiting for it
-        deadline = time.monotonic() + 10
-        while _rows_in_main_file(db, tmp_path) != 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _rows_in_main_file(db, tmp_path) == 3
-        assert checkpointer.seconds > 0
-    finally:
-        engine.dispose()
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES ('a'), ('b'), ('c')"))
+    # handing the connection back woke the thread: no drain() here, only waiting for it
+    deadline = time.monotonic() + 10
+    while _rows_in_main_file(db, tmp_path) != 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _rows_in_main_file(db, tmp_path) == 3
+    assert checkpointer.seconds > 0
+    engine.dispose()
     assert checkpointer._thread is None or not checkpointer._thread.is_alive()
 
 

@@ -41,18 +41,20 @@ def test_episodes_survive_the_move_to_one_btree_and_back(db_url: str) -> None:
     cfg = alembic_config(engine)
     row = {"p": "pb", "t": "account", "s": "acc-1", "o": True, "e": 2, "f": 3, "at": "2026-01-02 03:04:05"}
     select_row = "SELECT playbook_id, subject_type, subject_id, is_open, episode, firing FROM episodes"
+
+    def state() -> tuple[list[tuple], bool]:
+        """The episode rows, and whether the (playbook_id, is_open) index exists."""
+        with engine.connect() as conn:
+            return ([tuple(r) for r in conn.execute(text(select_row))],
+                    "ix_episodes_open" in {i["name"] for i in inspect(conn).get_indexes("episodes")})
     try:
         command.upgrade(cfg, "0006")
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO episodes (playbook_id, subject_type, subject_id, is_open, episode, firing, "
                               "started_at, last_fired_at) VALUES (:p, :t, :s, :o, :e, :f, :at, :at)"), row)
         command.upgrade(cfg, "head")
-        with engine.connect() as conn:
-            assert [tuple(r) for r in conn.execute(text(select_row))] == [("pb", "account", "acc-1", True, 2, 3)]
-            assert "ix_episodes_open" not in {i["name"] for i in inspect(conn).get_indexes("episodes")}
+        assert state() == ([("pb", "account", "acc-1", True, 2, 3)], False)
         command.downgrade(cfg, "0006")
-        with engine.connect() as conn:
-            assert [tuple(r) for r in conn.execute(text(select_row))] == [("pb", "account", "acc-1", True, 2, 3)]
-            assert "ix_episodes_open" in {i["name"] for i in inspect(conn).get_indexes("episodes")}
+        assert state() == ([("pb", "account", "acc-1", True, 2, 3)], True)
     finally:
         engine.dispose()
