@@ -22,7 +22,7 @@ import time
 import weakref
 from urllib.parse import quote
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 log = logging.getLogger("playbook.store")
 
@@ -35,7 +35,7 @@ class WalCheckpointer:
 
     def __init__(self, path: str):
         self.path = path
-        self.seconds = 0.0                    # time spent checkpointing, for the benchmark
+        self.seconds = 0.0                    # time spent checkpointing so far (tests, debugging)
         self._cond = threading.Condition()
         self._wanted = self._done = 0
         self._thread: threading.Thread | None = None
@@ -106,8 +106,6 @@ _BY_ENGINE: weakref.WeakKeyDictionary[Engine, WalCheckpointer] = weakref.WeakKey
 def attach(engine: Engine, path: str) -> WalCheckpointer:
     """Give a SQLite file engine its checkpointer: woken whenever a connection goes back to the pool,
     stopped when the engine is disposed."""
-    from sqlalchemy import event
-
     checkpointer = WalCheckpointer(path)
     _BY_ENGINE[engine] = checkpointer
     event.listen(engine, "checkin", lambda *_: checkpointer.wake())
