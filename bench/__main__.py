@@ -4,10 +4,10 @@
                     [--skip-baselines] [--workdir DIR --keep] [--steady-runs N] [--profile]
 
 Every phase runs in its own process (bench.phases) so its peak RSS is its own. Clocks are fixed:
-the first tick at <anchor>T09:00 (config time zone Asia/Tokyo), the steady tick at T10:00 and the
-no-change tick at T11:00 of the same day, so metric windows do not move between ticks and only the
-~1% of subjects changed by `mutate` (an incremental sync of delta CSV files, timed as `resync_s`)
-can change state.
+the first tick at <anchor>T09:00 (config time zone Asia/Tokyo), the steady ticks between T10:00 and
+T11:00 and the no-change tick at T11:00 of the same day, so metric windows do not move between ticks and
+only the ~1% of subjects changed by `mutate` before each steady tick (an incremental sync of delta CSV
+files, timed as `resync_s`) can change state.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from contextlib import closing
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +63,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the same data options, start from it instead of generating and syncing again (the sync "
                         "figures are then those of the run that made it)")
     p.add_argument("--steady-runs", type=int, default=3, metavar="N",
-                   help="SQLite: run the steady tick N times, each from a copy of the database taken just before "
-                        "it, and report the median (default 3; single runs on a busy machine vary by ±25%%)")
+                   help="steady-state rounds (each changes a different ~1%% of the subjects, then ticks) on each "
+                        "database; the median round is reported (default 3, at most 10; single ticks on a busy "
+                        "machine vary by ±25%%)")
     p.add_argument("--profile", action="store_true",
                    help="also profile the steady tick with pyinstrument, replayed on a copy of the database "
                         "taken just before it (SQLite; text report next to the JSON)")
     args = p.parse_args(argv)
     if not 1 <= args.playbooks <= 50:
         p.error("--playbooks must be between 1 and 50")
-    if args.accounts < 1 or args.days < 1 or args.steady_runs < 1:
-        p.error("--accounts, --days and --steady-runs must be positive")
+    if args.accounts < 1 or args.days < 1 or not 1 <= args.steady_runs <= 10:
+        p.error("--accounts and --days must be positive, --steady-runs between 1 and 10")
     if args.reuse_data and args.workdir is None:
         p.error("--reuse-data needs --workdir")
     problem = postgres_problem(postgres_url(args))
@@ -175,7 +176,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _next_day(r, config, say, "")
         pg = postgres_url(args)
         if pg:
-            _postgres(r, rss, workdir, pg, first_at, steady_at, nochange_at, say, not args.skip_baselines)
+            _postgres(r, rss, workdir, pg, first_at, steady_at, nochange_at, say, not args.skip_baselines,
+                      args.steady_runs)
         r["peak_rss_mb_by_phase"] = rss
         _ratios(r)
     finally:
@@ -290,28 +292,31 @@ def _tick_keys(r: dict[str, Any], name: str, t: dict[str, Any], suffix: str = ""
 
 def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: str, nochange_at: str,
             say: Progress, suffix: str, profile: Path | None = None, runs: int = 1) -> None:
-    """Mutate ~1% of the subjects, then the steady tick (SQLite: `runs` times from a copy of the database
-    taken before it; the median run is reported, every run's seconds in tick_steady_runs_s), the
-    no-change tick, and the profiled replay."""
-    say(f"changing ~1% of the subjects{suffix.replace('_', ' ')} (incremental sync of delta files)")
-    mutated = run_phase("mutate", {"config": config, "now": steady_at})
+    """`runs` rounds of: change ~1% of the subjects (a different 1% each round), then the steady tick (the
+    rounds' ticks spread over the hour after `steady_at`, as hourly ticks on a busy day); the median round is
+    reported, every round's seconds in tick_steady_runs_s. Then the no-change tick, and (SQLite) the last
+    round replayed under the profiler from a copy of the database taken before it."""
+    database = Path(config).parent / "playbook.db"
+    rounds = []
+    for i in range(runs):
+        at = _minutes_after(steady_at, 60 * i // runs)
+        of = f" (round {i + 1} of {runs})" if runs > 1 else ""
+        say(f"changing ~1% of the subjects{suffix.replace('_', ' ')}{of} (incremental sync of delta files)")
+        mutated = run_phase("mutate", {"config": config, "now": at, "round_no": i})
+        if profile is not None and i == runs - 1:
+            say("copying the database to replay the steady tick")
+            _sqlite_copy(database, database.with_suffix(".before-steady"))
+        say(f"steady tick at {at}{of}")
+        tick = run_phase("tick", {"config": config, "now": at, "label": "steady tick", **TICK_OPTIONS})
+        rounds.append((tick, mutated, at))
+    steady, mutated, _ = sorted(rounds, key=lambda x: x[0]["seconds"])[(runs - 1) // 2]   # median (lower middle)
+    _tick_keys(r, "steady", steady, suffix)
+    r[f"tick_steady{suffix}_runs_s"] = [round(t["seconds"], 3) for t, _, _ in rounds]
+    r[f"tick_steady{suffix}_scans"] = steady["scans"]
     r[f"mutated{suffix}"] = mutated["changed"]
     r[f"resync{suffix}_s"] = round(mutated["seconds"], 3)
-    database = Path(config).parent / "playbook.db"
-    if profile is not None or runs > 1:
-        say("copying the database to replay the steady tick")
-        _sqlite_copy(database, database.with_suffix(".before-steady"))
-    done = []
-    for i in range(runs):
-        if i:
-            _sqlite_copy(database.with_suffix(".before-steady"), database)
-        say(f"steady tick at {steady_at}" + (f" (run {i + 1} of {runs})" if runs > 1 else ""))
-        done.append(run_phase("tick", {"config": config, "now": steady_at, "label": "steady tick", **TICK_OPTIONS}))
-    steady = sorted(done, key=lambda t: t["seconds"])[(len(done) - 1) // 2]     # the median (lower middle)
-    _tick_keys(r, "steady", steady, suffix)
-    r[f"tick_steady{suffix}_runs_s"] = [round(t["seconds"], 3) for t in done]
-    r[f"tick_steady{suffix}_scans"] = steady["scans"]
-    rss[f"tick_steady{suffix}"] = max(t["peak_rss_mb"] for t in done)
+    r[f"resync{suffix}_runs_s"] = [round(m["seconds"], 3) for _, m, _ in rounds]
+    rss[f"tick_steady{suffix}"] = max(t["peak_rss_mb"] for t, _, _ in rounds)
     say(f"no-change tick at {nochange_at}")
     same = run_phase("tick", {"config": config, "now": nochange_at, "label": "no-change tick", **TICK_OPTIONS})
     _tick_keys(r, "nochange", same, suffix)
@@ -319,15 +324,19 @@ def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: st
     r[f"nochange_rows_written{suffix}_detail"] = same["rows_written"]
     rss[f"tick_nochange{suffix}"] = same["peak_rss_mb"]
     if profile is not None:
-        say(f"replaying the steady tick under pyinstrument -> {profile}")
+        say(f"replaying the last steady tick under pyinstrument -> {profile}")
         _sqlite_copy(database, database.with_suffix(".after"))
         _sqlite_copy(database.with_suffix(".before-steady"), database)
-        run_phase("tick", {"config": config, "now": steady_at, "label": "profiled steady tick", **TICK_OPTIONS},
+        run_phase("tick", {"config": config, "now": rounds[-1][2], "label": "profiled steady tick", **TICK_OPTIONS},
                   profile=profile)
         _sqlite_copy(database.with_suffix(".after"), database)
         database.with_suffix(".after").unlink()
+        database.with_suffix(".before-steady").unlink()
         r["profile"] = str(profile)
-    database.with_suffix(".before-steady").unlink(missing_ok=True)
+
+
+def _minutes_after(at: str, minutes: int) -> str:
+    return (datetime.fromisoformat(at) + timedelta(minutes=minutes)).isoformat(timespec="minutes")
 
 
 def _sqlite_copy(source: Path, target: Path) -> None:
@@ -360,7 +369,7 @@ def _next_day(r: dict[str, Any], config: str, say: Progress, suffix: str) -> Non
 
 
 def _postgres(r: dict[str, Any], rss: dict[str, float], workdir: Path, url: str, first_at: str, steady_at: str,
-              nochange_at: str, say: Progress, baselines: bool) -> None:
+              nochange_at: str, say: Progress, baselines: bool, runs: int) -> None:
     from sqlalchemy import create_engine, text
 
     schema = "bench_" + uuid.uuid4().hex[:10]
@@ -381,7 +390,7 @@ def _postgres(r: dict[str, Any], rss: dict[str, float], workdir: Path, url: str,
         first = run_phase("tick", {"config": config, "now": first_at, "label": "first tick (pg)", **TICK_OPTIONS})
         _tick_keys(r, "first", first, "_pg")
         rss["tick_first_pg"] = first["peak_rss_mb"]
-        _steady(r, rss, config, steady_at, nochange_at, say, "_pg")
+        _steady(r, rss, config, steady_at, nochange_at, say, "_pg", runs=runs)
         r["peak_rss_pg_mb"] = rss["tick_steady_pg"]
         _next_day(r, config, say, "_pg")
     finally:
@@ -407,6 +416,8 @@ def _ratios(r: dict[str, Any]) -> None:
     steady, bsql, bpr = r.get("tick_steady_s"), r.get("baseline_sql_s"), r.get("baseline_per_row_s")
     r["ratio_tick_steady_over_baseline_sql"] = round(steady / bsql, 3) if steady and bsql else None
     r["ratio_baseline_per_row_over_tick_steady"] = round(bpr / steady, 2) if steady and bpr else None
+    pg = r.get("tick_steady_pg_s")
+    r["ratio_tick_steady_pg_over_sqlite"] = round(pg / steady, 3) if steady and pg else None
 
 
 def main(argv: list[str] | None = None) -> None:

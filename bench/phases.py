@@ -128,10 +128,11 @@ def _drain_checkpoints(db: Any) -> float | None:
 
 
 @phase
-def mutate(config: str, now: str, every: int = 100) -> dict[str, Any]:
+def mutate(config: str, now: str, round_no: int = 0, every: int = 100) -> dict[str, Any]:
     """Change ~1/every of the subjects deterministically, through an incremental sync of delta CSV files.
 
-    Accounts number k with k % every == every // 2 change, by (k // every) % 4: arr triples; health
+    Accounts number k with k % every == (every // 2 + round_no) % every change (so successive rounds change
+    different accounts), by (k // every) % 4: arr triples; health
     goes to 90 and nps to 70; health empties and nps goes to -30; or arr drops to a quarter and health to
     35. Their usage over the last 7 days drops to 20% (groups 0, 2) or triples (+5); their goals reach
     target; the contacts of groups 0 and 1 flip `unsubscribed`. The changed rows (only the changed
@@ -151,7 +152,8 @@ def mutate(config: str, now: str, every: int = 100) -> dict[str, Any]:
     started = time.perf_counter()
     with db.engine.connect() as conn:
         ids = [r[0] for r in conn.execute(select(a.c.id).where(a.c.removed_at.is_(None)).order_by(a.c.id))]
-        group = {aid: (k // every) % 4 for k, aid in enumerate(ids, 1) if k % every == every // 2}
+        picked = (every // 2 + round_no) % every
+        group = {aid: (k // every) % 4 for k, aid in enumerate(ids, 1) if k % every == picked}
         chosen = sorted(group)
         rows: dict[str, list[tuple[Any, ...]]] = {"accounts": [], "usage": [], "goals": [], "contacts": []}
         for part in _chunks(chosen):

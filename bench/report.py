@@ -34,10 +34,11 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("tick, first (everything enters)", _num(r["tick_first_s"], " s"),
          f"{sum(first.values()):,} events, {r['tick_first_planned']:,} actions planned"),
         ("re-sync of the ~1% changed", _num(r.get("resync_s"), " s"),
-         ", ".join(f"{k} {n:,}" for k, n in r.get("mutated", {}).items()) + " rows (incremental)"),
+         ", ".join(f"{k} {n:,}" for k, n in r.get("mutated", {}).items()) + " rows (incremental)"
+         + _runs(r.get("resync_runs_s", []), "one before each of")),
         ("tick, steady (~1% changed)", _num(r["tick_steady_s"], " s"),
          (", ".join(f"{n:,} {k}" for k, n in sorted(steady.items())) or "no events") + _scans(r, "steady")
-         + _runs(r.get("tick_steady_runs_s", [])) + _checkpoint(r.get("tick_steady_checkpoint_after_s"))),
+         + _runs(r.get("tick_steady_runs_s", []), "median of") + _checkpoint(r.get("tick_steady_checkpoint_after_s"))),
         ("peak RSS of the steady tick", _num(r["peak_rss_mb"], " MiB"),
          f"first tick {_num(r['peak_rss_mb_by_phase'].get('tick_first'), ' MiB')}"),
         ("tick, nothing changed", _num(r["tick_nochange_s"], " s"),
@@ -72,7 +73,10 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
                  ("PostgreSQL: tick first", _num(r["tick_first_pg_s"], " s"), ""),
                  ("PostgreSQL: re-sync of the ~1% changed", _num(r.get("resync_pg_s"), " s"), ""),
                  ("PostgreSQL: tick steady", _num(r["tick_steady_pg_s"], " s"),
-                  f"peak RSS {_num(r['peak_rss_pg_mb'], ' MiB')}"),
+                  f"peak RSS {_num(r['peak_rss_pg_mb'], ' MiB')}" + _runs(r.get("tick_steady_pg_runs_s", []),
+                                                                          "median of")),
+                 ("ratio PostgreSQL / SQLite, steady tick", _num(r.get("ratio_tick_steady_pg_over_sqlite"), "×", 2),
+                  "the two medians"),
                  ("PostgreSQL: tick nothing changed", _num(r["tick_nochange_pg_s"], " s"),
                   f"rows written: {r['nochange_rows_written_pg']}"),
                  ("PostgreSQL: tick next day", _num(r.get("tick_nextday_pg_s"), " s"), ""),
@@ -112,11 +116,11 @@ def write_json(result: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
 
 
-def _runs(seconds: list[float]) -> str:
-    """'; median of 3 runs: 1.1, 1.2, 1.6 s' when the tick ran more than once."""
+def _runs(seconds: list[float], what: str) -> str:
+    """'; median of 3 rounds: 1.10, 1.20, 1.60 s' (what='median of') when there was more than one round."""
     if len(seconds) < 2:
         return ""
-    return f"; median of {len(seconds)} runs: " + ", ".join(f"{s:.2f}" for s in seconds) + " s"
+    return f"; {what} {len(seconds)} rounds: " + ", ".join(f"{s:.2f}" for s in seconds) + " s"
 
 
 def _checkpoint(seconds: float | None) -> str:

@@ -75,6 +75,29 @@ def test_baselines_agree_with_the_tick_and_a_quiet_tick_writes_nothing(workspace
     assert again.events == []
 
 
+def test_steady_rounds_change_different_subjects_and_the_sync_applies_them(workspace: App) -> None:
+    """Each steady-state round of the benchmark changes its own ~1% of the accounts (bench.phases.mutate)."""
+    import csv
+
+    from sqlalchemy import select
+
+    from bench.phases import mutate
+
+    config = str(workspace.config_path)
+    changed = []
+    for round_no in (0, 1):
+        result = mutate(config, "2026-03-02T10:00", round_no=round_no)
+        with (workspace.config_path.parent / "data-delta-config" / "accounts.csv").open(encoding="utf-8") as fh:
+            rows = {r["id"]: float(r["arr"]) if r["arr"] else None for r in csv.DictReader(fh)}
+        assert result["changed"]["accounts"] == len(rows) == 3            # accounts k % 100 == 50 + round_no
+        changed.append(rows)
+    assert not set(changed[0]) & set(changed[1])
+    a = workspace.db.schema.accounts
+    with workspace.db.engine.connect() as conn:
+        stored = dict(conn.execute(select(a.c.id, a.c.arr).where(a.c.id.in_([*changed[0], *changed[1]]))).all())
+    assert stored == {**changed[0], **changed[1]}
+
+
 def test_unreachable_postgres_is_refused_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
     from bench.__main__ import parse_args
 
@@ -87,8 +110,8 @@ def test_unreachable_postgres_is_refused_before_any_work(capsys: pytest.CaptureF
 
 
 def test_database_copy_folds_in_the_wal_and_overwrites_the_target(tmp_path: Path) -> None:
-    """The steady-tick replays restore the database with bench.__main__._sqlite_copy: the copy must hold the
-    rows still in the source's WAL, and nothing of a larger target it was written over."""
+    """The profiled replay of the steady tick restores the database with bench.__main__._sqlite_copy: the copy
+    must hold the rows still in the source's WAL, and nothing of a larger target it was written over."""
     import sqlite3
 
     from bench.__main__ import _sqlite_copy
