@@ -87,3 +87,44 @@ def test_statements_sqlalchemy_will_not_cache_are_compiled_once_per_object(db_ur
         assert dict(conn.execute(select(o.c.subject_id, o.c.status)).all()) == {
             "A0": "pending", "A1": "pending", "A2": "pending", "A9": "cancelled"}
     engine.dispose()
+
+
+def test_upserts_apply_every_row_even_when_rows_repeat_a_key(db_url: str) -> None:
+    """The match-bit upsert (mask |= bit): rows with distinct keys go as one statement on PostgreSQL; rows that
+    repeat a key (one statement may not update a row twice there) still apply one after the other."""
+    from engine.store.scan import _set_bits
+
+    engine = create_engine(db_url)
+    schema = build_schema()
+    statements: list[str] = []
+    from sqlalchemy import event
+
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    with engine.begin() as conn:
+        schema.metadata.create_all(conn)
+        upsert = _set_bits(schema, conn.dialect.name)
+        row = lambda sid, mask: dict(subject_type="account", subject_id=sid, word=0, mask=mask)  # noqa: E731
+        statements.clear()
+        execute_many(conn, upsert, [row("A0", 1), row("A1", 2), row("A2", 2)])
+        distinct_keys = len(statements)
+        execute_many(conn, upsert, [row("A0", 4), row("A1", 1), row("A0", 8)])
+        ms = schema.match_state
+        assert dict(conn.execute(select(ms.c.subject_id, ms.c.mask)).all()) == {"A0": 13, "A1": 3, "A2": 2}
+    assert distinct_keys == 1                 # one statement for the three rows (executemany or unnest)
+    if engine.dialect.name == "postgresql":
+        assert "unnest" in statements[0] and "unnest" not in statements[-1]
+    engine.dispose()
+
+
+def test_a_column_mixing_python_types_is_written(db_url: str) -> None:
+    """A float column given ints and floats (PostgreSQL's binary arrays take one Python type per array)."""
+    from sqlalchemy import Column, Float, Integer, MetaData, Table
+
+    engine = create_engine(db_url)
+    table = Table("mixed", MetaData(), Column("id", Integer, primary_key=True), Column("value", Float))
+    with engine.begin() as conn:
+        table.create(conn)
+        assert execute_many(conn, insert(table), [{"id": 1, "value": 2}, {"id": 2, "value": 2.5},
+                                                   {"id": 3, "value": None}]) == 3
+        assert conn.execute(select(table.c.value).order_by(table.c.id)).scalars().all() == [2.0, 2.5, None]
+    engine.dispose()

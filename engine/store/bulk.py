@@ -8,19 +8,32 @@ such as SQLite's and PostgreSQL's INSERT … ON CONFLICT, are cached by identity
 each of them once), converts each column's values with
 that column type's bind processor (dates for SQLite, JSON, ...), exactly as SQLAlchemy would, and
 hands the driver the plain parameter rows. Statements must use plain bound parameters (no IN lists
-to expand; `execute_in` runs a statement over a long IN list, a chunk at a time)."""
+to expand; `execute_in` runs a statement over a long IN list, a chunk at a time).
+
+On PostgreSQL (psycopg) an INSERT (with or without ON CONFLICT) goes as one statement whatever the number
+of rows: INSERT … SELECT … FROM unnest(one array per column), the arrays sent in binary. The server plans
+and runs one statement instead of one per row: in batches of 110 rows (a tick's), an event row took 19 µs
+instead of 41, an outbox row 32 µs instead of 73. An ON CONFLICT DO UPDATE whose rows repeat a conflict key
+keeps the row-by-row form (one statement may not update a row twice)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
+from types import NoneType
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql.dml import OnConflictDoUpdate
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import Insert
 
 _COMPILED: dict[Any, Any] = {}       # SQLAlchemy's compiled-cache protocol: (dialect, key, columns, ...) -> Compiled
 _UNCACHEABLE: dict[tuple[int, Any, tuple[str, ...]], tuple[Any, Any]] = {}  # (id(stmt), ...) -> (stmt, Compiled)
 _PLANS: dict[int, "_Plan"] = {}      # id(Compiled) -> how to turn rows into driver parameters
+_ARRAYS: dict[tuple[int, tuple[str, ...]], tuple[Any, Any]] = {}  # (id(INSERT), keys) -> (INSERT, its unnest form)
 _MAX_CACHED = 256
 
 
@@ -38,7 +51,11 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
     """Run `stmt` once per row (every row has the same keys); returns the rows the database changed."""
     if not rows:
         return 0
-    plan, extracted = _plan(conn, stmt, list(rows[0]))
+    keys = list(rows[0])
+    arrays = _unnest_form(conn, stmt, keys, rows)
+    if arrays is not None:
+        return _execute_arrays(conn, arrays, keys, rows)
+    plan, extracted = _plan(conn, stmt, keys)
     fixed = plan.compiled.construct_params(rows[0], extracted_parameters=extracted)   # values the statement binds
     columns = []
     for name, proc in zip(plan.names, plan.processors):
@@ -62,12 +79,59 @@ def execute_in(conn: Connection, stmt: Any, name: str, values: Sequence[Any], pa
     return total
 
 
+def _unnest_form(conn: Connection, stmt: Any, keys: list[str], rows: Sequence[dict[str, Any]]) -> Any | None:
+    """PostgreSQL (psycopg): the INSERT of these rows as INSERT … SELECT … FROM unnest(arrays), with the same
+    ON CONFLICT clause and the column defaults of the columns the rows leave out (built once per statement and
+    keys); None where the statement is not such an INSERT or its rows must go one at a time: a conflict key
+    repeated under DO UPDATE, or a column whose values mix Python types (ints and floats: psycopg's arrays
+    take one type)."""
+    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg" or not isinstance(stmt, Insert) \
+            or stmt.select is not None or stmt._values or stmt._multi_values:
+        return None
+    conflict = getattr(stmt, "_post_values_clause", None)
+    if isinstance(conflict, OnConflictDoUpdate):
+        if conflict.constraint_target is not None or not conflict.inferred_target_elements:
+            return None
+        target = [c if isinstance(c, str) else c.name for c in conflict.inferred_target_elements]
+        if not set(target) <= set(keys) or len({tuple(r[k] for k in target) for r in rows}) < len(rows):
+            return None
+    if any(len({type(r[k]) for r in rows} - {NoneType}) > 1 for k in keys):
+        return None
+    held = _ARRAYS.get((id(stmt), tuple(keys)))
+    if held is not None and held[0] is stmt:
+        return held[1]
+    columns = stmt.table.c
+    source = (func.unnest(*(bindparam(k, type_=ARRAY(columns[k].type)) for k in keys))
+              .table_valued(*keys).render_derived(name="v"))
+    arrays = stmt.from_select(keys, select(*source.c))
+    _ARRAYS[(id(stmt), tuple(keys))] = (stmt, arrays)
+    return arrays
+
+
+def _execute_arrays(conn: Connection, stmt: Any, keys: list[str], rows: Sequence[dict[str, Any]]) -> int:
+    """Run the unnest form of an INSERT: one array per column (through the ARRAY type's bind processor, which
+    applies the column type's to each element)."""
+    plan, extracted = _plan(conn, stmt, keys)
+    bound = plan.compiled.construct_params({k: [r[k] for r in rows] for k in keys}, extracted_parameters=extracted)
+    values = [bound[n] if proc is None else proc(bound[n]) for n, proc in zip(plan.names, plan.processors)]
+    assert plan.keys is not None              # psycopg: named parameters
+    return conn.exec_driver_sql(_binary_placeholders(plan.compiled.string), dict(zip(plan.keys, values))).rowcount
+
+
+@lru_cache(maxsize=64)
+def _binary_placeholders(sql: str) -> str:
+    """psycopg's %(name)s placeholders as %(name)b: parameters sent in binary. (With %s psycopg writes each
+    array in text form, escaping every element in a Python loop: most of the time of an unnest INSERT.)"""
+    return re.sub(r"(?<!%)%\((\w+)\)s", r"%(\1)b", sql)
+
+
 def _plan(conn: Connection, stmt: Any, column_keys: list[str]) -> tuple[_Plan, Any]:
     """The statement compiled for this dialect and these row keys (cached), and its extracted bound values."""
-    if len(_COMPILED) + len(_UNCACHEABLE) > _MAX_CACHED:
+    if len(_COMPILED) + len(_UNCACHEABLE) + len(_ARRAYS) > _MAX_CACHED:
         _COMPILED.clear()
         _UNCACHEABLE.clear()
         _PLANS.clear()
+        _ARRAYS.clear()
     by_identity = (id(stmt), conn.dialect, tuple(column_keys))
     held = _UNCACHEABLE.get(by_identity)
     if held is not None and held[0] is stmt:      # (the entry holds the statement, so its id is not reused)
