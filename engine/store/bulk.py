@@ -13,8 +13,9 @@ to expand; `execute_in` runs a statement over a long IN list, a chunk at a time)
 On PostgreSQL (psycopg) an INSERT (with or without ON CONFLICT) goes as one statement whatever the number
 of rows: INSERT … SELECT … FROM unnest(one array per column), the arrays sent in binary. The server plans
 and runs one statement instead of one per row: in batches of 110 rows (a tick's), an event row took 19 µs
-instead of 41, an outbox row 32 µs instead of 73. An ON CONFLICT DO UPDATE whose rows repeat a conflict key
-keeps the row-by-row form (one statement may not update a row twice)."""
+instead of 41, an outbox row 32 µs instead of 73 (a steady tick's writes at 100k: 0.87 -> 0.76 s). An
+ON CONFLICT DO UPDATE whose rows repeat a conflict key keeps the row-by-row form (one statement may not
+update a row twice)."""
 
 from __future__ import annotations
 
