@@ -67,8 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "database; the median round is reported (default 3, at most 10; single ticks on a busy "
                         "machine vary by ±25%%)")
     p.add_argument("--profile", action="store_true",
-                   help="also profile the steady tick with pyinstrument, replayed on a copy of the database "
-                        "taken just before it (SQLite; text report next to the JSON)")
+                   help="also profile the last steady round's tick with pyinstrument, replayed on a copy of the "
+                        "database taken just before it (SQLite; text report next to the JSON)")
     args = p.parse_args(argv)
     if not 1 <= args.playbooks <= 50:
         p.error("--playbooks must be between 1 and 50")
