@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, create_engine, insert, select, update
+from sqlalchemy import (Column, Float, Integer, MetaData, Table, bindparam, create_engine, event, insert, select,
+                        update)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.store.bulk import execute_many
@@ -97,8 +98,6 @@ def test_upserts_apply_every_row_even_when_rows_repeat_a_key(db_url: str) -> Non
     engine = create_engine(db_url)
     schema = build_schema()
     statements: list[str] = []
-    from sqlalchemy import event
-
     event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     with engine.begin() as conn:
         schema.metadata.create_all(conn)
@@ -118,8 +117,6 @@ def test_upserts_apply_every_row_even_when_rows_repeat_a_key(db_url: str) -> Non
 
 def test_a_column_mixing_python_types_is_written(db_url: str) -> None:
     """A float column given ints and floats (PostgreSQL's binary arrays take one Python type per array)."""
-    from sqlalchemy import Column, Float, Integer, MetaData, Table
-
     engine = create_engine(db_url)
     table = Table("mixed", MetaData(), Column("id", Integer, primary_key=True), Column("value", Float))
     with engine.begin() as conn:
