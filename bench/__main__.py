@@ -159,6 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _tick_keys(r, "first", first)
         rss["tick_first"] = first["peak_rss_mb"]
         if not args.skip_baselines:
+            _baseline_windows(r, rss, config, first_at, say, "")
             r["agreement"] = _agreement(first["open_episodes"], r)
         say(f"dispatch {args.dispatch_actions:,} actions to local sinks")
         sinks = run_phase("dispatch_sinks", {"config": config, "actions": args.dispatch_actions})
@@ -276,6 +277,18 @@ def _baselines(args: argparse.Namespace, r: dict[str, Any], rss: dict[str, float
     rss.update(baseline_sql=bsql["peak_rss_mb"], baseline_per_row=bpr["peak_rss_mb"])
 
 
+def _baseline_windows(r: dict[str, Any], rss: dict[str, float], config: str, now: str, say: Progress,
+                      suffix: str) -> None:
+    """The single SQL scan again, metric windows read from those the first tick materialised (same day)."""
+    say(f"{'PostgreSQL: ' if suffix else ''}baseline: the same SQL statement over the materialised metric windows")
+    b = run_phase("baseline_sql", {"config": config, "now": now, "windows": True})
+    r[f"baseline_sql_windows{suffix}_s"] = round(b["seconds"], 4)
+    r[f"baseline_sql_windows{suffix}_runs_s"] = b["runs_s"]
+    if not suffix:
+        r["baseline_sql_windows_counts"] = b["counts"]
+    rss[f"baseline_sql_windows{suffix}"] = b["peak_rss_mb"]
+
+
 def _tick_keys(r: dict[str, Any], name: str, t: dict[str, Any], suffix: str = "") -> None:
     r[f"tick_{name}{suffix}_s"] = round(t["seconds"], 3)
     r[f"tick_{name}{suffix}_events"] = t["events"]
@@ -390,6 +403,8 @@ def _postgres(r: dict[str, Any], rss: dict[str, float], workdir: Path, url: str,
         first = run_phase("tick", {"config": config, "now": first_at, "label": "first tick (pg)", **TICK_OPTIONS})
         _tick_keys(r, "first", first, "_pg")
         rss["tick_first_pg"] = first["peak_rss_mb"]
+        if baselines:
+            _baseline_windows(r, rss, config, first_at, say, "_pg")
         _steady(r, rss, config, steady_at, nochange_at, say, "_pg", runs=runs)
         r["peak_rss_pg_mb"] = rss["tick_steady_pg"]
         _next_day(r, config, say, "_pg")
@@ -401,20 +416,22 @@ def _postgres(r: dict[str, Any], rss: dict[str, float], workdir: Path, url: str,
 
 def _agreement(open_episodes: dict[str, int], r: dict[str, Any]) -> dict[str, Any]:
     """The first tick's open episodes per playbook against the baselines' match counts (same data, clock)."""
-    sql = r.get("baseline_sql_counts", {})
-    py = {} if r.get("baseline_per_row_extrapolated") else r.get("baseline_per_row_counts", {})
+    found = {"sql": r.get("baseline_sql_counts", {}), "sql_windows": r.get("baseline_sql_windows_counts", {}),
+             "python": {} if r.get("baseline_per_row_extrapolated") else r.get("baseline_per_row_counts", {})}
+    ids = sorted({pid for counts in found.values() for pid in counts})
     mismatches = {}
-    for pid in sorted(set(sql) | set(py)):
-        tick = open_episodes.get(pid, 0)
-        seen = {"tick": tick, **({"sql": sql[pid]} if pid in sql else {}), **({"python": py[pid]} if pid in py else {})}
+    for pid in ids:
+        seen = {"tick": open_episodes.get(pid, 0), **{k: c[pid] for k, c in found.items() if pid in c}}
         if len(set(seen.values())) > 1:
             mismatches[pid] = seen
-    return {"checked": len(set(sql) | set(py)), "mismatches": mismatches}
+    return {"checked": len(ids), "mismatches": mismatches}
 
 
 def _ratios(r: dict[str, Any]) -> None:
     steady, bsql, bpr = r.get("tick_steady_s"), r.get("baseline_sql_s"), r.get("baseline_per_row_s")
     r["ratio_tick_steady_over_baseline_sql"] = round(steady / bsql, 3) if steady and bsql else None
+    windows = r.get("baseline_sql_windows_s")
+    r["ratio_tick_steady_over_baseline_sql_windows"] = round(steady / windows, 3) if steady and windows else None
     r["ratio_baseline_per_row_over_tick_steady"] = round(bpr / steady, 2) if steady and bpr else None
     pg = r.get("tick_steady_pg_s")
     r["ratio_tick_steady_pg_over_sqlite"] = round(pg / steady, 3) if steady and pg else None

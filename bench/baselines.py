@@ -5,7 +5,11 @@
   (usage pre-aggregated per account, one GROUP BY over the usage rows of the widest window)`. The
   predicates are the playbooks' compiled conditions turned into SQL by engine.lang.to_sql, with every
   metric window read from a column of the pre-aggregation instead of a correlated subquery. It only
-  counts (no episode state, no planning): it is what the storage engine can do at best.
+  counts (no episode state, no planning): it is what the storage engine can do at best from the raw rows.
+* `baseline_sql_windows`: the same statement with every metric window read from the engine's materialised
+  windows (engine/store/metric_cache.py, as the tick reads them) instead of aggregating usage: the storage
+  engine's limit for evaluating every subject once the windows exist — what a full scan of all 50 predicates
+  costs, against which the incremental steady tick is compared.
 * `baseline_per_row`: the engine's own Python back end (engine.lang.evaluate) over every subject of
   every playbook: accounts, contacts and goals loaded once; usage streamed in account order and kept
   for one account at a time, each metric window computed once per account with python_metric.
@@ -23,11 +27,13 @@ from typing import Any
 
 from sqlalchemy import Float, Integer, String, and_, case, cast, func, literal, select
 
+from engine.candidates import metric_windows
 from engine.lang import PyEnv, evaluate, metric_calls, python_metric, to_sql
 from engine.lang.ast import MetricRef
 from engine.spec.compiled import CompiledPlaybook, PlaybookSet
 from engine.store.db import Database
 from engine.store.matching import Clock, sql_context
+from engine.store.metric_cache import MetricCache
 
 
 def _refs(playbooks: list[CompiledPlaybook]) -> list[MetricRef]:
@@ -129,13 +135,18 @@ class _Windows:
         return cast(case((filled, case((beyond, col), else_=zero)), else_=col), Float())
 
 
-def sql_statement(db: Database, playbooks: list[CompiledPlaybook], clock: Clock) -> Any:
-    """The single-scan statement counting, per account-level playbook, the accounts matching all its conditions."""
+def sql_statement(db: Database, playbooks: list[CompiledPlaybook], clock: Clock,
+                  cache: MetricCache | None = None) -> Any:
+    """The single-scan statement counting, per account-level playbook, the accounts matching all its conditions
+    (metric windows aggregated inline, or read from the materialised `cache`)."""
     schema, a = db.schema, db.schema.accounts
     refs = _refs(playbooks)
     join_from: Any = a
     metric_col: dict[MetricRef, Any] = {}
-    if refs:
+    if refs and cache is not None:
+        join_from = cache.join(a, a.c.id, set(refs))
+        metric_col = {r: cache.value(r) for r in refs}
+    elif refs:
         windows = _Windows(schema.usage, refs, clock)
         m = windows.subquery()
         join_from = a.outerjoin(m, m.c.account_id == a.c.id)
@@ -148,10 +159,14 @@ def sql_statement(db: Database, playbooks: list[CompiledPlaybook], clock: Clock)
     return select(*sums).select_from(join_from)
 
 
-def run_baseline_sql(db: Database, pbs: PlaybookSet, clock: Clock, repeats: int = 2) -> dict[str, Any]:
-    """Run the single-scan statement `repeats` times; the best time and the counts per playbook."""
+def run_baseline_sql(db: Database, pbs: PlaybookSet, clock: Clock, repeats: int = 2,
+                     windows: bool = False) -> dict[str, Any]:
+    """Run the single-scan statement `repeats` times; the best time and the counts per playbook. With `windows`,
+    the metric windows are first materialised (untimed; reused when a tick of the same day built them)."""
     chosen = [p for p in pbs.valid if p.spec.enabled and p.subject == "account"]
-    stmt = sql_statement(db, chosen, clock)
+    # the windows of every enabled playbook, as the tick materialises them (hence the same cache tables)
+    cache = metric_windows(db, [p for p in pbs.valid if p.spec.enabled], clock, clock.now) if windows else None
+    stmt = sql_statement(db, chosen, clock, cache)
     times, row = [], None
     for _ in range(repeats):
         started = time.perf_counter()

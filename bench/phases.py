@@ -203,11 +203,11 @@ def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
 
 
 @phase
-def baseline_sql(config: str, now: str) -> dict[str, Any]:
+def baseline_sql(config: str, now: str, windows: bool = False) -> dict[str, Any]:
     from bench.baselines import run_baseline_sql
 
     app = App(config)
-    result = run_baseline_sql(app.db, app.playbooks, app.clock(now))
+    result = run_baseline_sql(app.db, app.playbooks, app.clock(now), windows=windows)
     app.close()
     return result
 

@@ -66,11 +66,13 @@ def test_baselines_agree_with_the_tick_and_a_quiet_tick_writes_nothing(workspace
         from sqlalchemy import func, select
 
         opened = dict(conn.execute(select(e.c.playbook_id, func.count()).group_by(e.c.playbook_id)).all())
+    windows = run_baseline_sql(app.db, app.playbooks, clock, repeats=1, windows=True)   # the tick's windows
     assert sum(python.values()) > 0
+    assert windows["metric_windows"] > 0 and "metric_cache_" in windows["sql"]
     for pid, n in python.items():
         assert opened.get(pid, 0) == n, pid
         if pid in sql:
-            assert sql[pid] == n, pid
+            assert sql[pid] == windows["counts"][pid] == n, pid
     again = run_tick(app.db, app.settings, app.playbooks, app.clock("2026-03-02T11:00"))
     assert again.events == []
 
