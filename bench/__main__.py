@@ -52,10 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-baselines", action="store_true", help="skip the SQL and per-row Python baselines")
     p.add_argument("--baseline-sample", type=int, default=10_000, metavar="N",
                    help="per-row baseline: evaluate at most N accounts and extrapolate (default 10000)")
-    p.add_argument("--dispatch-actions", type=int, default=1000, metavar="N",
-                   help="planned actions (every kind) delivered to the local sinks (default 1000)")
-    p.add_argument("--smtp-actions", type=int, default=500, metavar="N",
-                   help="planned email actions sent to the local SMTP server (default 500)")
+    p.add_argument("--dispatch-actions", type=int, default=5000, metavar="N",
+                   help="planned actions (every kind) delivered to the local sinks (default 5000)")
+    p.add_argument("--smtp-actions", type=int, default=2000, metavar="N",
+                   help="planned email actions sent to the local SMTP server (default 2000)")
     p.add_argument("--workdir", type=Path, help="working directory (default: a new temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the working directory (database, data, outbox)")
     p.add_argument("--reuse-data", action="store_true",
