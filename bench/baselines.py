@@ -34,6 +34,7 @@ from engine.spec.compiled import CompiledPlaybook, PlaybookSet
 from engine.store.db import Database
 from engine.store.matching import Clock, sql_context
 from engine.store.metric_cache import MetricCache
+from engine.tick import wall_clock
 
 
 def _refs(playbooks: list[CompiledPlaybook]) -> list[MetricRef]:
@@ -163,9 +164,11 @@ def run_baseline_sql(db: Database, pbs: PlaybookSet, clock: Clock, repeats: int 
                      windows: bool = False) -> dict[str, Any]:
     """Run the single-scan statement `repeats` times; the best time and the counts per playbook. With `windows`,
     the metric windows are first materialised (untimed; reused when a tick of the same day built them)."""
-    chosen = [p for p in pbs.valid if p.spec.enabled and p.subject == "account"]
-    # the windows of every enabled playbook, as the tick materialises them (hence the same cache tables)
-    cache = metric_windows(db, [p for p in pbs.valid if p.spec.enabled], clock, clock.now) if windows else None
+    enabled = [p for p in pbs.valid if p.spec.enabled]
+    chosen = [p for p in enabled if p.subject == "account"]
+    # the windows of every enabled playbook, as the tick materialises them (hence the same cache tables),
+    # stamped with the wall clock as the tick stamps them (the cache registry's used_at orders their cleanup)
+    cache = metric_windows(db, enabled, clock, wall_clock()) if windows else None
     stmt = sql_statement(db, chosen, clock, cache)
     times, row = [], None
     for _ in range(repeats):
