@@ -2,16 +2,18 @@
 
 Evaluating `metric('logins', 30, 'sum')` as a correlated subquery re-aggregates the usage table for
 every subject of every playbook. Instead, for each metric name one GROUP BY over that metric's usage
-rows (read in account order from a covering index) builds a table with one row per account and one
-column per window, and the scan joins those tables by primary key. A cache is named after the day and
-the windows; it records the newest usage sync it reflects, so after an incremental usage sync only
-the windows that hold a written day are recomputed, and only for the accounts whose rows were written;
-a steady-state tick on the same day reuses it as is. Recomputed rows go to a small overlay table beside
-each base table (read in its place when it has the account): rewriting them in the base table, whose
-rows for the changed accounts lie on as many pages as there are accounts, cost more page writes than
-any other part of a steady tick. The overlay is merged into the base once it holds many accounts. Semantics are those of engine.lang.python_metric:
-missing days count as 0 for sum/avg/min/max, `count` counts days with a row, `last` is the latest value
-in the window."""
+rows (read in account order from a covering index) fills that metric's columns of one table with one
+row per account and one column per window, and the scan joins that table by primary key (one b-tree
+on SQLite, where it is a WITHOUT ROWID table: a touched account costs one lookup, not one per metric).
+A cache is named after the day and the windows; it records the newest usage sync it reflects, so after
+an incremental usage sync only the windows that hold a written day are recomputed, and only for the
+accounts whose rows were written; a steady-state tick on the same day reuses it as is. Recomputed rows
+go to a small overlay table beside the base table (read in its place when it has the account):
+rewriting them in the base table, whose rows for the changed accounts lie on as many pages as there
+are accounts, cost more page writes than any other part of a steady tick. The overlay is merged into
+the base once it holds many accounts. Semantics are those of engine.lang.python_metric: missing days
+count as 0 for sum/avg/min/max, `count` counts days with a row, `last` is the latest value in the
+window."""
 
 from __future__ import annotations
 
@@ -33,32 +35,31 @@ from engine.store.schema import Schema
 
 PREFIX = "metric_cache_"
 KEEP = 4            # cache generations kept besides the one in use (other instants may still evaluate)
-FORMAT = 2          # part of every cache's name: caches of an older layout (no overlay) are rebuilt, not read
+FORMAT = 3          # part of every cache's name: caches of an older layout (a table per metric) are rebuilt, not read
 MERGE_OVERLAY_AT = 20_000   # overlay rows (or 5% of the base table, if more) before they are merged into the base
 
 
 @dataclass(frozen=True)
 class MetricCache:
-    """Built cache tables (one per metric name, each with its overlay) and the column holding each window."""
+    """The built cache table, its overlay, and the column holding each window."""
 
-    tables: dict[str, Table]
+    table: Table
+    overlay: Table
     columns: dict[MetricRef, str]
-    overlays: dict[str, Table]
 
     def value(self, ref: MetricRef) -> Any:
-        """The SQL value of metric `ref` for the joined account (an account absent = no usage in the windows)."""
+        """The SQL value of metric `ref` for the joined account (an account absent, or a NULL column = no
+        usage of that metric in the windows)."""
         name = self.columns[ref]
-        over = self.overlays[ref.name]
-        col = case((over.c.account_id.is_not(None), over.c[name]), else_=self.tables[ref.name].c[name])
+        col = case((self.overlay.c.account_id.is_not(None), self.overlay.c[name]), else_=self.table.c[name])
         if ref.agg == "last":
             return col
         return func.coalesce(col, literal(0 if ref.agg == "count" else 0.0))
 
     def join(self, from_: Any, account_id: Any, refs: set[MetricRef]) -> Any:
         """`from_` outer-joined with the tables these windows live in."""
-        for name in sorted({r.name for r in refs}):
-            for t in (self.tables[name], self.overlays[name]):
-                from_ = from_.outerjoin(t, t.c.account_id == account_id)
+        for t in (self.table, self.overlay):
+            from_ = from_.outerjoin(t, t.c.account_id == account_id)
         return from_
 
 
@@ -77,10 +78,7 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
     key = json.dumps([FORMAT, today.isoformat(), [[r.name, r.days, r.agg, r.offset_days] for r in ordered]])
     name = PREFIX + hashlib.sha256(key.encode()).hexdigest()[:16]
     columns = {ref: f"m{i}" for i, ref in enumerate(ordered)}
-    metrics = sorted({r.name for r in ordered})
-    tables = {m: _table(f"{name}_{i}", [r for r in ordered if r.name == m], columns) for i, m in enumerate(metrics)}
-    overlays = {m: _table(f"{t.name}_d", [r for r in ordered if r.name == m], columns) for m, t in tables.items()}
-    cache = MetricCache(tables, columns, overlays)
+    cache = MetricCache(_table(f"{name}_0", ordered, columns), _table(f"{name}_0_d", ordered, columns), columns)
     if conn.dialect.name == "postgresql":   # one builder at a time for a given cache
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(name[-15:], 16)})
     reg = schema.metric_caches
@@ -94,14 +92,13 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
         conn.execute(reg.delete().where(reg.c.name == name))
         row = None
     if row is None:
-        for m, t in tables.items():
-            for table in (t, overlays[m]):
-                conn.execute(text(f'DROP TABLE IF EXISTS "{table.name}"'))
-                table.create(conn)
-            _fill(conn, schema, t, [r for r in ordered if r.name == m], columns, today, None)
+        for table in (cache.table, cache.overlay):
+            conn.execute(text(f'DROP TABLE IF EXISTS "{table.name}"'))
+            table.create(conn)
+        for i, m in enumerate(sorted({r.name for r in ordered})):   # the first metric inserts, the others upsert
+            _fill(conn, schema, cache.table, [r for r in ordered if r.name == m], columns, today, None, upsert=i > 0)
         conn.execute(reg.insert().values(name=name, built_at=now, used_at=now, usage_stamp=stamp))
-        for t in tables.values():      # fresh planner statistics for new tables (PostgreSQL guesses badly)
-            analyze(conn, t)
+        analyze(conn, cache.table)      # fresh planner statistics for a new table (PostgreSQL guesses badly)
         _collect_garbage(conn, schema, keep=name)
     elif stamp is not None and (row.usage_stamp is None or stamp > row.usage_stamp):
         _refresh(conn, schema, cache, ordered, today, row.usage_stamp, touched)
@@ -118,26 +115,28 @@ def _refresh(conn: Connection, schema: Schema, cache: MetricCache, ordered: list
     the overlay."""
     written = (touched.usage_written(conn, since) if touched is not None
                else changes.usage_written(conn, schema, since))
-    for m, t in cache.tables.items():
-        if m not in written:
-            continue
+    work: list[tuple[list[MetricRef], list[str]]] = []     # per metric: the windows hit, the accounts written
+    for m in sorted({r.name for r in ordered} & set(written)):
         accounts, day_texts = written[m]
         days = {date.fromisoformat(d[:10]) for d in day_texts}
         mine = [r for r in ordered if r.name == m]
         hit = [r for r, (start, end) in ((r, _window(r, today)) for r in mine) if any(start <= d <= end for d in days)]
-        if not hit:
-            continue
-        over = cache.overlays[m]
-        overlaid = count_rows(conn, over)
-        if overlaid >= MERGE_OVERLAY_AT and overlaid >= estimate_rows(conn, t) // 20:
-            _merge(conn, t, over)
-        ids = sorted(accounts)
+        if hit:
+            work.append((hit, sorted(accounts)))
+    if not work:
+        return
+    base, over = cache.table, cache.overlay
+    overlaid = count_rows(conn, over)
+    if overlaid >= MERGE_OVERLAY_AT and overlaid >= estimate_rows(conn, base) // 20:
+        _merge(conn, base, over)
+    seeded = sorted(set().union(*(ids for _, ids in work)))
+    for i in range(0, len(seeded), 500):
+        _seed_overlay(conn, base, over, seeded[i:i + 500])
+    for hit, ids in work:
         for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
-            _seed_overlay(conn, t, over, part)
             # rows were only added or changed (a sync that deletes usage rows makes ensure() rebuild), so every
             # account read here keeps a row in the range of the windows hit, and the upsert rewrites them all
-            _fill(conn, schema, over, hit, cache.columns, today, part, upsert=True)
+            _fill(conn, schema, over, hit, cache.columns, today, ids[i:i + 500], upsert=True)
 
 
 def _seed_overlay(conn: Connection, base: Table, over: Table, ids: list[str]) -> None:
@@ -181,7 +180,8 @@ def _table(name: str, refs: list[MetricRef], columns: dict[MetricRef, str]) -> T
         cols.append(Column(columns[ref], Float))
         if ref.agg == "last":
             cols.append(Column(columns[ref] + "_day", Date))
-    return Table(name, MetaData(), *cols)
+    # SQLite: rows kept in the primary key's b-tree, so a lookup by account is one descent, not two
+    return Table(name, MetaData(), *cols, sqlite_with_rowid=False)
 
 
 def _fill(conn: Connection, schema: Schema, table: Table, refs: list[MetricRef], columns: dict[MetricRef, str],
@@ -260,7 +260,7 @@ def _collect_garbage(conn: Connection, schema: Schema, keep: str) -> None:
     reg = schema.metric_caches
     names = conn.execute(select(reg.c.name).where(reg.c.name != keep).order_by(reg.c.used_at.desc())).scalars().all()
     for name in names[KEEP:]:
-        for i in range(64):
+        for i in range(64):     # FORMAT 2 kept a table per metric, `{name}_{i}`; since then, only `{name}_0`
             conn.execute(text(f'DROP TABLE IF EXISTS "{name}_{i}"'))
             conn.execute(text(f'DROP TABLE IF EXISTS "{name}_{i}_d"'))
         conn.execute(reg.delete().where(reg.c.name == name))
