@@ -25,6 +25,8 @@ def _rows_in_main_file(db: Path, tmp_path: Path) -> int:
     try:
         has_table = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 't'").fetchone()[0]
         return conn.execute("SELECT count(*) FROM t").fetchone()[0] if has_table else 0
+    except sqlite3.DatabaseError:
+        return -1       # copied while a checkpoint was writing pages into the file: a torn copy, try again
     finally:
         conn.close()
 
