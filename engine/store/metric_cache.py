@@ -127,7 +127,8 @@ def _refresh(conn: Connection, schema: Schema, cache: MetricCache, ordered: list
         return
     base, over = cache.table, cache.overlay
     overlaid = count_rows(conn, over)
-    if overlaid >= MERGE_OVERLAY_AT and overlaid >= estimate_rows(conn, base) // 20:
+    # (the base holds at most one row per account: their estimate, not a count of the base table)
+    if overlaid >= MERGE_OVERLAY_AT and overlaid >= estimate_rows(conn, schema.accounts) // 20:
         _merge(conn, base, over)
     seeded = sorted(set().union(*(ids for _, ids in work)))
     for i in range(0, len(seeded), 500):
