@@ -23,7 +23,7 @@ def test_migrated_database_matches_the_schema(db_url: str) -> None:
             assert inspect(conn).get_pk_constraint("match_state")["constrained_columns"] == [
                 "subject_type", "word", "subject_id"]
             if db.dialect == "sqlite":
-                for table in ("match_state", "episodes"):
+                for table in ("match_state", "episodes", "usage"):
                     ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}).scalar_one()
                     assert ddl.rstrip().upper().endswith("WITHOUT ROWID"), table
     finally:
@@ -56,5 +56,48 @@ def test_episodes_survive_the_move_to_one_btree_and_back(db_url: str) -> None:
         assert state() == ([("pb", "account", "acc-1", True, 2, 3)], False)
         command.downgrade(cfg, "0006")
         assert state() == ([("pb", "account", "acc-1", True, 2, 3)], True)
+    finally:
+        engine.dispose()
+
+
+def test_usage_survives_the_move_to_one_btree_and_back(db_url: str) -> None:
+    """0008 rebuilds usage on SQLite (without rowid) and makes the change indexes carry ids: rows are kept both
+    ways, and the usage rows a sync wrote are then read from ix_usage_synced_at alone."""
+    from alembic import command
+
+    from engine.store.db import make_engine
+    from engine.store.migrate import alembic_config
+
+    engine = make_engine(db_url)
+    cfg = alembic_config(engine)
+    rows = [{"a": f"acc-{i % 4}", "m": "logins", "d": f"2026-01-0{i % 5 + 1}", "v": float(i),
+             "s": f"2026-01-10 0{i % 10}:00:00"} for i in range(20)]
+    select_rows = "SELECT account_id, metric, day, value, synced_at FROM usage ORDER BY account_id, metric, day"
+
+    def state() -> tuple[list[tuple], dict[str, list[str]]]:
+        with engine.connect() as conn:
+            indexes = {i["name"]: i["column_names"] for t in ("accounts", "contacts", "goals", "usage")
+                       for i in inspect(conn).get_indexes(t) if i["name"] != "ix_contacts_email_lower"}
+            return [tuple(map(str, r)) for r in conn.execute(text(select_rows))], indexes
+    try:
+        command.upgrade(cfg, "0007")
+        with engine.begin() as conn:
+            for r in rows:
+                conn.execute(text("INSERT INTO usage (account_id, metric, day, value, synced_at) "
+                                  "VALUES (:a, :m, :d, :v, :s) ON CONFLICT DO NOTHING"), r)
+        before, old_indexes = state()
+        assert len(before) == 20 and old_indexes["ix_accounts_synced_at"] == ["synced_at"]
+        command.upgrade(cfg, "head")
+        after, new_indexes = state()
+        assert after == before
+        assert new_indexes["ix_accounts_synced_at"] == ["synced_at", "id"]
+        assert new_indexes["ix_contacts_account"] == ["account_id", "id"]
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                plan = " ".join(str(r[-1]) for r in conn.execute(text(
+                    "EXPLAIN QUERY PLAN SELECT account_id, metric, day FROM usage WHERE synced_at > '2026-01-10'")))
+            assert "COVERING INDEX ix_usage_synced_at" in plan, plan
+        command.downgrade(cfg, "0007")
+        assert state() == (before, old_indexes)
     finally:
         engine.dispose()

@@ -79,7 +79,9 @@ def _entity_table(metadata: MetaData, name: str, custom: dict[str, str]) -> Tabl
     if name != "usage":
         cols.append(Column("removed_at", DateTime, nullable=True))
     cols.append(Column("synced_at", DateTime, nullable=True))
-    return Table(name, metadata, *cols)
+    # usage rows are small and many: on SQLite one B-tree keyed by (account_id, metric, day), whose secondary
+    # indexes then hold the key (the usage rows a sync wrote are read from ix_usage_synced_at alone)
+    return Table(name, metadata, *cols, sqlite_with_rowid=name != "usage")
 
 
 def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Schema:
@@ -90,11 +92,12 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
     contacts = _entity_table(md, "contacts", custom_fields.get("contacts", {}))
     usage = _entity_table(md, "usage", {})
     goals = _entity_table(md, "goals", custom_fields.get("goals", {}))
-    Index("ix_contacts_account", contacts.c.account_id)
+    # the indexes a tick finds changed subjects through carry their ids: those reads never visit the rows
+    Index("ix_contacts_account", contacts.c.account_id, contacts.c.id)
     Index("ix_contacts_email_lower", func.lower(contacts.c.email))
-    Index("ix_goals_account", goals.c.account_id)
+    Index("ix_goals_account", goals.c.account_id, goals.c.id)
     for table in (accounts, contacts, goals):      # a tick reads what changed since its last scan
-        Index(f"ix_{table.name}_synced_at", table.c.synced_at)
+        Index(f"ix_{table.name}_synced_at", table.c.synced_at, table.c.id)
     Index("ix_usage_metric_account_day", usage.c.metric, usage.c.account_id, usage.c.day, usage.c.value)
     Index("ix_usage_synced_at", usage.c.synced_at)
 
