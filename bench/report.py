@@ -56,7 +56,7 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
                      "against the scan that aggregates usage itself"))
     if r.get("baseline_sql_windows_s") is not None:
         rows.append(("baseline: one SQL scan, windows materialised", _num(r["baseline_sql_windows_s"], " s", 3),
-                     "metric windows read from the engine's window tables, best of 2"))
+                     "metric windows read from the engine's window table, best of 2"))
         rows.append(("ratio tick_steady / that scan", _num(r["ratio_tick_steady_over_baseline_sql_windows"], "×", 3),
                      "how far from the storage engine's limit"))
     if r.get("baseline_per_row_s") is not None:
