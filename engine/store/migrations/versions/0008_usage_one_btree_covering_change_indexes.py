@@ -8,6 +8,8 @@ Revises: 0007
 """
 from __future__ import annotations
 
+import logging
+
 from alembic import op
 
 revision = '0008'
@@ -37,8 +39,14 @@ def downgrade() -> None:
 
 
 def _rebuild_usage(sqlite_suffix: str) -> None:
-    if op.get_bind().dialect.name != "sqlite":
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
         return      # a PostgreSQL table is a heap either way
+    rows = bind.exec_driver_sql("SELECT count(*) FROM (SELECT 1 FROM usage LIMIT 1000000)").scalar() or 0
+    if rows >= 1_000_000:   # minutes at millions of rows: say so before the command goes quiet
+        logging.getLogger("playbook.store").warning(
+            "upgrading the database (migration 0008): rebuilding the usage table, once; 2 to 8 seconds per "
+            "million usage rows")
     op.execute(USAGE.format(suffix=sqlite_suffix))
     # in key order: the new B-tree is written page after page
     op.execute("INSERT INTO usage_new SELECT account_id, metric, day, value, synced_at FROM usage "
