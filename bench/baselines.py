@@ -145,7 +145,7 @@ def sql_statement(db: Database, playbooks: list[CompiledPlaybook], clock: Clock,
     join_from: Any = a
     metric_col: dict[MetricRef, Any] = {}
     if refs and cache is not None:
-        join_from = cache.join(a, a.c.id, set(refs))
+        join_from = cache.join(a, a.c.id)
         metric_col = {r: cache.value(r) for r in refs}
     elif refs:
         windows = _Windows(schema.usage, refs, clock)

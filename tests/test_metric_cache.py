@@ -42,7 +42,7 @@ def check(ws: Workspace, when: datetime) -> None:
         accounts = conn.execute(select(app.db.schema.accounts.c.id)).scalars().all()
         for ref in sorted(REFS, key=str):
             q = select(app.db.schema.accounts.c.id, cache.value(ref)).select_from(
-                cache.join(app.db.schema.accounts, app.db.schema.accounts.c.id, {ref}))
+                cache.join(app.db.schema.accounts, app.db.schema.accounts.c.id))
             got = dict(conn.execute(q).all())
             for a in accounts:
                 want = python_metric(data.get((a, ref.name), {}), ref, TODAY)

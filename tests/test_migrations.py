@@ -84,7 +84,7 @@ def test_usage_survives_the_move_to_one_btree_and_back(db_url: str) -> None:
         with engine.begin() as conn:
             for r in rows:
                 conn.execute(text("INSERT INTO usage (account_id, metric, day, value, synced_at) "
-                                  "VALUES (:a, :m, :d, :v, :s) ON CONFLICT DO NOTHING"), r)
+                                  "VALUES (:a, :m, :d, :v, :s)"), r)
         before, old_indexes = state()
         assert len(before) == 20 and old_indexes["ix_accounts_synced_at"] == ["synced_at"]
         command.upgrade(cfg, "head")

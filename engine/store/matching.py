@@ -63,7 +63,7 @@ def match_query(schema: Schema, subject: str, exprs: list[Any], clock: Clock, di
     from_, id_col, live = subject_from(schema, subject)
     needed = set().union(*(metric_calls(e) for e in exprs)) if exprs else set()
     if cache is not None and needed and needed <= set(cache.columns):
-        from_ = cache.join(from_, schema.accounts.c.id, needed)
+        from_ = cache.join(from_, schema.accounts.c.id)
         ctx = sql_context(schema, subject, clock, dialect, metric=cache.value)
     else:
         ctx = sql_context(schema, subject, clock, dialect)

@@ -36,7 +36,7 @@ from engine.store.schema import Schema
 PREFIX = "metric_cache_"
 KEEP = 4            # cache generations kept besides the one in use (other instants may still evaluate)
 FORMAT = 3          # part of every cache's name: caches of an older layout (a table per metric) are rebuilt, not read
-MERGE_OVERLAY_AT = 20_000   # overlay rows (or 5% of the base table, if more) before they are merged into the base
+MERGE_OVERLAY_AT = 20_000   # overlay rows (or 5% of the accounts, if more) before they are merged into the base
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,19 @@ class MetricCache:
             return col
         return func.coalesce(col, literal(0 if ref.agg == "count" else 0.0))
 
-    def join(self, from_: Any, account_id: Any, refs: set[MetricRef]) -> Any:
-        """`from_` outer-joined with the tables these windows live in."""
+    def join(self, from_: Any, account_id: Any) -> Any:
+        """`from_` outer-joined with the tables every window lives in."""
         for t in (self.table, self.overlay):
             from_ = from_.outerjoin(t, t.c.account_id == account_id)
         return from_
+
+
+def _by_metric(ordered: list[MetricRef]) -> dict[str, list[MetricRef]]:
+    """The windows grouped by metric name, metrics in name order (each group keeps the given order)."""
+    groups: dict[str, list[MetricRef]] = {}
+    for ref in ordered:
+        groups.setdefault(ref.name, []).append(ref)
+    return dict(sorted(groups.items()))
 
 
 def _window(ref: MetricRef, today: date) -> tuple[date, date]:
@@ -95,8 +103,8 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
         for table in (cache.table, cache.overlay):
             conn.execute(text(f'DROP TABLE IF EXISTS "{table.name}"'))
             table.create(conn)
-        for i, m in enumerate(sorted({r.name for r in ordered})):   # the first metric inserts, the others upsert
-            _fill(conn, schema, cache.table, [r for r in ordered if r.name == m], columns, today, None, upsert=i > 0)
+        for i, mine in enumerate(_by_metric(ordered).values()):   # the first metric inserts, the others upsert
+            _fill(conn, schema, cache.table, mine, columns, today, None, upsert=i > 0)
         conn.execute(reg.insert().values(name=name, built_at=now, used_at=now, usage_stamp=stamp))
         analyze(conn, cache.table)      # fresh planner statistics for a new table (PostgreSQL guesses badly)
         _collect_garbage(conn, schema, keep=name)
@@ -116,10 +124,11 @@ def _refresh(conn: Connection, schema: Schema, cache: MetricCache, ordered: list
     written = (touched.usage_written(conn, since) if touched is not None
                else changes.usage_written(conn, schema, since))
     work: list[tuple[list[MetricRef], list[str]]] = []     # per metric: the windows hit, the accounts written
-    for m in sorted({r.name for r in ordered} & set(written)):
+    for m, mine in _by_metric(ordered).items():
+        if m not in written:
+            continue
         accounts, day_texts = written[m]
         days = {date.fromisoformat(d[:10]) for d in day_texts}
-        mine = [r for r in ordered if r.name == m]
         hit = [r for r, (start, end) in ((r, _window(r, today)) for r in mine) if any(start <= d <= end for d in days)]
         if hit:
             work.append((hit, sorted(accounts)))

@@ -116,7 +116,7 @@ def scan(conn: Connection, schema: Schema, subject: str, word: int, conditions: 
     from_, id_col, live = subject_from(schema, subject)
     needed = {r for exprs in conditions.values() for e in exprs for r in metric_calls(e)}
     if cache is not None and needed and needed <= set(cache.columns):
-        from_ = cache.join(from_, schema.accounts.c.id, needed)
+        from_ = cache.join(from_, schema.accounts.c.id)
         ctx = sql_context(schema, subject, clock, dialect, metric=cache.value)
     else:
         ctx = sql_context(schema, subject, clock, dialect)
