@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from engine.consent import unsubscribe_url
@@ -49,14 +49,17 @@ def localize(value: Any, tz: ZoneInfo) -> Any:
     return value
 
 
-def localize_row(row: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
-    """A stored row as templates see it: datetimes local, `removed_at` left out."""
-    out = dict(row)
-    out.pop("removed_at", None)
-    for k, v in row.items():
-        if type(v) is datetime:
-            out[k] = localize(v, tz)
-    return out
+def template_rows(tz: ZoneInfo) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The conversion of a stored row into the row templates see: datetimes local, `removed_at` left out
+    (the tick's RowCache stores rows through it, so each row is converted once per tick)."""
+    def shape(row: dict[str, Any]) -> dict[str, Any]:
+        out = dict(row)
+        out.pop("removed_at", None)
+        for k, v in row.items():
+            if type(v) is datetime:
+                out[k] = localize(v, tz)
+        return out
+    return shape
 
 
 def base_context(pb: CompiledPlaybook, clock: Clock) -> dict[str, Any]:
@@ -65,11 +68,6 @@ def base_context(pb: CompiledPlaybook, clock: Clock) -> dict[str, Any]:
                            "now": localize(clock.now, ZoneInfo(clock.timezone)), "unsubscribe_url": ""}
     ctx.update(context_helpers(clock.today))
     return ctx
-
-
-def subject_context(records: dict[str, dict], tz: ZoneInfo) -> dict[str, Any]:
-    """The subject's own part of the template context: account, contact/goal."""
-    return {name: localize_row(row, tz) for name, row in records.items()}
 
 
 def render_structure(value: Any, ctx: dict[str, Any]) -> Any:
@@ -92,17 +90,18 @@ class Planner:
         self.describe = describe        # fill each event's short action list (what `run` shows)
         self.planned_at = planned_at
         self.expires_at = planned_at + timedelta(seconds=parse_duration(settings.delivery.expire_after))
-        self.tz = ZoneInfo(clock.timezone)
         self.context = base_context(pb, clock)
 
     def plan(self, t: Transition, records: dict[str, dict], contacts: dict[str, list[dict]]) -> tuple[
             PlannedEvent, list[dict[str, Any]]]:
-        """The event and its outbox rows for one transition (every row has the same keys: executemany)."""
+        """The event and its outbox rows for one transition (every row has the same keys: executemany).
+
+        `records` (account, contact/goal) and `contacts` hold rows as templates see them (`template_rows`)."""
         pb = self.pb
         event = PlannedEvent(pb.id, f"{pb.subject}:{t.subject_id}", t.event, t.episode)
         actions = pb.on_resolve if t.event == "resolve" else pb.actions
         firing: int | str = "resolve" if t.event == "resolve" else t.firing
-        ctx = dict(self.context, **subject_context(records, self.tz))
+        ctx = dict(self.context, **records)
         rows = []
         for action in actions:
             key = dedup_key(pb.id, pb.subject, t.subject_id, t.episode, firing, action.index)
@@ -157,7 +156,7 @@ class Planner:
         for n, (address, contact) in enumerate(recipients):
             mctx = dict(ctx)
             if contact is not None:
-                mctx["contact"] = localize_row(contact, self.tz)
+                mctx["contact"] = contact
             mctx["unsubscribe_url"] = unsubscribe_url(self.settings, address)
             if action.files:
                 subject = render(action.files["subject"], mctx).strip() if "subject" in action.files else ""

@@ -14,10 +14,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, text
 
-from engine.planner import PlannedEvent, Planner, dedup_key, roles_of
+from engine.planner import PlannedEvent, Planner, dedup_key, roles_of, template_rows
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook, PlaybookSet
 from engine import candidates, scan_plan
@@ -110,7 +111,7 @@ def run_tick(db: Database, settings: Settings, playbooks: PlaybookSet, clock: Cl
     scan_states = {pb.id: scan_plan.saved_state(pb, plans[pb.id], clock, wall, marks, saved.get(pb.id))
                    for pb in selected}
     synced = _last_synced(db, settings)
-    records = subjects.RowCache()         # subject rows, read once for all playbooks
+    records = template_cache(clock)      # subject rows, read once for all playbooks
     done: dict[str, PlaybookOutcome] = {}
     with WriteBatch(db.engine, dry_run=dry_run, on_commit=lambda s: watch.add("commit", s)) as batch:
         # one subject type (and bit word) at a time: its scan, then its playbooks; only its candidates are in
@@ -160,7 +161,7 @@ def evaluate_playbook(batch: WriteBatch, db: Database, settings: Settings, pb: C
     schema = db.schema
     dry_run = batch.dry_run
     watch = watch if watch is not None else Stopwatch()
-    records = records or subjects.RowCache()
+    records = records or template_cache(clock)
     result = PlaybookOutcome(pb.id)
     limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
     with batch.unit() as unit:
@@ -189,6 +190,11 @@ def evaluate_playbook(batch: WriteBatch, db: Database, settings: Settings, pb: C
             _record_state(conn, db, pb, clock, "ok", {"events": sum(result.counts.values()), "planned": result.planned},
                           dry_run, scan_state)
     return result
+
+
+def template_cache(clock: Clock) -> subjects.RowCache:
+    """A cache of subject rows as the action templates see them, at the clock's time zone."""
+    return subjects.RowCache(shape=template_rows(ZoneInfo(clock.timezone)))
 
 
 CHUNK = 5000

@@ -187,3 +187,35 @@ def test_planned_counts_the_rows_inserted(ws: Workspace) -> None:
     first = run_tick(app.db, app.settings, app.playbooks, app.clock("2026-03-01T09:00"))
     assert sum(o.planned for o in first.outcomes) == len(ws.outbox_rows()) == 8   # 2 playbooks × 2 accounts × 2
     app.close()
+
+
+LOCAL_TIMES = """
+id: {id}
+name: Local {id}
+trigger:
+  when: account.arr < 100
+actions:
+  - slack: {{channel: "#cs", text: "{{{{ account.created_at.isoformat() }}}}"}}
+  - email: {{to: {{role: champion}}, subject: "s", body: "{{{{ contact.created_at.isoformat() }}}}"}}
+"""
+
+
+def test_templates_see_subject_rows_in_local_time_in_every_playbook(tmp_path) -> None:  # noqa: ANN001
+    """Rows are converted to the configured time zone once per tick and shared by the playbooks: each playbook's
+    actions see the same local times (none converted twice), and `removed_at` is not in their context."""
+    ws = Workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws.db'}", timezone="Asia/Tokyo")
+    for pid in ("first", "second"):
+        ws.playbook(pid, LOCAL_TIMES.format(id=pid))
+    ws.playbook("removed", LOCAL_TIMES.format(id="removed").replace("account.created_at.isoformat()",
+                                                                     "account.removed_at"))
+    ws.data("accounts", [{"id": "A1", "name": "Acme", "arr": 10, "created_at": "2026-01-31T20:30:00Z"}])
+    ws.data("contacts", [{"id": "C1", "account_id": "A1", "email": "c@acme.example", "name": "C", "role": "champion",
+                          "created_at": "2026-02-01T00:15:00+00:00", "unsubscribed": "false"}])
+    ws.sync()
+    ws.run("2026-03-01T09:00")
+    rows = {(r["playbook_id"], r["kind"]): r for r in ws.outbox_rows()}
+    for pid in ("first", "second"):
+        assert rows[(pid, "slack")]["payload"]["text"] == "2026-02-01T05:30:00+09:00"
+        assert rows[(pid, "email")]["payload"]["messages"][0]["text"] == "2026-02-01T09:15:00+09:00"
+    assert rows[("removed", "slack")]["status"] == "failed"
+    assert "removed_at" in rows[("removed", "slack")]["last_error"]

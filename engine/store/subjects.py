@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import Connection, bindparam, select
 
@@ -34,15 +34,18 @@ def _live_contacts(schema: Schema) -> tuple[Any, list[str]]:
                                 c.c.unsubscribed.isnot(True)).order_by(c.c.id), [col.name for col in cols])
 
 
-ROW_CACHE_LIMIT = 10_000   # rows per entity a RowCache holds
+ROW_CACHE_LIMIT = 50_000   # rows per entity a RowCache holds (an account row of 20 fields: ~1.5 KB)
 
 
 class RowCache:
     """Entity rows by id, read at most once while it lives (one tick: many playbooks act on the same changed
-    accounts). Holds at most `limit` (default ROW_CACHE_LIMIT) rows per entity; beyond that it starts afresh."""
+    accounts). Holds at most `limit` (default ROW_CACHE_LIMIT) rows per entity; beyond that it starts afresh.
+    With `shape`, every row is stored as `shape(row)` (the tick keeps rows as templates see them, so each row
+    is converted once per tick, not once per playbook and transition)."""
 
-    def __init__(self, limit: int | None = None):
+    def __init__(self, limit: int | None = None, shape: Callable[[dict], dict] | None = None):
         self.limit = ROW_CACHE_LIMIT if limit is None else limit
+        self.shape = shape
         self._rows: dict[str, dict[str, dict | None]] = {}
         self._contacts: dict[str, list[dict]] = {}          # account id -> its live, subscribed contacts
 
@@ -52,7 +55,7 @@ class RowCache:
         known = self._rows.setdefault(table.name, {})
         stmt, keys = _by_id(table)
         for chunk in _chunks(self._to_read(known, ids)):
-            found = {row[0]: dict(zip(keys, row)) for row in conn.execute(stmt, {"b_ids": chunk})}
+            found = {row[0]: self._shaped(dict(zip(keys, row))) for row in conn.execute(stmt, {"b_ids": chunk})}
             for i in chunk:
                 known[i] = found.get(i)
         return {i: known[i] for i in ids if known.get(i) is not None}
@@ -65,9 +68,12 @@ class RowCache:
             for a in chunk:
                 self._contacts[a] = []
             for values in conn.execute(stmt, {"b_ids": chunk}):
-                row = dict(zip(keys, values))
+                row = self._shaped(dict(zip(keys, values)))
                 self._contacts[row["account_id"]].append(row)
         return {a: self._contacts[a] for a in account_ids}
+
+    def _shaped(self, row: dict) -> dict:
+        return row if self.shape is None else self.shape(row)
 
     def _to_read(self, known: dict[str, Any], ids: list[str]) -> list[str]:
         """The ids to read, sorted: those not known yet; when they would overflow the bound, the cache starts
