@@ -113,14 +113,14 @@ def scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan_
             else:   # the ids themselves, not a subquery: the database then plans for a few thousand subjects
                 ids = sorted(_touched(conn, touched, db, subject, pbs, plans))
                 parts = [ids[i:i + SCAN_IDS] for i in range(0, len(ids), SCAN_IDS)]
+            owner = {slots[p.id].value: out[p.id] for p in pbs}     # bit -> its playbook's (enter, resolve)
             for only in parts:
                 for ch in scan_store.scan(conn, db.schema, subject, word, conditions, clock, db.dialect, cache, only):
-                    for p in pbs:
-                        bit = slots[p.id].value
-                        if ch.new & bit and not ch.old & bit:
-                            out[p.id][0].append(ch.subject_id)
-                        elif ch.old & bit and not ch.new & bit:
-                            out[p.id][1].append(ch.subject_id)
+                    differ = ch.old ^ ch.new            # only these playbooks' bits (the scan masks the rest)
+                    while differ:
+                        bit = differ & -differ
+                        differ ^= bit
+                        owner[bit][0 if ch.new & bit else 1].append(ch.subject_id)
     return out
 
 
