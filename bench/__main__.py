@@ -173,6 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r["dispatch_smtp_outcomes"] = smtp["by_outcome"]
         profile = args.json.with_name(args.json.stem + ".profile.txt") if args.profile else None
         _steady(r, rss, config, steady_at, nochange_at, say, "", profile, args.steady_runs)
+        _service(r, rss, config, nochange_at, say, "", args.steady_runs)
         r["peak_rss_mb"] = rss["tick_steady"]
         _next_day(r, config, say, "")
         pg = postgres_url(args)
@@ -348,6 +349,25 @@ def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: st
         r["profile"] = str(profile)
 
 
+def _service(r: dict[str, Any], rss: dict[str, float], config: str, nochange_at: str, say: Progress, suffix: str,
+             runs: int) -> None:
+    """The steady rounds again, inside one long-lived process as `playbook start` runs them (a tick where nothing
+    changed first, 5 minutes after the no-change tick; then `runs` rounds, each changing another ~1%, spread over
+    the rest of that hour); the median round is reported."""
+    rounds = [{"now": _minutes_after(nochange_at, 15 + 45 * i // runs), "round_no": runs + i} for i in range(runs)]
+    say(f"{'PostgreSQL: ' if suffix else ''}{runs} steady rounds inside one long-running process (as `playbook "
+        f"start`)")
+    out = run_phase("service", {"config": config, "warmup_at": _minutes_after(nochange_at, 5), "rounds": rounds})
+    done = out["rounds"]
+    median = sorted(done, key=lambda x: x["seconds"])[(len(done) - 1) // 2]
+    key = f"tick_steady_service{suffix}"
+    r[f"{key}_s"] = round(median["seconds"], 3)
+    r[f"{key}_runs_s"] = [round(x["seconds"], 3) for x in done]
+    r[f"{key}_events"], r[f"{key}_planned"] = median["events"], median["planned"]
+    r[f"{key}_timings"] = median["timings"]
+    rss[key] = out["peak_rss_mb"]
+
+
 def _minutes_after(at: str, minutes: int) -> str:
     return (datetime.fromisoformat(at) + timedelta(minutes=minutes)).isoformat(timespec="minutes")
 
@@ -406,6 +426,7 @@ def _postgres(r: dict[str, Any], rss: dict[str, float], workdir: Path, url: str,
         if baselines:
             _baseline_windows(r, rss, config, first_at, say, "_pg")
         _steady(r, rss, config, steady_at, nochange_at, say, "_pg", runs=runs)
+        _service(r, rss, config, nochange_at, say, "_pg", runs)
         r["peak_rss_pg_mb"] = rss["tick_steady_pg"]
         _next_day(r, config, say, "_pg")
     finally:
@@ -435,6 +456,12 @@ def _ratios(r: dict[str, Any]) -> None:
     r["ratio_baseline_per_row_over_tick_steady"] = round(bpr / steady, 2) if steady and bpr else None
     pg = r.get("tick_steady_pg_s")
     r["ratio_tick_steady_pg_over_sqlite"] = round(pg / steady, 3) if steady and pg else None
+    service, service_pg = r.get("tick_steady_service_s"), r.get("tick_steady_service_pg_s")
+    r["ratio_tick_steady_service_over_baseline_sql_windows"] = (round(service / windows, 3) if service and windows
+                                                                 else None)
+    r["ratio_baseline_per_row_over_tick_steady_service"] = round(bpr / service, 2) if service and bpr else None
+    r["ratio_tick_steady_service_pg_over_sqlite"] = (round(service_pg / service, 3) if service and service_pg
+                                                      else None)
 
 
 def main(argv: list[str] | None = None) -> None:

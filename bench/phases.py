@@ -115,6 +115,33 @@ def tick(config: str, now: str, label: str = "tick") -> dict[str, Any]:
             "per_playbook_s": {p: round(s, 4) for p, s in per_pb}, "open_episodes": open_by}
 
 
+@phase
+def service(config: str, warmup_at: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Steady rounds inside one long-lived process, as `playbook start` runs its ticks (the `tick` phase is a
+    fresh process per tick, as `playbook run` from cron): one App — engine, connection pool, compiled
+    statements, loaded playbooks — for every tick; first a tick where nothing changed (the service has ticked
+    before), then per round the ~1% change through an incremental sync (`mutate`, with its own App, as the
+    service's sync job) and the tick. Each round reports what the `tick` phase reports of a tick."""
+    from engine.tick import run_tick
+
+    app = App(config)
+    run_tick(app.db, app.settings, app.playbooks, app.clock(warmup_at), keep_events=False)
+    done = []
+    for spec in rounds:
+        mutated = mutate(config, spec["now"], spec["round_no"])
+        started = time.perf_counter()
+        result = run_tick(app.db, app.settings, app.playbooks, app.clock(spec["now"]), keep_events=False)
+        seconds = time.perf_counter() - started
+        events = Counter()
+        for o in result.outcomes:
+            events.update(o.counts)
+        done.append({"seconds": seconds, "now": spec["now"], "events": dict(events),
+                     "planned": sum(o.planned for o in result.outcomes), "resync_s": mutated["seconds"],
+                     "timings": {k: round(v, 4) for k, v in result.timings.items()}})
+    app.close()
+    return {"rounds": done}
+
+
 def _drain_checkpoints(db: Any) -> float | None:
     """SQLite: how long the background WAL checkpoint still ran after the tick returned (not in its seconds:
     a service goes on meanwhile; reported beside them)."""

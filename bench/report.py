@@ -39,6 +39,7 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("tick, steady (~1% changed)", _num(r["tick_steady_s"], " s"),
          (", ".join(f"{n:,} {k}" for k, n in sorted(steady.items())) or "no events") + _scans(r, "steady")
          + _runs(r.get("tick_steady_runs_s", []), "median of") + _checkpoint(r.get("tick_steady_checkpoint_after_s"))),
+        *_service_rows(r, ""),
         ("peak RSS of the steady tick", _num(r["peak_rss_mb"], " MiB"),
          f"first tick {_num(r['peak_rss_mb_by_phase'].get('tick_first'), ' MiB')}"),
         ("tick, nothing changed", _num(r["tick_nochange_s"], " s"),
@@ -82,6 +83,7 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
                                                                           "median of")),
                  ("ratio PostgreSQL / SQLite, steady tick", _num(r.get("ratio_tick_steady_pg_over_sqlite"), "×", 2),
                   "the two medians"),
+                 *_service_rows(r, "_pg"),
                  ("PostgreSQL: tick nothing changed", _num(r["tick_nochange_pg_s"], " s"),
                   f"rows written: {r['nochange_rows_written_pg']}"),
                  ("PostgreSQL: tick next day", _num(r.get("tick_nextday_pg_s"), " s"), ""),
@@ -91,6 +93,23 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows.append(("benchmark wall time", _num(r["bench_wall_s"], " s"),
                  f"load average {r.get('loadavg_start')} -> {r.get('loadavg_end')}; {r['workdir']}"))
     return rows
+
+
+def _service_rows(r: dict[str, Any], suffix: str) -> list[tuple[str, str, str]]:
+    """The steady rounds inside one long-running process (as `playbook start`), when measured."""
+    key = f"tick_steady_service{suffix}"
+    if r.get(f"{key}_s") is None:
+        return []
+    events = r[f"{key}_events"]
+    where = "PostgreSQL: " if suffix else ""
+    ratio = r.get("ratio_tick_steady_service_pg_over_sqlite") if suffix else \
+        r.get("ratio_tick_steady_service_over_baseline_sql_windows")
+    against = "PostgreSQL / SQLite" if suffix else "/ windows-materialised scan"
+    return [(f"{where}tick, steady, in one long-running process", _num(r[f"{key}_s"], " s"),
+             (", ".join(f"{n:,} {k}" for k, n in sorted(events.items())) or "no events")
+             + f"; as `playbook start` runs it (warm statements, pool, WAL); {against} "
+             + (_num(ratio, "×", 2) if ratio is not None else "n/a")
+             + _runs(r.get(f"{key}_runs_s", []), "median of"))]
 
 
 def _scans(r: dict[str, Any], tick: str) -> str:

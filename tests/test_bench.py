@@ -100,6 +100,30 @@ def test_steady_rounds_change_different_subjects_and_the_sync_applies_them(works
     assert stored == {**changed[0], **changed[1]}
 
 
+def test_service_rounds_tick_in_one_process_and_report_what_they_wrote(workspace: App) -> None:
+    """bench.phases.service: a warm-up tick, then per round a ~1% change and a tick in the same process; each
+    round's reported events are the event rows the database holds for that tick."""
+    from sqlalchemy import func, select
+
+    from bench.phases import service
+    from engine.tick import run_tick
+
+    app = workspace
+    run_tick(app.db, app.settings, app.playbooks, app.clock("2026-03-02T09:00"), keep_events=False)
+    rounds = [{"now": "2026-03-02T11:15", "round_no": 0}, {"now": "2026-03-02T11:30", "round_no": 1}]
+    done = service(str(app.config_path), "2026-03-02T11:05", rounds)["rounds"]
+    assert [r["now"] for r in done] == ["2026-03-02T11:15", "2026-03-02T11:30"]
+    ev = app.db.schema.events
+    with app.db.engine.connect() as conn:
+        for r in done:
+            at = app.clock(r["now"]).now
+            stored = conn.scalar(select(func.count()).select_from(ev).where(ev.c.at == at))
+            assert stored == sum(r["events"].values()) > 0
+            assert r["seconds"] > 0 and "scan" in r["timings"]
+        warm = app.clock("2026-03-02T11:05").now
+        assert conn.scalar(select(func.count()).select_from(ev).where(ev.c.at == warm)) == 0
+
+
 def test_unreachable_postgres_is_refused_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
     from bench.__main__ import parse_args
 
