@@ -120,15 +120,19 @@ def service(config: str, warmup_at: str, rounds: list[dict[str, Any]]) -> dict[s
     """Steady rounds inside one long-lived process, as `playbook start` runs its ticks (the `tick` phase is a
     fresh process per tick, as `playbook run` from cron): one App — engine, connection pool, compiled
     statements, loaded playbooks — for every tick; first a tick where nothing changed (the service has ticked
-    before), then per round the ~1% change through an incremental sync (`mutate`, with its own App, as the
-    service's sync job) and the tick. Each round reports what the `tick` phase reports of a tick."""
+    before), then per round the ~1% change through an incremental sync into the same engine (`mutate`, as the
+    service's sync job) and the tick. Between the two, the WAL checkpoint of the sync's pages is waited for
+    (an hourly sync is minutes away from the next tick: its background checkpoint has long finished; the
+    cold-process phases get the same from SQLite, which checkpoints when the sync process closes). Each
+    round reports what the `tick` phase reports of a tick."""
     from engine.tick import run_tick
 
     app = App(config)
     run_tick(app.db, app.settings, app.playbooks, app.clock(warmup_at), keep_events=False)
     done = []
     for spec in rounds:
-        mutated = mutate(config, spec["now"], spec["round_no"])
+        mutated = mutate(config, spec["now"], spec["round_no"], into=app.db)
+        _drain_checkpoints(app.db)
         started = time.perf_counter()
         result = run_tick(app.db, app.settings, app.playbooks, app.clock(spec["now"]), keep_events=False)
         seconds = time.perf_counter() - started
@@ -156,7 +160,7 @@ def _drain_checkpoints(db: Any) -> float | None:
 
 
 @phase
-def mutate(config: str, now: str, round_no: int = 0, every: int = 100) -> dict[str, Any]:
+def mutate(config: str, now: str, round_no: int = 0, every: int = 100, into: Any = None) -> dict[str, Any]:
     """Change ~1/every of the subjects deterministically, through an incremental sync of delta CSV files.
 
     Accounts number k with k % every == (every // 2 + round_no) % every change (so successive rounds change
@@ -166,7 +170,7 @@ def mutate(config: str, now: str, round_no: int = 0, every: int = 100) -> dict[s
     target; the contacts of groups 0 and 1 flip `unsubscribed`. The changed rows (only the changed
     columns, plus keys) are written to data-delta-<config>/*.csv and loaded with `playbook sync`
     semantics (run_sync on a config whose sources are those files, mode incremental), as an hourly
-    sync would."""
+    sync would; `into` an open engine.store.db.Database when given, else through its own."""
     import csv
 
     from bench.suite import config_text
@@ -218,7 +222,7 @@ def mutate(config: str, now: str, round_no: int = 0, every: int = 100) -> dict[s
     app.close()
     delta_app = App(delta_config)
     started = time.perf_counter()
-    report = run_sync(delta_app.settings, delta_app.db)
+    report = run_sync(delta_app.settings, into if into is not None else delta_app.db)
     seconds = time.perf_counter() - started
     delta_app.close()
     return {"seconds": seconds, "prepare_s": prepared, "accounts_total": len(ids),

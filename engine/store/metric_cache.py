@@ -21,6 +21,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (Column, Connection, Date, Float, MetaData, String, Table, and_, case, cast, func, literal,
@@ -85,8 +86,8 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
     ordered = sorted(refs, key=lambda r: (r.name, r.days, r.agg, r.offset_days))
     key = json.dumps([FORMAT, today.isoformat(), [[r.name, r.days, r.agg, r.offset_days] for r in ordered]])
     name = PREFIX + hashlib.sha256(key.encode()).hexdigest()[:16]
-    columns = {ref: f"m{i}" for i, ref in enumerate(ordered)}
-    cache = MetricCache(_table(f"{name}_0", ordered, columns), _table(f"{name}_0_d", ordered, columns), columns)
+    cache = MetricCache(*_tables(name, tuple(ordered)))
+    columns = cache.columns
     if conn.dialect.name == "postgresql":   # one builder at a time for a given cache
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(name[-15:], 16)})
     reg = schema.metric_caches
@@ -155,7 +156,15 @@ def _seed_overlay(conn: Connection, base: Table, over: Table, ids: list[str]) ->
     names = [c.name for c in base.c]
     conn.execute(ins.from_select(names, select(*base.c).where(base.c.account_id.in_(ids)))
                  .on_conflict_do_nothing(index_elements=["account_id"]))
-    execute_many(conn, ins.on_conflict_do_nothing(index_elements=["account_id"]), [{"account_id": i} for i in ids])
+    execute_many(conn, _insert_absent(over, conn.dialect.name), [{"account_id": i} for i in ids])
+
+
+@lru_cache(maxsize=8)
+def _insert_absent(over: Table, dialect: str) -> Any:
+    """INSERT of an account's overlay row unless it has one, built once per table (execute_many keeps what it
+    compiled per statement object)."""
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(over)
+    return ins.on_conflict_do_nothing(index_elements=["account_id"])
 
 
 def _merge(conn: Connection, base: Table, over: Table) -> None:
@@ -184,7 +193,16 @@ def _many_changed(conn: Connection, schema: Schema, since: datetime | None) -> b
     return changes.changed_at_least(conn, schema, "usage", since, max(total // 20, 50_000) + 1)
 
 
-def _table(name: str, refs: list[MetricRef], columns: dict[MetricRef, str]) -> Table:
+@lru_cache(maxsize=8)
+def _tables(name: str, ordered: tuple[MetricRef, ...]) -> tuple[Table, Table, dict[MetricRef, str]]:
+    """The base and overlay tables of cache `name` and the column of each window: the same objects for every
+    tick that uses the cache, so the statements over them are compiled and kept once per process, not once per
+    tick (new Table objects made every statement a new entry in SQLAlchemy's compiled cache)."""
+    columns = {ref: f"m{i}" for i, ref in enumerate(ordered)}
+    return _table(f"{name}_0", ordered, columns), _table(f"{name}_0_d", ordered, columns), columns
+
+
+def _table(name: str, refs: tuple[MetricRef, ...], columns: dict[MetricRef, str]) -> Table:
     cols = [Column("account_id", String, primary_key=True)]
     for ref in refs:
         cols.append(Column(columns[ref], Float))
