@@ -219,3 +219,40 @@ def test_templates_see_subject_rows_in_local_time_in_every_playbook(tmp_path) ->
         assert rows[(pid, "email")]["payload"]["messages"][0]["text"] == "2026-02-01T09:15:00+09:00"
     assert rows[("removed", "slack")]["status"] == "failed"
     assert "removed_at" in rows[("removed", "slack")]["last_error"]
+
+
+WINDOWED = """
+id: {id}
+name: Windowed {id}
+trigger:
+  when: metric('logins', 7, 'sum') < {limit} and account.arr < 100
+actions:
+  - slack: {{channel: "#cs", text: "{{{{ account.name }}}}"}}
+"""
+
+
+def test_ticks_in_one_process_do_not_grow_the_statement_caches(ws_sqlite: Workspace) -> None:
+    """A long-running service ticks for months in one process: a tick must reuse the statements compiled by
+    the tick before (the metric windows' tables are the same objects all day), or every tick adds compiled
+    statements to SQLAlchemy's cache and to execute_many's."""
+    from engine.store import bulk
+    from engine.sync.runner import run_sync
+
+    ws = ws_sqlite
+    for i, limit in enumerate((5, 50)):
+        ws.playbook(f"w{i}", WINDOWED.format(id=f"w{i}", limit=limit))
+    ws.data("accounts", [{"id": f"A{i}", "name": f"N{i}", "arr": 10} for i in range(6)])
+    ws.data("usage", [{"account_id": f"A{i}", "metric": "logins", "day": f"2026-03-0{d}", "value": i * d}
+                      for i in range(6) for d in range(1, 6)])
+    ws.sync()
+    app = App(ws.config)
+    sizes = []
+    for hour in range(9, 17):       # the same two data states in turn: every tick goes down the same paths
+        ws.data("usage", [{"account_id": f"A{i}", "metric": "logins", "day": "2026-03-05", "value": 40 * (hour % 2)}
+                          for i in range(6)])
+        app.settings.sources[:] = [s.model_copy(update={"mode": "incremental"}) for s in app.settings.sources]
+        run_sync(app.settings, app.db)
+        run_tick(app.db, app.settings, app.playbooks, app.clock(f"2026-03-05T{hour:02d}:00"), keep_events=False)
+        sizes.append((len(app.db.engine._compiled_cache), len(bulk._UNCACHEABLE) + len(bulk._COMPILED)))
+    app.close()
+    assert len(set(sizes[3:])) == 1, sizes
