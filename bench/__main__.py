@@ -25,7 +25,7 @@ import uuid
 from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.data import ANCHOR, DataSpec, generate
 from bench.measure import ROOT, run_phase
@@ -323,7 +323,7 @@ def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: st
         say(f"steady tick at {at}{of}")
         tick = run_phase("tick", {"config": config, "now": at, "label": "steady tick", **TICK_OPTIONS})
         rounds.append((tick, mutated, at))
-    steady, mutated, _ = sorted(rounds, key=lambda x: x[0]["seconds"])[(runs - 1) // 2]   # median (lower middle)
+    steady, mutated, _ = _median(rounds, lambda x: x[0]["seconds"])
     _tick_keys(r, "steady", steady, suffix)
     r[f"tick_steady{suffix}_runs_s"] = [round(t["seconds"], 3) for t, _, _ in rounds]
     r[f"tick_steady{suffix}_scans"] = steady["scans"]
@@ -359,13 +359,18 @@ def _service(r: dict[str, Any], rss: dict[str, float], config: str, nochange_at:
         f"start`)")
     out = run_phase("service", {"config": config, "warmup_at": _minutes_after(nochange_at, 5), "rounds": rounds})
     done = out["rounds"]
-    median = sorted(done, key=lambda x: x["seconds"])[(len(done) - 1) // 2]
+    median = _median(done, lambda x: x["seconds"])
     key = f"tick_steady_service{suffix}"
     r[f"{key}_s"] = round(median["seconds"], 3)
     r[f"{key}_runs_s"] = [round(x["seconds"], 3) for x in done]
     r[f"{key}_events"], r[f"{key}_planned"] = median["events"], median["planned"]
     r[f"{key}_timings"] = median["timings"]
     rss[key] = out["peak_rss_mb"]
+
+
+def _median(items: list[Any], key: Callable[[Any], float]) -> Any:
+    """The median item by `key` (the lower middle of an even number): the round a steady measure reports."""
+    return sorted(items, key=key)[(len(items) - 1) // 2]
 
 
 def _minutes_after(at: str, minutes: int) -> str:

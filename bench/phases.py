@@ -98,18 +98,12 @@ def tick(config: str, now: str, label: str = "tick") -> dict[str, Any]:
         e = db.schema.episodes
         open_by = {pid: n for pid, n in conn.execute(select(e.c.playbook_id, func.count())
                                                      .where(e.c.is_open.is_(True)).group_by(e.c.playbook_id))}
-    events: dict[str, int] = {}
-    for o in result.outcomes:
-        for kind, n in o.counts.items():
-            events[kind] = events.get(kind, 0) + n
     app.close()
-    return {"seconds": seconds, "load_s": load_s, "playbooks": count, "events": events,
-            "planned": sum(o.planned for o in result.outcomes),
+    return {"seconds": seconds, "load_s": load_s, "playbooks": count, **_tick_figures(result),
             "skipped": {o.playbook: o.skipped for o in result.outcomes if o.skipped},
             "rows_written": {"episodes": after["episodes_at_now"], "events": after["events"] - before["events"],
                              "outbox": after["outbox"] - before["outbox"]},
             "scans": dict(Counter(result.scans.values())),
-            "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "checkpoint_after_s": checkpoint_after_s,
             "slowest": [{"playbook": p, "seconds": round(s, 3)} for p, s in per_pb[:10]],
             "per_playbook_s": {p: round(s, 4) for p, s in per_pb}, "open_episodes": open_by}
@@ -131,19 +125,22 @@ def service(config: str, warmup_at: str, rounds: list[dict[str, Any]]) -> dict[s
     run_tick(app.db, app.settings, app.playbooks, app.clock(warmup_at), keep_events=False)
     done = []
     for spec in rounds:
-        mutated = mutate(config, spec["now"], spec["round_no"], into=app.db)
+        mutate(config, spec["now"], spec["round_no"], into=app.db)
         _drain_checkpoints(app.db)
         started = time.perf_counter()
         result = run_tick(app.db, app.settings, app.playbooks, app.clock(spec["now"]), keep_events=False)
-        seconds = time.perf_counter() - started
-        events = Counter()
-        for o in result.outcomes:
-            events.update(o.counts)
-        done.append({"seconds": seconds, "now": spec["now"], "events": dict(events),
-                     "planned": sum(o.planned for o in result.outcomes), "resync_s": mutated["seconds"],
-                     "timings": {k: round(v, 4) for k, v in result.timings.items()}})
+        done.append({"seconds": time.perf_counter() - started, "now": spec["now"], **_tick_figures(result)})
     app.close()
     return {"rounds": done}
+
+
+def _tick_figures(result: Any) -> dict[str, Any]:
+    """A TickResult's events by kind, actions planned and step timings (the `tick` and `service` phases)."""
+    events: Counter[str] = Counter()
+    for o in result.outcomes:
+        events.update(o.counts)
+    return {"events": dict(events), "planned": sum(o.planned for o in result.outcomes),
+            "timings": {k: round(v, 4) for k, v in result.timings.items()}}
 
 
 def _drain_checkpoints(db: Any) -> float | None:
