@@ -6,7 +6,7 @@ import random
 from datetime import date, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from conftest import Workspace
 from engine.app import App
@@ -85,3 +85,31 @@ def test_build_refresh_and_rebuild_agree_with_the_reference(ws: Workspace, merge
     ws.data("usage", [r for r in usage_rows(random.Random(3), accounts) if r["account_id"] != "A3"])
     ws.sync()
     check(ws, datetime(2026, 3, 10, 12))
+
+
+def test_a_refresh_runs_the_same_statements_for_3_accounts_as_for_1500(ws: Workspace) -> None:
+    """The accounts a sync wrote are bound as one list (engine.store.bulk.in_list): the refresh is the same few
+    statements however many accounts it recomputes (it ran one chunk of 500 after another, each statement
+    compiled anew), and its windows stay right."""
+    accounts = [f"A{i:04d}" for i in range(1600)]
+    ws.data("accounts", [{"id": a, "name": a} for a in accounts])
+    ws.data("usage", [{"account_id": a, "metric": m, "day": (TODAY - timedelta(days=back)).isoformat(), "value": back}
+                      for a in accounts for m in ("logins", "seats_used") for back in (0, 3)])
+    ws.sync()
+    check(ws, datetime(2026, 3, 10, 9))
+
+    def refresh_statements(touched: list[str], at: datetime) -> int:
+        incremental_usage(ws, "".join(f"{a},logins,2026-03-10,{i % 7}\n" for i, a in enumerate(touched)), at)
+        app = App(ws.config)
+        seen: list[str] = []
+        event.listen(app.db.engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+        with app.db.engine.begin() as conn:
+            metric_cache.ensure(conn, app.db.schema, REFS, TODAY, at)
+        app.close()
+        return len(seen)
+
+    few = refresh_statements(accounts[:3], datetime(2026, 3, 10, 10))
+    check(ws, datetime(2026, 3, 10, 10, 30))
+    many = refresh_statements(accounts[100:1600], datetime(2026, 3, 10, 11))
+    check(ws, datetime(2026, 3, 10, 11, 30))
+    assert many == few

@@ -8,7 +8,9 @@ such as SQLite's and PostgreSQL's INSERT … ON CONFLICT, are cached by identity
 each of them once), converts each column's values with
 that column type's bind processor (dates for SQLite, JSON, ...), exactly as SQLAlchemy would, and
 hands the driver the plain parameter rows. Statements must use plain bound parameters (no IN lists
-to expand; `execute_in` runs a statement over a long IN list, a chunk at a time).
+to expand; `execute_in` runs a statement over a long IN list, a chunk at a time). `in_list` binds a
+whole list as one parameter instead: the statement is the same for any number of values, so it is
+compiled once and runs once, however many values.
 
 On PostgreSQL (psycopg) an INSERT (with or without ON CONFLICT) goes as one statement whatever the number
 of rows: INSERT … SELECT … FROM unnest(one array per column), the arrays sent in binary. The server plans
@@ -19,13 +21,14 @@ update a row twice)."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from types import NoneType
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, String, TypeDecorator, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.dml import OnConflictDoUpdate
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -78,6 +81,27 @@ def execute_in(conn: Connection, stmt: Any, name: str, values: Sequence[Any], pa
     for i in range(0, len(values), IN_CHUNK):
         total += conn.execute(stmt, {**params, name: list(values[i:i + IN_CHUNK])}).rowcount or 0
     return total
+
+
+class _JsonList(TypeDecorator):
+    """A list bound as one JSON text (SQLite reads it back with json_each)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str:
+        return json.dumps(list(value))
+
+
+def in_list(column: Any, name: str, dialect: str) -> Any:
+    """`column IN (the values of parameter `name`)`, the values bound as one parameter (a Python list), so the
+    statement is the same for 10 or 100,000 values: no chunks, and one compile however many. PostgreSQL:
+    `= ANY(array)`; SQLite: `IN (SELECT value FROM json_each(json text))`, which it plans like a literal IN
+    list (a lookup per value)."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    values = func.json_each(bindparam(name, type_=_JsonList)).table_valued("value")
+    return column.in_(select(values.c.value))
 
 
 def _unnest_form(conn: Connection, stmt: Any, keys: list[str], rows: Sequence[dict[str, Any]]) -> Any | None:

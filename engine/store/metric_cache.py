@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.lang import MetricRef
 from engine.store import changes
-from engine.store.bulk import execute_many
+from engine.store.bulk import execute_many, in_list
 from engine.store.entities import analyze, count_rows, estimate_rows
 from engine.store.schema import Schema
 
@@ -141,30 +141,30 @@ def _refresh(conn: Connection, schema: Schema, cache: MetricCache, ordered: list
     if overlaid >= MERGE_OVERLAY_AT and overlaid >= estimate_rows(conn, schema.accounts) // 20:
         _merge(conn, base, over)
     seeded = sorted(set().union(*(ids for _, ids in work)))
-    for i in range(0, len(seeded), 500):
-        _seed_overlay(conn, base, over, seeded[i:i + 500])
+    _seed_overlay(conn, base, over, seeded)
     for hit, ids in work:
-        for i in range(0, len(ids), 500):
-            # rows were only added or changed (a sync that deletes usage rows makes ensure() rebuild), so every
-            # account read here keeps a row in the range of the windows hit, and the upsert rewrites them all
-            _fill(conn, schema, over, hit, cache.columns, today, ids[i:i + 500], upsert=True)
+        # rows were only added or changed (a sync that deletes usage rows makes ensure() rebuild), so every
+        # account read here keeps a row in the range of the windows hit, and the upsert rewrites them all
+        _fill(conn, schema, over, hit, cache.columns, today, ids, upsert=True)
 
 
 def _seed_overlay(conn: Connection, base: Table, over: Table, ids: list[str]) -> None:
     """Give these accounts an overlay row holding their base values (no row in the base: no usage, all empty)."""
-    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(over)
-    names = [c.name for c in base.c]
-    conn.execute(ins.from_select(names, select(*base.c).where(base.c.account_id.in_(ids)))
-                 .on_conflict_do_nothing(index_elements=["account_id"]))
-    execute_many(conn, _insert_absent(over, conn.dialect.name), [{"account_id": i} for i in ids])
+    copy, absent = _seeding(base, over, conn.dialect.name)
+    execute_many(conn, copy, [{"ids": ids}])
+    execute_many(conn, absent, [{"account_id": i} for i in ids])
 
 
 @lru_cache(maxsize=8)
-def _insert_absent(over: Table, dialect: str) -> Any:
-    """INSERT of an account's overlay row unless it has one, built once per table (execute_many keeps what it
-    compiled per statement object)."""
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(over)
-    return ins.on_conflict_do_nothing(index_elements=["account_id"])
+def _seeding(base: Table, over: Table, dialect: str) -> tuple[Any, Any]:
+    """The two INSERTs that seed overlay rows (the listed accounts' base rows; then an empty row for those
+    without one), built once per table: SQLAlchemy does not cache INSERT … ON CONFLICT, execute_many keeps
+    what it compiled per statement object."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    names = [c.name for c in base.c]
+    copy = insert(over).from_select(names, select(*base.c).where(in_list(base.c.account_id, "ids", dialect)))
+    return (copy.on_conflict_do_nothing(index_elements=["account_id"]),
+            insert(over).on_conflict_do_nothing(index_elements=["account_id"]))
 
 
 def _merge(conn: Connection, base: Table, over: Table) -> None:
@@ -213,9 +213,25 @@ def _table(name: str, refs: tuple[MetricRef, ...], columns: dict[MetricRef, str]
 
 
 def _fill(conn: Connection, schema: Schema, table: Table, refs: list[MetricRef], columns: dict[MetricRef, str],
-          today: date, only: Any, upsert: bool = False) -> None:
-    """Aggregate windows of one metric for every account (or the accounts selected by `only`); with
-    `upsert`, into rows that may exist (other windows' columns are left alone).
+          today: date, only: list[str] | None, upsert: bool = False) -> None:
+    """Aggregate windows of one metric for every account (or the accounts listed in `only`); with `upsert`,
+    into rows that may exist (other windows' columns are left alone)."""
+    fill, lasts = _fill_statements(schema, table, tuple(refs), tuple(columns[r] for r in refs), today,
+                                   conn.dialect.name, only is not None, upsert)
+    params = {"ids": only} if only is not None else {}
+    if only is not None:     # one statement for every listed account, compiled once per process (it is the same)
+        execute_many(conn, fill, [params])
+    else:
+        conn.execute(fill)
+    for stmt in lasts:
+        conn.execute(stmt, params)
+
+
+@lru_cache(maxsize=16)
+def _fill_statements(schema: Schema, table: Table, refs: tuple[MetricRef, ...], names: tuple[str, ...], today: date,
+                     dialect: str, listed: bool, upsert: bool) -> tuple[Any, list[Any]]:
+    """The statements of `_fill` (the accounts, when `listed`, in parameter `ids`): the INSERT … SELECT of
+    the windows, and an UPDATE per `last` window setting the value of its latest day.
 
     One GROUP BY reads the widest range once; each window's aggregates see only their days through a
     FILTER clause, whose condition leaves out the bounds that the range already guarantees (this is
@@ -223,9 +239,10 @@ def _fill(conn: Connection, schema: Schema, table: Table, refs: list[MetricRef],
     u = schema.usage.c
     metric = refs[0].name
     windows = {ref: _window(ref, today) for ref in refs}
+    columns = dict(zip(refs, names))
     start = min(s for s, _ in windows.values())
     end = max(e for _, e in windows.values())
-    filtered = _filtered(conn)
+    filtered = _filtered(dialect)
 
     def agg(fn: Any, value: Any, ref: MetricRef) -> Any:
         s, e = windows[ref]
@@ -255,15 +272,16 @@ def _fill(conn: Connection, schema: Schema, table: Table, refs: list[MetricRef],
         selects.append(expr)
         targets.append(col)
     where = [u.metric == metric, u.day >= start, u.day <= end, u.value.is_not(None)]
-    if only is not None:
-        where.append(u.account_id.in_(only))
+    if listed:
+        where.append(in_list(u.account_id, "ids", dialect))
     query = select(*selects).where(*where).group_by(u.account_id)
     if upsert:
-        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-        conn.execute(ins.from_select(targets, query).on_conflict_do_update(
-            index_elements=[table.c.account_id], set_={c: ins.excluded[c] for c in targets[1:]}))
+        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        fill = ins.from_select(targets, query).on_conflict_do_update(
+            index_elements=[table.c.account_id], set_={c: ins.excluded[c] for c in targets[1:]})
     else:
-        conn.execute(table.insert().from_select(targets, query))
+        fill = table.insert().from_select(targets, query)
+    lasts = []
     for ref in refs:
         if ref.agg == "last":
             col = columns[ref]
@@ -271,16 +289,19 @@ def _fill(conn: Connection, schema: Schema, table: Table, refs: list[MetricRef],
             value = (select(schema.usage.c.value).where(u.account_id == table.c.account_id, u.metric == metric,
                                                          u.day == day_col).scalar_subquery())
             stmt = table.update().where(day_col.is_not(None)).values({col: value})
-            if only is not None:
-                stmt = stmt.where(table.c.account_id.in_(only))
-            conn.execute(stmt)
+            if listed:
+                stmt = stmt.where(in_list(table.c.account_id, "ids", dialect))
+            lasts.append(stmt)
+    return fill, lasts
 
 
-def _filtered(conn: Connection) -> bool:
+def _filtered(dialect: str) -> bool:
     """Whether the database takes `agg(x) FILTER (WHERE …)` (PostgreSQL; SQLite since 3.30), else CASE."""
-    if conn.dialect.name != "sqlite":
+    if dialect != "sqlite":
         return True
-    return tuple(conn.dialect.dbapi.sqlite_version_info) >= (3, 30)
+    import sqlite3
+
+    return sqlite3.sqlite_version_info >= (3, 30)
 
 
 def _collect_garbage(conn: Connection, schema: Schema, keep: str) -> None:
