@@ -108,23 +108,19 @@ def scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan_
             conn.execute(text("SET LOCAL random_page_cost = 1.1"))
         for (subject, word, full), pbs in groups.items():
             conditions = {slots[p.id].bit: [c.expr for c in p.conditions] for p in pbs}
-            if full:
-                parts: list[list[str] | None] = [None]
-            else:   # the ids themselves, not a subquery: the database then plans for a few thousand subjects
-                ids = sorted(_touched(conn, touched, db, subject, pbs, plans))
-                parts = [ids[i:i + SCAN_IDS] for i in range(0, len(ids), SCAN_IDS)]
+            # changes only: the ids themselves, bound as one list, not a subquery: the database then plans for
+            # a few thousand subjects
+            only = None if full else sorted(_touched(conn, touched, db, subject, pbs, plans))
+            if only == []:
+                continue
             owner = {slots[p.id].value: out[p.id] for p in pbs}     # bit -> its playbook's (enter, resolve)
-            for only in parts:
-                for ch in scan_store.scan(conn, db.schema, subject, word, conditions, clock, db.dialect, cache, only):
-                    differ = ch.old ^ ch.new            # only these playbooks' bits (the scan masks the rest)
-                    while differ:
-                        bit = differ & -differ
-                        differ ^= bit
-                        owner[bit][0 if ch.new & bit else 1].append(ch.subject_id)
+            for ch in scan_store.scan(conn, db.schema, subject, word, conditions, clock, db.dialect, cache, only):
+                differ = ch.old ^ ch.new            # only these playbooks' bits (the scan masks the rest)
+                while differ:
+                    bit = differ & -differ
+                    differ ^= bit
+                    owner[bit][0 if ch.new & bit else 1].append(ch.subject_id)
     return out
-
-
-SCAN_IDS = 5000      # subject ids per changes-only scan statement
 
 
 def _touched(conn: Connection, touched: changes.Touched, db: Database, subject: str, pbs: list[CompiledPlaybook],

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import Connection, Select, String, cast, func, select
 
+from engine.store.bulk import in_list
 from engine.store.entities import newest_stamp
 from engine.store.schema import Schema
 
@@ -103,9 +104,8 @@ class Touched:
             t = self.schema.contacts if subject == "contact" else self.schema.goals
             entity = "contacts" if subject == "contact" else "goals"
             found = set(conn.execute(select(t.c.id).where(t.c.synced_at > since[entity])).scalars())
-            owners = sorted(accounts)
-            for i in range(0, len(owners), 500):
-                found.update(conn.execute(select(t.c.id).where(t.c.account_id.in_(owners[i:i + 500]))).scalars())
+            owned = select(t.c.id).where(in_list(t.c.account_id, "owners", conn.dialect.name))
+            found.update(conn.execute(owned, {"owners": sorted(accounts)}).scalars())
         for q in extra:
             found.update(conn.execute(q).scalars())
         return found

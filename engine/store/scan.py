@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from sqlalchemy import BigInteger, Connection, and_, bindparam, case, delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.store.bulk import execute_in, execute_many
+from engine.store.bulk import execute_in, execute_many, in_list
 from engine.store.matching import Clock, sql_context, subject_from
 from engine.store.metric_cache import MetricCache
 from engine.store.schema import Schema
@@ -131,8 +131,8 @@ def scan(conn: Connection, schema: Schema, subject: str, word: int, conditions: 
     old = func.coalesce(ms.c.mask, 0).op("&")(selected)
     q = select(id_col, old, new).select_from(from_).where(old != new)
     if only is not None:
-        q = q.where(id_col.in_(only))
+        q = q.where(in_list(id_col, "only", dialect))
     # A plain cursor on purpose: a server-side (streaming) cursor makes PostgreSQL plan for the first rows
     # (cursor_tuple_fraction) and pick nested loops — 100× slower here. Only changed subjects come back.
-    for sid, o, n in conn.execute(q):
+    for sid, o, n in conn.execute(q, {"only": list(only)} if only is not None else {}):
         yield Change(sid, int(o), int(n))
