@@ -8,9 +8,9 @@ such as SQLite's and PostgreSQL's INSERT … ON CONFLICT, are cached by identity
 each of them once), converts each column's values with
 that column type's bind processor (dates for SQLite, JSON, ...), exactly as SQLAlchemy would, and
 hands the driver the plain parameter rows. Statements must use plain bound parameters (no IN lists
-to expand; `execute_in` runs a statement over a long IN list, a chunk at a time). `in_list` binds a
-whole list as one parameter instead: the statement is the same for any number of values, so it is
-compiled once and runs once, however many values.
+to expand). A statement over a long list of ids uses `in_list`, which binds the whole list as one
+parameter: the statement is the same for any number of values, so it is compiled once and runs once,
+however many values.
 
 On PostgreSQL (psycopg) an INSERT (with or without ON CONFLICT) goes as one statement whatever the number
 of rows: INSERT … SELECT … FROM unnest(one array per column), the arrays sent in binary. The server plans
@@ -69,18 +69,6 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
     if plan.keys is not None:
         params = [dict(zip(plan.keys, values)) for values in params]
     return conn.exec_driver_sql(plan.compiled.string, params).rowcount
-
-
-IN_CHUNK = 500   # values per expanding IN list: far below SQLite's and PostgreSQL's bound-parameter limits
-
-
-def execute_in(conn: Connection, stmt: Any, name: str, values: Sequence[Any], params: dict[str, Any]) -> int:
-    """Run `stmt`, whose bound parameter `name` is an expanding IN list, once per IN_CHUNK of `values` (with
-    the other `params`); returns the rows the database changed."""
-    total = 0
-    for i in range(0, len(values), IN_CHUNK):
-        total += conn.execute(stmt, {**params, name: list(values[i:i + IN_CHUNK])}).rowcount or 0
-    return total
 
 
 class _JsonList(TypeDecorator):

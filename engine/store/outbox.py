@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from sqlalchemy import JSON, Boolean, Connection, DateTime, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.store.bulk import execute_in, execute_many
+from engine.store.bulk import execute_many, in_list
 from engine.store.schema import Schema
 
 TERMINAL = ("sent", "failed", "suppressed", "cancelled")
@@ -162,31 +162,40 @@ def record(conn: Connection, schema: Schema, item: Claimed, *, status: str, now:
 def release(conn: Connection, schema: Schema, owner: str, now: datetime, ids: list[int]) -> int:
     """Give back these claimed actions, where `owner` still holds them: they become due again, the claim's
     attempt uncounted. Only for actions no connector was given (see Dispatcher.release)."""
-    return execute_in(conn, _release(schema), "b_ids", ids, {"b_owner": owner, "b_now": now})
+    if not ids:
+        return 0
+    return conn.execute(_release(schema, conn.dialect.name), {"b_ids": ids, "b_owner": owner, "b_now": now}).rowcount
 
 
 @lru_cache(maxsize=32)
-def _release(schema: Schema) -> Any:
+def _release(schema: Schema, dialect: str) -> Any:
     o = schema.outbox
-    return (update(o).where(o.c.id.in_(bindparam("b_ids", expanding=True)), o.c.status == "claimed",
+    return (update(o).where(in_list(o.c.id, "b_ids", dialect), _status_is(o, "claimed"),
                             o.c.lease_owner == bindparam("b_owner"))
             .values(status="pending", lease_owner=None, lease_until=None, attempts=o.c.attempts - 1,
                     updated_at=bindparam("b_now", type_=DateTime)))
 
 
+def _status_is(o: Any, status: str) -> Any:
+    """`status || '' = status` for statements that name their rows by key: not indexable on purpose, so SQLite's
+    planner, without statistics, looks the listed keys up in their unique index rather than read every row of
+    that status through ix_outbox_due."""
+    return (o.c.status + "") == status
+
+
 def cancel_pending(conn: Connection, schema: Schema, dedup_keys: list[str], now: datetime, reason: str) -> int:
     """Cancel the pending actions among these dedup keys (claimed ones are left to finish)."""
-    return execute_in(conn, _cancel_pending(schema), "b_keys", dedup_keys, {"b_reason": reason, "b_now": now})
+    if not dedup_keys:
+        return 0
+    return conn.execute(_cancel_pending(schema, conn.dialect.name),
+                        {"b_keys": dedup_keys, "b_reason": reason, "b_now": now}).rowcount
 
 
 @lru_cache(maxsize=32)
-def _cancel_pending(schema: Schema) -> Any:
+def _cancel_pending(schema: Schema, dialect: str) -> Any:
     o = schema.outbox
-    # `status || ''` is not indexable on purpose: without statistics SQLite's planner would read every
-    # pending row through ix_outbox_due rather than look the keys up in their unique index
-    pending = (o.c.status + "") == "pending"
     now = bindparam("b_now", type_=DateTime)
-    return (update(o).where(o.c.dedup_key.in_(bindparam("b_keys", expanding=True)), pending)
+    return (update(o).where(in_list(o.c.dedup_key, "b_keys", dialect), _status_is(o, "pending"))
             .values(status="cancelled", last_error=bindparam("b_reason"), updated_at=now, finished_at=now))
 
 

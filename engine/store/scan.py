@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from sqlalchemy import BigInteger, Connection, and_, bindparam, case, delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.store.bulk import execute_in, execute_many, in_list
+from engine.store.bulk import execute_many, in_list
 from engine.store.matching import Clock, sql_context, subject_from
 from engine.store.metric_cache import MetricCache
 from engine.store.schema import Schema
@@ -78,8 +78,10 @@ def set_bits(conn: Connection, schema: Schema, subject: str, slot: Slot, ids: It
 
 def clear_bits(conn: Connection, schema: Schema, subject: str, slot: Slot, ids: Iterable[str]) -> None:
     """mask &= ~bit for these subjects."""
-    execute_in(conn, _clear_bits(schema), "b_ids", list(ids), {"b_type": subject, "b_word": slot.word,
-                                                               "b_keep": ~slot.value})
+    ids = list(ids)
+    if ids:
+        conn.execute(_clear_bits(schema, conn.dialect.name),
+                     {"b_type": subject, "b_word": slot.word, "b_keep": ~slot.value, "b_ids": ids})
 
 
 @lru_cache(maxsize=32)
@@ -91,10 +93,10 @@ def _set_bits(schema: Schema, dialect: str) -> Any:
 
 
 @lru_cache(maxsize=32)
-def _clear_bits(schema: Schema) -> Any:
+def _clear_bits(schema: Schema, dialect: str) -> Any:
     ms = schema.match_state
     return (update(ms).where(ms.c.subject_type == bindparam("b_type"), ms.c.word == bindparam("b_word"),
-                             ms.c.subject_id.in_(bindparam("b_ids", expanding=True)))
+                             in_list(ms.c.subject_id, "b_ids", dialect))
             .values(mask=ms.c.mask.op("&")(bindparam("b_keep", type_=BigInteger))))
 
 

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import Connection, DateTime, and_, bindparam, insert, select, update
 
-from engine.store.bulk import execute_many
+from engine.store.bulk import execute_many, in_list
 from engine.store.scan import Slot, clear_bits, set_bits
 from engine.store.schema import Schema
 
@@ -32,11 +32,9 @@ def decide(conn: Connection, schema: Schema, playbook_id: str, subject: str, ent
 
     Returns the transitions plus the subjects whose bits only need mending (set, clear) because the
     stored episode already says so."""
-    rows: dict[str, Any] = {}
     ids = sorted(set(enter_ids) | set(resolve_ids))
-    for i in range(0, len(ids), 500):
-        for r in conn.execute(_episodes_of(schema), {"b_pb": playbook_id, "b_type": subject, "b_ids": ids[i:i + 500]}):
-            rows[r.subject_id] = r
+    rows = {r.subject_id: r for r in conn.execute(_episodes_of(schema, conn.dialect.name),
+                                                   {"b_pb": playbook_id, "b_type": subject, "b_ids": ids})} if ids else {}
     out: list[Transition] = []
     mend_set: list[str] = []
     mend_clear: list[str] = []
@@ -111,11 +109,11 @@ def _insert(table: Any) -> Any:
 
 
 @lru_cache(maxsize=32)
-def _episodes_of(schema: Schema) -> Any:
+def _episodes_of(schema: Schema, dialect: str) -> Any:
     """The episode rows of one (playbook, subject type) among some subject ids."""
     e = schema.episodes
     return select(e).where(e.c.playbook_id == bindparam("b_pb"), e.c.subject_type == bindparam("b_type"),
-                           e.c.subject_id.in_(bindparam("b_ids", expanding=True)))
+                           in_list(e.c.subject_id, "b_ids", dialect))
 
 
 @lru_cache(maxsize=32)

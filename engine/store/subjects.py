@@ -6,31 +6,25 @@ from datetime import date
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, select
 
+from engine.store.bulk import in_list
 from engine.store.schema import Schema
 
-CHUNK = 500
-
-
-def _chunks(ids: list[str]) -> Iterable[list[str]]:
-    for i in range(0, len(ids), CHUNK):
-        yield ids[i:i + CHUNK]
-
 
 @lru_cache(maxsize=32)
-def _by_id(table: Any) -> tuple[Any, list[str]]:
+def _by_id(table: Any, dialect: str) -> tuple[Any, list[str]]:
     """SELECT of a table's rows (without synced_at) whose ids are in `b_ids`, and its column names."""
     cols = [c for c in table.c if c.name != "synced_at"]
-    return select(*cols).where(table.c.id.in_(bindparam("b_ids", expanding=True))), [c.name for c in cols]
+    return select(*cols).where(in_list(table.c.id, "b_ids", dialect)), [c.name for c in cols]
 
 
 @lru_cache(maxsize=32)
-def _live_contacts(schema: Schema) -> tuple[Any, list[str]]:
+def _live_contacts(schema: Schema, dialect: str) -> tuple[Any, list[str]]:
     """SELECT of the live, subscribed contacts of the accounts in `b_ids`, in id order, and its column names."""
     c = schema.contacts
     cols = [col for col in c.c if col.name != "synced_at"]
-    return (select(*cols).where(c.c.account_id.in_(bindparam("b_ids", expanding=True)), c.c.removed_at.is_(None),
+    return (select(*cols).where(in_list(c.c.account_id, "b_ids", dialect), c.c.removed_at.is_(None),
                                 c.c.unsubscribed.isnot(True)).order_by(c.c.id), [col.name for col in cols])
 
 
@@ -56,21 +50,23 @@ class RowCache:
         """id -> row (without synced_at) of the given ids that exist, removed rows included."""
         ids = list(ids)
         known = self._rows.setdefault(table.name, {})
-        stmt, keys = _by_id(table)
-        for chunk in _chunks(self._to_read(known, ids)):
-            found = {row[0]: self._shaped(dict(zip(keys, row))) for row in conn.execute(stmt, {"b_ids": chunk})}
-            for i in chunk:
+        missing = self._to_read(known, ids)
+        if missing:
+            stmt, keys = _by_id(table, conn.dialect.name)
+            found = {row[0]: self._shaped(dict(zip(keys, row))) for row in conn.execute(stmt, {"b_ids": missing})}
+            for i in missing:
                 known[i] = found.get(i)
         return {i: known[i] for i in ids if known.get(i) is not None}
 
     def contacts(self, conn: Connection, schema: Schema, account_ids: Iterable[str]) -> dict[str, list[dict]]:
         """account id -> its live contacts that did not unsubscribe, in id order."""
         account_ids = list(account_ids)
-        stmt, keys = _live_contacts(schema)
-        for chunk in _chunks(self._to_read(self._contacts, account_ids)):
-            for a in chunk:
+        missing = self._to_read(self._contacts, account_ids)
+        if missing:
+            stmt, keys = _live_contacts(schema, conn.dialect.name)
+            for a in missing:
                 self._contacts[a] = []
-            for values in conn.execute(stmt, {"b_ids": chunk}):
+            for values in conn.execute(stmt, {"b_ids": missing}):
                 row = self._shaped(dict(zip(keys, values)))
                 self._contacts[row["account_id"]].append(row)
         return {a: self._contacts[a] for a in account_ids}

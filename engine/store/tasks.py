@@ -6,10 +6,10 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, select, tuple_, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.store.bulk import execute_many
+from engine.store.bulk import execute_many, in_list
 from engine.store.schema import Schema
 
 
@@ -35,15 +35,22 @@ def _create(schema: Schema, dialect: str) -> Any:
 def open_for_episodes(conn: Connection, schema: Schema, playbook_id: str, subject_type: str,
                       episodes: list[tuple[str, int]]) -> list[dict]:
     """Open tasks these (subject id, episode) pairs created that should close when they resolve, in id order."""
+    if not episodes:
+        return []
+    wanted = set(episodes)
+    found = conn.execute(_open_of_subjects(schema, conn.dialect.name),
+                         {"b_pb": playbook_id, "b_type": subject_type, "b_ids": sorted({sid for sid, _ in wanted})})
+    return [dict(r) for r in found.mappings() if (r["subject_id"], r["episode"]) in wanted]
+
+
+@lru_cache(maxsize=32)
+def _open_of_subjects(schema: Schema, dialect: str) -> Any:
+    """The open tasks to close on resolve of one (playbook, subject type) among some subject ids, in id order
+    (through ix_tasks_episode: a lookup per subject)."""
     t = schema.tasks
-    out: list[dict] = []
-    for i in range(0, len(episodes), 500):
-        part = episodes[i:i + 500]
-        q = select(t).where(t.c.playbook_id == playbook_id, t.c.subject_type == subject_type,
-                            t.c.subject_id.in_([sid for sid, _ in part]), tuple_(t.c.subject_id, t.c.episode).in_(part),
-                            t.c.status == "open", t.c.close_on_resolve.is_(True)).order_by(t.c.id)
-        out += [dict(r) for r in conn.execute(q).mappings()]
-    return out
+    return (select(t).where(t.c.playbook_id == bindparam("b_pb"), t.c.subject_type == bindparam("b_type"),
+                            in_list(t.c.subject_id, "b_ids", dialect), t.c.status == "open",
+                            t.c.close_on_resolve.is_(True)).order_by(t.c.id))
 
 
 def close(conn: Connection, schema: Schema, dedup_key: str, now: datetime) -> bool:
