@@ -647,3 +647,30 @@ def test_coercion_rejects(ftype: str, raw: Any, message: str) -> None:
     with pytest.raises(CoerceError) as info:
         coercer(ftype, UTC)(raw)
     assert str(info.value) == message
+
+
+def test_a_sync_looks_up_the_accounts_its_rows_name_not_every_account(tmp_path: Path) -> None:
+    """Whether a row's account exists is asked of the database once per chunk: a contacts sync beside 30,000
+    accounts allocates no more than beside 300 (reading every account id into memory took 2.6 MB more)."""
+    import tracemalloc
+
+    peaks = {}
+    for n in (300, 30_000):
+        ws = Workspace(tmp_path / f"ws{n}", f"sqlite:///{tmp_path / f'ws{n}.db'}")
+        ws.root.mkdir()
+        ws.config("sources:\n  - {entity: accounts, csv: accounts.csv}\n  - {entity: contacts, csv: contacts.csv}\n")
+        ws.write("accounts.csv", "id,name\n" + "".join(f"A{i},Account {i}\n" for i in range(n)))
+        ws.write("contacts.csv", "id,account_id,email\n" + "".join(f"C{i},A{i},c{i}@x.test\n" for i in range(5))
+                 + "C9,A-gone,c9@x.test\n")
+        try:
+            ws.sync(entities=["accounts"])
+            tracemalloc.start()
+            report = ws.sync(entities=["contacts"], skip_invalid=True)
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        finally:
+            ws.close()
+        contacts = report.entities["contacts"]
+        assert (contacts.loaded, contacts.invalid) == (5, 1)
+        assert [p.message for p in contacts.problems] == ['account_id: unknown account "A-gone"']
+    assert peaks[30_000] - peaks[300] < 1_000_000, peaks

@@ -23,7 +23,7 @@ from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.store.bulk import execute_many
+from engine.store.bulk import execute_many, in_list
 from engine.store.schema import KEYS, Schema
 
 
@@ -38,11 +38,18 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
             conn.info.pop("immediate", None)
 
 
-def account_states(conn: Connection, schema: Schema) -> dict[str, bool]:
-    """Every account id -> True when present, False when marked removed."""
-    table = schema.accounts
-    rows = conn.execute(select(table.c.id, table.c.removed_at))
-    return {row[0]: row[1] is None for row in rows}
+def existing_accounts(conn: Connection, schema: Schema, ids: Iterable[str]) -> set[str]:
+    """Those of these account ids that the store has, removed ones included (one statement, a lookup per id)."""
+    ids = sorted(set(ids))
+    if not ids:
+        return set()
+    return set(conn.execute(_existing_accounts(schema, conn.dialect.name), {"ids": ids}).scalars())
+
+
+@lru_cache(maxsize=8)
+def _existing_accounts(schema: Schema, dialect: str) -> Any:
+    a = schema.accounts
+    return select(a.c.id).where(in_list(a.c.id, "ids", dialect))
 
 
 def count_rows(conn: Connection, table: Table) -> int:

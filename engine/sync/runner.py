@@ -31,7 +31,8 @@ from engine.store import entities as store
 from engine.store.db import Database
 from engine.sync.progress import ProgressCallback, no_progress
 from engine.sync.sources import EPOCH, Reader, SourceError, Unreadable, open_source, source_labels
-from engine.sync.validate import RowChecker, duplicate_problem, entity_fields, required_fields
+from engine.sync.validate import (RowChecker, duplicate_problem, entity_fields, required_fields,
+                                  unknown_account_problem)
 
 ORDER = ("accounts", "contacts", "goals", "usage")
 CHUNK = 5000
@@ -147,7 +148,7 @@ class _EntitySync:
         kinds = {s.incremental for _, s in sources}
         mode = "mixed" if len(kinds) > 1 else ("incremental" if True in kinds else "snapshot")
         self.report = EntityReport(entity, len(sources), mode)
-        self.pending: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}  # key -> (line, values)
+        self.pending: list[tuple[int, tuple[Any, ...], dict[str, Any]]] = []  # (line, key, values) of valid rows
         self.invalid_keys: list[tuple[Any, ...]] = []
 
     def run(self) -> EntityReport:
@@ -174,9 +175,8 @@ class _EntitySync:
         store.lock_entity(conn, self.entity)
         self.first_stamp = self.stamp = store.next_stamp(conn, self.table, self.now)
         self.before = store.count_rows(conn, self.table)
-        accounts = None if self.entity == "accounts" else store.account_states(conn, schema)
         since = store.last_synced(conn, schema, self.entity) or EPOCH
-        checker = RowChecker(self.entity, self.fields, self.settings.tz, accounts)
+        checker = RowChecker(self.entity, self.fields, self.settings.tz)
         readers = [open_source(s, self.settings, label, since) for label, s in self.sources]
         totals: list[int | None] = []
         done = 0
@@ -208,14 +208,11 @@ class _EntitySync:
             if reader.columns is None and not known.issuperset(raw):
                 self._warn_unknown(reader.label, [c for c in raw if c not in known], warned)
             values, problems, key = checker.check(raw)
-            if values is not None and key in self.pending:
-                problems = [duplicate_problem(self.entity, key, self.pending[key][0])]
-                values = None
             if values is None:
                 self._invalid(reader.label, line, problems, key)
                 continue
             values["synced_at"] = self.stamp
-            self.pending[key] = (line, values)  # type: ignore[index]
+            self.pending.append((line, key, values))  # type: ignore[arg-type]
             if len(self.pending) >= CHUNK:
                 self._flush(conn, reader.label)
         self._flush(conn, reader.label)  # a chunk never mixes sources (or stamps)
@@ -260,12 +257,25 @@ class _EntitySync:
             self.invalid_keys.append(key)
 
     def _flush(self, conn: Connection, label: str) -> None:
-        """Write the pending chunk; its rows whose key an earlier chunk of the source wrote are duplicates."""
-        pending, self.pending = self.pending, {}
-        stamped = store.upsert_new_rows(conn, self.table, [values for _, values in pending.values()])
+        """Write the pending chunk. In line order, a row is invalid when the store has no such account (a removed
+        account it still has: its rows load and are marked removed with it), or when its key is an earlier row's
+        of the chunk; the rows whose key an earlier chunk of the source wrote are duplicates too. The accounts
+        are looked up once per chunk, so memory does not grow with the number of accounts."""
+        rows, self.pending = self.pending, []
+        known = (None if self.entity == "accounts" else
+                 store.existing_accounts(conn, self.db.schema, {values["account_id"] for _, _, values in rows}))
+        chunk: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
+        for line, key, values in rows:
+            if known is not None and values["account_id"] not in known:
+                self._invalid(label, line, [unknown_account_problem(values["account_id"])], key)
+            elif key in chunk:
+                self._invalid(label, line, [duplicate_problem(self.entity, key, chunk[key][0])], key)
+            else:
+                chunk[key] = (line, values)
+        stamped = store.upsert_new_rows(conn, self.table, [values for _, values in chunk.values()])
         for key in stamped:
-            self._invalid(label, pending[key][0], [duplicate_problem(self.entity, key, None)], key)
-        self.report.loaded += len(pending) - len(stamped)
+            self._invalid(label, chunk[key][0], [duplicate_problem(self.entity, key, None)], key)
+        self.report.loaded += len(chunk) - len(stamped)
 
     def _finish(self, conn: Connection) -> None:
         """Counts, removal of absent rows, cascade, and the sync_state record (committed by `run`)."""

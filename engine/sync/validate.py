@@ -3,7 +3,8 @@
 `RowChecker.check` turns one raw row into the typed values to store, or the list of problems
 (`field: problem`) that make it invalid. A key that appears twice in one source is found by the
 runner (within a chunk of rows) and by the database (across chunks: `store.upsert_new_rows`);
-`duplicate_problem` says it.
+`duplicate_problem` says it. Whether a row's account exists is asked of the database once per chunk
+(`store.existing_accounts`), not of a copy of every account id; `unknown_account_problem` says it.
 """
 
 from __future__ import annotations
@@ -35,14 +36,12 @@ def required_fields(entity: str) -> tuple[str, ...]:
 class RowChecker:
     """Validates the rows of one entity in one sync."""
 
-    def __init__(self, entity: str, fields: Mapping[str, str], tz: tzinfo,
-                 accounts: Mapping[str, bool] | None):
+    def __init__(self, entity: str, fields: Mapping[str, str], tz: tzinfo):
         self.entity = entity
         self.fields = dict(fields)
         self.coercers: dict[str, Coercer] = {name: coercer(t, tz) for name, t in fields.items()}
         self.key = KEYS[entity]
         self.required = required_fields(entity)
-        self.accounts = accounts
 
     def check(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[str], tuple[Any, ...] | None]:
         """(typed values or None, problems, key or None when the key itself is unusable)."""
@@ -73,15 +72,12 @@ class RowChecker:
                 values["direction"] = direction
             else:
                 problems.append(f"direction: {show(values['direction'])} is not increase or decrease")
-        if self.accounts is not None:
-            account_id = values.get("account_id")
-            # A removed account is still known: its rows load and are marked removed with it (cascade).
-            if account_id is not None and account_id not in self.accounts:
-                problems.append(self._account_problem(account_id))
         return (None if problems else values), problems, key
 
-    def _account_problem(self, account_id: str) -> str:
-        return f"account_id: unknown account {show(account_id)}"
+
+def unknown_account_problem(account_id: str) -> str:
+    """The problem of a row whose account the store does not have (a removed account it still has)."""
+    return f"account_id: unknown account {show(account_id)}"
 
 
 def duplicate_problem(entity: str, key: tuple[Any, ...], first: int | None) -> str:
