@@ -390,6 +390,20 @@ def test_unknown_and_removed_accounts(ws: Workspace) -> None:
     ]
 
 
+def test_a_row_with_a_bad_value_and_an_unknown_account_reports_both(ws: Workspace) -> None:
+    basic(ws)
+    ws.sync()
+    ws.jsonl("contacts.jsonl", CONTACTS + [{"id": "C3", "account_id": "A999", "created_at": "soon"},
+                                           {"id": "C4", "account_id": "A999"}, {"id": "C4", "account_id": "A1"}])
+    with pytest.raises(DataError) as info:
+        ws.sync(now=T1, entities=["contacts"])
+    assert str(info.value).splitlines() == [
+        'contacts.jsonl:3: created_at: "soon" is not a date-time (use ISO 8601, e.g. 2024-05-01T09:30:00+02:00)',
+        'contacts.jsonl:3: account_id: unknown account "A999"',
+        'contacts.jsonl:4: account_id: unknown account "A999"',
+    ]
+
+
 def test_rows_of_a_removed_account_load_and_stay_removed(ws: Workspace) -> None:
     basic(ws)
     ws.sync()

@@ -148,7 +148,8 @@ class _EntitySync:
         kinds = {s.incremental for _, s in sources}
         mode = "mixed" if len(kinds) > 1 else ("incremental" if True in kinds else "snapshot")
         self.report = EntityReport(entity, len(sources), mode)
-        self.pending: list[tuple[int, tuple[Any, ...], dict[str, Any]]] = []  # (line, key, values) of valid rows
+        # (line, key, values, problems) of the rows read since the last flush, which judges them (see _flush)
+        self.pending: list[tuple[int, tuple[Any, ...] | None, dict[str, Any] | None, list[str]]] = []
         self.invalid_keys: list[tuple[Any, ...]] = []
 
     def run(self) -> EntityReport:
@@ -203,16 +204,13 @@ class _EntitySync:
             if done % CHUNK == 0:
                 self.progress(self.entity, done, total)
             if isinstance(raw, Unreadable):
-                self._invalid(reader.label, line, [raw.message], None)
-                continue
-            if reader.columns is None and not known.issuperset(raw):
-                self._warn_unknown(reader.label, [c for c in raw if c not in known], warned)
-            values, problems, key = checker.check(raw)
-            if values is None:
-                self._invalid(reader.label, line, problems, key)
-                continue
-            values["synced_at"] = self.stamp
-            self.pending.append((line, key, values))  # type: ignore[arg-type]
+                self.pending.append((line, None, None, [raw.message]))
+            else:
+                if reader.columns is None and not known.issuperset(raw):
+                    self._warn_unknown(reader.label, [c for c in raw if c not in known], warned)
+                values, problems, key = checker.check(raw)
+                values["synced_at"] = self.stamp
+                self.pending.append((line, key, values, problems))
             if len(self.pending) >= CHUNK:
                 self._flush(conn, reader.label)
         self._flush(conn, reader.label)  # a chunk never mixes sources (or stamps)
@@ -257,21 +255,25 @@ class _EntitySync:
             self.invalid_keys.append(key)
 
     def _flush(self, conn: Connection, label: str) -> None:
-        """Write the pending chunk. In line order, a row is invalid when the store has no such account (a removed
-        account it still has: its rows load and are marked removed with it), or when its key is an earlier row's
-        of the chunk; the rows whose key an earlier chunk of the source wrote are duplicates too. The accounts
-        are looked up once per chunk, so memory does not grow with the number of accounts."""
+        """Judge and write the rows read since the last flush. In line order, a row is invalid when it has
+        problems of its own or the store has no such account (a removed account it still has: its rows load
+        and are marked removed with it) — both said — or when its key is an earlier valid row's of the chunk;
+        the rows whose key an earlier chunk of the source wrote are duplicates too. The accounts are looked
+        up once per chunk, so memory does not grow with the number of accounts."""
         rows, self.pending = self.pending, []
-        known = (None if self.entity == "accounts" else
-                 store.existing_accounts(conn, self.db.schema, {values["account_id"] for _, _, values in rows}))
+        named = set() if self.entity == "accounts" else {v.get("account_id") for _, _, v, _ in rows if v} - {None}
+        known = store.existing_accounts(conn, self.db.schema, named)
         chunk: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
-        for line, key, values in rows:
-            if known is not None and values["account_id"] not in known:
-                self._invalid(label, line, [unknown_account_problem(values["account_id"])], key)
+        for line, key, values, problems in rows:
+            account = values.get("account_id") if values else None
+            if account in named and account not in known:
+                problems = [*problems, unknown_account_problem(account)]
+            if problems:
+                self._invalid(label, line, problems, key)
             elif key in chunk:
                 self._invalid(label, line, [duplicate_problem(self.entity, key, chunk[key][0])], key)
             else:
-                chunk[key] = (line, values)
+                chunk[key] = (line, values)  # type: ignore[index]  # a row without problems has a key and values
         stamped = store.upsert_new_rows(conn, self.table, [values for _, values in chunk.values()])
         for key in stamped:
             self._invalid(label, chunk[key][0], [duplicate_problem(self.entity, key, None)], key)

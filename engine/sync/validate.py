@@ -43,8 +43,9 @@ class RowChecker:
         self.key = KEYS[entity]
         self.required = required_fields(entity)
 
-    def check(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[str], tuple[Any, ...] | None]:
-        """(typed values or None, problems, key or None when the key itself is unusable)."""
+    def check(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], tuple[Any, ...] | None]:
+        """(typed values, problems, key or None when the key itself is unusable); the values are to be stored
+        only when there is no problem (a value that failed to convert is None among them)."""
         values: dict[str, Any] = {}
         problems: list[str] = []
         coercers = self.coercers
@@ -72,7 +73,7 @@ class RowChecker:
                 values["direction"] = direction
             else:
                 problems.append(f"direction: {show(values['direction'])} is not increase or decrease")
-        return (None if problems else values), problems, key
+        return values, problems, key
 
 
 def unknown_account_problem(account_id: str) -> str:
