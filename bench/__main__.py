@@ -297,6 +297,7 @@ def _tick_keys(r: dict[str, Any], name: str, t: dict[str, Any], suffix: str = ""
     r[f"tick_{name}{suffix}_load_s"] = round(t["load_s"], 3)
     r[f"tick_{name}{suffix}_timings"] = t.get("timings")
     r[f"tick_{name}{suffix}_checkpoint_after_s"] = t.get("checkpoint_after_s")
+    r[f"tick_{name}{suffix}_work"] = t.get("work")
     if not suffix:
         r[f"tick_{name}_slowest"] = t["slowest"]
         r[f"tick_{name}_per_playbook_s"] = t["per_playbook_s"]

@@ -33,6 +33,59 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def io_counters() -> dict[str, int] | None:
+    """This process's read and write system calls so far, all threads (Linux /proc/self/io: the bytes passed to
+    them, whether or not they reached the disk, and how many there were); None elsewhere."""
+    try:
+        with open("/proc/self/io", encoding="ascii") as fh:
+            raw = dict(line.split(": ") for line in fh.read().splitlines())
+    except OSError:
+        return None
+    return {"read_bytes": int(raw["rchar"]), "write_bytes": int(raw["wchar"]),
+            "read_calls": int(raw["syscr"]), "write_calls": int(raw["syscw"])}
+
+
+class SqliteSteps:
+    """Counts the virtual-machine instructions SQLite runs on an engine's pooled connections: its progress
+    handler, called every STEP instructions on each connection as it is checked out. Unlike seconds, the count
+    depends on the work (statements, plans, rows), not on how fast or busy the machine is: two runs on
+    different machines compare by it. (A background thread's own connection, such as the WAL checkpointer's,
+    is not counted.)"""
+
+    STEP = 10_000
+
+    def __init__(self, engine: Any):
+        from sqlalchemy import event
+
+        self.calls = 0
+        self._on = engine.dialect.name == "sqlite"
+        if self._on:
+            event.listen(engine, "checkout", self._install)
+
+    @property
+    def steps(self) -> int | None:
+        """Instructions run so far (to within STEP per connection), or None on another database."""
+        return self.calls * self.STEP if self._on else None
+
+    def _install(self, dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        dbapi_conn.set_progress_handler(self._count, self.STEP)
+
+    def _count(self) -> int:
+        self.calls += 1
+        return 0                # 0: go on (non-zero would interrupt the statement)
+
+
+def work_done(before: dict[str, int] | None, after: dict[str, int] | None, steps: int | None) -> dict[str, Any]:
+    """The machine-independent figures of a span of work: SQLite instructions, and the system calls' bytes in MB."""
+    out: dict[str, Any] = {"sqlite_steps": steps}
+    if before is not None and after is not None:
+        out.update(read_mb=round((after["read_bytes"] - before["read_bytes"]) / 1e6, 1),
+                   written_mb=round((after["write_bytes"] - before["write_bytes"]) / 1e6, 1),
+                   read_calls=after["read_calls"] - before["read_calls"],
+                   write_calls=after["write_calls"] - before["write_calls"])
+    return out
+
+
 class PhaseFailed(RuntimeError):
     """A phase subprocess exited with an error."""
 

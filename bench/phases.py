@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from sqlalchemy import and_, func, or_, select
 
-from bench.measure import peak_rss_mb
+from bench.measure import SqliteSteps, io_counters, peak_rss_mb, work_done
 from engine.app import App
 
 PHASES: dict[str, Callable[..., dict[str, Any]]] = {}
@@ -87,10 +87,13 @@ def tick(config: str, now: str, label: str = "tick") -> dict[str, Any]:
         if len(marks) % 10 == 0:
             say(f"{label}: {len(marks)}/{count} playbooks, {marks[-1][1] - started_tick:.1f}s")
 
+    counter = SqliteSteps(db.engine)
+    io_before = io_counters()
     started_tick = time.perf_counter()
     result = run_tick(db, settings, pbs, clock, on_playbook=on_playbook, keep_events=False)
     seconds = time.perf_counter() - started_tick
     checkpoint_after_s = _drain_checkpoints(db)
+    work = work_done(io_before, io_counters(), counter.steps)   # the checkpoint's writes are the tick's too
     ends = [t for _, t in marks[1:]] + [started_tick + seconds]
     per_pb = sorted(((pid, end - t) for (pid, t), end in zip(marks, ends)), key=lambda x: -x[1])
     with db.engine.connect() as conn:
@@ -104,7 +107,7 @@ def tick(config: str, now: str, label: str = "tick") -> dict[str, Any]:
             "rows_written": {"episodes": after["episodes_at_now"], "events": after["events"] - before["events"],
                              "outbox": after["outbox"] - before["outbox"]},
             "scans": dict(Counter(result.scans.values())),
-            "checkpoint_after_s": checkpoint_after_s,
+            "checkpoint_after_s": checkpoint_after_s, "work": work,
             "slowest": [{"playbook": p, "seconds": round(s, 3)} for p, s in per_pb[:10]],
             "per_playbook_s": {p: round(s, 4) for p, s in per_pb}, "open_episodes": open_by}
 

@@ -39,6 +39,7 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("tick, steady (~1% changed)", _num(r["tick_steady_s"], " s"),
          (", ".join(f"{n:,} {k}" for k, n in sorted(steady.items())) or "no events") + _scans(r, "steady")
          + _runs(r.get("tick_steady_runs_s", []), "median of") + _checkpoint(r.get("tick_steady_checkpoint_after_s"))),
+        *_work_rows(r),
         *_service_rows(r, ""),
         ("peak RSS of the steady tick", _num(r["peak_rss_mb"], " MiB"),
          f"first tick {_num(r['peak_rss_mb_by_phase'].get('tick_first'), ' MiB')}"),
@@ -93,6 +94,19 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows.append(("benchmark wall time", _num(r["bench_wall_s"], " s"),
                  f"load average {r.get('loadavg_start')} -> {r.get('loadavg_end')}; {r['workdir']}"))
     return rows
+
+
+def _work_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The steady tick's work in figures that do not depend on the machine's speed (compare runs on different
+    machines by these, not by seconds)."""
+    work = r.get("tick_steady_work") or {}
+    if work.get("sqlite_steps") is None and work.get("written_mb") is None:
+        return []
+    steps = work.get("sqlite_steps")
+    io = (f"read {_num(work['read_mb'], ' MB')} in {work['read_calls']:,} calls, wrote {_num(work['written_mb'], ' MB')} "
+          f"in {work['write_calls']:,} calls (WAL and checkpoint)" if work.get("written_mb") is not None else "")
+    return [("work of the steady tick", _num(round(steps / 1e6, 1), "M SQLite steps") if steps is not None else "—",
+             f"{io}; machine-independent: compare runs by these")]
 
 
 def _service_rows(r: dict[str, Any], suffix: str) -> list[tuple[str, str, str]]:

@@ -162,3 +162,30 @@ def test_database_copy_folds_in_the_wal_and_overwrites_the_target(tmp_path: Path
         assert [r[0] for r in copy.execute("SELECT x FROM t ORDER BY x")] == list(range(100))
     finally:
         copy.close()
+
+
+def test_the_tick_phase_counts_its_work_in_figures_that_do_not_depend_on_the_machine(
+        workspace: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench.phases.tick reports the SQLite instructions a tick ran and the bytes of its system calls: the first
+    tick (everything enters) does far more of both than a tick where nothing changed, and the same tick replayed on
+    the same data counts the same instructions (to within one progress-handler period per connection)."""
+    import shutil
+    import sys
+
+    from bench.measure import SqliteSteps
+    from bench.phases import tick
+
+    monkeypatch.setattr(SqliteSteps, "STEP", 100)      # finer than the benchmark's: these ticks are small
+    config = str(workspace.config_path)
+    database = workspace.config_path.parent / "playbook.db"
+    workspace.close()
+    saved = database.with_suffix(".saved")
+    shutil.copyfile(database, saved)
+    first = tick(config, "2026-03-02T09:00")["work"]
+    shutil.copyfile(saved, database)
+    again = tick(config, "2026-03-02T09:00")["work"]
+    quiet = tick(config, "2026-03-02T11:00")["work"]
+    assert first["sqlite_steps"] > 10 * quiet["sqlite_steps"] > 0
+    assert abs(first["sqlite_steps"] - again["sqlite_steps"]) <= 4 * SqliteSteps.STEP
+    if sys.platform.startswith("linux"):
+        assert first["written_mb"] > quiet["written_mb"] and first["write_calls"] > quiet["write_calls"]
