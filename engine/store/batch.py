@@ -88,6 +88,7 @@ class WriteBatch:
         if self._conn is None:
             self._conn = self.engine.connect()
             self._conn.info["immediate"] = True          # SQLite: take the write lock up front (BEGIN IMMEDIATE)
+            self._conn.info["savepoints"] = True         # SQLite: keep the units' savepoint journal in memory
             self._tx = self._conn.begin()
             self._opened = time.perf_counter()
         return self._conn

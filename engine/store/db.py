@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.pool import StaticPool
 
 from engine.errors import ConfigError, Diagnostic
@@ -63,11 +63,26 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # noqa: ANN001
-            # conn.info lives with the pooled DBAPI connection: take the flag so it does not stick
+            # conn.info lives with the pooled DBAPI connection: take the flags so they do not stick
+            _savepoint_journal(conn, in_memory=conn.info.pop("savepoints", False))
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("immediate", False) else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _savepoint_journal(conn: Connection, *, in_memory: bool) -> None:
+    """Where SQLite keeps, for a transaction about to begin, the original of every page changed inside a savepoint
+    (to roll back to it): in memory for a transaction of many savepoints (a write batch, whose units each release
+    theirs, so it holds one unit's pages at most), else in a temporary file once past 64 KiB. In a file, a steady
+    tick wrote each page it changed three times (sub-journal, WAL, database): 124 MB in 52,000 write calls at 100k
+    accounts, 67 MB in 24,600 with the journal in memory (README, Performance). The setting also keeps temporary
+    sort tables in memory, so it is on only for such transactions (a dispatch claim may sort every due action).
+    SQLite reads it when the transaction begins."""
+    want = "MEMORY" if in_memory else "DEFAULT"
+    if conn.info.get("temp_store", "DEFAULT") != want:
+        conn.exec_driver_sql(f"PRAGMA temp_store={want}")
+        conn.info["temp_store"] = want
 
 
 def open_database(url: str, custom_fields: dict[str, dict[str, str]] | None = None, *,

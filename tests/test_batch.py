@@ -1,0 +1,57 @@
+"""Write batches on SQLite: the units' savepoint journal stays in memory, and only inside a batch."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from sqlalchemy import Connection, Engine, text
+
+from engine.store.batch import WriteBatch
+from engine.store.db import make_engine
+
+PAGES = 600         # rows of ~2 KB: one or two per 4 KiB page
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x TEXT)"))
+            conn.execute(text(f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {PAGES}) "
+                              "INSERT INTO t SELECT hex(randomblob(1000)) FROM n"))
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _written() -> int:
+    with open("/proc/self/io", encoding="ascii") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("wchar:"))
+
+
+def _rewrite_every_page(conn: Connection, case: str) -> int:
+    """Bytes this process wrote while an UPDATE changed every row (so every page) of t, before any commit. (SQLite
+    leaves a page alone when a row's new bytes equal the old: hence upper, then lower.)"""
+    before = _written()
+    conn.execute(text(f"UPDATE t SET x = {case}(x)"))
+    return _written() - before
+
+
+def test_a_batch_keeps_its_savepoint_journal_in_memory(engine: Engine) -> None:
+    with WriteBatch(engine) as batch, batch.unit() as unit:
+        assert unit.conn.execute(text("PRAGMA temp_store")).scalar() == 2          # MEMORY
+        written = _rewrite_every_page(unit.conn, "lower") if sys.platform.startswith("linux") else 0
+    if sys.platform.startswith("linux"):
+        # a savepoint outside a batch journals the same pages into a temporary file (SQLite spills it past 64 KiB)
+        with engine.begin() as conn, conn.begin_nested():
+            in_a_file = _rewrite_every_page(conn, "upper")
+        assert in_a_file > PAGES * 2000
+        assert written < 64 * 1024, f"the batch's unit wrote {written:,} bytes before its commit"
+    with engine.begin() as conn:      # the same pooled connection, in a transaction that is not a batch
+        assert conn.execute(text("PRAGMA temp_store")).scalar() == 0               # DEFAULT: sorts may spill again
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM t WHERE x = upper(x)")).scalar() == PAGES
