@@ -113,3 +113,31 @@ def test_a_refresh_runs_the_same_statements_for_3_accounts_as_for_1500(ws: Works
     many = refresh_statements(accounts[100:1600], datetime(2026, 3, 10, 11))
     check(ws, datetime(2026, 3, 10, 11, 30))
     assert many == few
+
+
+def test_a_refresh_on_postgresql_leaves_jit_off_and_a_build_leaves_it_alone(ws: Workspace) -> None:
+    """PostgreSQL overestimates a refresh's fills (the listed accounts' rows), past jit_above_cost: compiling them to
+    machine code cost more than their work, so a refresh turns JIT off for its transaction; a full build keeps the
+    server's setting."""
+    if ws.database.startswith("sqlite"):
+        pytest.skip("PostgreSQL only: SQLite has no JIT")
+    from sqlalchemy import text
+
+    ws.data("accounts", [{"id": "A1", "name": "A1"}, {"id": "A2", "name": "A2"}])
+    ws.data("usage", [{"account_id": a, "metric": "logins", "day": TODAY.isoformat(), "value": 1} for a in ("A1", "A2")])
+    ws.sync()
+
+    def jit_after_ensure(at: datetime) -> str:
+        app = App(ws.config)
+        with app.db.engine.begin() as conn:
+            server = conn.execute(text("SELECT reset_val FROM pg_settings WHERE name = 'jit'")).scalar()
+            metric_cache.ensure(conn, app.db.schema, REFS, TODAY, at)
+            now = conn.execute(text("SELECT current_setting('jit')")).scalar()
+        app.close()
+        return f"{server}->{now}"
+
+    server = jit_after_ensure(datetime(2026, 3, 10, 9)).split("->")[0]
+    assert jit_after_ensure(datetime(2026, 3, 10, 9, 5)) == f"{server}->{server}"     # reused: nothing recomputed
+    incremental_usage(ws, "A1,logins,2026-03-10,5\n", datetime(2026, 3, 10, 10))
+    assert jit_after_ensure(datetime(2026, 3, 10, 10, 5)) == f"{server}->off"
+    check(ws, datetime(2026, 3, 10, 10, 30))
