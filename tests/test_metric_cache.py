@@ -115,12 +115,11 @@ def test_a_refresh_runs_the_same_statements_for_3_accounts_as_for_1500(ws: Works
     assert many == few
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)      # SQLite has no JIT
 def test_a_refresh_on_postgresql_leaves_jit_off_and_a_build_leaves_it_alone(ws: Workspace) -> None:
     """PostgreSQL overestimates a refresh's fills (the listed accounts' rows), past jit_above_cost: compiling them to
     machine code cost more than their work, so a refresh turns JIT off for its transaction; a full build keeps the
     server's setting."""
-    if ws.database.startswith("sqlite"):
-        pytest.skip("PostgreSQL only: SQLite has no JIT")
     from sqlalchemy import text
 
     ws.data("accounts", [{"id": "A1", "name": "A1"}, {"id": "A2", "name": "A2"}])
