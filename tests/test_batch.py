@@ -9,6 +9,7 @@ from typing import Iterator
 import pytest
 from sqlalchemy import Connection, Engine, text
 
+from engine.store import checkpoint
 from engine.store.batch import WriteBatch
 from engine.store.db import make_engine
 
@@ -29,13 +30,17 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 
 def _written() -> int:
+    """Bytes this process (every thread) has passed to write calls so far."""
     with open("/proc/self/io", encoding="ascii") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith("wchar:"))
 
 
 def _rewrite_every_page(conn: Connection, case: str) -> int:
     """Bytes this process wrote while an UPDATE changed every row (so every page) of t, before any commit. (SQLite
-    leaves a page alone when a row's new bytes equal the old: hence upper, then lower.)"""
+    leaves a page alone when a row's new bytes equal the old: hence upper, then lower.) The WAL checkpointer's
+    thread is let finish first: it writes the last commit's pages into the database file meanwhile."""
+    checkpointer = checkpoint.of(conn.engine)
+    assert checkpointer is not None and checkpointer.drain(timeout=30)
     before = _written()
     conn.execute(text(f"UPDATE t SET x = {case}(x)"))
     return _written() - before
