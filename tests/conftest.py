@@ -8,10 +8,11 @@ import os
 import textwrap
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import Engine
 
 PG_URL = os.environ.get("PLAYBOOK_TEST_POSTGRES_URL")
 PG_SKIP = ("PostgreSQL tests skipped: set PLAYBOOK_TEST_POSTGRES_URL "
@@ -22,6 +23,22 @@ def pg_schema_url(schema: str) -> str:
     """The test PostgreSQL URL with search_path set to one schema."""
     sep = "&" if "?" in PG_URL else "?"
     return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A SQLite file engine (at tmp_path / "c.db") with an empty table t (x TEXT), disposed afterwards."""
+    from sqlalchemy import text
+
+    from engine.store.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x TEXT)"))
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

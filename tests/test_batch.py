@@ -3,36 +3,24 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 from sqlalchemy import Connection, Engine, text
 
+from bench.measure import io_counters
 from engine.store import checkpoint
 from engine.store.batch import WriteBatch
-from engine.store.db import make_engine
 
 PAGES = 600         # rows of ~2 KB: one or two per 4 KiB page
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'b.db'}")
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE t (x TEXT)"))
-            conn.execute(text(f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {PAGES}) "
-                              "INSERT INTO t SELECT hex(randomblob(1000)) FROM n"))
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _written() -> int:
-    """Bytes this process (every thread) has passed to write calls so far."""
-    with open("/proc/self/io", encoding="ascii") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("wchar:"))
+def engine(sqlite_engine: Engine) -> Engine:
+    """The shared SQLite engine, its table t filled with PAGES rows of ~2 KB."""
+    with sqlite_engine.begin() as conn:
+        conn.execute(text(f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {PAGES}) "
+                          "INSERT INTO t SELECT hex(randomblob(1000)) FROM n"))
+    return sqlite_engine
 
 
 def _rewrite_every_page(conn: Connection, case: str) -> int:
@@ -41,9 +29,9 @@ def _rewrite_every_page(conn: Connection, case: str) -> int:
     thread is let finish first: it writes the last commit's pages into the database file meanwhile."""
     checkpointer = checkpoint.of(conn.engine)
     assert checkpointer is not None and checkpointer.drain(timeout=30)
-    before = _written()
+    before = io_counters()["write_bytes"]
     conn.execute(text(f"UPDATE t SET x = {case}(x)"))
-    return _written() - before
+    return io_counters()["write_bytes"] - before
 
 
 def test_a_batch_keeps_its_savepoint_journal_in_memory(engine: Engine) -> None:

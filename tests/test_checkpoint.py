@@ -6,9 +6,7 @@ import shutil
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 from sqlalchemy import Engine, text
 
 from engine.store import checkpoint
@@ -31,36 +29,25 @@ def _rows_in_main_file(db: Path, tmp_path: Path) -> int:
         conn.close()
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    """A SQLite file engine (at tmp_path / "c.db") with a table t, disposed afterwards."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE t (x TEXT)"))
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def test_a_large_commit_leaves_the_checkpoint_to_the_background_thread(engine: Engine, tmp_path: Path) -> None:
-    checkpointer = checkpoint.of(engine)
+def test_a_large_commit_leaves_the_checkpoint_to_the_background_thread(sqlite_engine: Engine,
+                                                                       tmp_path: Path) -> None:
+    checkpointer = checkpoint.of(sqlite_engine)
     assert checkpointer is not None
-    with engine.connect() as conn:
+    with sqlite_engine.connect() as conn:
         assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == checkpoint.BACKSTOP_PAGES
     assert checkpointer.drain(timeout=10)
     checkpointer.close()             # from here on, only the commits themselves could checkpoint
-    with engine.begin() as conn:     # ~2,500 pages: past SQLite's default threshold of 1,000
+    with sqlite_engine.begin() as conn:   # ~2,500 pages: past SQLite's default threshold of 1,000
         conn.execute(text("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) "
                           "INSERT INTO t SELECT hex(randomblob(2000)) FROM n"))
     assert _rows_in_main_file(tmp_path / "c.db", tmp_path) == 0, "the commit checkpointed in line"
 
 
-def test_the_thread_moves_committed_pages_into_the_file_and_stops_with_the_engine(engine: Engine,
+def test_the_thread_moves_committed_pages_into_the_file_and_stops_with_the_engine(sqlite_engine: Engine,
                                                                                   tmp_path: Path) -> None:
     db = tmp_path / "c.db"
-    checkpointer = checkpoint.of(engine)
-    with engine.begin() as conn:
+    checkpointer = checkpoint.of(sqlite_engine)
+    with sqlite_engine.begin() as conn:
         conn.execute(text("INSERT INTO t VALUES ('a'), ('b'), ('c')"))
     # handing the connection back woke the thread: no drain() here, only waiting for it
     deadline = time.monotonic() + 10
@@ -68,7 +55,7 @@ def test_the_thread_moves_committed_pages_into_the_file_and_stops_with_the_engin
         time.sleep(0.05)
     assert _rows_in_main_file(db, tmp_path) == 3
     assert checkpointer.seconds > 0
-    engine.dispose()
+    sqlite_engine.dispose()
     assert checkpointer._thread is None or not checkpointer._thread.is_alive()
 
 
