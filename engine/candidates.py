@@ -8,12 +8,12 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, text
 
 from engine import scan_plan
 from engine.lang import metric_calls
 from engine.spec.compiled import CompiledPlaybook
-from engine.store import changes, metric_cache, playbook_state
+from engine.store import changes, metric_cache, playbook_state, state
 from engine.store import scan as scan_store
 from engine.store.db import Database
 from engine.store.entities import estimate_rows
@@ -125,11 +125,9 @@ def scan(db: Database, playbooks: list[CompiledPlaybook], slots: dict[str, scan_
 
 def _touched(conn: Connection, touched: changes.Touched, db: Database, subject: str, pbs: list[CompiledPlaybook],
              plans: dict[str, scan_plan.ScanPlan]) -> set[str]:
-    """The subjects changed since the oldest of these playbooks' last scans, and those leaving a cooldown."""
+    """The subjects changed since the oldest of these playbooks' last scans, and those whose cooldown ended since."""
     since = {e: min(plans[p.id].since[e] for p in pbs) for e in changes.ENTITIES
              if all(plans[p.id].since[e] is not None for p in pbs)}
-    e = db.schema.episodes
-    cooling = [select(e.c.subject_id.label("id")).where(
-        e.c.playbook_id == p.id, e.c.subject_type == subject, e.c.is_open.is_(False),
-        e.c.resolved_at > plans[p.id].cooldown_from) for p in pbs if plans[p.id].cooldown_from is not None]
-    return touched.ids(conn, subject, since, any(scan_plan.reads_usage(p) for p in pbs), cooling)
+    cooled = [state.cooldown_ended(db.schema, p.id, subject, *ended)
+              for p in pbs if (ended := plans[p.id].cooldown_ended) is not None]
+    return touched.ids(conn, subject, since, any(scan_plan.reads_usage(p) for p in pbs), cooled)

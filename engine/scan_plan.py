@@ -45,7 +45,9 @@ class ScanPlan:
     full: bool
     reason: str                                   # why a full scan, or "changes only"
     since: dict[str, datetime] | None = None      # the marks of the last scan (when not full)
-    cooldown_from: datetime | None = None         # closed episodes resolved after this may re-enter now
+    # closed episodes resolved in (from, to] left their cooldown since the last scan: they may re-enter now
+    # (those resolved later still cool; earlier ones were free at the last scan already)
+    cooldown_ended: tuple[datetime, datetime] | None = None
 
 
 def fingerprint(pb: CompiledPlaybook, clock: Clock) -> str:
@@ -98,8 +100,8 @@ def plan(pb: CompiledPlaybook, saved: dict[str, Any] | None, clock: Clock, wall:
     if reads_usage(pb) and marks.usage_removed is not None and marks.usage_removed > since["usage"]:
         return ScanPlan(True, "usage rows deleted since the last scan")
     cooldown = pb.spec.cooldown_seconds
-    return ScanPlan(False, "changes only", since,
-                    last_now - timedelta(seconds=cooldown) if cooldown else None)
+    ended = (last_now - timedelta(seconds=cooldown), clock.now - timedelta(seconds=cooldown)) if cooldown else None
+    return ScanPlan(False, "changes only", since, ended)
 
 
 def saved_state(pb: CompiledPlaybook, plan_: ScanPlan, clock: Clock, wall: datetime, marks: Marks,

@@ -213,3 +213,32 @@ def test_removed_account_resolves_on_a_changes_only_tick(ws: Workspace) -> None:
     assert result.scans == {"low": "changes only"}
     assert [(e.subject, e.event) for e in result.events] == [("contact:C1", "resolve")]
     assert ws.events("2026-03-10T11:00") == []
+
+
+def test_the_cooldowns_ended_since_the_last_scan_are_one_range_of_an_index(db_url: str) -> None:
+    """A changes-only tick also looks up the subjects whose cooldown ended since its last scan: the closed
+    episodes resolved in (last scan - cooldown, now - cooldown], not those still cooling nor reopened ones."""
+    from sqlalchemy import insert
+
+    from engine.store.db import open_database
+    from engine.store.state import cooldown_ended
+
+    db = open_database(db_url)
+    at = datetime(2026, 3, 10, 9)
+    rows = [("low", "A1", False, 0), ("low", "A2", False, 30), ("low", "A3", False, 90), ("low", "A4", False, 120),
+            ("low", "A5", True, 30), ("other", "A6", False, 30)]
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(insert(db.schema.episodes), [
+                dict(playbook_id=pb, subject_type="account", subject_id=sid, is_open=is_open, episode=1, firing=1,
+                     started_at=at - timedelta(hours=5), last_fired_at=at - timedelta(hours=5),
+                     resolved_at=at + timedelta(minutes=minutes)) for pb, sid, is_open, minutes in rows])
+        query = cooldown_ended(db.schema, "low", "account", at, at + timedelta(minutes=90))
+        with db.engine.connect() as conn:
+            assert sorted(conn.execute(query).scalars()) == ["A2", "A3"]
+            if db.dialect == "sqlite":
+                compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
+                plan = " ".join(r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+                assert "USING INDEX ix_episodes_resolved" in plan and "resolved_at>? AND resolved_at<?" in plan
+    finally:
+        db.dispose()

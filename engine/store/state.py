@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, DateTime, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, DateTime, Select, and_, bindparam, insert, select, update
 
 from engine.store.bulk import execute_many, in_list
 from engine.store.scan import Slot, clear_bits, set_bits
@@ -74,6 +74,15 @@ def repeat_due(conn: Connection, schema: Schema, playbook_id: str, subject: str,
     e = schema.episodes
     return conn.execute(select(e.c.subject_id).where(_repeat_is_due(schema, playbook_id, subject, now, repeat_s))
                         .limit(1)).first() is not None
+
+
+def cooldown_ended(schema: Schema, playbook_id: str, subject: str, after: datetime, until: datetime) -> Select:
+    """The ids of the playbook's closed episodes resolved in (after, until]: the subjects whose cooldown ended in
+    that span (a range of ix_episodes_resolved)."""
+    e = schema.episodes
+    return select(e.c.subject_id.label("id")).where(
+        e.c.playbook_id == playbook_id, e.c.subject_type == subject, e.c.is_open.is_(False),
+        e.c.resolved_at > after, e.c.resolved_at <= until)
 
 
 def _repeat_is_due(schema: Schema, playbook_id: str, subject: str, now: datetime, repeat_s: int) -> Any:
