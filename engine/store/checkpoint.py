@@ -26,7 +26,11 @@ from sqlalchemy import Engine, event
 
 log = logging.getLogger("playbook.store")
 
-BACKSTOP_PAGES = 20_000     # a connection still checkpoints itself past this (~80 MB), should the thread fall behind
+# A connection still checkpoints itself, in its commit, once the WAL holds this many pages (~400 MB), should the
+# thread fall behind. It must exceed what one write batch commits (engine/store/batch.py: a second of writes,
+# ~20,000 pages in a steady tick at 1M accounts): at 20,000, every batch commit of that tick checkpointed in line
+# (commit 1.2-1.6 -> 0.5-0.8 s per tick at 100,000; README, Performance).
+BACKSTOP_PAGES = 100_000
 IDLE_EXIT_S = 10.0
 
 
