@@ -30,7 +30,7 @@ class Database:
 # SQLite's page cache per connection (its default is 2 MiB). A steady tick dirties more pages than that
 # (outbox, episode and match-bit index pages all over their b-trees); with the default, SQLite spills
 # them to the WAL mid-transaction and writes many twice. 32 MiB took the 100k-account steady tick from
-# 0.73-0.81 s to 0.69 s (README, Performance); the cache only grows as pages are read.
+# 0.73-0.81 s to 0.69 s (bench/HISTORY.md); the cache only grows as pages are read.
 PAGE_CACHE_KIB = 32 * 1024
 
 
@@ -76,7 +76,7 @@ def _savepoint_journal(conn: Connection, *, in_memory: bool) -> None:
     (to roll back to it): in memory for a transaction of many savepoints (a write batch, whose units each release
     theirs, so it holds one unit's pages at most), else in a temporary file once past 64 KiB. In a file, a steady
     tick wrote each page it changed three times (sub-journal, WAL, database): 124 MB in 52,000 write calls at 100k
-    accounts, 67 MB in 24,600 with the journal in memory (README, Performance). The setting also keeps temporary
+    accounts, 67 MB in 24,600 with the journal in memory (bench/HISTORY.md). The setting also keeps temporary
     sort tables in memory, so it is on only for such transactions (a dispatch claim may sort every due action).
     SQLite reads it when the transaction begins."""
     want = "MEMORY" if in_memory else "DEFAULT"
