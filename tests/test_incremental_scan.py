@@ -242,3 +242,28 @@ def test_the_cooldowns_ended_since_the_last_scan_are_one_range_of_an_index(db_ur
                 assert "USING INDEX ix_episodes_resolved" in plan and "resolved_at>? AND resolved_at<?" in plan
     finally:
         db.dispose()
+
+
+def test_a_shorter_cooldown_frees_the_subjects_it_no_longer_holds(ws: Workspace) -> None:
+    """A changes-only tick looks up the cooldowns that ended since its last scan under the playbook's cooldown;
+    once that cooldown is shortened, earlier resolutions are free too, so the next scan is a full one."""
+    text = """
+        id: low
+        name: Low
+        trigger: {{when: account.arr < 100}}
+        cooldown: {cooldown}
+        actions:
+          - slack: {{channel: "#cs", text: "{{{{ account.name }}}}"}}
+        """
+    ws.playbook("low", text.format(cooldown="3h"))
+    ws.data("accounts", [{"id": "A1", "name": "A", "arr": 50}])
+    ws.sync()
+    assert ws.events("2026-03-10T09:00") == [("low", "account:A1", "enter", 1)]
+    ws.data("accounts", [{"id": "A1", "name": "A", "arr": 500}])
+    ws.sync()
+    assert ws.events("2026-03-10T10:00") == [("low", "account:A1", "resolve", 1)]
+    ws.data("accounts", [{"id": "A1", "name": "A", "arr": 50}])
+    ws.sync()
+    assert ws.events("2026-03-10T11:00") == []                  # in cooldown until 13:00
+    ws.playbook("low", text.format(cooldown="30m"))              # ... now it ended at 10:30
+    assert ws.events("2026-03-10T11:30") == [("low", "account:A1", "enter", 2)]
