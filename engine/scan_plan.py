@@ -9,7 +9,8 @@ and on a steady hour that is about the 1% that changed instead of every subject.
 
 A full scan runs instead whenever that reasoning does not hold or is not worth it:
 
-- the first scan of a playbook, or a playbook whose conditions, cooldown (or the time zone) changed;
+- the first scan of a playbook, or a playbook whose conditions, cooldown, max_episodes (or the time zone)
+  changed;
 - a new day: metric windows and date arithmetic move for everyone;
 - conditions that read `now`, which moves at every tick;
 - a clock that went backwards (`run --now` in the past);
@@ -51,10 +52,13 @@ class ScanPlan:
 
 
 def fingerprint(pb: CompiledPlaybook, clock: Clock) -> str:
-    """What a playbook's verdicts depend on besides data and the date: subject, conditions, time zone; and its
-    cooldown, from which a changes-only scan tells the subjects whose cooldown ended since the last scan (a
-    shorter one frees subjects resolved before that span)."""
-    text = repr((pb.subject, clock.timezone, [c.expr for c in pb.conditions], pb.spec.cooldown_seconds))
+    """What a playbook's verdicts depend on besides data and the date: subject, conditions, time zone; and the
+    limits that hold matching subjects out of an episode with no change of data — the cooldown (a changes-only
+    scan looks up the cooldowns that ended since the last scan under it; a shorter one frees subjects resolved
+    before) and max_episodes (a higher one frees those that used theirs)."""
+    spec = pb.spec
+    text = repr((pb.subject, clock.timezone, [c.expr for c in pb.conditions], spec.cooldown_seconds,
+                 spec.max_episodes))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -85,7 +89,7 @@ def plan(pb: CompiledPlaybook, saved: dict[str, Any] | None, clock: Clock, wall:
     if not saved:
         return ScanPlan(True, "first scan (or the last evaluation did not complete)")
     if saved.get("fingerprint") != fingerprint(pb, clock):
-        return ScanPlan(True, "conditions or cooldown changed")
+        return ScanPlan(True, "conditions or episode limits changed")
     if reads_now(pb):
         return ScanPlan(True, "conditions read `now`")
     if saved.get("today") != clock.today.isoformat():

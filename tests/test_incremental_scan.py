@@ -267,3 +267,25 @@ def test_a_shorter_cooldown_frees_the_subjects_it_no_longer_holds(ws: Workspace)
     assert ws.events("2026-03-10T11:00") == []                  # in cooldown until 13:00
     ws.playbook("low", text.format(cooldown="30m"))              # ... now it ended at 10:30
     assert ws.events("2026-03-10T11:30") == [("low", "account:A1", "enter", 2)]
+
+
+def test_more_episodes_allowed_frees_the_subjects_that_had_used_theirs(ws: Workspace) -> None:
+    """A subject held out because it used its episodes (max_episodes) is entered at the next tick once the limit
+    is raised, though its data did not change since the tick that held it out."""
+    text = """
+        id: low
+        name: Low
+        trigger: {{when: account.arr < 100}}
+        max_episodes: {limit}
+        actions:
+          - slack: {{channel: "#cs", text: "{{{{ account.name }}}}"}}
+        """
+    ws.playbook("low", text.format(limit=1))
+    for now, arr, events in (("2026-03-10T09:00", 50, [("low", "account:A1", "enter", 1)]),
+                             ("2026-03-10T10:00", 500, [("low", "account:A1", "resolve", 1)]),
+                             ("2026-03-10T11:00", 50, [])):            # its one episode is used
+        ws.data("accounts", [{"id": "A1", "name": "A", "arr": arr}])
+        ws.sync()
+        assert ws.events(now) == events
+    ws.playbook("low", text.format(limit=2))
+    assert ws.events("2026-03-10T12:00") == [("low", "account:A1", "enter", 2)]
