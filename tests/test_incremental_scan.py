@@ -244,48 +244,27 @@ def test_the_cooldowns_ended_since_the_last_scan_are_one_range_of_an_index(db_ur
         db.dispose()
 
 
-def test_a_shorter_cooldown_frees_the_subjects_it_no_longer_holds(ws: Workspace) -> None:
-    """A changes-only tick looks up the cooldowns that ended since its last scan under the playbook's cooldown;
-    once that cooldown is shortened, earlier resolutions are free too, so the next scan is a full one."""
+@pytest.mark.parametrize(("held", "freed", "at"), [("cooldown: 3h", "cooldown: 30m", "2026-03-10T11:30"),
+                                                 ("max_episodes: 1", "max_episodes: 2", "2026-03-10T12:00")])
+def test_loosening_an_episode_limit_frees_the_subjects_it_held(ws: Workspace, held: str, freed: str, at: str) -> None:
+    """A matching subject held out by the cooldown (until 13:00, resolved at 10:00) or by max_episodes (its one
+    episode used) enters at the next tick once the limit is loosened, though its data did not change since the
+    tick that held it out: a changes-only scan would not look at it again (the limits are part of the scan
+    fingerprint, so that tick's scan is full)."""
     text = """
         id: low
         name: Low
         trigger: {{when: account.arr < 100}}
-        cooldown: {cooldown}
+        {limit}
         actions:
           - slack: {{channel: "#cs", text: "{{{{ account.name }}}}"}}
         """
-    ws.playbook("low", text.format(cooldown="3h"))
-    ws.data("accounts", [{"id": "A1", "name": "A", "arr": 50}])
-    ws.sync()
-    assert ws.events("2026-03-10T09:00") == [("low", "account:A1", "enter", 1)]
-    ws.data("accounts", [{"id": "A1", "name": "A", "arr": 500}])
-    ws.sync()
-    assert ws.events("2026-03-10T10:00") == [("low", "account:A1", "resolve", 1)]
-    ws.data("accounts", [{"id": "A1", "name": "A", "arr": 50}])
-    ws.sync()
-    assert ws.events("2026-03-10T11:00") == []                  # in cooldown until 13:00
-    ws.playbook("low", text.format(cooldown="30m"))              # ... now it ended at 10:30
-    assert ws.events("2026-03-10T11:30") == [("low", "account:A1", "enter", 2)]
-
-
-def test_more_episodes_allowed_frees_the_subjects_that_had_used_theirs(ws: Workspace) -> None:
-    """A subject held out because it used its episodes (max_episodes) is entered at the next tick once the limit
-    is raised, though its data did not change since the tick that held it out."""
-    text = """
-        id: low
-        name: Low
-        trigger: {{when: account.arr < 100}}
-        max_episodes: {limit}
-        actions:
-          - slack: {{channel: "#cs", text: "{{{{ account.name }}}}"}}
-        """
-    ws.playbook("low", text.format(limit=1))
+    ws.playbook("low", text.format(limit=held))
     for now, arr, events in (("2026-03-10T09:00", 50, [("low", "account:A1", "enter", 1)]),
                              ("2026-03-10T10:00", 500, [("low", "account:A1", "resolve", 1)]),
-                             ("2026-03-10T11:00", 50, [])):            # its one episode is used
+                             ("2026-03-10T11:00", 50, [])):            # matches again, held out
         ws.data("accounts", [{"id": "A1", "name": "A", "arr": arr}])
         ws.sync()
         assert ws.events(now) == events
-    ws.playbook("low", text.format(limit=2))
-    assert ws.events("2026-03-10T12:00") == [("low", "account:A1", "enter", 2)]
+    ws.playbook("low", text.format(limit=freed))
+    assert ws.events(at) == [("low", "account:A1", "enter", 2)]
