@@ -12,10 +12,12 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import insert, update
 
 from conftest import Workspace
 from engine.app import App
+from engine.store.db import open_database
+from engine.store.state import cooldown_ended
 from engine.sync.runner import run_sync
 from engine.tick import run_tick
 
@@ -218,11 +220,6 @@ def test_removed_account_resolves_on_a_changes_only_tick(ws: Workspace) -> None:
 def test_the_cooldowns_ended_since_the_last_scan_are_one_range_of_an_index(db_url: str) -> None:
     """A changes-only tick also looks up the subjects whose cooldown ended since its last scan: the closed
     episodes resolved in (last scan - cooldown, now - cooldown], not those still cooling nor reopened ones."""
-    from sqlalchemy import insert
-
-    from engine.store.db import open_database
-    from engine.store.state import cooldown_ended
-
     db = open_database(db_url)
     at = datetime(2026, 3, 10, 9)
     rows = [("low", "A1", False, 0), ("low", "A2", False, 30), ("low", "A3", False, 90), ("low", "A4", False, 120),

@@ -117,7 +117,7 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         sqlite_with_rowid=False,
     )
     # closed episodes by when they resolved: the subjects whose cooldown ended since the last scan are a range
-    # of it (candidates._touched). Only closed ones: opening an episode adds no entry, resolving appends one
+    # of it (state.cooldown_ended). Only closed ones: opening an episode adds no entry, resolving appends one
     # at the end of its playbook's range.
     closed = episodes.c.is_open.is_(False)
     Index("ix_episodes_resolved", episodes.c.playbook_id, episodes.c.subject_type, episodes.c.resolved_at,
