@@ -31,10 +31,10 @@ from engine.candidates import metric_windows
 from engine.lang import PyEnv, evaluate, metric_calls, python_metric, to_sql
 from engine.lang.ast import MetricRef
 from engine.spec.compiled import CompiledPlaybook, PlaybookSet
-from engine.store.db import Database
-from engine.store.matching import Clock, sql_context
+from engine.clock import Clock, wall_clock
+from engine.store import Store
 from engine.store.metric_cache import MetricCache
-from engine.tick import wall_clock
+from engine.store.scans import sql_context
 
 
 def _refs(playbooks: list[CompiledPlaybook]) -> list[MetricRef]:
@@ -136,7 +136,7 @@ class _Windows:
         return cast(case((filled, case((beyond, col), else_=zero)), else_=col), Float())
 
 
-def sql_statement(db: Database, playbooks: list[CompiledPlaybook], clock: Clock,
+def sql_statement(db: Store, playbooks: list[CompiledPlaybook], clock: Clock,
                   cache: MetricCache | None = None) -> Any:
     """The single-scan statement counting, per account-level playbook, the accounts matching all its conditions
     (metric windows aggregated inline, or read from the materialised `cache`)."""
@@ -160,7 +160,7 @@ def sql_statement(db: Database, playbooks: list[CompiledPlaybook], clock: Clock,
     return select(*sums).select_from(join_from)
 
 
-def run_baseline_sql(db: Database, pbs: PlaybookSet, clock: Clock, repeats: int = 2,
+def run_baseline_sql(db: Store, pbs: PlaybookSet, clock: Clock, repeats: int = 2,
                      windows: bool = False) -> dict[str, Any]:
     """Run the single-scan statement `repeats` times; the best time and the counts per playbook. With `windows`,
     the metric windows are first materialised (untimed; reused when a tick of the same day built them)."""
@@ -182,7 +182,7 @@ def run_baseline_sql(db: Database, pbs: PlaybookSet, clock: Clock, repeats: int 
             "sql": str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))}
 
 
-def run_baseline_per_row(db: Database, pbs: PlaybookSet, clock: Clock, sample: int) -> dict[str, Any]:
+def run_baseline_per_row(db: Store, pbs: PlaybookSet, clock: Clock, sample: int) -> dict[str, Any]:
     """engine.lang.evaluate over every subject of every playbook (the first `sample` accounts at most)."""
     s = db.schema
     a, c, g, u = s.accounts, s.contacts, s.goals, s.usage

@@ -49,7 +49,7 @@ def sync(config: str) -> dict[str, Any]:
             say(f"sync {entity}: {done:,} / {total:,}")
 
     started = time.perf_counter()
-    report = run_sync(app.settings, app.db, progress=progress)
+    report = run_sync(app.settings, app.store, progress=progress)
     seconds = time.perf_counter() - started
     entities = {name: {"rows": r.read, "seconds": round(r.seconds, 3),
                        "rows_per_s": round(r.read / r.seconds) if r.seconds else None}
@@ -74,7 +74,7 @@ def tick(config: str, now: str, label: str = "tick") -> dict[str, Any]:
 
     started = time.perf_counter()
     app = App(config)
-    settings, db, pbs = app.settings, app.db, app.playbooks
+    settings, db, pbs = app.settings, app.store, app.playbooks
     clock = app.clock(now)
     load_s = time.perf_counter() - started
     with db.engine.connect() as conn:
@@ -103,10 +103,10 @@ def tick(config: str, now: str, label: str = "tick") -> dict[str, Any]:
                                                      .where(e.c.is_open.is_(True)).group_by(e.c.playbook_id))}
     app.close()
     return {"seconds": seconds, "load_s": load_s, "playbooks": count, **_tick_figures(result),
-            "skipped": {o.playbook: o.skipped for o in result.outcomes if o.skipped},
+            "skipped": {o.playbook: o.skipped for o in result.playbooks if o.skipped},
             "rows_written": {"episodes": after["episodes_at_now"], "events": after["events"] - before["events"],
                              "outbox": after["outbox"] - before["outbox"]},
-            "scans": dict(Counter(result.scans.values())),
+            "scans": dict(Counter(result.scopes.values())),
             "checkpoint_after_s": checkpoint_after_s, "work": work,
             "slowest": [{"playbook": p, "seconds": round(s, 3)} for p, s in per_pb[:10]],
             "per_playbook_s": {p: round(s, 4) for p, s in per_pb}, "open_episodes": open_by}
@@ -125,13 +125,13 @@ def service(config: str, warmup_at: str, rounds: list[dict[str, Any]]) -> dict[s
     from engine.tick import run_tick
 
     app = App(config)
-    run_tick(app.db, app.settings, app.playbooks, app.clock(warmup_at), keep_events=False)
+    run_tick(app.store, app.settings, app.playbooks, app.clock(warmup_at), keep_events=False)
     done = []
     for spec in rounds:
-        mutate(config, spec["now"], spec["round_no"], into=app.db)
-        _drain_checkpoints(app.db)
+        mutate(config, spec["now"], spec["round_no"], into=app.store)
+        _drain_checkpoints(app.store)
         started = time.perf_counter()
-        result = run_tick(app.db, app.settings, app.playbooks, app.clock(spec["now"]), keep_events=False)
+        result = run_tick(app.store, app.settings, app.playbooks, app.clock(spec["now"]), keep_events=False)
         done.append({"seconds": time.perf_counter() - started, "now": spec["now"], **_tick_figures(result)})
     app.close()
     return {"rounds": done}
@@ -140,9 +140,9 @@ def service(config: str, warmup_at: str, rounds: list[dict[str, Any]]) -> dict[s
 def _tick_figures(result: Any) -> dict[str, Any]:
     """A TickResult's events by kind, actions planned and step timings (the `tick` and `service` phases)."""
     events: Counter[str] = Counter()
-    for o in result.outcomes:
+    for o in result.playbooks:
         events.update(o.counts)
-    return {"events": dict(events), "planned": sum(o.planned for o in result.outcomes),
+    return {"events": dict(events), "planned": sum(o.planned for o in result.playbooks),
             "timings": {k: round(v, 4) for k, v in result.timings.items()}}
 
 
@@ -170,14 +170,14 @@ def mutate(config: str, now: str, round_no: int = 0, every: int = 100, into: Any
     target; the contacts of groups 0 and 1 flip `unsubscribed`. The changed rows (only the changed
     columns, plus keys) are written to data-delta-<config>/*.csv and loaded with `playbook sync`
     semantics (run_sync on a config whose sources are those files, mode incremental), as an hourly
-    sync would; `into` an open engine.store.db.Database when given, else through its own."""
+    sync would; `into` an open engine.store.Store when given, else through its own."""
     import csv
 
     from bench.suite import config_text
     from engine.sync.runner import run_sync
 
     app = App(config)
-    db, s = app.db, app.db.schema
+    db, s = app.store, app.store.schema
     today = app.clock(now).today
     recent = today.fromordinal(today.toordinal() - 6)
     a, u, g, c = s.accounts, s.usage, s.goals, s.contacts
@@ -222,7 +222,7 @@ def mutate(config: str, now: str, round_no: int = 0, every: int = 100, into: Any
     app.close()
     delta_app = App(delta_config)
     started = time.perf_counter()
-    report = run_sync(delta_app.settings, into if into is not None else delta_app.db)
+    report = run_sync(delta_app.settings, into if into is not None else delta_app.store)
     seconds = time.perf_counter() - started
     delta_app.close()
     return {"seconds": seconds, "prepare_s": prepared, "accounts_total": len(ids),
@@ -239,7 +239,7 @@ def baseline_sql(config: str, now: str, windows: bool = False) -> dict[str, Any]
     from bench.baselines import run_baseline_sql
 
     app = App(config)
-    result = run_baseline_sql(app.db, app.playbooks, app.clock(now), windows=windows)
+    result = run_baseline_sql(app.store, app.playbooks, app.clock(now), windows=windows)
     app.close()
     return result
 
@@ -249,18 +249,18 @@ def baseline_per_row(config: str, now: str, sample: int) -> dict[str, Any]:
     from bench.baselines import run_baseline_per_row
 
     app = App(config)
-    result = run_baseline_per_row(app.db, app.playbooks, app.clock(now), sample)
+    result = run_baseline_per_row(app.store, app.playbooks, app.clock(now), sample)
     app.close()
     return result
 
 
 def _copy_outbox(app: App, target: Path, where: Any, limit: int) -> tuple[Any, int]:
     """A fresh SQLite database `target` holding `limit` pending outbox rows spread evenly over `where`."""
-    from engine.store.db import open_database
+    from engine.store import open_store
 
-    src, o = app.db, app.db.schema.outbox
+    src, o = app.store, app.store.schema.outbox
     target.unlink(missing_ok=True)
-    dst = open_database(f"sqlite:///{target}", app.settings.custom_fields())
+    dst = open_store(f"sqlite:///{target}", app.settings.custom_fields())
     with src.engine.connect() as conn:
         ids = [r[0] for r in conn.execute(select(o.c.id).where(where).order_by(o.c.id))]
         step = max(1, len(ids) // max(limit, 1))
@@ -280,12 +280,12 @@ def _copy_outbox(app: App, target: Path, where: Any, limit: int) -> tuple[Any, i
 @phase
 def dispatch_sinks(config: str, actions: int) -> dict[str, Any]:
     """One Dispatcher delivering a sample of planned actions (every kind) to the local sinks."""
-    from connectors.registry import build_connectors
+    from engine.plugins import build_connectors
     from engine.dispatch import Dispatcher
-    from engine.tick import wall_clock
+    from engine.clock import wall_clock
 
     app = App(config)
-    o = app.db.schema.outbox
+    o = app.store.schema.outbox
     dst, copied = _copy_outbox(app, app.settings.base_dir / "dispatch.db", o.c.status == "pending", actions)
     shutil.rmtree(app.settings.outbox_dir, ignore_errors=True)
     connectors = build_connectors(app.settings, dst, wall_clock)
@@ -307,7 +307,7 @@ def dispatch_smtp(config: str, actions: int) -> dict[str, Any]:
     from engine.dispatch import Dispatcher
 
     app = App(config)
-    o = app.db.schema.outbox
+    o = app.store.schema.outbox
     dst, copied = _copy_outbox(app, app.settings.base_dir / "smtp.db",
                                and_(o.c.status == "pending", o.c.kind == "email"), actions)
     with local_smtp_server() as email:

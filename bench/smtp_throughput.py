@@ -19,9 +19,9 @@ from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.base import Outcome  # noqa: E402
+from engine.plugins import Outcome  # noqa: E402
 from connectors.email_smtp import SmtpEmail  # noqa: E402
-from engine.settings import EmailConnector  # noqa: E402
+from connectors.email import EmailConfig, EmailPayload, Mail  # noqa: E402
 from engine.store.outbox import Claimed  # noqa: E402
 
 
@@ -65,10 +65,10 @@ def local_smtp_server() -> Iterator[SmtpEmail]:
 
 def _item(n: int) -> Claimed:
     """A planned one-message email action, as the planner writes it."""
-    m = {"to": f"user{n}@example.com", "contact_id": f"c{n}", "subject": f"更新のご案内 {n}",
-         "text": None, "html": f"<p>Dear customer {n},</p><p>Your renewal is coming up.</p>",
-         "message_id": f"<bench-{n}@playbook-engine>", "unsubscribe_url": f"https://cs.example.com/u/{n}"}
-    return Claimed(n, f"bench/{n}", "email", "email", {"messages": [m], "cc": [], "reply_to": None}, 1, 1, False,
+    m = Mail(to=f"user{n}@example.com", contact_id=f"c{n}", subject=f"更新のご案内 {n}", text=None,
+             html=f"<p>Dear customer {n},</p><p>Your renewal is coming up.</p>",
+             message_id=f"<bench-{n}@playbook-engine>", unsubscribe_url=f"https://cs.example.com/u/{n}")
+    return Claimed(n, f"bench/{n}", "email", "email", EmailPayload([m]), 1, 1, False,
                    "bench", "account", str(n), 1, datetime.now(timezone.utc), None)
 
 

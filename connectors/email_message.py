@@ -95,24 +95,25 @@ def html_to_text(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
-def build_message(message: dict[str, Any], *, sender: str, cc: list[str] | None = None,
-                  reply_to: str | None = None, date: float | None = None) -> EmailMessage:
-    """One outgoing email from a planned message (to, subject, text/html, message_id, unsubscribe_url)."""
+def build_message(message: Any, *, sender: str, cc: list[str] | None = None, reply_to: str | None = None,
+                  date: float | None = None, to: str | None = None) -> EmailMessage:
+    """One outgoing email from a planned message (connectors.email.Mail: to, subject, text/html, message_id,
+    unsubscribe_url); `to` overrides the message's recipient (as the envelope parsed it)."""
     msg = EmailMessage(policy=POLICY)
     _header(msg, "From", header_safe(sender))
-    _header(msg, "To", header_safe(message["to"]))
+    _header(msg, "To", header_safe(to or message.to))
     if cc:
         _header(msg, "Cc", ", ".join(header_safe(c) for c in cc))
     if reply_to:
         _header(msg, "Reply-To", header_safe(reply_to))
-    _header(msg, "Subject", header_safe(message.get("subject")))
-    _header(msg, "Message-ID", header_safe(message["message_id"]))
+    _header(msg, "Subject", header_safe(message.subject))
+    _header(msg, "Message-ID", header_safe(message.message_id))
     _header(msg, "Date", formatdate(date, localtime=False))
-    if message.get("unsubscribe_url"):
-        _header(msg, "List-Unsubscribe", f"<{header_safe(message['unsubscribe_url'])}>")
+    if message.unsubscribe_url:
+        _header(msg, "List-Unsubscribe", f"<{header_safe(message.unsubscribe_url)}>")
         _header(msg, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
-    html = message.get("html")
-    text = message.get("text") or (html_to_text(html) if html else "")
+    html = message.html
+    text = message.text or (html_to_text(html) if html else "")
     msg.set_content(text)
     if html:
         msg.add_alternative(html, subtype="html")

@@ -11,8 +11,8 @@ Outcome rules, for the dispatcher:
 * a connection lost after the message data was sent (the server may have it) -> TRANSIENT and
   result["uncertain"] = [message_id]
 
-result["delivered"] is cumulative: it includes the ids delivered by earlier attempts (item.payload or
-item.result "delivered"), and those messages are not sent again.
+result["delivered"] is cumulative: it includes the ids delivered by earlier attempts (item.result
+"delivered"), and those messages are not sent again.
 
 Problems with our own session (greeting, EHLO, STARTTLS, AUTH, TLS verification, a refused MAIL FROM,
 530 "authentication required") are TRANSIENT whatever their code and stop the batch: they say nothing
@@ -35,9 +35,9 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from typing import Any, Callable
 
-from connectors.base import BaseConnector, Delivery, Outcome
+from connectors.email import EmailConfig, EmailPayload, Mail
 from connectors.email_message import SMTP_POLICY, SMTPUTF8_POLICY, build_message, header_safe
-from engine.settings import EmailConnector
+from engine.plugins import BaseConnector, Outcome, Receipt
 from engine.store.outbox import Claimed
 
 log = logging.getLogger("playbook.email")
@@ -137,7 +137,7 @@ class SmtpEmail(BaseConnector):
     name = "email"
     on_ambiguous = "resend"   # SMTP cannot be asked; the stable Message-ID lets receivers dedupe
 
-    def __init__(self, conf: EmailConnector, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, conf: EmailConfig, *, ssl_context: ssl.SSLContext | None = None) -> None:
         """`ssl_context` defaults to the system trust store with hostname checks (tests pass their own CA)."""
         self.conf = conf
         try:
@@ -150,20 +150,20 @@ class SmtpEmail(BaseConnector):
 
     # -- the Connector protocol -----------------------------------------------------------------------
 
-    def deliver(self, item: Claimed) -> Delivery:
+    def deliver(self, item: Claimed) -> Receipt:
         """Send every message of the action not yet delivered; never raises for a delivery problem."""
-        p = item.payload
-        earlier = [*(p.get("delivered") or []), *((item.result or {}).get("delivered") or [])]
+        p: EmailPayload = item.payload
+        earlier = (item.result or {}).get("delivered") or []
         tally = _Tally(delivered=list(dict.fromkeys(earlier)))
         done = set(tally.delivered)
-        todo = [m for m in p.get("messages") or [] if m["message_id"] not in done]
-        raw_reply_to = p.get("reply_to") or self.conf.reply_to
+        todo = [m for m in p.messages if m.message_id not in done]
+        raw_reply_to = p.reply_to or self.conf.reply_to
         try:
             reply_to = mailbox(raw_reply_to) if raw_reply_to else None
         except AddressError as exc:
-            return Delivery(Outcome.PERMANENT, f"reply_to: {exc}", result=tally.result())
+            return Receipt(Outcome.PERMANENT, f"reply_to: {exc}", result=tally.result())
         cc: list[Address] = []
-        for raw in p.get("cc") or []:
+        for raw in p.cc:
             try:
                 cc.append(mailbox(raw))
             except AddressError:
@@ -181,12 +181,12 @@ class SmtpEmail(BaseConnector):
 
     # -- one message ------------------------------------------------------------------------------------
 
-    def _deliver_one(self, m: dict[str, Any], cc: list[Address], reply_to: Address | None, tally: _Tally) -> bool:
+    def _deliver_one(self, m: Mail, cc: list[Address], reply_to: Address | None, tally: _Tally) -> bool:
         """Send one message, record how it went; False when the connection is gone and the batch must stop."""
         try:
             prepared = self._prepare(m, cc, reply_to)
         except AddressError:
-            tally.refused[header_safe(m.get("to"))] = "not a valid email address"
+            tally.refused[header_safe(m.to)] = "not a valid email address"
             return True
         try:
             cc_refused = self._send(prepared)
@@ -212,14 +212,14 @@ class SmtpEmail(BaseConnector):
                 tally.bounced[address] = reply
         return True
 
-    def _prepare(self, m: dict[str, Any], cc: list[Address], reply_to: Address | None) -> _Prepared:
-        to = mailbox(m.get("to"))
-        msg = build_message({**m, "to": str(to)}, sender=str(self.sender), cc=[str(c) for c in cc],
+    def _prepare(self, m: Mail, cc: list[Address], reply_to: Address | None) -> _Prepared:
+        to = mailbox(m.to)
+        msg = build_message(m, to=str(to), sender=str(self.sender), cc=[str(c) for c in cc],
                             reply_to=str(reply_to) if reply_to else None)
         copies = tuple(a for a in dict.fromkeys(c.addr_spec for c in cc) if a.lower() != to.addr_spec.lower())
         international = not all(a.isascii() for a in (self.sender.addr_spec, to.addr_spec, *copies))
         policy = SMTPUTF8_POLICY if international else SMTP_POLICY
-        return _Prepared(m["message_id"], to.addr_spec, copies, msg.as_bytes(policy=policy), international)
+        return _Prepared(m.message_id, to.addr_spec, copies, msg.as_bytes(policy=policy), international)
 
     def _send(self, p: _Prepared) -> dict[str, str]:
         """One transaction; a stale kept-open connection is replaced once. Returns refused cc addresses."""
@@ -340,16 +340,16 @@ class SmtpEmail(BaseConnector):
     # -- reporting --------------------------------------------------------------------------------------
 
     @staticmethod
-    def _summary(t: _Tally, planned: int) -> Delivery:
+    def _summary(t: _Tally, planned: int) -> Receipt:
         if t.transient is not None:
-            return Delivery(Outcome.TRANSIENT, f"sent {t.sent_now} of {planned}; will retry: {t.transient}"
+            return Receipt(Outcome.TRANSIENT, f"sent {t.sent_now} of {planned}; will retry: {t.transient}"
                             + _refusals(t), result=t.result())
         if not planned:
-            return Delivery(Outcome.SENT, "nothing left to send", result=t.result())
+            return Receipt(Outcome.SENT, "nothing left to send", result=t.result())
         if t.delivered:
             detail = f"sent {t.sent_now} email(s)" if t.sent_now == planned else f"sent {t.sent_now} of {planned}"
-            return Delivery(Outcome.SENT, detail + _refusals(t), result=t.result())
-        return Delivery(Outcome.PERMANENT, "not sent" + _refusals(t), result=t.result())
+            return Receipt(Outcome.SENT, detail + _refusals(t), result=t.result())
+        return Receipt(Outcome.PERMANENT, "not sent" + _refusals(t), result=t.result())
 
 
 def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:

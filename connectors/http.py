@@ -14,7 +14,7 @@ from datetime import timezone
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from connectors.base import Delivery, Outcome
+from engine.plugins import Outcome, Receipt
 
 MAX_BODY = 1 << 20          # read at most 1 MiB of any answer
 TRANSIENT_STATUSES = {408, 425, 429}
@@ -110,22 +110,22 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
 
 
 def failure(resp: HttpResponse, service: str, message: str | None = None,
-            wait: float | None = None) -> Delivery:
-    """A non-2xx answer as a Delivery: 408/425/429/5xx transient (with Retry-After), others permanent."""
+            wait: float | None = None) -> Receipt:
+    """A non-2xx answer as a Receipt: 408/425/429/5xx transient (with Retry-After), others permanent."""
     detail = f"{service} answered HTTP {resp.status}: {message or resp.snippet() or 'no body'}"
     result = {"status": resp.status}
     if resp.status in TRANSIENT_STATUSES or resp.status >= 500:
-        return Delivery(Outcome.TRANSIENT, detail, wait if wait is not None else retry_after(resp.headers), result)
+        return Receipt(Outcome.TRANSIENT, detail, wait if wait is not None else retry_after(resp.headers), result)
     if 300 <= resp.status < 400:
         where = urlsplit(resp.headers.get("location", "")).hostname or "the same host"
         detail = f"{service} answered HTTP {resp.status}, a redirect to {where}: redirects are not followed"
-    return Delivery(Outcome.PERMANENT, detail, None, result)
+    return Receipt(Outcome.PERMANENT, detail, None, result)
 
 
 class Failed(Exception):
-    """A vendor call failed; carries the Delivery the connector returns."""
+    """A vendor call failed; carries the Receipt the connector returns."""
 
-    def __init__(self, delivery: Delivery):
+    def __init__(self, delivery: Receipt):
         super().__init__(delivery.detail)
         self.delivery = delivery
 
@@ -141,6 +141,6 @@ def bearer_json_call(method: str, url: str, token: str, body: Any, *, timeout: f
     try:
         return http_call(method, url, body=data, headers=headers, timeout=timeout)
     except NetworkError as exc:
-        raise Failed(Delivery(Outcome.TRANSIENT, f"cannot reach {service}: {exc}")) from None
+        raise Failed(Receipt(Outcome.TRANSIENT, f"cannot reach {service}: {exc}")) from None
     except ValueError as exc:
-        raise Failed(Delivery(Outcome.PERMANENT, f"{service} request: {exc}")) from None
+        raise Failed(Receipt(Outcome.PERMANENT, f"{service} request: {exc}")) from None

@@ -1,4 +1,5 @@
-"""Slack messages (§9) through the Web API (bot token), or an incoming webhook when no token is set.
+"""The Slack connector plugin: the `slack:` action (§9), its payload, its config block (`connectors.slack`), and
+delivery through the Web API (bot token), or an incoming webhook when no token is set.
 
 With a bot token, a message goes to `channel` (a `#name` or an ID) or, for `to: someone@example.com`,
 to that user's direct-message channel (users.lookupByEmail then conversations.open, both cached for
@@ -20,16 +21,18 @@ from __future__ import annotations
 import http.client
 import re
 import urllib.error
+from dataclasses import dataclass
 from datetime import timezone
 from typing import Any, Callable
 
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
-from connectors.base import BaseConnector, Delivery, Outcome
 from connectors.http import retry_after
-from engine.settings import SlackConnector as SlackSettings
+from engine.actions import ActionKind, Payload
+from engine.plugins import BaseConnector, Connector, ConnectorEnv, ConnectorPlugin, Outcome, Receipt
 from engine.store.outbox import Claimed
 
 EVENT_TYPE = "playbook_action"
@@ -57,12 +60,60 @@ HINTS = {
 }
 
 
+class SlackAction(BaseModel):
+    """A `slack:` action."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    channel: str | None = None
+    to: str | None = Field(None, description="an email address: direct message to that Slack user")
+    text: str
+    blocks: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> SlackAction:
+        if bool(self.channel) == bool(self.to):
+            raise ValueError("a slack action needs exactly one of `channel` or `to`")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class SlackPayload(Payload):
+    """A Slack message as planned: to a channel, or to the user with an email address."""
+
+    text: str
+    channel: str | None = None
+    to: str | None = None
+    blocks: list[Any] | None = None
+
+
+class SlackKind(ActionKind):
+    name = "slack"
+    options = SlackAction
+    payload = SlackPayload
+
+    def summary(self, payload: SlackPayload) -> dict[str, Any]:
+        return {"to": [payload.channel or payload.to], "text": payload.text}
+
+
+SLACK = SlackKind()
+
+
+class SlackConfig(BaseModel):
+    """`connectors.slack`: a bot token (or an incoming webhook URL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    token: SecretStr | None = None
+    base_url: str = "https://slack.com/api/"
+    webhook_url: SecretStr | None = None
+    timeout: float = 30.0
+
+
 class SlackConnector(BaseConnector):
     """Posts Slack messages; checks channel history for the dedup key when an attempt is ambiguous."""
 
     name = "slack"
 
-    def __init__(self, conf: SlackSettings, *, client: WebClient | None = None):
+    def __init__(self, conf: SlackConfig, *, client: WebClient | None = None):
         self.conf = conf
         token = conf.token.get_secret_value() if conf.token else None
         base_url = conf.base_url if conf.base_url.endswith("/") else conf.base_url + "/"
@@ -77,16 +128,16 @@ class SlackConnector(BaseConnector):
         self._dms: dict[str, str] = {}        # user id -> direct-message channel id
         self._channels: dict[str, str] = {}   # channel name -> channel id (for history)
 
-    def deliver(self, item: Claimed) -> Delivery:
+    def deliver(self, item: Claimed) -> Receipt:
         """Post one message: to a channel, or as a direct message to the user with an email."""
         if self.client is not None:
             return self._guard(lambda: self._post(item), _target(item.payload))
         if self.webhook is not None:
             return self._post_webhook(item)
-        return Delivery(Outcome.PERMANENT, "the slack connector needs `token` (a bot token) or `webhook_url`")
+        return Receipt(Outcome.PERMANENT, "the slack connector needs `token` (a bot token) or `webhook_url`")
 
-    def check(self, item: Claimed) -> Delivery | None:
-        """The Delivery if a message carrying this action's dedup key is already in the target channel."""
+    def check(self, item: Claimed) -> Receipt | None:
+        """The Receipt if a message carrying this action's dedup key is already in the target channel."""
         if self.client is None:
             return None
         try:
@@ -102,7 +153,7 @@ class SlackConnector(BaseConnector):
                     meta = message.get("metadata") or {}
                     if meta.get("event_type") == EVENT_TYPE and \
                             (meta.get("event_payload") or {}).get("dedup_key") == item.dedup_key:
-                        return Delivery(Outcome.SENT, f"message {message.get('ts')} in {channel}",
+                        return Receipt(Outcome.SENT, f"message {message.get('ts')} in {channel}",
                                         result={"channel": channel, "ts": message.get("ts")})
                 cursor = (page.get("response_metadata") or {}).get("next_cursor")
                 if not cursor or not page.get("has_more"):
@@ -118,17 +169,17 @@ class SlackConnector(BaseConnector):
 
     # --- Web API ---------------------------------------------------------------------------------
 
-    def _post(self, item: Claimed) -> Delivery:
+    def _post(self, item: Claimed) -> Receipt:
         assert self.client is not None
-        p = item.payload
-        channel = self._dm_channel(p["to"]) if p.get("to") else p.get("channel")
+        p: SlackPayload = item.payload
+        channel = self._dm_channel(p.to) if p.to else p.channel
         if not channel:
-            return Delivery(Outcome.PERMANENT, "a slack action needs `channel` or `to`")
+            return Receipt(Outcome.PERMANENT, "a slack action needs `channel` or `to`")
         resp = self.client.chat_postMessage(
-            channel=channel, text=p.get("text"), blocks=p.get("blocks") or None,
+            channel=channel, text=p.text, blocks=p.blocks or None,
             metadata={"event_type": EVENT_TYPE, "event_payload": {"dedup_key": item.dedup_key}})
-        where = p.get("to") or p.get("channel")
-        return Delivery(Outcome.SENT, f"posted to {where}",
+        where = p.to or p.channel
+        return Receipt(Outcome.SENT, f"posted to {where}",
                         result={"channel": resp.get("channel"), "ts": resp.get("ts")})
 
     def _user_id(self, email: str) -> str:
@@ -145,11 +196,11 @@ class SlackConnector(BaseConnector):
             self._dms[user] = self.client.conversations_open(users=user)["channel"]["id"]
         return self._dms[user]
 
-    def _history_channel(self, p: dict[str, Any]) -> str | None:
+    def _history_channel(self, p: SlackPayload) -> str | None:
         """The channel ID whose history would hold the message, or None when it cannot be found."""
-        if p.get("to"):
-            return self._dm_channel(p["to"])
-        channel = str(p.get("channel") or "")
+        if p.to:
+            return self._dm_channel(p.to)
+        channel = str(p.channel or "")
         if CHANNEL_ID.match(channel):
             return channel
         name = channel.lstrip("#")
@@ -169,43 +220,43 @@ class SlackConnector(BaseConnector):
             if not cursor:
                 return
 
-    def _guard(self, call: Callable[[], Delivery], target: str) -> Delivery:
-        """Run a Web API call, turning SDK and network errors into a Delivery."""
+    def _guard(self, call: Callable[[], Receipt], target: str) -> Receipt:
+        """Run a Web API call, turning SDK and network errors into a Receipt."""
         try:
             return call()
         except SlackApiError as exc:
             return _api_failure(exc, target)
         except NETWORK_ERRORS as exc:
-            return Delivery(Outcome.TRANSIENT, f"cannot reach Slack: {_network_reason(exc)}")
+            return Receipt(Outcome.TRANSIENT, f"cannot reach Slack: {_network_reason(exc)}")
 
     # --- incoming webhook ------------------------------------------------------------------------
 
-    def _post_webhook(self, item: Claimed) -> Delivery:
+    def _post_webhook(self, item: Claimed) -> Receipt:
         assert self.webhook is not None
-        p = item.payload
-        if p.get("to"):
-            return Delivery(Outcome.PERMANENT, "direct messages need a bot `token`; an incoming webhook "
-                                               "posts only to its own channel")
+        p: SlackPayload = item.payload
+        if p.to:
+            return Receipt(Outcome.PERMANENT, "direct messages need a bot `token`; an incoming webhook "
+                                              "posts only to its own channel")
         try:
-            resp = self.webhook.send(text=p.get("text"), blocks=p.get("blocks") or None)
+            resp = self.webhook.send(text=p.text, blocks=p.blocks or None)
         except NETWORK_ERRORS as exc:
-            return Delivery(Outcome.TRANSIENT, f"cannot reach the Slack webhook: {_network_reason(exc)}")
+            return Receipt(Outcome.TRANSIENT, f"cannot reach the Slack webhook: {_network_reason(exc)}")
         status, body = resp.status_code, " ".join(str(resp.body or "").split())[:200]
         if status == 200:
-            return Delivery(Outcome.SENT, "posted to the incoming webhook's channel", result={"status": status})
+            return Receipt(Outcome.SENT, "posted to the incoming webhook's channel", result={"status": status})
         detail = f"Slack webhook answered HTTP {status}: {body or 'no body'}"
         if status == 429 or status >= 500:
             headers = {str(k).lower(): str(v[0] if isinstance(v, list) else v)
                        for k, v in (resp.headers or {}).items()}
-            return Delivery(Outcome.TRANSIENT, detail, retry_after(headers), {"status": status})
-        return Delivery(Outcome.PERMANENT, detail, None, {"status": status})
+            return Receipt(Outcome.TRANSIENT, detail, retry_after(headers), {"status": status})
+        return Receipt(Outcome.PERMANENT, detail, None, {"status": status})
 
 
-def _target(p: dict[str, Any]) -> str:
-    return str(p.get("to") or p.get("channel") or "?")
+def _target(p: SlackPayload) -> str:
+    return str(p.to or p.channel or "?")
 
 
-def _api_failure(exc: SlackApiError, target: str) -> Delivery:
+def _api_failure(exc: SlackApiError, target: str) -> Receipt:
     """Map a Slack API error to transient (rate limits, outages) or permanent (everything else)."""
     resp = exc.response
     status = getattr(resp, "status_code", 200) or 200
@@ -214,17 +265,17 @@ def _api_failure(exc: SlackApiError, target: str) -> Delivery:
     headers = {str(k).lower(): str(v[0] if isinstance(v, list) else v) for k, v in (resp.headers or {}).items()}
     result = {"error": error, "status": status}
     if status == 429 or error == "ratelimited":
-        return Delivery(Outcome.TRANSIENT, f"Slack rate limit ({error})", retry_after(headers), result)
+        return Receipt(Outcome.TRANSIENT, f"Slack rate limit ({error})", retry_after(headers), result)
     if status >= 500 or error in TRANSIENT_ERRORS:
-        return Delivery(Outcome.TRANSIENT, f"Slack is unavailable: {error}", retry_after(headers), result)
+        return Receipt(Outcome.TRANSIENT, f"Slack is unavailable: {error}", retry_after(headers), result)
     if error in AUTH_ERRORS:
-        return Delivery(Outcome.PERMANENT, f"Slack rejected the bot token ({error})", None, result)
+        return Receipt(Outcome.PERMANENT, f"Slack rejected the bot token ({error})", None, result)
     if error == "missing_scope":
         needed = data.get("needed") or "?"
-        return Delivery(Outcome.PERMANENT, f"the bot token lacks the `{needed}` scope (missing_scope)", None, result)
+        return Receipt(Outcome.PERMANENT, f"the bot token lacks the `{needed}` scope (missing_scope)", None, result)
     hint = HINTS.get(error)
     detail = f"{hint.format(target=target)} ({error})" if hint else f"Slack refused the message: {error}"
-    return Delivery(Outcome.PERMANENT, detail, None, result)
+    return Receipt(Outcome.PERMANENT, detail, None, result)
 
 
 def _network_reason(exc: BaseException) -> str:
@@ -233,3 +284,15 @@ def _network_reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     return f"{type(exc).__name__}: {exc}"
+
+
+class SlackPlugin(ConnectorPlugin):
+    name = "slack"
+    kind = SLACK
+    config = SlackConfig
+
+    def connector(self, config: Any, env: ConnectorEnv) -> Connector:
+        return SlackConnector(config)
+
+
+plugin = SlackPlugin()

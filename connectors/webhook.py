@@ -1,4 +1,5 @@
-"""Outgoing webhooks (§9), and the small stdlib HTTP client the CRM task connectors share.
+"""The webhook connector plugin: the `webhook:` action (§9), its payload, its config block (`connectors.webhook`,
+optional: a signing secret) and delivery over HTTP.
 
 Each webhook action is one JSON request (POST, PUT or PATCH) to the rendered `url`, with the
 rendered `headers` plus:
@@ -27,17 +28,61 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
 from urllib.parse import urlsplit
 
-from connectors.base import BaseConnector, Delivery, Outcome
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
 from connectors.http import NetworkError, failure, http_call
-from engine.settings import WebhookConnector as WebhookSettings
+from engine.actions import ActionKind, Payload
+from engine.plugins import BaseConnector, Connector, ConnectorEnv, ConnectorPlugin, Outcome, Receipt
 from engine.store.outbox import Claimed
 
 METHODS = ("POST", "PUT", "PATCH")
 RESERVED = {"content-type", "content-length", "host", "idempotency-key", "x-playbook-signature",
             "x-playbook-timestamp"}
+
+
+class WebhookAction(BaseModel):
+    """A `webhook:` action."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookPayload(Payload):
+    """A webhook request as planned."""
+
+    url: str
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+class WebhookKind(ActionKind):
+    name = "webhook"
+    options = WebhookAction
+    payload = WebhookPayload
+    literal = frozenset({"method"})
+
+    def summary(self, payload: WebhookPayload) -> dict[str, Any]:
+        return {"to": [payload.url]}
+
+
+WEBHOOK = WebhookKind()
+
+
+class WebhookConfig(BaseModel):
+    """`connectors.webhook`: the secret that signs every request (optional), and the timeout."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    secret: SecretStr | None = None
+    timeout: float = 10.0
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -51,21 +96,21 @@ class WebhookConnector(BaseConnector):
     name = "webhook"
     on_ambiguous = "resend"
 
-    def __init__(self, conf: WebhookSettings | None = None, *, now: Callable[[], float] = time.time):
+    def __init__(self, conf: WebhookConfig | None = None, *, now: Callable[[], float] = time.time):
         self.timeout = conf.timeout if conf is not None else 10.0
         self._secret = conf.secret.get_secret_value().encode() if conf is not None and conf.secret else None
         self._now = now
 
-    def deliver(self, item: Claimed) -> Delivery:
+    def deliver(self, item: Claimed) -> Receipt:
         """POST/PUT/PATCH the rendered JSON body to the rendered URL."""
-        p = item.payload
-        method = str(p.get("method") or "POST").upper()
-        url = str(p.get("url") or "")
+        p: WebhookPayload = item.payload
+        method = str(p.method or "POST").upper()
+        url = str(p.url or "")
         host = urlsplit(url).hostname or "?"
         if method not in METHODS:
-            return Delivery(Outcome.PERMANENT, f"webhook method `{method}` is not one of {', '.join(METHODS)}")
-        body = json.dumps(p.get("body"), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        headers = {str(k): str(v) for k, v in (p.get("headers") or {}).items() if str(k).lower() not in RESERVED}
+            return Receipt(Outcome.PERMANENT, f"webhook method `{method}` is not one of {', '.join(METHODS)}")
+        body = json.dumps(p.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        headers = {str(k): str(v) for k, v in (p.headers or {}).items() if str(k).lower() not in RESERVED}
         headers.update({"Content-Type": "application/json", "Idempotency-Key": item.dedup_key,
                         "User-Agent": "playbook-engine"})
         if self._secret is not None:
@@ -75,9 +120,22 @@ class WebhookConnector(BaseConnector):
         try:
             resp = http_call(method, url, body=body, headers=headers, timeout=self.timeout)
         except NetworkError as exc:
-            return Delivery(Outcome.TRANSIENT, f"webhook to {host}: {exc}")
+            return Receipt(Outcome.TRANSIENT, f"webhook to {host}: {exc}")
         except ValueError as exc:
-            return Delivery(Outcome.PERMANENT, f"webhook to {host}: {exc}")
+            return Receipt(Outcome.PERMANENT, f"webhook to {host}: {exc}")
         if resp.ok:
-            return Delivery(Outcome.SENT, f"{method} {host}: HTTP {resp.status}", result={"status": resp.status})
+            return Receipt(Outcome.SENT, f"{method} {host}: HTTP {resp.status}", result={"status": resp.status})
         return failure(resp, f"webhook {host}")
+
+
+class WebhookPlugin(ConnectorPlugin):
+    name = "webhook"
+    kind = WEBHOOK
+    config = WebhookConfig
+    standalone = True      # delivers without a config block (unsigned)
+
+    def connector(self, config: Any, env: ConnectorEnv) -> Connector:
+        return WebhookConnector(config)
+
+
+plugin = WebhookPlugin()

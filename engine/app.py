@@ -1,37 +1,17 @@
-"""Wiring shared by the CLI and the service: settings -> database -> playbooks -> clock."""
+"""Wiring shared by the CLI and the service: settings -> store -> playbooks -> clock."""
 
 from __future__ import annotations
 
 import gc
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
-from engine.errors import UserError
+from engine.clock import Clock, make_clock
 from engine.settings import Settings, load_settings
 from engine.spec.compiled import PlaybookSet
-from engine.store.db import Database, open_database
-from engine.store.matching import Clock
-
-
-def make_clock(settings: Settings, now: str | datetime | None = None) -> Clock:
-    """The evaluation instant: `now` (ISO; read in config.timezone when it has no offset) or the wall clock."""
-    tz = ZoneInfo(settings.timezone)
-    if now is None:
-        instant = datetime.now(timezone.utc)
-    elif isinstance(now, datetime):
-        instant = now if now.tzinfo else now.replace(tzinfo=tz)
-    else:
-        try:
-            parsed = datetime.fromisoformat(now.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise UserError(f"--now: `{now}` is not an ISO date-time (e.g. 2026-03-01T09:00 or "
-                            f"2026-03-01T09:00:00+09:00)") from None
-        instant = parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
-    utc = instant.astimezone(timezone.utc)
-    return Clock(now=utc.replace(tzinfo=None), today=utc.astimezone(tz).date(), timezone=settings.timezone)
+from engine.store import Store, open_store
 
 
 @dataclass
@@ -45,8 +25,8 @@ class App:
         return load_settings(self.config_path)
 
     @cached_property
-    def db(self) -> Database:
-        return open_database(self.settings.database_url(), self.settings.custom_fields())
+    def store(self) -> Store:
+        return open_store(self.settings.database_url(), self.settings.custom_fields())
 
     @cached_property
     def playbooks(self) -> PlaybookSet:
@@ -60,9 +40,10 @@ class App:
         gc.freeze()
         return loaded
 
-    def clock(self, now: str | None = None) -> Clock:
-        return make_clock(self.settings, now)
+    def clock(self, now: str | datetime | None = None) -> Clock:
+        """The evaluation instant: `now` (ISO; no offset = the config time zone) or the wall clock."""
+        return make_clock(self.settings.timezone, now)
 
     def close(self) -> None:
-        if "db" in self.__dict__:
-            self.db.dispose()
+        if "store" in self.__dict__:
+            self.store.dispose()

@@ -8,14 +8,20 @@ import hmac
 import os
 from urllib.parse import urlencode
 
-from engine.settings import Settings
+from typing import Any
 
 SECRET_ENV = "PLAYBOOK_UNSUBSCRIBE_SECRET"
 
 
-def _secret(settings: Settings) -> bytes | None:
-    email = settings.connectors.email if settings.connectors else None
-    if email and email.unsubscribe_secret:
+def _email_block(settings: Any) -> Any:
+    """The email connector's config block, where the unsubscribe endpoint and its secret are configured."""
+    return None if settings.connectors is None else getattr(settings.connectors, "email", None)
+
+
+def secret(settings: Any) -> bytes | None:
+    """The secret that signs unsubscribe links: connectors.email.unsubscribe_secret, else $PLAYBOOK_UNSUBSCRIBE_SECRET."""
+    email = _email_block(settings)
+    if getattr(email, "unsubscribe_secret", None):
         return email.unsubscribe_secret.get_secret_value().encode()
     value = os.environ.get(SECRET_ENV)
     return value.encode() if value else None
@@ -32,12 +38,11 @@ def verify(secret: bytes, address: str, token: str) -> bool:
     return hmac.compare_digest(sign(secret, address), token)
 
 
-def unsubscribe_url(settings: Settings, address: str) -> str:
+def unsubscribe_url(settings: Any, address: str) -> str:
     """The one-click unsubscribe URL for an address, or '' when no endpoint is configured."""
-    email = settings.connectors.email if settings.connectors else None
-    base = email.unsubscribe_url if email else None
-    secret = _secret(settings) if base else None
-    if not base or not secret:
+    base = getattr(_email_block(settings), "unsubscribe_url", None)
+    key = secret(settings) if base else None
+    if not base or not key:
         return ""
     sep = "&" if "?" in base else "?"
-    return f"{base}{sep}{urlencode({'e': address, 't': sign(secret, address)})}"
+    return f"{base}{sep}{urlencode({'e': address, 't': sign(key, address)})}"

@@ -17,17 +17,13 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Any, Callable
 
-from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
-
-from connectors.base import Connector, Delivery, Outcome
-from engine.settings import Settings, parse_duration
-from engine.store import outbox, suppression
-from engine.store.db import Database
-from engine.store.outbox import Claimed
-from engine.tick import wall_clock
+from engine.plugins import Connector, Outcome, Receipt, registry
+from engine.clock import parse_duration, wall_clock
+from engine.settings import Settings
+from engine.store import DatabaseError, Session, Store
+from engine.store.outbox import Claimed, Decision
 
 log = logging.getLogger("playbook.dispatch")
 
@@ -42,19 +38,6 @@ class DispatchStats:
     @property
     def total(self) -> int:
         return sum(self.by_outcome.values())
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to record for one claimed action."""
-
-    item: Claimed
-    status: str                     # sent | failed | suppressed | held | pending (retry)
-    detail: str | None
-    outcome: str                    # attempt outcome: sent | transient | permanent | suppressed | expired | ambiguous
-    result: dict | None = None
-    retry_at: datetime | None = None
-    ambiguous: bool = False         # a message may have reached the receiver although the attempt failed
 
 
 def worker_id() -> str:
@@ -72,9 +55,9 @@ def backoff(attempt: int, base_s: float, max_s: float, retry_after: float | None
 class Dispatcher:
     """Delivers due outbox actions. Safe to run in many processes and threads at once."""
 
-    def __init__(self, db: Database, settings: Settings, connectors: dict[str, Connector], *,
+    def __init__(self, store: Store, settings: Settings, connectors: dict[str, Connector], *,
                  owner: str | None = None, clock: Callable[[], datetime] = wall_clock, batch: int = 100):
-        self.db, self.settings, self.connectors = db, settings, connectors
+        self.store, self.settings, self.connectors = store, settings, connectors
         self.owner = owner or worker_id()
         self.clock, self.batch = clock, batch
         d = settings.delivery
@@ -82,24 +65,24 @@ class Dispatcher:
         self.base_s, self.max_s = parse_duration(d.backoff_base), parse_duration(d.backoff_max)
         self.max_attempts = d.max_attempts
         self.rng = random.Random()
+        self.kinds = registry().kinds
         self._blocked: set[str] = set()
         self._unattempted: set[int] = set()   # claimed, never handed to a connector: safe to give back
         self._unrecorded: list[Decision] = []  # delivered, but a database error kept the outcome from the outbox
 
-    def claim(self) -> list[Claimed]:
-        """Claim a batch and commit the claim before any network I/O."""
-        with self.db.engine.connect() as conn:
-            conn.info["immediate"] = True
-            with conn.begin():
-                items = outbox.claim(conn, self.db.schema, self.owner, self.clock(), self.lease_s, self.batch)
+    def claim(self, limit: int | None = None) -> list[Claimed]:
+        """Claim a batch (at most `limit` actions) and commit the claim before any network I/O."""
+        size = self.batch if limit is None else min(self.batch, limit)
+        with self.store.write() as tx:
+            items = tx.outbox.claim(self.owner, self.clock(), self.lease_s, size)
         self._unattempted.update(i.id for i in items)
         return items
 
     def run_once(self, limit: int | None = None) -> DispatchStats:
-        """Deliver until nothing is due (or `limit` actions were handled)."""
+        """Deliver until nothing is due, or until `limit` actions were handled."""
         stats = DispatchStats()
         while limit is None or stats.total < limit:
-            items = self.claim()
+            items = self.claim(None if limit is None else limit - stats.total)
             if not items:
                 break
             for item, status in self.process(items):
@@ -112,32 +95,37 @@ class Dispatcher:
         (the caller releases them)."""
         done: list[tuple[Claimed, str]] = []
         late: list[Decision] = []
-        self._blocked = self._blocked_among(items)
-        with self.db.engine.connect() as conn:          # one connection for the batch's records (no lock held)
-            for item in items:
+        typed = [self._typed(i) for i in items]
+        self._blocked = self._blocked_among([i for i in typed if isinstance(i, Claimed)])
+        with self.store.session() as session:          # one connection for the batch's records (no lock held)
+            for item in typed:
                 if stop is not None and stop.is_set():
                     break
+                if isinstance(item, Decision):
+                    self._unattempted.discard(item.item.id)
+                    done += self._record_or_keep([item], session)
+                    continue
                 self._unattempted.discard(item.id)
                 decision = self.decide(item)
                 connector = self.connectors.get(item.connector)
                 if getattr(connector, "batch_safe", False):
                     late.append(decision)
                 else:
-                    done += self._record_or_keep([decision], conn)
+                    done += self._record_or_keep([decision], session)
             if late:
                 for name in {d.item.connector for d in late}:
                     flush = getattr(self.connectors[name], "flush", None)
                     if flush:
                         flush()
-                done += self._record_or_keep(late, conn)
+                done += self._record_or_keep(late, session)
         return done
 
-    def _record_or_keep(self, decisions: list[Decision], conn: Connection) -> list[tuple[Claimed, str]]:
+    def _record_or_keep(self, decisions: list[Decision], session: Session) -> list[tuple[Claimed, str]]:
         """Record; when the database fails, keep the decisions for settle() so that what was delivered is
         recorded as delivered rather than left to expire as ambiguous."""
         try:
-            return self.record(decisions, conn)
-        except DBAPIError:
+            return self.record(decisions, session)
+        except DatabaseError:
             self._unrecorded += decisions
             raise
 
@@ -150,7 +138,7 @@ class Dispatcher:
             decisions, self._unrecorded = self._unrecorded, []
             try:
                 done = self.record(decisions)
-            except DBAPIError:
+            except DatabaseError:
                 self._unrecorded = decisions + self._unrecorded
                 raise
             log.info("recorded %d outcome(s) a database error had held back", len(done))
@@ -177,48 +165,42 @@ class Dispatcher:
                                               "(`playbook outbox retry|cancel`)", "ambiguous")
             if connector.on_ambiguous == "check":
                 found = self._safe(lambda: connector.check(item))
-                if isinstance(found, Delivery) and found.outcome == Outcome.SENT:
+                if isinstance(found, Receipt) and found.outcome == Outcome.SENT:
                     return Decision(item, "sent", f"found at the receiver: {found.detail}", "sent", found.result)
-        if item.kind == "email":
-            item, decided = self._without_suppressed(item)
-            if decided is not None:
-                return decided
+        kind = self.kinds.get(item.kind)
+        if kind is not None:      # recipients unsubscribed or bounced by now are dropped (checked at send time)
+            check = kind.at_send(item.payload, self._blocked, item.result)
+            if check.payload is None:
+                return Decision(item, check.status or "suppressed", check.detail, check.status or "suppressed")
+            item = replace(item, payload=check.payload)
         return self._outcome(item, self._safe(lambda: connector.deliver(item)))
 
-    def _without_suppressed(self, item: Claimed) -> tuple[Claimed, Decision | None]:
-        """Drop recipients that are unsubscribed or bounced now (checked at send time, not only at planning)."""
-        messages = item.payload.get("messages", [])
-        blocked = {m["to"].lower() for m in messages} & self._blocked
-        done = set((item.result or {}).get("delivered") or [])
-        keep = [m for m in messages if m["to"].lower() not in blocked and m["message_id"] not in done]
-        if not keep:
-            if blocked:
-                return item, Decision(item, "suppressed", "every recipient is unsubscribed or bounced: "
-                                      + ", ".join(sorted(blocked)), "suppressed")
-            return item, Decision(item, "sent", "every message was already delivered", "sent")
-        if len(keep) == len(messages):
-            return item, None
-        return replace(item, payload={**item.payload, "messages": keep, "delivered": sorted(done),
-                                      "suppressed": sorted(blocked)}), None
+    def _typed(self, item: Claimed) -> Claimed | Decision:
+        """The claimed action with its payload read into its kind's type, or the decision to fail it."""
+        try:
+            return registry().load(item)
+        except Exception as exc:  # noqa: BLE001 - an unreadable payload fails that action, not the batch
+            return Decision(item, "failed", f"the planned payload cannot be read ({type(exc).__name__}: {exc})",
+                            "permanent")
 
     def _blocked_among(self, items: list[Claimed]) -> set[str]:
-        """The suppressed addresses among a batch's email recipients (one query per batch)."""
-        addresses = [m["to"] for i in items if i.kind == "email" for m in i.payload.get("messages", [])]
+        """The suppressed addresses among a batch's recipients (one query per batch)."""
+        addresses = [a for i in items if i.kind in self.kinds for a in self.kinds[i.kind].addresses(i.payload)]
         if not addresses:
             return set()
-        with self.db.engine.connect() as conn:
-            return suppression.blocked(conn, self.db.schema, addresses)
+        with self.store.read() as tx:
+            return tx.suppressions.blocked(addresses)
 
-    def _safe(self, fn: Callable[[], Delivery | None]) -> Delivery | None:
+    def _safe(self, fn: Callable[[], Receipt | None]) -> Receipt | None:
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - a connector bug must not kill the worker
             log.exception("connector raised")
-            return Delivery(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}")
+            return Receipt(Outcome.TRANSIENT, f"{type(exc).__name__}: {exc}")
 
-    def _outcome(self, item: Claimed, d: Delivery | None) -> Decision:
-        if d is None:  # pragma: no cover - connectors always return a Delivery
-            d = Delivery(Outcome.TRANSIENT, "connector returned nothing")
+    def _outcome(self, item: Claimed, d: Receipt | None) -> Decision:
+        if d is None:  # pragma: no cover - connectors always return a Receipt
+            d = Receipt(Outcome.TRANSIENT, "connector returned nothing")
         d = self._merge_progress(item, d)
         uncertain = bool(d.result.get("uncertain"))
         if d.outcome == Outcome.SENT:
@@ -234,7 +216,7 @@ class Dispatcher:
         return Decision(item, "pending", d.detail, "transient", d.result,
                         retry_at=self.clock() + timedelta(seconds=delay), ambiguous=uncertain)
 
-    def _merge_progress(self, item: Claimed, d: Delivery) -> Delivery:
+    def _merge_progress(self, item: Claimed, d: Receipt) -> Receipt:
         """Keep what earlier attempts delivered, and put hard-bounced addresses on the suppression list."""
         before = (item.result or {}).get("delivered") or []
         result = dict(d.result)
@@ -242,22 +224,20 @@ class Dispatcher:
             result["delivered"] = sorted(set(before) | set(result.get("delivered") or []))
         bounced = result.get("bounced") or {}
         if bounced:
-            with self.db.engine.begin() as conn:
+            with self.store.write() as tx:
                 for address, reply in bounced.items():
-                    suppression.add(conn, self.db.schema, address, "bounced", self.clock(), str(reply)[:500])
+                    tx.suppressions.add(address, "bounced", self.clock(), str(reply)[:500])
         return replace(d, result=result)
 
-    def record(self, decisions: list[Decision], conn: Connection | None = None) -> list[tuple[Claimed, str]]:
-        """Record decisions in one transaction (on `conn`, or a connection of its own), each only if its lease
-        token still holds."""
-        if conn is None:
-            with self.db.engine.connect() as own:
+    def record(self, decisions: list[Decision], session: Session | None = None) -> list[tuple[Claimed, str]]:
+        """Record decisions in one transaction (on `session`'s connection, or one of its own), each only if its
+        lease token still holds."""
+        if session is None:
+            with self.store.session() as own:
                 return self.record(decisions, own)
         out = []
-        with conn.begin():
-            oks = outbox.record_many(conn, self.db.schema, [
-                outbox.Outcome(d.item, d.status, d.detail, d.result, d.retry_at, d.outcome, d.ambiguous)
-                for d in decisions], self.clock(), self.owner)
+        with session.write() as tx:
+            oks = tx.outbox.record(decisions, self.clock(), self.owner)
         for d, ok in zip(decisions, oks):
             if not ok:
                 log.warning("lease lost; outcome not recorded", extra={"dedup_key": d.item.dedup_key,
@@ -271,7 +251,22 @@ class Dispatcher:
         the lease expires it is claimed again flagged ambiguous, because the receiver may have it."""
         if not self._unattempted:
             return 0
-        with self.db.engine.begin() as conn:
-            released = outbox.release(conn, self.db.schema, self.owner, self.clock(), sorted(self._unattempted))
+        with self.store.write() as tx:
+            released = tx.outbox.release(self.owner, self.clock(), sorted(self._unattempted))
         self._unattempted.clear()
         return released
+
+
+def deliver_due(store: Store, settings: Settings, clock: Any = None, *, limit: int | None = None) -> DispatchStats:
+    """Deliver what is due now, once, through the configured connectors (at most `limit` actions).
+
+    With an evaluation clock (`run --now`), what that run planned counts as due at its `now`."""
+    from engine.plugins import build_connectors
+
+    when = wall_clock if clock is None else (lambda: max(wall_clock(), clock.now))
+    connectors = build_connectors(settings, store, when)
+    try:
+        return Dispatcher(store, settings, connectors, clock=when).run_once(limit)
+    finally:
+        for c in connectors.values():
+            c.close()

@@ -1,4 +1,8 @@
-"""`playbook explain`: each condition's value for one subject, and why the playbook fires or not."""
+"""`playbook explain`: each condition's value for one subject, and why the playbook fires or not.
+
+The conditions are evaluated in Python with a trace of every sub-expression; the verdict comes from the
+episode policy the tick uses (engine/episodes.py), and is checked against the tick's own scan statement
+for this one subject (its metric windows computed directly from the usage rows, the same values)."""
 
 from __future__ import annotations
 
@@ -7,13 +11,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection
-
+from engine.clock import Clock
+from engine.episodes import Policy, verdict
 from engine.lang import PyEnv, evaluate_traced, metric_calls, python_metric
 from engine.spec.compiled import CompiledPlaybook
-from engine.store import state, subjects
-from engine.store.db import Database
-from engine.store.matching import Clock, match_query, subject_from
+from engine.store import Store, Tx
 
 
 @dataclass
@@ -70,69 +72,65 @@ def _jsonable(v: Any) -> Any:
     return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
 
 
-def explain(db: Database, pb: CompiledPlaybook, subject_id: str, clock: Clock) -> Explanation:
-    """Evaluate every condition in Python (the reference back end) and read the episode state."""
-    with db.engine.connect() as conn:
-        recs = subjects.records(conn, db.schema, pb.subject, [subject_id]).get(subject_id)
+def explain(store: Store, pb: CompiledPlaybook, subject_id: str, clock: Clock) -> Explanation:
+    """Evaluate every condition in Python (the reference back end, with a trace), check the verdict against
+    the scan the tick runs, and decide with the tick's episode policy."""
+    with store.read() as tx:
+        recs = tx.subjects.records(pb.subject, [subject_id]).get(subject_id)
         label = f"{pb.subject}:{subject_id}"
         if not recs:
             return Explanation(pb.id, label, [], False, "unknown", f"no {pb.subject} `{subject_id}`", True)
-        env = _env(conn, db, pb, recs, clock)
+        env = _env(tx, pb, recs, clock)
         conds = []
         for c in pb.conditions:
             value, trace = evaluate_traced(c.expr, env)
             conds.append(ConditionValue(c.label, c.text, value, field_values(c.text, recs) + trace))
         removed = any((r or {}).get("removed_at") for r in recs.values())
         matches = not removed and all(c.value is True for c in conds)
-        sql_match = _sql_matches(conn, db, pb, subject_id, clock)
-        st = state.episode_state(conn, db.schema, pb.id, pb.subject, subject_id)
-    verdict, reason = _verdict(pb, conds, matches, removed, st, clock)
-    return Explanation(pb.id, label, conds, matches, verdict, reason, sql_match == matches)
+        scanned = [ch.new for ch in tx.scans.scan(pb.subject, 0, {0: [c.expr for c in pb.conditions]}, clock, None,
+                                                  [subject_id], changed=False)]
+        stored = tx.episodes.get(pb.id, pb.subject, subject_id)
+    v = verdict(stored, matches, removed, clock.now, Policy.of(pb.spec), _not_matching(conds),
+                show=lambda instant: clock.local(instant).isoformat(timespec="minutes"))
+    return Explanation(pb.id, label, conds, matches, v.name, v.reason, bool(scanned and scanned[0]) == matches)
 
 
-def _env(conn: Connection, db: Database, pb: CompiledPlaybook, recs: dict, clock: Clock) -> PyEnv:
+def _not_matching(conds: list[ConditionValue]) -> str:
+    """Which condition fails, for the verdict of a subject that does not match."""
+    failing = [c for c in conds if c.value is not True]
+    if not failing:
+        return "the subject is not live"
+    first = failing[0]
+    why = "is empty (unknown)" if first.value is None else "is false"
+    more = f" (and {len(failing) - 1} more)" if len(failing) > 1 else ""
+    return f"{first.label} `{first.text}` {why}{more}"
+
+
+def _env(tx: Tx, pb: CompiledPlaybook, recs: dict, clock: Clock) -> PyEnv:
     refs = set().union(*(metric_calls(c.expr) for c in pb.conditions)) if pb.conditions else set()
     span = max((r.days + r.offset_days for r in refs), default=0)
     account = recs.get("account") or {}
-    usage = subjects.usage_rows(conn, db.schema, account.get("id", ""), clock.today - timedelta(days=span),
-                                clock.today) if refs and account else {}
-    records = {k: v for k, v in recs.items()}
-    return PyEnv(records=records, today=clock.today, now=clock.now, timezone=clock.timezone,
+    usage = tx.subjects.usage_rows(account.get("id", ""), clock.today - timedelta(days=span),
+                                   clock.today) if refs and account else {}
+    return PyEnv(records=dict(recs), today=clock.today, now=clock.now, timezone=clock.timezone,
                  metric=lambda ref: python_metric(usage.get(ref.name, {}), ref, clock.today))
 
 
-def _sql_matches(conn: Connection, db: Database, pb: CompiledPlaybook, subject_id: str, clock: Clock) -> bool:
-    _, id_col, _ = subject_from(db.schema, pb.subject)
-    q = match_query(db.schema, pb.subject, [c.expr for c in pb.conditions], clock, db.dialect)
-    return conn.execute(q.where(id_col == subject_id)).first() is not None
+def explain_subject(store: Store, playbooks: Any, subject_id: str, playbook_ids: tuple[str, ...] | list[str],
+                    clock: Clock) -> tuple[str, list[Explanation]]:
+    """`explain` for a subject given as `id` or `type:id`: every playbook about it (or those named), each
+    explained. Returns the bare id and the explanations; a UserError when no subject or playbook applies."""
+    from engine.errors import UserError
 
-
-def _verdict(pb: CompiledPlaybook, conds: list[ConditionValue], matches: bool, removed: bool, st: dict | None,
-             clock: Clock) -> tuple[str, str]:
-    is_open = bool(st and st["is_open"])
-    if removed:
-        return "removed", "the subject was removed by the last sync" + ("; its episode resolves" if is_open else "")
-    if not matches:
-        failing = [c for c in conds if c.value is not True]
-        first = failing[0]
-        why = "is empty (unknown)" if first.value is None else "is false"
-        more = f" (and {len(failing) - 1} more)" if len(failing) > 1 else ""
-        tail = f"; episode {st['episode']} resolves at the next run" if is_open else ""
-        return "not_matching", f"does not match: {first.label} `{first.text}` {why}{more}{tail}"
-    spec = pb.spec
-    if is_open:
-        if spec.repeat_seconds is not None:
-            due = st["last_fired_at"] + timedelta(seconds=spec.repeat_seconds)
-            if clock.now >= due:
-                return "repeats", f"matches, in episode {st['episode']}; repeat is due: fires again"
-            return "in_episode", (f"matches, already in episode {st['episode']} since {st['started_at']:%Y-%m-%d %H:%M}"
-                                  f" UTC; next repeat at {due:%Y-%m-%d %H:%M} UTC")
-        return "in_episode", (f"matches, already in episode {st['episode']} since "
-                              f"{st['started_at']:%Y-%m-%d %H:%M} UTC (no repeat set)")
-    if st and spec.max_episodes is not None and st["episode"] >= spec.max_episodes:
-        return "episodes_used_up", f"matches, but max_episodes ({spec.max_episodes}) is used up"
-    if st and st["resolved_at"] and spec.cooldown_seconds:
-        until = st["resolved_at"] + timedelta(seconds=spec.cooldown_seconds)
-        if clock.now < until:
-            return "cooldown", f"matches, but in cooldown until {until:%Y-%m-%d %H:%M} UTC"
-    return "fires", f"matches: enters episode {(st['episode'] if st else 0) + 1} and fires at the next run"
+    stype, _, sid = subject_id.rpartition(":") if ":" in subject_id else ("", "", subject_id)
+    with store.read() as tx:
+        found = set(tx.subjects.find(sid))
+    if stype:
+        found &= {stype}
+    if not found:
+        raise UserError(f"no account, contact or goal with id `{sid}` (run `playbook sync` first?)")
+    pbs = [p for p in playbooks.valid if p.subject in found and (not playbook_ids or p.id in playbook_ids)]
+    if not pbs:
+        raise UserError(f"no playbook applies to {'/'.join(sorted(found))} `{sid}`"
+                        + (f" among {', '.join(playbook_ids)}" if playbook_ids else ""))
+    return sid, [explain(store, p, sid, clock) for p in pbs]

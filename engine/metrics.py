@@ -12,11 +12,12 @@ def start_metrics(app: App, port: int) -> Any:
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
-    from engine.store.metrics_queries import snapshot
+    from engine.clock import wall_clock
 
     class Collector:
         def collect(self):  # noqa: ANN202
-            s = snapshot(app.db)
+            with app.store.read() as tx:
+                s = tx.stats.snapshot(wall_clock())
             g = GaugeMetricFamily("playbook_outbox_actions", "Outbox actions by state", labels=["state"])
             for state, n in s["outbox"].items():
                 g.add_metric([state], n)

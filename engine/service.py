@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from zoneinfo import ZoneInfo
 
@@ -19,12 +20,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from engine.app import App, make_clock
+from engine.app import App
+from engine.clock import wall_clock
 from engine.dispatch import Dispatcher, worker_id
 from engine.spec.compiled import PlaybookSet
 from engine.spec.loader import load_playbooks, playbook_files
-from engine.store import leases, playbook_state
-from engine.tick import run_tick, wall_clock
+from engine.tick import run_tick
 
 log = logging.getLogger("playbook.service")
 LEADER = "scheduler"
@@ -79,8 +80,8 @@ class Service:
                 t.join(timeout=60)
             for s in servers:
                 s.shutdown()
-            with self.app.db.engine.begin() as conn:
-                leases.release(conn, self.app.db.schema, LEADER, self.owner)
+            with self.app.store.write() as tx:
+                tx.leases.release(LEADER, self.owner)
             log.info("stopped")
         return 0
 
@@ -91,22 +92,22 @@ class Service:
 
             out.append(start_metrics(self.app, self.metrics_port))
         if self.unsubscribe_port is not None:
-            from engine.consent import _secret
+            from engine.consent import secret
             from engine.unsubscribe_http import serve
 
-            secret = _secret(self.app.settings)
-            if secret is None:
+            key = secret(self.app.settings)
+            if key is None:
                 log.error("unsubscribe endpoint not started: no unsubscribe_secret configured")
             else:
-                out.append(serve(self.app.db, secret, "0.0.0.0", self.unsubscribe_port))
+                out.append(serve(self.app.store, key, "0.0.0.0", self.unsubscribe_port))
         return out
 
     # ---- leadership --------------------------------------------------------------------------------
     def _lead(self) -> None:
         """Take or renew the leader lease; a new leader catches up on missed evaluations."""
         try:
-            with self.app.db.engine.begin() as conn:
-                token = leases.acquire(conn, self.app.db.schema, LEADER, self.owner, wall_clock(), self.lease_s)
+            with self.app.store.write() as tx:
+                token = tx.leases.acquire(LEADER, self.owner, wall_clock(), self.lease_s)
         except Exception:  # noqa: BLE001 - the database may be restarting; try again next beat
             log.exception("leader lease: database unavailable")
             token = None
@@ -161,10 +162,10 @@ class Service:
         with self.eval_lock:
             started = time.perf_counter()
             try:
-                result = run_tick(self.app.db, self.app.settings, PlaybookSet(pbs, ()), make_clock(self.app.settings),
+                result = run_tick(self.app.store, self.app.settings, PlaybookSet(pbs, ()), self.app.clock(),
                                   kind="scheduled", keep_events=False)
                 seconds = round(time.perf_counter() - started, 3)
-                for o in result.outcomes:
+                for o in result.playbooks:
                     log.info("evaluated", extra={"playbook": o.playbook, "run_id": result.run_id,
                                                  "events": dict(o.counts), "planned": o.planned, "skipped": o.skipped,
                                                  "seconds": seconds})
@@ -176,8 +177,8 @@ class Service:
 
     def catch_up(self) -> list[str]:
         """Evaluate, once, every playbook whose last scheduled time passed without an evaluation."""
-        with self.app.db.engine.connect() as conn:
-            states = playbook_state.all_states(conn, self.app.db.schema)
+        with self.app.store.read() as tx:
+            states = tx.runs.playbook_states()
         now = datetime.now(timezone.utc)
         due = []
         default = self.app.settings.defaults.schedule
@@ -204,7 +205,7 @@ class Service:
         from engine.sync.runner import SyncFailed, run_sync
 
         try:
-            report = run_sync(self.app.settings, self.app.db)
+            report = run_sync(self.app.settings, self.app.store)
             log.info("synced", extra={"entities": {k: v.read for k, v in report.entities.items()}})
         except SyncFailed as exc:
             log.error("sync failed; nothing of %s changed: %s", ", ".join(exc.report.failed), exc)
@@ -241,10 +242,10 @@ class Service:
 
     # ---- dispatch ----------------------------------------------------------------------------------
     def _dispatch_loop(self) -> None:
-        from connectors.registry import build_connectors
+        from engine.plugins import build_connectors
 
-        connectors = build_connectors(self.app.settings, self.app.db, wall_clock)
-        d = Dispatcher(self.app.db, self.app.settings, connectors, owner=f"{self.owner}:{threading.get_ident()}")
+        connectors = build_connectors(self.app.settings, self.app.store, wall_clock)
+        d = Dispatcher(self.app.store, self.app.settings, connectors, owner=f"{self.owner}:{threading.get_ident()}")
         try:
             run_worker_loop(d, self.stop)
         finally:
@@ -279,3 +280,47 @@ def run_worker_loop(d: Dispatcher, stop: threading.Event, *, idle_s: float = 1.0
         log.exception("could not record outcomes or release leases; the leases expire on their own")
 
 
+
+
+def status_report(app: App) -> dict[str, Any]:
+    """`playbook status`: each playbook's last evaluation and next scheduled time, the outbox by state, recent
+    failures, the leader and the last syncs (times in the config time zone, ISO with offset)."""
+    tz = ZoneInfo(app.settings.timezone)
+    with app.store.read() as tx:
+        states = tx.runs.playbook_states()
+        counts = tx.outbox.counts()
+        failed = tx.outbox.list(status="failed", limit=10)
+        leader = tx.leases.holder(LEADER)
+        synced = tx.runs.last_synced()
+    now = datetime.now(tz)
+    rows = []
+    for pb in app.playbooks.valid:
+        cron = pb.spec.schedule or app.settings.defaults.schedule
+        nxt = CronTrigger.from_crontab(cron, timezone=tz).get_next_fire_time(None, now) if pb.spec.enabled else None
+        st = states.get(pb.id, {})
+        last = st.get("last_evaluated_at")
+        rows.append({"playbook": pb.id, "enabled": pb.spec.enabled, "schedule": cron,
+                     "last_run": last.replace(tzinfo=timezone.utc).astimezone(tz).isoformat() if last else None,
+                     "status": st.get("status"), "detail": st.get("detail"),
+                     "next_run": nxt.isoformat() if nxt else None})
+    return {"playbooks": rows, "invalid": [i.file for i in app.playbooks.invalid], "queue": counts,
+            "recent_failures": [{"id": f["id"], "dedup_key": f["dedup_key"], "error": f["last_error"]}
+                                for f in failed],
+            "leader": ({"owner": leader["owner"], "until": leader["until"].isoformat()}
+                       if leader and leader["until"] > wall_clock() else None),
+            "synced": {k: v.isoformat() for k, v in synced.items()}}
+
+
+def run_worker(app: App, *, interval: float = 1.0, max_idle: float | None = None) -> None:
+    """`playbook worker`: deliver due actions until SIGTERM or Ctrl-C (or `max_idle` seconds with nothing due)."""
+    from engine.plugins import build_connectors
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    connectors = build_connectors(app.settings, app.store, wall_clock)
+    try:
+        run_worker_loop(Dispatcher(app.store, app.settings, connectors), stop, idle_s=interval, max_idle=max_idle)
+    finally:
+        for c in connectors.values():
+            c.close()

@@ -5,21 +5,23 @@ from __future__ import annotations
 import os
 import re
 import zoneinfo
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model,
+                      field_validator, model_validator)
 
+from engine.clock import check_cron, parse_duration
+from engine.datamodel import BOOKKEEPING, CORE_FIELDS, FIELD_TYPE_NAMES
 from engine.errors import ConfigError, Diagnostic
+from engine.plugins import LocalSink, Registry, registry
 from engine.spec.diagnostics import validation_diagnostics
 from engine.spec.yamlmarks import Marks, load_yaml
-from engine.store.schema import CORE_FIELDS, FIELD_TYPES
 
 FieldType = Literal["string", "integer", "number", "boolean", "date", "datetime"]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-DURATION = re.compile(r"^(\d+)([smhdw])$")
 
 
 class Model(BaseModel):
@@ -28,98 +30,46 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class SqlSource(Model):
-    url: str
-    query: str
-
-
 class Source(Model):
-    """One place synced data comes from; exactly one of csv, jsonl, sql."""
+    """One place synced data comes from: an entity and exactly one source plugin's key (`csv: data/a.csv`,
+    `sql: {url, query}`, …). The model `settings_model()` validates with has one optional field per installed
+    source plugin."""
 
     entity: Literal["accounts", "contacts", "usage", "goals"]
-    csv: str | None = None
-    jsonl: str | None = None
-    sql: SqlSource | None = None
     mode: Literal["snapshot", "incremental"] | None = Field(
         None, description="snapshot: rows absent are removed; incremental: upsert only. "
-                          "Default: incremental when the SQL query uses :since, else snapshot.")
+                          "Default: the source's own (incremental for a SQL query that uses :since).")
     schedule: str | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "Source":
-        kinds = [k for k in ("csv", "jsonl", "sql") if getattr(self, k) is not None]
+    def _one_kind(self) -> Source:
+        kinds = [k for k in registry().sources if getattr(self, k, None) is not None]
         if len(kinds) != 1:
-            raise ValueError("a source needs exactly one of `csv`, `jsonl`, `sql`")
+            raise ValueError(f"a source needs exactly one of {', '.join(f'`{k}`' for k in registry().sources)}")
         return self
 
     @property
     def kind(self) -> str:
-        return "csv" if self.csv else "jsonl" if self.jsonl else "sql"
+        """The source plugin's name (`csv`, `jsonl`, `sql`, …)."""
+        return next(k for k in registry().sources if getattr(self, k, None) is not None)
+
+    @property
+    def plugin(self) -> Any:
+        return registry().sources[self.kind]
+
+    @property
+    def config(self) -> Any:
+        """The source plugin's options."""
+        return getattr(self, self.kind)
 
     @property
     def incremental(self) -> bool:
         if self.mode is not None:
             return self.mode == "incremental"
-        return bool(self.sql and ":since" in self.sql.query)
+        return self.plugin.incremental(self.config)
 
 
-class SmtpSettings(Model):
-    host: str
-    port: int = 587
-    starttls: bool = True
-    ssl: bool = False
-    username: str | None = None
-    password: SecretStr | None = None
-    timeout: float = 30.0
-
-
-class EmailConnector(Model):
-    smtp: SmtpSettings
-    from_: str = Field(alias="from")
-    reply_to: str | None = None
-    unsubscribe_url: str | None = Field(None, description="base URL of the one-click unsubscribe endpoint")
-    unsubscribe_secret: SecretStr | None = None
-
-
-class SlackConnector(Model):
-    token: SecretStr | None = None
-    base_url: str = "https://slack.com/api/"
-    webhook_url: SecretStr | None = None
-    timeout: float = 30.0
-
-
-class HubspotSettings(Model):
-    token: SecretStr
-    base_url: str = "https://api.hubapi.com"
-    owner_by_email: bool = True
-
-
-class SalesforceSettings(Model):
-    instance_url: str
-    token: SecretStr
-    api_version: str = "v60.0"
-    external_id_field: str = "Playbook_Key__c"
-
-
-class TasksConnector(Model):
-    default: Literal["builtin", "hubspot", "salesforce"] | None = None
-    hubspot: HubspotSettings | None = None
-    salesforce: SalesforceSettings | None = None
-
-
-class WebhookConnector(Model):
-    secret: SecretStr | None = None
-    timeout: float = 10.0
-
-
-class Connectors(Model):
-    email: EmailConnector | None = None
-    slack: SlackConnector | None = None
-    tasks: TasksConnector | None = None
-    webhook: WebhookConnector | None = None
-
-
-class Delivery(Model):
+class DeliverySettings(Model):
     max_attempts: int = Field(8, ge=1)
     backoff_base: str = "30s"
     backoff_max: str = "1h"
@@ -155,9 +105,9 @@ class Settings(Model):
     fields: dict[Literal["accounts", "contacts", "goals"], dict[str, FieldType]] = Field(default_factory=dict)
     segments: dict[str, str] = Field(default_factory=dict)
     sources: list[Source] = Field(default_factory=list)
-    connectors: Connectors | None = None
+    connectors: Any = Field(None, description="connector name -> its block (engine/plugins.py)")
     defaults: Defaults = Field(default_factory=Defaults)
-    delivery: Delivery = Field(default_factory=Delivery)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     base_dir: Path = Field(Path("."), exclude=True)
     config_file: str = Field("config.yaml", exclude=True)
 
@@ -182,7 +132,7 @@ class Settings(Model):
             for name in fields:
                 if not _NAME.match(name):
                     raise ValueError(f"field name `{name}` must match [a-z_][a-z0-9_]*")
-                if name in CORE_FIELDS[entity] or name in ("removed_at", "synced_at"):
+                if name in CORE_FIELDS[entity] or name in BOOKKEEPING:
                     raise ValueError(f"`{name}` is already a core field of {entity}; pick another name")
         return v
 
@@ -219,6 +169,32 @@ class Settings(Model):
 
     def custom_fields(self) -> dict[str, dict[str, str]]:
         return {k: dict(v) for k, v in self.fields.items()}
+
+
+def settings_model() -> type[Settings]:
+    """The Settings model with the installed plugins' blocks: `connectors.<name>` validated by each connector
+    plugin's config model (or `sink: local`), `sources` entries by the source plugin whose key they hold."""
+    return _settings_model(registry())
+
+
+@cache
+def _settings_model(reg: Registry) -> type[Settings]:
+    def pick(value: Any) -> str:
+        return LOCAL if isinstance(value, dict) and "sink" in value else CONNECTOR
+
+    blocks: dict[str, Any] = {}
+    for name, plugin in reg.connectors.items():
+        own = create_model(f"{name.title()}Block", __base__=plugin.config or Model, default=(bool, False))
+        blocks[name] = (Annotated[Union[Annotated[LocalSink, Tag(LOCAL)], Annotated[own, Tag(CONNECTOR)]],
+                        Discriminator(pick)] | None, None)
+    connectors = create_model("Connectors", __base__=Model, **blocks)
+    source = create_model("Source", __base__=Source,
+                          **{name: (p.config | None, None) for name, p in reg.sources.items()})
+    return create_model("Settings", __base__=Settings, connectors=(connectors | None, None),
+                        sources=(list[source], Field(default_factory=list)))
+
+
+LOCAL, CONNECTOR = "=local sink", "=connector"      # tags of a connector block's two forms (spec/diagnostics.py)
 
 
 def interpolate_env(data: Any, marks: Marks, env: dict[str, str] | None = None) -> Any:
@@ -273,10 +249,11 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     for reserved in ("base_dir", "config_file"):
         if reserved in data:
             raise ConfigError(marks.diagnostic((reserved,), f"unknown key `{reserved}`", key=True))
+    model = settings_model()
     try:
-        settings = Settings.model_validate({**data, "base_dir": file.resolve().parent, "config_file": shown})
+        settings = model.model_validate({**data, "base_dir": file.resolve().parent, "config_file": shown})
     except ValidationError as exc:
-        raise ConfigError(validation_diagnostics(exc, Settings, marks)) from None
+        raise ConfigError(validation_diagnostics(exc, model, marks)) from None
     return settings.model_copy(update={
         "playbooks": settings.resolve(settings.playbooks),
         "templates": settings.resolve(settings.templates),
@@ -284,26 +261,4 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     })
 
 
-def check_cron(text: str | None) -> str | None:
-    """A five-field cron expression, or ValueError saying how to write one."""
-    if text is not None:
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(text)
-        except ValueError as exc:
-            raise ValueError(f"`{text}` is not a cron expression ({exc}); "
-                             "write five fields: minute hour day month weekday") from None
-    return text
-
-
-def parse_duration(text: str) -> int:
-    """'30m', '12h', '3d', '2w' (and '45s') -> seconds; ValueError with a clear message otherwise."""
-    m = DURATION.match(str(text).strip())
-    if not m:
-        raise ValueError(f"`{text}` is not a duration; write e.g. 30m, 12h, 3d or 2w")
-    n, unit = int(m.group(1)), m.group(2)
-    return n * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
-
-
-assert set(FIELD_TYPES) == {"string", "integer", "number", "boolean", "date", "datetime"}
+assert FieldType.__args__ == FIELD_TYPE_NAMES

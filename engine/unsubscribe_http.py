@@ -17,18 +17,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlparse
 
+from engine.clock import wall_clock
 from engine.consent import verify
-from engine.store import suppression
-from engine.store.db import Database
-from engine.tick import wall_clock
+from engine.store import Store
 
 log = logging.getLogger("playbook.unsubscribe")
 PAGE = """<!doctype html><meta charset="utf-8"><title>Unsubscribe</title>
 <body style="font-family:sans-serif;max-width:32em;margin:3em auto">{body}</body>"""
 
 
-def make_handler(db: Database, secret: bytes, on_unsubscribe: Callable[[str], None] | None = None) -> type:
-    """A request handler class bound to one database and signing secret."""
+def make_handler(store: Store, secret: bytes, on_unsubscribe: Callable[[str], None] | None = None) -> type:
+    """A request handler class bound to one store and signing secret."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "playbook-engine"
@@ -64,8 +63,8 @@ def make_handler(db: Database, secret: bytes, on_unsubscribe: Callable[[str], No
             params = self._params()
             if params is None:
                 return self._send(400, "<p>This unsubscribe link is not valid.</p>")
-            with db.engine.begin() as conn:
-                suppression.add(conn, db.schema, params[0], "unsubscribed", wall_clock(), "one-click link")
+            with store.write() as tx:
+                tx.suppressions.add(params[0], "unsubscribed", wall_clock(), "one-click link")
             if on_unsubscribe:
                 on_unsubscribe(params[0])
             self._send(200, f"<p><b>{html.escape(params[0])}</b> will receive no more emails from us.</p>")
@@ -76,8 +75,8 @@ def make_handler(db: Database, secret: bytes, on_unsubscribe: Callable[[str], No
     return Handler
 
 
-def serve(db: Database, secret: bytes, host: str, port: int) -> ThreadingHTTPServer:
+def serve(store: Store, secret: bytes, host: str, port: int) -> ThreadingHTTPServer:
     """Start the endpoint in a daemon thread; returns the server (call shutdown() to stop)."""
-    server = ThreadingHTTPServer((host, port), make_handler(db, secret))
+    server = ThreadingHTTPServer((host, port), make_handler(store, secret))
     threading.Thread(target=server.serve_forever, name="unsubscribe-http", daemon=True).start()
     return server

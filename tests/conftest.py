@@ -1,4 +1,8 @@
-"""Shared fixtures: databases (SQLite always, PostgreSQL when configured) and a CLI workspace."""
+"""Shared fixtures: databases (SQLite always, PostgreSQL when configured) and a CLI workspace.
+
+The suite has four tiers, one folder each (marked by folder, see `pytest_collection_modifyitems`):
+unit (no database, or in-memory SQLite), integration (real SQLite files and PostgreSQL, real SMTP and HTTP
+servers), reliability (processes, kill -9) and performance (statements, bytes and pages counted)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import json
 import os
 import textwrap
 import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,10 +25,57 @@ PG_SKIP = ("PostgreSQL tests skipped: set PLAYBOOK_TEST_POSTGRES_URL "
            "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) to run them")
 
 
-def pg_schema_url(schema: str) -> str:
-    """The test PostgreSQL URL with search_path set to one schema."""
+TIERS = ("unit", "integration", "reliability", "performance")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, from the folder it is in."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for tier in TIERS:
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
+
+
+@dataclass(frozen=True)
+class PgSchema:
+    """A fresh PostgreSQL schema: its name, and the test URL whose connections use it (and carry its name as
+    their application_name)."""
+
+    name: str
+    url: str
+
+
+@contextmanager
+def postgres_schema(prefix: str = "t") -> Iterator[PgSchema]:
+    """A fresh schema in the test PostgreSQL database, dropped afterwards with its connections ended; the test
+    is skipped, saying why, when PLAYBOOK_TEST_POSTGRES_URL is unset. The one way tests get a PostgreSQL."""
+    if not PG_URL:
+        pytest.skip(PG_SKIP)
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{name}"'))
     sep = "&" if "?" in PG_URL else "?"
-    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    try:
+        yield PgSchema(name, f"{PG_URL}{sep}options=-csearch_path%3D{name}&application_name={name}")
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE application_name = :a AND pid <> pg_backend_pid()"), {"a": name})
+            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_schemas() -> Iterator[Any]:
+    """Makes fresh PostgreSQL schemas (`make(prefix)` -> PgSchema), all dropped after the test."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        yield lambda prefix="t": stack.enter_context(postgres_schema(prefix))
 
 
 @pytest.fixture
@@ -30,7 +83,7 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     """A SQLite file engine (at tmp_path / "c.db") with an empty table t (x TEXT), disposed afterwards."""
     from sqlalchemy import text
 
-    from engine.store.db import make_engine
+    from engine.store.database import make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
     try:
@@ -41,26 +94,14 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """A fresh, empty database URL: a SQLite file, or a new PostgreSQL schema dropped afterwards."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.db'}"
         return
-    if not PG_URL:
-        pytest.skip(PG_SKIP)
-    from sqlalchemy import create_engine, text
-
-    schema = "t_" + uuid.uuid4().hex[:12]
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield pg_schema_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with postgres_schema("t") as schema:
+        yield schema.url
 
 
 BASE_CONFIG = """\
@@ -145,12 +186,11 @@ class Workspace:
     def outbox_rows(self, limit: int = 100_000) -> list[dict[str, Any]]:
         """Every planned action, newest first, read straight from the database."""
         from engine.app import App
-        from engine.store import outbox
 
         app = App(self.config)
         try:
-            with app.db.engine.connect() as conn:
-                return outbox.list_actions(conn, app.db.schema, limit=limit)
+            with app.store.read() as tx:
+                return tx.outbox.list(limit=limit)
         finally:
             app.close()
 
@@ -175,3 +215,22 @@ def ws(tmp_path: Path, db_url: str) -> Workspace:
 def ws_sqlite(tmp_path: Path) -> Workspace:
     """A workspace on SQLite only (for tests that are not about the database)."""
     return Workspace(tmp_path / "ws", f"sqlite:///{tmp_path / 'ws.db'}")
+
+
+class Db:
+    """An opened test database with its parts at hand: the store, and beneath it the SQLAlchemy engine and the
+    tables (for tests of the store itself, which read and write SQL directly)."""
+
+    def __init__(self, url: str, custom: dict[str, dict[str, str]] | None = None, *, migrate: bool = True):
+        from engine.store import Store
+        from engine.store.database import open_engine
+
+        self.engine, self.schema = open_engine(url, custom, migrate=migrate)
+        self.store = Store(self.engine, self.schema)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from engine.actions import CompiledAction
 from engine.errors import Diagnostic
 from engine.spec.models import Playbook
+
+__all__ = ["CompiledAction", "CompiledPlaybook", "Condition", "InvalidPlaybook", "PlaybookSet"]
 
 
 @dataclass(frozen=True)
@@ -16,17 +19,6 @@ class Condition:
     label: str          # "trigger (low_usage)" or "where[1]"
     text: str           # the expression text
     expr: Any           # compiled engine.lang expression
-
-
-@dataclass(frozen=True)
-class CompiledAction:
-    """One action, its options with every templated string compiled."""
-
-    index: int
-    kind: str                       # email | slack | task | webhook
-    spec: Any                       # the options model (EmailAction, …)
-    fields: Any                     # options as a nested structure whose strings are compiled templates
-    files: dict[str, Any] = field(default_factory=dict)   # email template files: subject, html, text
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 import typing
 from typing import Any
 
@@ -14,9 +15,13 @@ from engine.spec.yamlmarks import Marks
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that validates the mapping at `loc`, when it can be found."""
+    """The pydantic model class that validates the mapping at `loc`, when it can be found (a tag in `loc`
+    picks that member of a tagged union)."""
     current: Any = model
     for part in loc:
+        if _is_tag(part):
+            current = _tagged(current, part)
+            continue
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = current.model_fields.get(str(part))
@@ -35,13 +40,34 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def _is_tag(part: Any) -> bool:
+    """Whether a location part names the member of a tagged union (engine/settings.py tags start with `=`)."""
+    return isinstance(part, str) and part.startswith("=")
+
+
+def _tagged(tp: Any, tag: str) -> Any:
+    """The member of a (possibly optional, annotated) tagged union whose Tag is `tag`, or None."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        inner, *meta = typing.get_args(tp)
+        if any(getattr(m, "tag", None) == tag for m in meta):
+            return inner
+        return _tagged(inner, tag)
+    if origin in (typing.Union, types.UnionType):
+        for member in typing.get_args(tp):
+            found = _tagged(member, tag)
+            if found is not None:
+                return found
+    return None
+
+
 def _unwrap(tp: Any) -> Any:
     while True:
         origin = typing.get_origin(tp)
         if origin is typing.Annotated:
             tp = typing.get_args(tp)[0]
             continue
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if origin in (typing.Union, types.UnionType):
             models = [a for a in typing.get_args(tp) if a is not type(None)]
             if len(models) == 1:
                 tp = models[0]
@@ -62,13 +88,14 @@ def validation_diagnostics(exc: ValidationError, model: type[BaseModel], marks: 
     out: list[Diagnostic] = []
     seen: set[tuple[Any, ...]] = set()
     for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        full = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = tuple(p for p in full if not _is_tag(p))
         path = prefix + loc
         kind = err["type"]
         ctx = err.get("ctx") or {}
         if kind == "extra_forbidden":
             name = str(loc[-1])
-            parent = _model_at(model, loc[:-1])
+            parent = _model_at(model, full[:-1])
             options = allowed_keys(parent) if parent else []
             close = suggest(name, options) if options else None
             hint = f"did you mean `{close}`?" if close else (

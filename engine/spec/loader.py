@@ -8,29 +8,24 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.errors import Diagnostic, ExpressionError, UserError, suggest
+from engine.actions import CompileContext, CompiledAction
+from engine.datamodel import ENTITY_OF, fields_of
+from engine.errors import Diagnostic, ExpressionError, UserError
 from engine.lang import Scope, compile_expression
+from engine.plugins import Unroutable, registry, route
 from engine.settings import Settings
-from engine.spec.compiled import CompiledAction, CompiledPlaybook, Condition, InvalidPlaybook, PlaybookSet
+from engine.spec.compiled import CompiledPlaybook, Condition, InvalidPlaybook, PlaybookSet
 from engine.spec.diagnostics import validation_diagnostics
-from engine.spec.models import Action, Playbook
+from engine.spec.models import Playbook, playbook_model
 from engine.spec.triggers import trigger_expression
 from engine.spec.yamlmarks import Marks, load_yaml
-from engine.store.schema import CORE_FIELDS
 from engine.templating import Templates, TemplateProblem
-
-NOT_TEMPLATED = {"priority", "connector", "due_in", "method", "template", "close_on_resolve", "role"}
-EMAIL_PARTS = {"subject": ".subject.j2", "html": ".html.j2", "text": ".txt.j2"}
 
 
 def scope_for(settings: Settings, subject: str) -> Scope:
     """The names an expression of a playbook about `subject` may use."""
     custom = settings.custom_fields()
-    fields = {
-        "account": {**CORE_FIELDS["accounts"], **custom.get("accounts", {})},
-        "contact": {**CORE_FIELDS["contacts"], **custom.get("contacts", {})},
-        "goal": {**CORE_FIELDS["goals"], **custom.get("goals", {})},
-    }
+    fields = {stype: fields_of(entity, custom) for stype, entity in ENTITY_OF.items()}
     return Scope(subject=subject, fields=fields, segments=dict(settings.segments))
 
 
@@ -94,10 +89,11 @@ def load_one(path: Path, shown: str, settings: Settings, templates: Templates) -
         return InvalidPlaybook(shown, None, (Diagnostic(shown, 1, 1, "a playbook must be a YAML mapping",
                                                         "start with `id:`, `name:`, `trigger:` and `actions:`"),))
     pid = data.get("id") if isinstance(data.get("id"), str) else None
+    model = playbook_model()
     try:
-        spec = Playbook.model_validate(data)
+        spec = model.model_validate(data)
     except ValidationError as exc:
-        problems = validation_diagnostics(exc, Playbook, marks)
+        problems = validation_diagnostics(exc, model, marks)
         problems += _raw_expression_problems(data, settings, marks, text)
         return InvalidPlaybook(shown, pid, tuple(sorted(problems, key=lambda d: (d.line or 0, d.col or 0))))
     problems: list[Diagnostic] = []
@@ -167,85 +163,28 @@ def _quote_offset(text: str, line: int, col: int) -> int:
     return 0
 
 
-def _compile_actions(actions: list[Action], key: str, spec: Playbook, settings: Settings, templates: Templates,
+def _compile_actions(actions: list[Any], key: str, spec: Playbook, settings: Settings, templates: Templates,
                      marks: Marks, problems: list[Diagnostic]) -> list[CompiledAction]:
+    """Each action compiled by its kind (engine/actions.py), with the connector that will deliver it."""
     out: list[CompiledAction] = []
+    kinds = registry().kinds
     for index, action in enumerate(actions):
         path = (key, index, action.kind)
-        opts = action.options
-        _check_connector(action.kind, opts, settings, marks, path, problems)
-        if action.kind == "email" and opts.to == "contact" and spec.subject != "contact":
-            problems.append(marks.diagnostic(path + ("to",), "`to: contact` needs `subject: contact`",
-                                             "use a role filter such as `to: {role: champion}`"))
-        raw = opts.model_dump(exclude_none=True, by_alias=True)
-        extra = frozenset({"contact"}) if action.kind == "email" and hasattr(opts.to, "role") else frozenset()
-        fields = _compile_structure(raw, (), spec.subject, templates, marks, path, problems, extra)
-        files: dict[str, Any] = {}
-        if action.kind == "email" and opts.template:
-            files = _compile_email_files(opts.template, spec.subject, templates, settings, marks, path, problems,
-                                         extra)
-        out.append(CompiledAction(index, action.kind, opts, fields, files))
-    return out
-
-
-def _check_connector(kind: str, opts: Any, settings: Settings, marks: Marks, path: tuple[Any, ...],
-                     problems: list[Diagnostic]) -> None:
-    if settings.local_sinks:
-        return
-    c = settings.connectors
-    missing = {"email": c.email is None, "slack": c.slack is None}.get(kind, False)
-    if kind == "task":
-        wanted = opts.connector or (c.tasks.default if c.tasks else None) or "builtin"
-        conf = c.tasks
-        missing = wanted != "builtin" and (conf is None or getattr(conf, wanted) is None)
-        kind = f"tasks.{wanted}"
-    if missing:
-        problems.append(marks.diagnostic(path, f"this playbook uses `{kind}` but no {kind} connector is configured",
-                                         f"add connectors.{kind} to config.yaml", key=True))
-
-
-def _compile_structure(value: Any, sub: tuple[Any, ...], subject: str, templates: Templates, marks: Marks,
-                       path: tuple[Any, ...], problems: list[Diagnostic], extra: frozenset[str]) -> Any:
-    if isinstance(value, dict):
-        return {k: (v if k in NOT_TEMPLATED else
-                    _compile_structure(v, sub + (k,), subject, templates, marks, path, problems, extra))
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [_compile_structure(v, sub + (i,), subject, templates, marks, path, problems, extra)
-                for i, v in enumerate(value)]
-    if isinstance(value, str):
+        kind = kinds[action.kind]
         try:
-            return templates.compile_inline(value, subject, extra)
-        except TemplateProblem as exc:
-            problems.append(marks.diagnostic(path + sub, exc.message))
-            return None
-    return value
-
-
-def _compile_email_files(name: str, subject: str, templates: Templates, settings: Settings, marks: Marks,
-                         path: tuple[Any, ...], problems: list[Diagnostic], extra: frozenset[str]) -> dict[str, Any]:
-    files: dict[str, Any] = {}
-    for part, suffix in EMAIL_PARTS.items():
-        if templates.exists(name + suffix):
-            try:
-                files[part] = templates.compile_file(name + suffix, subject, extra)
-            except TemplateProblem as exc:
-                tfile = _display(settings.templates / (name + suffix), settings.base_dir)
-                problems.append(Diagnostic(tfile, exc.line, None, exc.message,
-                                           f"used by {marks.file} line {marks.at(path + ('template',))[0]}"))
-    where = _display(settings.templates, settings.base_dir)
-    has_subject = templates.exists(name + EMAIL_PARTS["subject"])
-    has_body = templates.exists(name + ".html.j2") or templates.exists(name + ".txt.j2")
-    if not has_subject and not has_body:
-        known = templates.names()
-        close = suggest(name, known)
-        problems.append(marks.diagnostic(
-            path + ("template",), f"email template `{name}` not found in {where}/",
-            f"did you mean `{close}`?" if close else f"create {name}.subject.j2 and {name}.html.j2 or {name}.txt.j2"))
-    elif not has_subject:
-        problems.append(marks.diagnostic(path + ("template",), f"email template `{name}` has no subject",
-                                         f"create {where}/{name}.subject.j2"))
-    elif not has_body:
-        problems.append(marks.diagnostic(path + ("template",), f"email template `{name}` has no body",
-                                         f"create {where}/{name}.html.j2 and/or {name}.txt.j2"))
-    return files
+            connector = route(action.kind, action.connector, settings)
+        except Unroutable as exc:
+            connector = ""
+            problems.append(marks.diagnostic(path + (("connector",) if action.connector else ()), exc.message,
+                                             exc.hint, key=not action.connector))
+        ctx = CompileContext(
+            subject=spec.subject, templates=templates,
+            templates_shown=_display(settings.templates, settings.base_dir), settings=settings,
+            problem=lambda sub, message, hint=None, path=path: problems.append(
+                marks.diagnostic(path + tuple(sub), message, hint)),
+            template_problem=lambda name, exc, path=path: problems.append(Diagnostic(
+                _display(settings.templates / name, settings.base_dir), exc.line, None, exc.message,
+                f"used by {marks.file} line {marks.at(path + ('template',))[0]}")))
+        fields, files = kind.compile(action.options, ctx)
+        out.append(CompiledAction(index, action.kind, action.options, fields, files, connector))
+    return out

@@ -1,13 +1,18 @@
-"""Pydantic models of the playbook format (§6, §7, §9): what a YAML playbook may say."""
+"""Pydantic models of the playbook format (§6, §7, §9): what a YAML playbook may say.
+
+The actions a playbook may use are the installed connector plugins' action kinds (engine/plugins.py):
+`playbook_model()` builds the Playbook model whose `actions` hold exactly one of them each."""
 
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from engine.settings import check_cron, parse_duration
+from engine.clock import check_cron, parse_duration
+from engine.plugins import Registry, registry
 
 ID_PATTERN = r"^[a-z0-9-]+$"
 Agg = Literal["sum", "avg", "min", "max", "count", "last"]
@@ -88,70 +93,6 @@ class Trigger(OneOf):
     when: str | None = None
 
 
-class RoleFilter(Model):
-    role: str | list[str]
-
-
-Recipients = RoleFilter | list[str] | str
-
-
-class EmailAction(Model):
-    to: Recipients = Field(description="`contact` (the subject contact), {role: …} (the account's contacts "
-                                        "with that role), or addresses (templated)")
-    cc: Recipients | None = None
-    template: str | None = None
-    subject: str | None = None
-    body: str | None = None
-    reply_to: str | None = None
-
-    @model_validator(mode="after")
-    def _content(self) -> "EmailAction":
-        if self.template and (self.subject or self.body):
-            raise ValueError("use either `template` or inline `subject` + `body`, not both")
-        if not self.template and not (self.subject and self.body):
-            raise ValueError("an email needs `template`, or both `subject` and `body`")
-        return self
-
-
-class SlackAction(Model):
-    channel: str | None = None
-    to: str | None = Field(None, description="an email address: direct message to that Slack user")
-    text: str
-    blocks: list[Any] | None = None
-
-    @model_validator(mode="after")
-    def _target(self) -> "SlackAction":
-        if bool(self.channel) == bool(self.to):
-            raise ValueError("a slack action needs exactly one of `channel` or `to`")
-        return self
-
-
-class TaskAction(Model):
-    title: str
-    description: str | None = None
-    assignee: str | None = None
-    due_in: str | None = None
-    priority: Literal["low", "normal", "high"] = "normal"
-    connector: Literal["builtin", "hubspot", "salesforce"] | None = None
-    close_on_resolve: bool = True
-
-    _due = field_validator("due_in")(classmethod(lambda cls, v: _duration(v)))
-
-
-class WebhookAction(Model):
-    url: str
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: Any = None
-
-
-class Action(OneOf):
-    email: EmailAction | None = None
-    slack: SlackAction | None = None
-    task: TaskAction | None = None
-    webhook: WebhookAction | None = None
-
-
 class Playbook(Model):
     """One playbook file."""
 
@@ -167,8 +108,8 @@ class Playbook(Model):
     cooldown: str | None = None
     max_episodes: int | None = Field(None, ge=1)
     max_actions_per_run: int | None = Field(None, ge=1)
-    actions: list[Action] = Field(min_length=1)
-    on_resolve: list[Action] = Field(default_factory=list)
+    actions: list[Any] = Field(min_length=1)
+    on_resolve: list[Any] = Field(default_factory=list)
 
     _durations = field_validator("repeat", "cooldown")(classmethod(lambda cls, v: _duration(v)))
 
@@ -190,6 +131,31 @@ class Playbook(Model):
     @property
     def cooldown_seconds(self) -> int:
         return parse_duration(self.cooldown) if self.cooldown else 0
+
+
+class ActionBase(OneOf):
+    """One action: exactly one kind's key, whose options may also name the `connector` that delivers it."""
+
+    @property
+    def connector(self) -> str | None:
+        return getattr(self.options, "connector", None)
+
+
+def playbook_model() -> type[Playbook]:
+    """The Playbook model whose actions are the installed plugins' action kinds."""
+    return _playbook_model(registry())
+
+
+@cache
+def _playbook_model(reg: Registry) -> type[Playbook]:
+    kinds = {}
+    for name, kind in reg.kinds.items():
+        options = create_model(kind.options.__name__, __base__=kind.options, __module__=kind.options.__module__,
+                               connector=(str | None, Field(None, description="the connector that delivers it")))
+        kinds[name] = (options | None, None)
+    action = create_model("Action", __base__=ActionBase, **kinds)
+    return create_model("Playbook", __base__=Playbook, actions=(list[action], Field(min_length=1)),
+                        on_resolve=(list[action], Field(default_factory=list)))
 
 
 def glob_to_like(pattern: str) -> str:

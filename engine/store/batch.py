@@ -17,14 +17,19 @@ from typing import Any, Callable, Iterator
 
 from sqlalchemy import Connection, Engine
 
+from engine.store import Tx
+from engine.store.schema import Schema
+
 COMMIT_EVERY_S = 1.0
 
 
-class Unit:
-    """One unit's view of the batch: its connection, and `discard()` to drop what it wrote so far."""
+class Unit(Tx):
+    """One unit's view of the batch: the repositories on its connection, and `discard()` to drop what it
+    wrote so far."""
 
-    def __init__(self, conn: Connection, savepoint: Any):
-        self.conn, self._savepoint = conn, savepoint
+    def __init__(self, conn: Connection, schema: Schema, savepoint: Any):
+        super().__init__(conn, schema)
+        self._savepoint = savepoint
 
     def discard(self) -> None:
         """Roll back this unit's writes; later writes of the unit go straight into the batch transaction."""
@@ -33,13 +38,13 @@ class Unit:
 
 
 class WriteBatch:
-    """`with WriteBatch(engine) as batch: with batch.unit() as u: ...` — see the module docstring.
+    """`with store.batch() as batch: with batch.unit() as u: ...` — see the module docstring.
 
     With `dry_run`, every unit is rolled back and nothing is committed."""
 
-    def __init__(self, engine: Engine, *, dry_run: bool = False, max_seconds: float = COMMIT_EVERY_S,
-                 on_commit: Callable[[float], None] | None = None):
-        self.engine, self.dry_run, self.max_seconds = engine, dry_run, max_seconds
+    def __init__(self, engine: Engine, schema: Schema, *, dry_run: bool = False,
+                 max_seconds: float = COMMIT_EVERY_S, on_commit: Callable[[float], None] | None = None):
+        self.engine, self.schema, self.dry_run, self.max_seconds = engine, schema, dry_run, max_seconds
         self.on_commit = on_commit          # called with the seconds each commit took
         self._conn: Connection | None = None
         self._tx: Any = None
@@ -57,7 +62,7 @@ class WriteBatch:
         conn = self._begin()
         savepoint = conn.begin_nested()
         try:
-            yield Unit(conn, savepoint)
+            yield Unit(conn, self.schema, savepoint)
         except BaseException:
             if savepoint.is_active:
                 savepoint.rollback()

@@ -8,27 +8,23 @@ such as SQLite's and PostgreSQL's INSERT … ON CONFLICT, are cached by identity
 each of them once), converts each column's values with
 that column type's bind processor (dates for SQLite, JSON, ...), exactly as SQLAlchemy would, and
 hands the driver the plain parameter rows. Statements must use plain bound parameters (no IN lists
-to expand). A statement over a long list of ids uses `in_list`, which binds the whole list as one
-parameter: the statement is the same for any number of values, so it is compiled once and runs once,
-however many values.
+to expand); a statement over a long list of ids uses `dialect.in_list`, which binds the whole list as
+one parameter.
 
 On PostgreSQL (psycopg) an INSERT (with or without ON CONFLICT) goes as one statement whatever the number
-of rows: INSERT … SELECT … FROM unnest(one array per column), the arrays sent in binary. The server plans
-and runs one statement instead of one per row: in batches of 110 rows (a tick's), an event row took 19 µs
-instead of 41, an outbox row 32 µs instead of 73 (a steady tick's writes at 100k: 0.87 -> 0.76 s). An
-ON CONFLICT DO UPDATE whose rows repeat a conflict key keeps the row-by-row form (one statement may not
-update a row twice)."""
+of rows: INSERT … SELECT … FROM unnest(one array per column), the arrays sent in binary, so the server
+plans and runs one statement instead of one per row. An ON CONFLICT DO UPDATE whose rows repeat a conflict
+key keeps the row-by-row form (one statement may not update a row twice)."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from types import NoneType
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import Connection, String, TypeDecorator, any_, bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.dml import OnConflictDoUpdate
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -69,27 +65,6 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
     if plan.keys is not None:
         params = [dict(zip(plan.keys, values)) for values in params]
     return conn.exec_driver_sql(plan.compiled.string, params).rowcount
-
-
-class _JsonList(TypeDecorator):
-    """A list bound as one JSON text (SQLite reads it back with json_each)."""
-
-    impl = String
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Any) -> str:
-        return json.dumps(list(value))
-
-
-def in_list(column: Any, name: str, dialect: str) -> Any:
-    """`column IN (the values of parameter `name`)`, the values bound as one parameter (a Python list), so the
-    statement is the same for 10 or 100,000 values: no chunks, and one compile however many. PostgreSQL:
-    `= ANY(array)`; SQLite: `IN (SELECT value FROM json_each(json text))`, which it plans like a literal IN
-    list (a lookup per value)."""
-    if dialect == "postgresql":
-        return column == any_(bindparam(name, type_=ARRAY(column.type)))
-    values = func.json_each(bindparam(name, type_=_JsonList)).table_valued("value")
-    return column.in_(select(values.c.value))
 
 
 def _unnest_form(conn: Connection, stmt: Any, keys: list[str], rows: Sequence[dict[str, Any]]) -> Any | None:

@@ -3,25 +3,23 @@
 Every row a sync writes, and every row it marks removed, carries that sync's stamp, and stamps of a
 table grow in commit order (store/entities.py: next_stamp, lock_entity). So the newest stamp of
 each table, read before a tick evaluates, is a mark: the rows changed after it are exactly the rows
-stamped later. engine/scan_plan.py decides from these marks which subjects a tick must evaluate."""
+stamped later. engine/scope.py decides from these marks which subjects a tick must evaluate."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
-from sqlalchemy import Connection, Select, String, cast, func, select
+from sqlalchemy import Connection, DateTime, String, Table, cast, func, select, type_coerce
 
-from engine.store.bulk import in_list
-from engine.store.entities import newest_stamp
-from engine.store.schema import Schema
-
-ENTITIES = ("accounts", "contacts", "goals", "usage")
+from engine.datamodel import ENTITIES, ENTITY_OF
+from engine.store.dialect import in_list
+from engine.store.schema import Repository, Schema
 
 
 @dataclass(frozen=True)
-class Marks:
+class ChangeMarks:
     """The newest row stamp of every synced table (None: no stamped rows), and of the latest usage
     sync that deleted rows."""
 
@@ -31,23 +29,32 @@ class Marks:
     def as_json(self) -> dict[str, str | None]:
         return {e: (v.isoformat() if v else None) for e, v in self.stamps.items()}
 
-    @staticmethod
-    def parse(raw: dict[str, Any]) -> dict[str, datetime | None]:
-        return {e: (datetime.fromisoformat(raw[e]) if raw.get(e) else None) for e in ENTITIES}
 
 
-def read_marks(conn: Connection, schema: Schema) -> Marks:
-    """The current marks (each an index lookup)."""
-    stamps = {entity: newest_stamp(conn, schema.entity(entity)) for entity in ENTITIES}
-    st = schema.sync_state
-    return Marks(stamps, conn.scalar(select(st.c.removed_stamp).where(st.c.entity == "usage")))
+class Changes(Repository):
+    """The change marks of the synced tables."""
+
+    def marks(self) -> ChangeMarks:
+        """The current marks (each an index lookup)."""
+        stamps = {entity: newest_stamp(self.conn, self.schema.entity(entity)) for entity in ENTITIES}
+        st = self.schema.sync_state
+        return ChangeMarks(stamps, self.conn.scalar(select(st.c.removed_stamp).where(st.c.entity == "usage")))
+
+    def changed_at_least(self, entity: str, since: datetime, cap: int) -> bool:
+        """Whether at least `cap` rows of the table were stamped after `since` (reads at most `cap`)."""
+        t = self.schema.entity(entity)
+        probe = select(t.c.synced_at).where(t.c.synced_at > since).limit(cap).subquery()
+        return (self.conn.scalar(select(func.count()).select_from(probe)) or 0) >= cap
+
+    def estimate_rows(self, entity: str) -> int:
+        """About how many rows an entity's table holds (dialect.estimate_rows)."""
+        from engine.store.dialect import estimate_rows
+        return estimate_rows(self.conn, self.schema.entity(entity))
 
 
-def changed_at_least(conn: Connection, schema: Schema, entity: str, since: datetime, cap: int) -> bool:
-    """Whether at least `cap` rows of the table were stamped after `since` (reads at most `cap`)."""
-    t = schema.entity(entity)
-    probe = select(t.c.synced_at).where(t.c.synced_at > since).limit(cap).subquery()
-    return (conn.scalar(select(func.count()).select_from(probe)) or 0) >= cap
+def newest_stamp(conn: Connection, table: Table) -> datetime | None:
+    """The newest `synced_at` of a table (an index lookup), typed on every driver."""
+    return conn.scalar(select(type_coerce(func.max(table.c.synced_at), DateTime)))
 
 
 def usage_written(conn: Connection, schema: Schema, since: datetime | None) -> dict[str, tuple[set[str], set[str]]]:
@@ -93,19 +100,17 @@ class Touched:
             self._accounts[key] = found
         return self._accounts[key]
 
-    def ids(self, conn: Connection, subject: str, since: dict[str, datetime], usage: bool,
-            extra: Iterable[Select] = ()) -> set[str]:
+    def ids(self, tx: Any, subject: str, since: dict[str, datetime], usage: bool) -> set[str]:
         """Ids of the `subject`s whose own row, account row or (with `usage`) account usage was stamped
-        after `since`, plus the ids the `extra` selects give."""
+        after `since`."""
+        conn = tx.conn
         accounts = self.accounts(conn, since, usage)
         if subject == "account":
             found = set(accounts)
         else:
-            t = self.schema.contacts if subject == "contact" else self.schema.goals
-            entity = "contacts" if subject == "contact" else "goals"
+            entity = ENTITY_OF[subject]
+            t = self.schema.entity(entity)
             found = set(conn.execute(select(t.c.id).where(t.c.synced_at > since[entity])).scalars())
             owned = select(t.c.id).where(in_list(t.c.account_id, "owners", conn.dialect.name))
             found.update(conn.execute(owned, {"owners": sorted(accounts)}).scalars())
-        for q in extra:
-            found.update(conn.execute(q).scalars())
         return found

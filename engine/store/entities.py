@@ -1,6 +1,6 @@
 """SQL for synced entities (accounts, contacts, usage, goals) and the sync bookkeeping.
 
-The sync runner validates rows and calls these functions inside one transaction per entity.
+The sync runner validates rows and calls `Entities` inside one transaction per entity.
 Rows written by a sync carry a stamp in `synced_at`: each source of the sync its own, one microsecond
 after the previous source's. Rows of the entity with a stamp older than the sync's first were absent
 from the snapshot. Stamps strictly increase per table (see `next_stamp`), so two syncs at the same
@@ -10,40 +10,108 @@ in that source (`upsert_new_rows`), found without keeping the keys in memory.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import (Connection, DateTime, Engine, Table, and_, exists, func, null, or_, select, text, tuple_,
-                        type_coerce, update)
+from sqlalchemy import Connection, Table, and_, exists, null, or_, select, tuple_, update
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
-from engine.store.bulk import execute_many, in_list
-from engine.store.schema import KEYS, Schema
-
-
-@contextmanager
-def write_connection(engine: Engine) -> Iterator[Connection]:
-    """A connection for one write transaction (SQLite: BEGIN IMMEDIATE, so no lock upgrade deadlocks)."""
-    with engine.connect() as conn:
-        conn.info["immediate"] = True
-        try:
-            yield conn
-        finally:
-            conn.info.pop("immediate", None)
+from engine.datamodel import KEYS
+from engine.store import dialect as sql_dialect
+from engine.store.bulk import execute_many
+from engine.store.changes import newest_stamp
+from engine.store.dialect import in_list
+from engine.store.schema import Repository, Schema
 
 
-def existing_accounts(conn: Connection, schema: Schema, ids: Iterable[str]) -> set[str]:
-    """Those of these account ids that the store has, removed ones included (one statement, a lookup per id)."""
-    ids = sorted(set(ids))
-    if not ids:
-        return set()
-    return set(conn.execute(_existing_accounts(schema, conn.dialect.name), {"ids": ids}).scalars())
+class Entities(Repository):
+    """The synced tables, as one entity's sync writes them (in one transaction, see engine/sync/runner.py)."""
+
+    def lock(self, entity: str) -> None:
+        """One sync of an entity at a time (PostgreSQL; SQLite's write transactions already serialise),
+        so row stamps grow in commit order and a tick's change marks miss nothing."""
+        sql_dialect.lock(self.conn, f"sync:{entity}")
+
+    def next_stamp(self, entity: str, now: datetime) -> datetime:
+        """The stamp for this sync of `entity`: `now`, or just after the newest stamp if that is not older."""
+        return next_stamp(self.conn, self.schema.entity(entity), now)
+
+    def count(self, entity: str) -> int:
+        """Rows of the entity's table (removed ones included)."""
+        return sql_dialect.count_rows(self.conn, self.schema.entity(entity))
+
+    def last_synced(self, entity: str) -> datetime | None:
+        """When the entity was last synced successfully (naive UTC), or None if never."""
+        table = self.schema.sync_state
+        return self.conn.scalar(select(table.c.synced_at).where(table.c.entity == entity))
+
+    def existing_accounts(self, ids: Iterable[str]) -> set[str]:
+        """Those of these account ids that the store has, removed ones included (one statement, a lookup per
+        id)."""
+        ids = sorted(set(ids))
+        if not ids:
+            return set()
+        return set(self.conn.execute(_existing_accounts(self.schema, self.dialect), {"ids": ids}).scalars())
+
+    def upsert_new_rows(self, entity: str, rows: Sequence[dict[str, Any]]) -> set[tuple[Any, ...]]:
+        """See `upsert_new_rows`."""
+        return upsert_new_rows(self.conn, self.schema.entity(entity), rows)
+
+    def touch(self, entity: str, keys: Iterable[tuple[Any, ...]], stamp: datetime) -> int:
+        """Stamp existing rows by key without changing them (rows present in the source but skipped as
+        invalid)."""
+        table = self.schema.entity(entity)
+        return sum(self.conn.execute(update(table).where(match).values(synced_at=stamp)).rowcount
+                   for match in _key_matches(table, keys))
+
+    def mark_absent_removed(self, entity: str, first: datetime, stamp: datetime, now: datetime) -> int:
+        """Mark removed (removed_at = now) the present rows this sync did not stamp (none of its stamps, the
+        first of which is `first`); returns how many. They get the sync's last stamp: a removal is a change
+        the next tick must see (engine/scope.py)."""
+        table = self.schema.entity(entity)
+        absent = or_(table.c.synced_at.is_(None), table.c.synced_at < first)
+        result = self.conn.execute(update(table).where(and_(table.c.removed_at.is_(None), absent))
+                                   .values(removed_at=now, synced_at=stamp))
+        return int(result.rowcount or 0)
+
+    def cascade_removed_accounts(self, now: datetime) -> dict[str, int]:
+        """Mark removed (and stamp) the present contacts and goals of removed accounts; entity -> rows marked."""
+        conn, schema = self.conn, self.schema
+        accounts = schema.accounts
+        removed_ids = select(accounts.c.id).where(accounts.c.removed_at.is_not(None)).scalar_subquery()
+        counts = {}
+        for table in (schema.contacts, schema.goals):
+            live = and_(table.c.removed_at.is_(None), table.c.account_id.in_(removed_ids))
+            result = conn.execute(update(table).where(live).values(removed_at=now,
+                                                                    synced_at=next_stamp(conn, table, now)))
+            counts[table.name] = int(result.rowcount or 0)
+        return counts
+
+    def delete_absent_usage(self, first: datetime) -> int:
+        """Delete the usage rows this sync did not stamp (older than its first stamp: absent from a full usage
+        snapshot)."""
+        table = self.schema.usage
+        result = self.conn.execute(table.delete().where(or_(table.c.synced_at.is_(None), table.c.synced_at < first)))
+        return int(result.rowcount or 0)
+
+    def record_sync(self, entity: str, synced_at: datetime, rows: int, removed: int,
+                    stamp: datetime | None = None) -> None:
+        """Remember when an entity was last synced, how many rows it loaded and removed, and — when it
+        removed any — its row stamp as `removed_stamp` (kept until a later sync removes rows again)."""
+        table = self.schema.sync_state
+        values = {"synced_at": synced_at, "rows": rows, "removed": removed}
+        if removed:
+            values["removed_stamp"] = stamp or synced_at
+        stmt = sql_dialect.insert(table, self.dialect).values(entity=entity, **values)
+        self.conn.execute(stmt.on_conflict_do_update(index_elements=["entity"], set_=values))
+
+    def analyze(self, entity: str) -> None:
+        """Refresh the planner's statistics of the entity's table after a bulk load."""
+        sql_dialect.analyze(self.conn, self.schema.entity(entity))
 
 
 @lru_cache(maxsize=8)
@@ -52,48 +120,12 @@ def _existing_accounts(schema: Schema, dialect: str) -> Any:
     return select(a.c.id).where(in_list(a.c.id, "ids", dialect))
 
 
-def count_rows(conn: Connection, table: Table) -> int:
-    """Number of rows in a table."""
-    return int(conn.scalar(select(func.count()).select_from(table)) or 0)
-
-
-def estimate_rows(conn: Connection, table: Table) -> int:
-    """About how many rows a table has, for sizing decisions, without reading it: PostgreSQL's statistics
-    when it has any; on SQLite the largest rowid (rows are marked removed, not deleted); else a count."""
-    if conn.dialect.name == "postgresql":
-        counted = _reltuples(conn, table)
-        if counted is not None and counted >= 0:
-            return int(counted)
-    elif conn.dialect.name == "sqlite" and table.dialect_kwargs.get("sqlite_with_rowid", True):
-        return int(conn.scalar(text(f'SELECT max(rowid) FROM "{table.name}"')) or 0)
-    return count_rows(conn, table)
-
-
-def _reltuples(conn: Connection, table: Table) -> float | None:
-    """PostgreSQL's row estimate for a table (-1 before its first ANALYZE or VACUUM), None if it has none."""
-    return conn.scalar(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table.name})
-
-
-def newest_stamp(conn: Connection, table: Table) -> datetime | None:
-    """The newest `synced_at` of a table (an index lookup), typed on every driver."""
-    return conn.scalar(select(type_coerce(func.max(table.c.synced_at), DateTime)))
-
-
 def next_stamp(conn: Connection, table: Table, now: datetime) -> datetime:
     """The sync stamp for this sync of `table`: `now`, or just after the newest stamp if that is not older."""
     newest = newest_stamp(conn, table)
     if newest is not None and newest >= now:
         return newest + timedelta(microseconds=1)
     return now
-
-
-def _insert(name: str, table: Table) -> Any:
-    """INSERT with ON CONFLICT for the dialect `name`."""
-    if name == "sqlite":
-        return sqlite.insert(table)
-    if name == "postgresql":
-        return postgresql.insert(table)
-    raise NotImplementedError(f"sync supports SQLite and PostgreSQL databases, not {name}")
 
 
 def upsert_new_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> set[tuple[Any, ...]]:
@@ -142,7 +174,7 @@ def _by_columns(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[di
 def _upsert_statement(table: Table, columns: tuple[str, ...], dialect: str) -> Any:
     """The upsert of rows naming `columns` that leaves rows already carrying their stamp alone; built once,
     so `execute_many` compiles it once (SQLAlchemy does not cache INSERT … ON CONFLICT)."""
-    stmt = _insert(dialect, table)
+    stmt = sql_dialect.insert(table, dialect)
     return stmt.on_conflict_do_update(index_elements=list(KEYS[table.name]), set_=_updates(table, stmt, columns),
                                       where=_unstamped(table, stmt))
 
@@ -171,8 +203,8 @@ def _copy_upsert(conn: Connection, table: Table, columns: tuple[str, ...],
     """PostgreSQL: COPY the rows into a temporary table, then one INSERT … SELECT … ON CONFLICT that
     returns the keys it left alone (already stamped). Much faster than executemany.
 
-    No savepoint here: with one per chunk (a subtransaction each, truncating the temporary table in it),
-    a PostgreSQL sync of 650k usage rows took 263 s instead of 19 s."""
+    No savepoint here: one per chunk (a subtransaction each, truncating the temporary table in it) makes a
+    large sync many times slower."""
     keys = KEYS[table.name]
     temp = f"_sync_{table.name}"
     conn.exec_driver_sql(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{temp}" '
@@ -206,89 +238,3 @@ def _key_matches(table: Table, keys: Iterable[tuple[Any, ...]], step: int = 500)
             yield table.c[names[0]].in_([k[0] for k in part])
         else:
             yield tuple_(*(table.c[n] for n in names)).in_([tuple(k) for k in part])
-
-
-def touch_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]], stamp: datetime) -> int:
-    """Stamp existing rows by key without changing them (rows present in the source but skipped as invalid)."""
-    return sum(conn.execute(update(table).where(match).values(synced_at=stamp)).rowcount
-               for match in _key_matches(table, keys))
-
-
-def mark_absent_removed(conn: Connection, table: Table, first: datetime, stamp: datetime, now: datetime) -> int:
-    """Mark removed (removed_at = now) the present rows this sync did not stamp (none of its stamps, the
-    first of which is `first`); returns how many.
-
-    They get the sync's last stamp: a removal is a change the next tick must see (engine/scan_plan.py)."""
-    absent = or_(table.c.synced_at.is_(None), table.c.synced_at < first)
-    result = conn.execute(update(table).where(and_(table.c.removed_at.is_(None), absent))
-                          .values(removed_at=now, synced_at=stamp))
-    return int(result.rowcount or 0)
-
-
-def cascade_removed_accounts(conn: Connection, schema: Schema, now: datetime) -> dict[str, int]:
-    """Mark removed (and stamp) the present contacts and goals of removed accounts; entity -> rows marked."""
-    accounts = schema.accounts
-    removed_ids = select(accounts.c.id).where(accounts.c.removed_at.is_not(None)).scalar_subquery()
-    counts = {}
-    for table in (schema.contacts, schema.goals):
-        live = and_(table.c.removed_at.is_(None), table.c.account_id.in_(removed_ids))
-        result = conn.execute(update(table).where(live).values(removed_at=now,
-                                                                synced_at=next_stamp(conn, table, now)))
-        counts[table.name] = int(result.rowcount or 0)
-    return counts
-
-
-def delete_absent_usage(conn: Connection, table: Table, first: datetime) -> int:
-    """Delete the usage rows this sync did not stamp (older than its first stamp: absent from a full usage
-    snapshot)."""
-    result = conn.execute(table.delete().where(or_(table.c.synced_at.is_(None), table.c.synced_at < first)))
-    return int(result.rowcount or 0)
-
-
-def record_sync_state(conn: Connection, schema: Schema, entity: str, synced_at: datetime,
-                      rows: int, removed: int, stamp: datetime | None = None) -> None:
-    """Remember when an entity was last synced, how many rows it loaded and removed, and — when it
-    removed any — its row stamp as `removed_stamp` (kept until a later sync removes rows again)."""
-    table = schema.sync_state
-    values = {"synced_at": synced_at, "rows": rows, "removed": removed}
-    if removed:
-        values["removed_stamp"] = stamp or synced_at
-    stmt = _insert(conn.dialect.name, table).values(entity=entity, **values)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["entity"], set_=values))
-
-
-def lock_entity(conn: Connection, entity: str) -> None:
-    """One sync of an entity at a time (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers),
-    so row stamps grow in commit order and a tick's change marks miss nothing."""
-    if conn.dialect.name == "postgresql":
-        key = int.from_bytes(hashlib.sha256(f"sync:{entity}".encode()).digest()[:8], "big", signed=True)
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-
-
-def last_synced(conn: Connection, schema: Schema, entity: str) -> datetime | None:
-    """When the entity was last synced successfully (naive UTC), or None if never."""
-    table = schema.sync_state
-    return conn.scalar(select(table.c.synced_at).where(table.c.entity == entity))
-
-
-def analyze(conn: Connection, table: Table) -> None:
-    """Refresh the planner's statistics after a bulk load (PostgreSQL plans badly without them)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text(f'ANALYZE "{table.name}"'))
-
-
-def analyze_grown(conn: Connection, written: dict[Table, int]) -> list[str]:
-    """ANALYZE (PostgreSQL) the tables that got many rows since their statistics were taken: at least
-    1,000 and a tenth of what the statistics counted. Autovacuum would, but only a minute or more later,
-    and until then the next tick is planned as if the tables were still small. Returns their names."""
-    if conn.dialect.name != "postgresql":
-        return []
-    done = []
-    for table, rows in written.items():
-        if rows < 1000:
-            continue
-        counted = _reltuples(conn, table)
-        if counted is None or rows >= max(counted, 0) / 10:
-            analyze(conn, table)
-            done.append(table.name)
-    return done

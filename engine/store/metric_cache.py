@@ -26,13 +26,12 @@ from typing import Any
 
 from sqlalchemy import (Column, Connection, Date, Float, MetaData, String, Table, and_, case, cast, func, literal,
                         select, text)
-from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.lang import MetricRef
-from engine.store import changes
-from engine.store.bulk import execute_many, in_list
-from engine.store.entities import analyze, count_rows, estimate_rows
-from engine.store.schema import Schema
+from engine.store import changes, dialect as sql_dialect
+from engine.store.bulk import execute_many
+from engine.store.dialect import analyze, count_rows, estimate_rows, in_list
+from engine.store.schema import Repository, Schema
 
 PREFIX = "metric_cache_"
 KEEP = 4            # cache generations kept besides the one in use (other instants may still evaluate)
@@ -77,10 +76,20 @@ def _window(ref: MetricRef, today: date) -> tuple[date, date]:
     return end - timedelta(days=ref.days - 1), end
 
 
+class MetricWindows(Repository):
+    """The materialised metric windows (derived data: a dry run builds them too)."""
+
+    def ensure(self, refs: set[MetricRef], today: date, now: datetime,
+               touched: changes.Touched | None = None) -> MetricCache | None:
+        """The cache for these windows at `today`: built, refreshed for changed accounts, or reused (the
+        caller commits). `touched` keeps the changed accounts a refresh reads, for the tick's changes-only
+        scans."""
+        return ensure(self.conn, self.schema, refs, today, now, touched)
+
+
 def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, now: datetime,
            touched: changes.Touched | None = None) -> MetricCache | None:
-    """The cache for these windows at `today`: built, refreshed for changed accounts, or reused (caller commits).
-    `touched` keeps the changed accounts a refresh reads, for the tick's changes-only scans."""
+    """See MetricWindows.ensure."""
     if not refs:
         return None
     ordered = sorted(refs, key=lambda r: (r.name, r.days, r.agg, r.offset_days))
@@ -88,8 +97,7 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
     name = PREFIX + hashlib.sha256(key.encode()).hexdigest()[:16]
     cache = MetricCache(*_tables(name, tuple(ordered)))
     columns = cache.columns
-    if conn.dialect.name == "postgresql":   # one builder at a time for a given cache
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(name[-15:], 16)})
+    sql_dialect.lock(conn, f"metric_cache:{name}")   # one builder at a time for a given cache
     reg = schema.metric_caches
     u = schema.usage
     stamp = conn.execute(select(func.max(u.c.synced_at))).scalar()
@@ -135,11 +143,10 @@ def _refresh(conn: Connection, schema: Schema, cache: MetricCache, ordered: list
             work.append((hit, sorted(accounts)))
     if not work:
         return
-    if conn.dialect.name == "postgresql":
-        # PostgreSQL estimates a listed-accounts fill at ~30 times the rows it reads (100k accounts: 30,622 for
-        # 955), which puts its cost past jit_above_cost: each fill then spent ~12 ms compiling itself to machine
-        # code for ~50 ms of work. No JIT for the rest of this refresh's transaction (a full build keeps it).
-        conn.execute(text("SET LOCAL jit = off"))
+    # PostgreSQL estimates a listed-accounts fill at many times the rows it reads, which puts its cost past
+    # jit_above_cost: each fill would compile itself to machine code for longer than it runs. No JIT for the
+    # rest of this refresh's transaction (a full build keeps it).
+    sql_dialect.without_jit(conn)
     base, over = cache.table, cache.overlay
     overlaid = count_rows(conn, over)
     # (the base holds at most one row per account: their estimate, not a count of the base table)
@@ -165,16 +172,16 @@ def _seeding(base: Table, over: Table, dialect: str) -> tuple[Any, Any]:
     """The two INSERTs that seed overlay rows (the listed accounts' base rows; then an empty row for those
     without one), built once per table: SQLAlchemy does not cache INSERT … ON CONFLICT, execute_many keeps
     what it compiled per statement object."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     names = [c.name for c in base.c]
-    copy = insert(over).from_select(names, select(*base.c).where(in_list(base.c.account_id, "ids", dialect)))
+    copy = sql_dialect.insert(over, dialect).from_select(
+        names, select(*base.c).where(in_list(base.c.account_id, "ids", dialect)))
     return (copy.on_conflict_do_nothing(index_elements=["account_id"]),
-            insert(over).on_conflict_do_nothing(index_elements=["account_id"]))
+            sql_dialect.insert(over, dialect).on_conflict_do_nothing(index_elements=["account_id"]))
 
 
 def _merge(conn: Connection, base: Table, over: Table) -> None:
     """Fold the overlay into the base table and empty it."""
-    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(base)
+    ins = sql_dialect.insert(base, conn.dialect.name)
     names = [c.name for c in base.c]
     # (the WHERE keeps SQLite from reading ON CONFLICT as a join constraint)
     conn.execute(ins.from_select(names, select(*over.c).where(over.c.account_id.is_not(None))).on_conflict_do_update(
@@ -195,7 +202,7 @@ def _many_changed(conn: Connection, schema: Schema, since: datetime | None) -> b
     if since is None:
         return True
     total = estimate_rows(conn, schema.accounts) * 30
-    return changes.changed_at_least(conn, schema, "usage", since, max(total // 20, 50_000) + 1)
+    return changes.Changes(conn, schema).changed_at_least("usage", since, max(total // 20, 50_000) + 1)
 
 
 @lru_cache(maxsize=8)
@@ -281,7 +288,7 @@ def _fill_statements(schema: Schema, table: Table, refs: tuple[MetricRef, ...], 
         where.append(in_list(u.account_id, "ids", dialect))
     query = select(*selects).where(*where).group_by(u.account_id)
     if upsert:
-        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        ins = sql_dialect.insert(table, dialect)
         fill = ins.from_select(targets, query).on_conflict_do_update(
             index_elements=[table.c.account_id], set_={c: ins.excluded[c] for c in targets[1:]})
     else:

@@ -8,10 +8,11 @@ from functools import lru_cache
 from typing import Any, Iterable
 
 from sqlalchemy import JSON, Boolean, Connection, DateTime, and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.store.bulk import execute_many, in_list
-from engine.store.schema import Schema
+from engine.store import dialect as sql_dialect
+from engine.store.bulk import execute_many
+from engine.store.dialect import in_list
+from engine.store.schema import Repository, Schema
 
 TERMINAL = ("sent", "failed", "suppressed", "cancelled")
 
@@ -37,15 +38,95 @@ class Claimed:
     result: dict | None = None
 
 
-def plan(conn: Connection, schema: Schema, rows: Iterable[dict[str, Any]]) -> int:
-    """Insert planned actions; a dedup key already present is left alone. Returns rows inserted."""
-    return execute_many(conn, _plan_insert(schema, conn.dialect.name), list(rows))
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to record for one claimed action (Outbox.record)."""
+
+    item: Claimed
+    status: str                     # sent | failed | suppressed | held | pending (retry)
+    detail: str | None = None
+    outcome: str | None = None      # the attempt's outcome: sent | transient | permanent | suppressed | expired | ambiguous
+    result: dict | None = None
+    retry_at: datetime | None = None
+    ambiguous: bool = False         # a message may have reached the receiver although the attempt failed
+
+
+class Outbox(Repository):
+    """Planned actions: enqueued by the tick, claimed and recorded by dispatchers, steered by operators."""
+
+    def enqueue(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Insert planned actions; a dedup key already present is left alone. Returns rows inserted."""
+        return execute_many(self.conn, _enqueue(self.schema, self.dialect), list(rows))
+
+    def claim(self, owner: str, now: datetime, lease_s: float, limit: int,
+              kinds: tuple[str, ...] | None = None) -> list[Claimed]:
+        """Claim up to `limit` due actions (and expired leases, flagged ambiguous). Caller commits at once."""
+        return claim(self.conn, self.schema, owner, now, lease_s, limit, kinds)
+
+    def record(self, decisions: list[Decision], now: datetime, worker: str | None) -> list[bool]:
+        """Record decisions, each only if its worker's token still holds (fencing); one attempt row per
+        recorded one. Returns, per decision, whether it was recorded."""
+        return record_many(self.conn, self.schema, decisions, now, worker)
+
+    def release(self, owner: str, now: datetime, ids: list[int]) -> int:
+        """Give back these claimed actions, where `owner` still holds them: they become due again, the claim's
+        attempt uncounted. Only for actions no connector was given (see Dispatcher.release)."""
+        if not ids:
+            return 0
+        return self.conn.execute(_release(self.schema, self.dialect),
+                                 {"b_ids": ids, "b_owner": owner, "b_now": now}).rowcount
+
+    def cancel_pending(self, dedup_keys: list[str], now: datetime, reason: str) -> int:
+        """Cancel the pending actions among these dedup keys (claimed ones are left to finish)."""
+        if not dedup_keys:
+            return 0
+        return self.conn.execute(_cancel_pending(self.schema, self.dialect),
+                                 {"b_keys": dedup_keys, "b_reason": reason, "b_now": now}).rowcount
+
+    def counts(self) -> dict[str, int]:
+        """status -> number of actions."""
+        o = self.schema.outbox
+        return {s: n for s, n in self.conn.execute(select(o.c.status, func.count()).group_by(o.c.status))}
+
+    def list(self, *, status: str | None = None, playbook_id: str | None = None, limit: int = 50) -> list[dict]:
+        """Planned actions, newest first."""
+        o = self.schema.outbox
+        q = select(o).order_by(o.c.id.desc()).limit(limit)
+        if status:
+            q = q.where(o.c.status == status)
+        if playbook_id:
+            q = q.where(o.c.playbook_id == playbook_id)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def attempts(self, *, playbook_id: str | None = None, subject: str | None = None,
+                 limit: int = 50) -> list[dict]:
+        """Delivery attempts, newest first, with the action they belong to."""
+        a, o = self.schema.attempts, self.schema.outbox
+        q = (select(a.c.at, a.c.attempt, a.c.outcome, a.c.detail, a.c.worker, o.c.id.label("outbox_id"),
+                    o.c.dedup_key, o.c.kind, o.c.status)
+             .join_from(a, o, a.c.outbox_id == o.c.id).order_by(a.c.id.desc()).limit(limit))
+        if playbook_id:
+            q = q.where(o.c.playbook_id == playbook_id)
+        if subject:
+            stype, _, sid = subject.rpartition(":")
+            q = q.where(o.c.subject_id == sid, *([o.c.subject_type == stype] if stype else []))
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def set_status(self, ids: list[int], status: str, now: datetime, from_statuses: tuple[str, ...]) -> int:
+        """Operator action (retry / cancel) on rows currently in one of `from_statuses`."""
+        o = self.schema.outbox
+        values: dict[str, Any] = dict(status=status, updated_at=now)
+        if status == "pending":
+            values.update(not_before=now, finished_at=None, last_error=None)
+        else:
+            values.update(finished_at=now)
+        res = self.conn.execute(update(o).where(o.c.id.in_(ids), o.c.status.in_(from_statuses)).values(**values))
+        return res.rowcount or 0
 
 
 @lru_cache(maxsize=32)
-def _plan_insert(schema: Schema, dialect: str) -> Any:
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(schema.outbox)
-    return ins.on_conflict_do_nothing(index_elements=["dedup_key"])
+def _enqueue(schema: Schema, dialect: str) -> Any:
+    return sql_dialect.insert(schema.outbox, dialect).on_conflict_do_nothing(index_elements=["dedup_key"])
 
 
 def claim(conn: Connection, schema: Schema, owner: str, now: datetime, lease_s: float, limit: int,
@@ -95,28 +176,14 @@ def _claim_statements(schema: Schema, dialect: str, by_kind: bool) -> _ClaimStat
                        o.c.expires_at, o.c.result).where(o.c.id.in_(ids)).order_by(o.c.not_before, o.c.id))
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What to record for one claimed action (see record_many)."""
-
-    item: Claimed
-    status: str
-    error: str | None = None
-    result: dict | None = None
-    retry_at: datetime | None = None
-    outcome: str | None = None
-    ambiguous: bool = False
-
-
-def record_many(conn: Connection, schema: Schema, outcomes: list[Outcome], now: datetime,
+def record_many(conn: Connection, schema: Schema, outcomes: list[Decision], now: datetime,
                 worker: str | None) -> list[bool]:
-    """Record outcomes, each only if its worker's token still holds (fencing); one attempt row per recorded one.
-
-    One UPDATE for all rows (driver executemany); when it changed fewer rows than given, a lease was lost
-    somewhere and the rows that kept this worker's token are read back (same transaction) to tell which."""
+    """See Outbox.record: one UPDATE for all rows (driver executemany); when it changed fewer rows than given,
+    a lease was lost somewhere and the rows that kept this worker's token are read back (same transaction) to
+    tell which."""
     if not outcomes:
         return []
-    rows = [dict(b_id=x.item.id, b_token=x.item.token, b_status=x.status, b_error=x.error, b_result=x.result,
+    rows = [dict(b_id=x.item.id, b_token=x.item.token, b_status=x.status, b_error=x.detail, b_result=x.result,
                  b_ambiguous=bool(x.ambiguous), b_finished=now if x.status in TERMINAL else None,
                  b_retry=x.retry_at if x.status == "pending" else None, b_now=now) for x in outcomes]
     changed = execute_many(conn, _record_outcome(schema), rows)
@@ -128,7 +195,7 @@ def record_many(conn: Connection, schema: Schema, outcomes: list[Outcome], now: 
             select(o.c.id, o.c.lease_token).where(o.c.id.in_([x.item.id for x in outcomes]), o.c.status != "claimed"))}
         done = [(x.item.id, x.item.token) in kept for x in outcomes]
     attempts = [dict(outbox_id=x.item.id, attempt=x.item.attempts, at=now, outcome=x.outcome or x.status,
-                     detail=x.error, worker=worker) for x, ok in zip(outcomes, done) if ok]
+                     detail=x.detail, worker=worker) for x, ok in zip(outcomes, done) if ok]
     execute_many(conn, _insert_attempt(schema), attempts)
     return done
 
@@ -151,22 +218,6 @@ def _insert_attempt(schema: Schema) -> Any:
     return insert(schema.attempts)
 
 
-def record(conn: Connection, schema: Schema, item: Claimed, *, status: str, now: datetime, error: str | None = None,
-           result: dict | None = None, retry_at: datetime | None = None, worker: str | None = None,
-           outcome: str | None = None, ambiguous: bool = False) -> bool:
-    """Record one outcome if this worker's token still holds (fencing). False when the lease was lost."""
-    return record_many(conn, schema, [Outcome(item, status, error, result, retry_at, outcome, ambiguous)],
-                       now, worker)[0]
-
-
-def release(conn: Connection, schema: Schema, owner: str, now: datetime, ids: list[int]) -> int:
-    """Give back these claimed actions, where `owner` still holds them: they become due again, the claim's
-    attempt uncounted. Only for actions no connector was given (see Dispatcher.release)."""
-    if not ids:
-        return 0
-    return conn.execute(_release(schema, conn.dialect.name), {"b_ids": ids, "b_owner": owner, "b_now": now}).rowcount
-
-
 @lru_cache(maxsize=32)
 def _release(schema: Schema, dialect: str) -> Any:
     o = schema.outbox
@@ -183,60 +234,9 @@ def _status_is(o: Any, status: str) -> Any:
     return (o.c.status + "") == status
 
 
-def cancel_pending(conn: Connection, schema: Schema, dedup_keys: list[str], now: datetime, reason: str) -> int:
-    """Cancel the pending actions among these dedup keys (claimed ones are left to finish)."""
-    if not dedup_keys:
-        return 0
-    return conn.execute(_cancel_pending(schema, conn.dialect.name),
-                        {"b_keys": dedup_keys, "b_reason": reason, "b_now": now}).rowcount
-
-
 @lru_cache(maxsize=32)
 def _cancel_pending(schema: Schema, dialect: str) -> Any:
     o = schema.outbox
     now = bindparam("b_now", type_=DateTime)
     return (update(o).where(in_list(o.c.dedup_key, "b_keys", dialect), _status_is(o, "pending"))
             .values(status="cancelled", last_error=bindparam("b_reason"), updated_at=now, finished_at=now))
-
-
-def counts_by_status(conn: Connection, schema: Schema) -> dict[str, int]:
-    o = schema.outbox
-    return {s: n for s, n in conn.execute(select(o.c.status, func.count()).group_by(o.c.status))}
-
-
-def list_actions(conn: Connection, schema: Schema, *, status: str | None = None, playbook_id: str | None = None,
-                 limit: int = 50) -> list[dict]:
-    o = schema.outbox
-    q = select(o).order_by(o.c.id.desc()).limit(limit)
-    if status:
-        q = q.where(o.c.status == status)
-    if playbook_id:
-        q = q.where(o.c.playbook_id == playbook_id)
-    return [dict(r) for r in conn.execute(q).mappings()]
-
-
-def attempt_history(conn: Connection, schema: Schema, *, playbook_id: str | None = None,
-                    subject: str | None = None, limit: int = 50) -> list[dict]:
-    """Delivery attempts, newest first, with the action they belong to."""
-    a, o = schema.attempts, schema.outbox
-    q = (select(a.c.at, a.c.attempt, a.c.outcome, a.c.detail, a.c.worker, o.c.id.label("outbox_id"), o.c.dedup_key,
-                o.c.kind, o.c.status).join_from(a, o, a.c.outbox_id == o.c.id).order_by(a.c.id.desc()).limit(limit))
-    if playbook_id:
-        q = q.where(o.c.playbook_id == playbook_id)
-    if subject:
-        stype, _, sid = subject.rpartition(":")
-        q = q.where(o.c.subject_id == sid, *([o.c.subject_type == stype] if stype else []))
-    return [dict(r) for r in conn.execute(q).mappings()]
-
-
-def set_status(conn: Connection, schema: Schema, ids: list[int], status: str, now: datetime,
-               from_statuses: tuple[str, ...]) -> int:
-    """Operator action (retry / cancel) on rows currently in one of `from_statuses`."""
-    o = schema.outbox
-    values: dict[str, Any] = dict(status=status, updated_at=now)
-    if status == "pending":
-        values.update(not_before=now, finished_at=None, last_error=None)
-    else:
-        values.update(finished_at=now)
-    res = conn.execute(update(o).where(o.c.id.in_(ids), o.c.status.in_(from_statuses)).values(**values))
-    return res.rowcount or 0

@@ -1,11 +1,14 @@
-"""Table definitions: the synced data model (§4) with custom fields, and the engine's own state."""
+"""Table definitions: the synced data model (§4) with custom fields, and the engine's own state; and the
+base of the repositories that read and write them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Date, DateTime, Float, Index, Integer, MetaData,
-                        PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, func)
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Connection, Date, DateTime, Float, Index, Integer,
+                        MetaData, PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, func)
+
+from engine.datamodel import CORE_FIELDS, FIELD_TYPE_NAMES, KEYS
 
 FIELD_TYPES = {
     "string": String,
@@ -16,30 +19,7 @@ FIELD_TYPES = {
     "datetime": DateTime,
 }
 
-ENTITIES = ("accounts", "contacts", "usage", "goals")
-
-# Core fields of each entity and their types (§4). Keys are listed first.
-CORE_FIELDS: dict[str, dict[str, str]] = {
-    "accounts": {
-        "id": "string", "name": "string", "domain": "string", "tier": "string",
-        "lifecycle_stage": "string", "arr": "number", "seats": "integer", "plan": "string",
-        "csm_email": "string", "renewal_date": "date", "created_at": "datetime", "timezone": "string",
-    },
-    "contacts": {
-        "id": "string", "account_id": "string", "email": "string", "name": "string", "role": "string",
-        "created_at": "datetime", "timezone": "string", "unsubscribed": "boolean",
-    },
-    "usage": {"account_id": "string", "metric": "string", "day": "date", "value": "number"},
-    "goals": {
-        "id": "string", "account_id": "string", "name": "string", "metric": "string", "direction": "string",
-        "baseline": "number", "target": "number", "current": "number", "due_date": "date", "status": "string",
-    },
-}
-KEYS: dict[str, tuple[str, ...]] = {
-    "accounts": ("id",), "contacts": ("id",), "usage": ("account_id", "metric", "day"), "goals": ("id",),
-}
-# Columns the engine keeps on entity tables for itself.
-BOOKKEEPING = ("removed_at", "synced_at")
+assert tuple(FIELD_TYPES) == FIELD_TYPE_NAMES
 
 
 @dataclass(frozen=True)
@@ -273,3 +253,11 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
     )
     return Schema(md, accounts, contacts, usage, goals, episodes, events, runs, outbox, attempts, tasks,
                   sync_state, suppressions, leases, playbook_state, metric_caches, match_state, playbook_bits)
+
+
+class Repository:
+    """The statements of one part of the schema, run on one connection (bound by `engine.store.Tx`)."""
+
+    def __init__(self, conn: Connection, schema: Schema):
+        self.conn, self.schema = conn, schema
+        self.dialect: str = conn.dialect.name

@@ -8,8 +8,9 @@ from typing import Any, Callable, Iterable
 
 from sqlalchemy import Connection, select
 
-from engine.store.bulk import in_list
-from engine.store.schema import Schema
+from engine.datamodel import ENTITY_OF, SUBJECT_TYPES
+from engine.store.dialect import in_list
+from engine.store.schema import Repository, Schema
 
 
 @lru_cache(maxsize=32)
@@ -84,41 +85,42 @@ class RowCache:
         return sorted(missing)
 
 
-def records(conn: Connection, schema: Schema, subject: str, ids: Iterable[str],
-            cache: RowCache | None = None) -> dict[str, dict[str, dict]]:
-    """subject id -> {'account': row, 'contact'|'goal': row} (removed rows included: resolves need them)."""
-    cache = cache or RowCache()
-    a = schema.accounts
-    if subject == "account":
-        return {i: {"account": row} for i, row in cache.rows(conn, a, ids).items()}
-    own = cache.rows(conn, schema.contacts if subject == "contact" else schema.goals, ids)
-    accounts = cache.rows(conn, a, {row["account_id"] for row in own.values()})
-    return {i: {subject: row, "account": accounts.get(row["account_id"], {})} for i, row in own.items()}
+class Subjects(Repository):
+    """Subject rows (accounts, contacts, goals) as templates, recipients and `explain` read them."""
 
+    def records(self, subject: str, ids: Iterable[str], cache: RowCache | None = None) -> dict[str, dict[str, dict]]:
+        """subject id -> {'account': row, 'contact'|'goal': row} (removed rows included: resolves need them)."""
+        conn, schema = self.conn, self.schema
+        cache = cache or RowCache()
+        a = schema.accounts
+        if subject == "account":
+            return {i: {"account": row} for i, row in cache.rows(conn, a, ids).items()}
+        own = cache.rows(conn, schema.entity(ENTITY_OF[subject]), ids)
+        accounts = cache.rows(conn, a, {row["account_id"] for row in own.values()})
+        return {i: {subject: row, "account": accounts.get(row["account_id"], {})} for i, row in own.items()}
 
-def contacts_with_roles(conn: Connection, schema: Schema, account_ids: Iterable[str], roles: list[str],
-                        cache: RowCache | None = None) -> dict[str, list[dict]]:
-    """account id -> its live contacts with one of `roles`, unsubscribed ones left out, in id order."""
-    wanted = set(roles)
-    found = (cache or RowCache()).contacts(conn, schema, set(account_ids))
-    return {a: mine for a, rows in found.items() if (mine := [r for r in rows if r["role"] in wanted])}
+    def contacts_with_roles(self, account_ids: Iterable[str], roles: list[str],
+                            cache: RowCache | None = None) -> dict[str, list[dict]]:
+        """account id -> its live contacts with one of `roles`, unsubscribed ones left out, in id order."""
+        wanted = set(roles)
+        found = (cache or RowCache()).contacts(self.conn, self.schema, set(account_ids))
+        return {a: mine for a, rows in found.items() if (mine := [r for r in rows if r["role"] in wanted])}
 
+    def usage_rows(self, account_id: str, since: date, until: date) -> dict[str, dict]:
+        """metric -> {day: value} of one account over a date range (for explain's Python evaluation)."""
+        u = self.schema.usage
+        q = select(u.c.metric, u.c.day, u.c.value).where(u.c.account_id == account_id, u.c.day >= since,
+                                                          u.c.day <= until)
+        out: dict[str, dict] = {}
+        for metric, day, value in self.conn.execute(q):
+            out.setdefault(metric, {})[day] = value
+        return out
 
-def usage_rows(conn: Connection, schema: Schema, account_id: str, since: date, until: date) -> dict[str, dict]:
-    """metric -> {day: value} of one account over a date range (for explain's Python evaluation)."""
-    u = schema.usage
-    q = select(u.c.metric, u.c.day, u.c.value).where(u.c.account_id == account_id, u.c.day >= since,
-                                                      u.c.day <= until)
-    out: dict[str, dict] = {}
-    for metric, day, value in conn.execute(q):
-        out.setdefault(metric, {})[day] = value
-    return out
-
-
-def find_subject(conn: Connection, schema: Schema, subject_id: str) -> list[tuple[str, str]]:
-    """Which subject types hold this id: [('account', 'A1'), …]."""
-    found = []
-    for stype, table in (("account", schema.accounts), ("contact", schema.contacts), ("goal", schema.goals)):
-        if conn.execute(select(table.c.id).where(table.c.id == subject_id)).first():
-            found.append((stype, subject_id))
-    return found
+    def find(self, subject_id: str) -> list[str]:
+        """Which subject types hold this id: ['account', …]."""
+        found = []
+        for stype in SUBJECT_TYPES:
+            t = self.schema.entity(ENTITY_OF[stype])
+            if self.conn.execute(select(t.c.id).where(t.c.id == subject_id)).first() is not None:
+                found.append(stype)
+        return found

@@ -23,18 +23,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection
-
+from engine.datamodel import ENTITIES
 from engine.errors import DataError, Diagnostic, UserError, suggest
 from engine.settings import Settings, Source
-from engine.store import entities as store
-from engine.store.db import Database
+from engine.store import Store, Tx
 from engine.sync.progress import ProgressCallback, no_progress
-from engine.sync.sources import EPOCH, Reader, SourceError, Unreadable, open_source, source_labels
+from engine.plugins import SourceEnv
+from engine.sync.reader import EPOCH, Reader, SourceError, Unreadable
 from engine.sync.validate import (RowChecker, duplicate_problem, entity_fields, required_fields,
                                   unknown_account_problem)
 
-ORDER = ("accounts", "contacts", "goals", "usage")
+ORDER = ENTITIES     # accounts first: contacts, goals and usage name an account
 CHUNK = 5000
 MAX_PROBLEMS = 1000  # problems kept per entity; the count of invalid rows stays exact
 
@@ -95,7 +94,7 @@ class SyncFailed(DataError):
         super().__init__([d for name in report.failed for d in report.entities[name].errors()])
 
 
-def run_sync(settings: Settings, db: Database, *, skip_invalid: bool = False,
+def run_sync(settings: Settings, store: Store, *, skip_invalid: bool = False,
              entities: Iterable[str] | None = None, progress: ProgressCallback | None = None,
              now: datetime | None = None) -> SyncReport:
     """Load every source (or those of `entities`); raise SyncFailed after committing the good entities.
@@ -113,7 +112,7 @@ def run_sync(settings: Settings, db: Database, *, skip_invalid: bool = False,
             continue
         picked = [(labels[i], s) for i, s in enumerate(settings.sources) if s.entity == entity]
         if picked:
-            job = _EntitySync(settings, db, entity, picked, skip_invalid, progress or no_progress, moment)
+            job = _EntitySync(settings, store, entity, picked, skip_invalid, progress or no_progress, moment)
             report.entities[entity] = job.run()
     report.seconds = time.perf_counter() - started
     if report.failed:
@@ -136,14 +135,38 @@ def _wanted(entities: Iterable[str] | None) -> set[str]:
     return chosen
 
 
+def source_labels(sources: list[Source]) -> list[str]:
+    """How each source is named in messages: its own label (a file path as written), else `<kind>:<entity>`
+    (`#n` when several sources of that kind feed the entity)."""
+    own = [s.plugin.label(s.config) for s in sources]
+    counts: dict[tuple[str, str], int] = {}
+    for s, label in zip(sources, own):
+        if label is None:
+            counts[(s.kind, s.entity)] = counts.get((s.kind, s.entity), 0) + 1
+    seen: dict[tuple[str, str], int] = {}
+    labels = []
+    for s, label in zip(sources, own):
+        if label is None:
+            key = (s.kind, s.entity)
+            seen[key] = seen.get(key, 0) + 1
+            label = f"{s.kind}:{s.entity}" + (f"#{seen[key]}" if counts[key] > 1 else "")
+        labels.append(label)
+    return labels
+
+
+def open_source(source: Source, settings: Settings, label: str, since: datetime | None) -> Reader:
+    """A reader of one configured source (not yet opened: use it in a `with` block)."""
+    env = SourceEnv(settings.resolve, label, since or EPOCH, settings.timezone)
+    return source.plugin.open(source.config, env)
+
+
 class _EntitySync:
     """One entity's sync: read, validate and write all its sources in one transaction."""
 
-    def __init__(self, settings: Settings, db: Database, entity: str, sources: list[tuple[str, Source]],
+    def __init__(self, settings: Settings, store: Store, entity: str, sources: list[tuple[str, Source]],
                  skip_invalid: bool, progress: ProgressCallback, now: datetime):
-        self.settings, self.db, self.entity = settings, db, entity
+        self.settings, self.store, self.entity = settings, store, entity
         self.sources, self.skip_invalid, self.progress, self.now = sources, skip_invalid, progress, now
-        self.table = db.schema.entity(entity)
         self.fields = entity_fields(entity, settings.custom_fields())
         kinds = {s.incremental for _, s in sources}
         mode = "mixed" if len(kinds) > 1 else ("incremental" if True in kinds else "snapshot")
@@ -154,9 +177,9 @@ class _EntitySync:
 
     def run(self) -> EntityReport:
         started = time.perf_counter()
-        with store.write_connection(self.db.engine) as conn, conn.begin() as tx:
+        with self.store.write() as tx:
             try:
-                self._load(conn)
+                self._load(tx)
             except SourceError as exc:
                 self.report.problems.insert(0, exc.diagnostic)
                 self.report.failed = True
@@ -167,16 +190,15 @@ class _EntitySync:
                 self.report.loaded = self.report.inserted = self.report.updated = 0
                 self.report.removed, self.report.cascaded = 0, {}
             else:
-                self._finish(conn)
+                self._finish(tx)
         self.report.seconds = time.perf_counter() - started
         return self.report
 
-    def _load(self, conn: Connection) -> None:
-        schema = self.db.schema
-        store.lock_entity(conn, self.entity)
-        self.first_stamp = self.stamp = store.next_stamp(conn, self.table, self.now)
-        self.before = store.count_rows(conn, self.table)
-        since = store.last_synced(conn, schema, self.entity) or EPOCH
+    def _load(self, tx: Tx) -> None:
+        tx.entities.lock(self.entity)
+        self.first_stamp = self.stamp = tx.entities.next_stamp(self.entity, self.now)
+        self.before = tx.entities.count(self.entity)
+        since = tx.entities.last_synced(self.entity) or EPOCH
         checker = RowChecker(self.entity, self.fields, self.settings.tz)
         readers = [open_source(s, self.settings, label, since) for label, s in self.sources]
         totals: list[int | None] = []
@@ -187,10 +209,10 @@ class _EntitySync:
                 totals.append(reader.estimate_total() if self.progress is not no_progress else None)
                 total = None if None in totals else sum(t or 0 for t in totals)
                 self.progress(self.entity, done, total)
-                done = self._read(conn, reader, checker, done, total)
+                done = self._read(tx, reader, checker, done, total)
         self.progress(self.entity, done, done)
 
-    def _read(self, conn: Connection, reader: Reader, checker: RowChecker,
+    def _read(self, tx: Tx, reader: Reader, checker: RowChecker,
               done: int, total: int | None) -> int:
         known = set(self.fields)
         warned: set[str] = set()
@@ -212,8 +234,8 @@ class _EntitySync:
                 values["synced_at"] = self.stamp
                 self.pending.append((line, key, values, problems))
             if len(self.pending) >= CHUNK:
-                self._flush(conn, reader.label)
-        self._flush(conn, reader.label)  # a chunk never mixes sources (or stamps)
+                self._flush(tx, reader.label)
+        self._flush(tx, reader.label)  # a chunk never mixes sources (or stamps)
         # duplicates found at a flush were reported after later lines: back in line order
         report.problems[first_problem:] = sorted(report.problems[first_problem:], key=lambda d: d.line or 0)
         return done
@@ -254,7 +276,7 @@ class _EntitySync:
         if key is not None and self.skip_invalid:
             self.invalid_keys.append(key)
 
-    def _flush(self, conn: Connection, label: str) -> None:
+    def _flush(self, tx: Tx, label: str) -> None:
         """Judge and write the rows read since the last flush. In line order, a row is invalid when it has
         problems of its own or the store has no such account (a removed account it still has: its rows load
         and are marked removed with it) — both said — or when its key is an earlier valid row's of the chunk;
@@ -262,7 +284,7 @@ class _EntitySync:
         up once per chunk, so memory does not grow with the number of accounts."""
         rows, self.pending = self.pending, []
         named = set() if self.entity == "accounts" else {v.get("account_id") for _, _, v, _ in rows if v} - {None}
-        known = store.existing_accounts(conn, self.db.schema, named)
+        known = tx.entities.existing_accounts(named)
         chunk: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
         for line, key, values, problems in rows:
             account = values.get("account_id") if values else None
@@ -274,27 +296,26 @@ class _EntitySync:
                 self._invalid(label, line, [duplicate_problem(self.entity, key, chunk[key][0])], key)
             else:
                 chunk[key] = (line, values)  # type: ignore[index]  # a row without problems has a key and values
-        stamped = store.upsert_new_rows(conn, self.table, [values for _, values in chunk.values()])
+        stamped = tx.entities.upsert_new_rows(self.entity, [values for _, values in chunk.values()])
         for key in stamped:
             self._invalid(label, chunk[key][0], [duplicate_problem(self.entity, key, None)], key)
         self.report.loaded += len(chunk) - len(stamped)
 
-    def _finish(self, conn: Connection) -> None:
+    def _finish(self, tx: Tx) -> None:
         """Counts, removal of absent rows, cascade, and the sync_state record (committed by `run`)."""
-        schema, report = self.db.schema, self.report
+        entities, report = tx.entities, self.report
         if self.invalid_keys:
-            store.touch_rows(conn, self.table, self.invalid_keys, self.stamp)
-        report.inserted = store.count_rows(conn, self.table) - self.before
+            entities.touch(self.entity, self.invalid_keys, self.stamp)
+        report.inserted = entities.count(self.entity) - self.before
         report.updated = report.loaded - report.inserted
         if report.mode == "snapshot":
             if self.entity == "usage":
-                report.removed = store.delete_absent_usage(conn, self.table, self.first_stamp)
+                report.removed = entities.delete_absent_usage(self.first_stamp)
             else:
-                report.removed = store.mark_absent_removed(conn, self.table, self.first_stamp, self.stamp,
-                                                           self.now)
+                report.removed = entities.mark_absent_removed(self.entity, self.first_stamp, self.stamp, self.now)
         if self.entity in ("accounts", "contacts", "goals"):
             # rows of removed accounts are removed too (a contacts snapshot may still list them)
-            cascaded = store.cascade_removed_accounts(conn, schema, self.now)
+            cascaded = entities.cascade_removed_accounts(self.now)
             report.cascaded = cascaded if self.entity == "accounts" else {}
-        store.record_sync_state(conn, schema, self.entity, self.now, report.loaded, report.removed, self.stamp)
-        store.analyze(conn, self.table)
+        entities.record_sync(self.entity, self.now, report.loaded, report.removed, self.stamp)
+        entities.analyze(self.entity)

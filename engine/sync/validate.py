@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import date, tzinfo
 from typing import Any
 
-from engine.store.schema import CORE_FIELDS, KEYS
+from engine.datamodel import KEYS, fields_of
 from engine.sync.coerce import CoerceError, Coercer, coercer, show
 
 # Fields every row of an entity must have, beyond its key.
@@ -25,7 +25,7 @@ DIRECTIONS = ("increase", "decrease")
 
 def entity_fields(entity: str, custom: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     """Core and declared custom fields of an entity, name -> type."""
-    return {**CORE_FIELDS[entity], **custom.get(entity, {})}
+    return fields_of(entity, custom)
 
 
 def required_fields(entity: str) -> tuple[str, ...]:

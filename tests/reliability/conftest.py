@@ -3,47 +3,31 @@
 from __future__ import annotations
 
 import os
-import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from conftest import PG_SKIP, PG_URL, Workspace  # noqa: E402
+from conftest import Workspace
 
 @pytest.fixture
-def pg_factory(tmp_path: Path) -> Any:
-    """Makes workspaces, each on a fresh PostgreSQL schema, connections tagged with an application_name."""
-    if not PG_URL:
-        pytest.skip(PG_SKIP)
-    from sqlalchemy import create_engine, text
+def pg_factory(tmp_path: Path, pg_schemas: Any) -> Any:
+    """Makes workspaces, each on a fresh PostgreSQL schema (its connections named after it), with `admin`: an
+    engine outside the schema, to end its connections."""
+    from sqlalchemy import create_engine
 
-    admin = create_engine(PG_URL)
-    made: list[str] = []
+    from conftest import PG_URL
+
+    admin = create_engine(PG_URL) if PG_URL else None
 
     def make() -> Workspace:
-        schema = "rel_" + uuid.uuid4().hex[:10]
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-        made.append(schema)
-        sep = "&" if "?" in PG_URL else "?"
-        url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
-        ws = Workspace(tmp_path / schema, url)
-        ws.schema_name = schema
-        ws.admin = admin
+        schema = pg_schemas("rel")
+        ws = Workspace(tmp_path / schema.name, schema.url)
+        ws.schema_name, ws.admin = schema.name, admin
         return ws
 
-    try:
-        yield make
-    finally:
-        with admin.begin() as conn:
-            for schema in made:
-                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE application_name = :a AND pid <> pg_backend_pid()"), {"a": schema})
-                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    yield make
+    if admin is not None:
         admin.dispose()
 
 

@@ -1,18 +1,22 @@
-"""Measured figures of the reliability suite: printed and merged into bench/results/reliability.json."""
+"""Measured figures of the reliability suite: printed, and kept in the JSON file named by
+$PLAYBOOK_RELIABILITY_FIGURES when set (tests never write into the source tree)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "reliability.json"
-
 
 def record_figure(name: str, value: Any) -> None:
-    """Keep a measured figure (printed, and merged into bench/results/reliability.json)."""
+    """Print a measured figure, and merge it into $PLAYBOOK_RELIABILITY_FIGURES when that names a file."""
     print(f"[reliability] {name}: {value}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    target = os.environ.get("PLAYBOOK_RELIABILITY_FIGURES")
+    if not target:
+        return
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.exists() else {}
     data[name] = value
-    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

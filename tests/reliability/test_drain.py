@@ -12,11 +12,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from connectors.base import BaseConnector, Delivery, Outcome
+from engine.plugins import BaseConnector, Outcome, Receipt
 from reliability.figures import record_figure
 from engine.app import App
 from engine.dispatch import Dispatcher
-from engine.store import outbox
 
 N = 10_000
 
@@ -30,9 +29,9 @@ def enqueue(ws, n: int = N) -> None:  # noqa: ANN001
                  payload={"url": "https://example.invalid/hook", "method": "POST", "headers": {}, "body": {"i": i}},
                  status="pending", attempts=0, not_before=now, expires_at=now + timedelta(days=1), lease_token=0,
                  ambiguous=False, created_at=now, updated_at=now) for i in range(n)]
-    with app.db.engine.begin() as conn:
+    with app.store.write() as tx:
         for i in range(0, n, 2000):
-            outbox.plan(conn, app.db.schema, rows[i:i + 2000])
+            tx.outbox.enqueue(rows[i:i + 2000])
     app.close()
 
 
@@ -43,8 +42,8 @@ def sink_counts(ws) -> Counter:  # noqa: ANN001
 
 def states(ws) -> dict[str, dict]:  # noqa: ANN001
     app = App(ws.config)
-    with app.db.engine.connect() as conn:
-        rows = {r["dedup_key"]: r for r in outbox.list_actions(conn, app.db.schema, limit=N + 10)}
+    with app.store.read() as tx:
+        rows = {r["dedup_key"]: r for r in tx.outbox.list(limit=N + 10)}
     app.close()
     return rows
 
@@ -145,14 +144,14 @@ class CuttingReceiver(BaseConnector):
             with self.ws.admin.begin() as conn:
                 conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :a"),
                              {"a": self.ws.schema_name})
-        return Delivery(Outcome.SENT, "kept")
+        return Receipt(Outcome.SENT, "kept")
 
 
 def test_outcomes_a_cut_connection_held_back_are_recorded_once_it_returns(pg_ws) -> None:  # noqa: ANN001
     enqueue(pg_ws, 3)
     app = App(pg_ws.config)
     receiver = CuttingReceiver(pg_ws)
-    d = Dispatcher(app.db, app.settings, {"webhook": receiver}, owner="a")
+    d = Dispatcher(app.store, app.settings, {"webhook": receiver}, owner="a")
     try:
         items = d.claim()
         with pytest.raises(OperationalError):

@@ -10,8 +10,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from engine.app import App
-from engine.store import leases, outbox, playbook_state
-from engine.tick import wall_clock
+from engine.clock import wall_clock
 from reliability.figures import record_figure
 
 PLAYBOOKS = {
@@ -43,23 +42,24 @@ def prepare(ws, accounts: int = 200) -> None:  # noqa: ANN001
 
 
 def query(ws, fn):  # noqa: ANN001, ANN201
+    """fn(tx) in one transaction on the workspace's store (committed)."""
     app = App(ws.config)
     try:
-        with app.db.engine.connect() as conn:
-            return fn(conn, app.db.schema)
+        with app.store.write() as tx:
+            return fn(tx)
     finally:
         app.close()
 
 
 def scheduled_runs(ws) -> int:  # noqa: ANN001
     """Scheduled evaluations of single playbooks (one run row covers the playbooks evaluated together)."""
-    details = query(ws, lambda c, s: c.execute(select(s.runs.c.detail).where(s.runs.c.kind == "scheduled")).scalars()
-                    .all())
+    details = query(ws, lambda tx: tx.conn.execute(select(tx.schema.runs.c.detail)
+                                                   .where(tx.schema.runs.c.kind == "scheduled")).scalars().all())
     return sum(len(d or {}) for d in details)
 
 
 def planned_keys(ws) -> list[str]:  # noqa: ANN001
-    return sorted(r["dedup_key"] for r in query(ws, lambda c, s: outbox.list_actions(c, s, limit=100_000)))
+    return sorted(r["dedup_key"] for r in query(ws, lambda tx: tx.outbox.list(limit=100_000)))
 
 
 def run_start(ws, processes: int, ticks: int) -> float:  # noqa: ANN001
@@ -100,7 +100,7 @@ def test_two_start_processes_plan_what_one_plans(pg_factory) -> None:  # noqa: A
 def test_leader_killed_another_takes_over(pg_ws) -> None:  # noqa: ANN001
     prepare(pg_ws, accounts=20)
     a = pg_ws.spawn("start", "--every", "1", "--lease", "3", "--workers", "1")
-    holder = lambda: query(pg_ws, lambda c, s: leases.holder(c, s, "scheduler"))  # noqa: E731
+    holder = lambda: query(pg_ws, lambda tx: tx.leases.holder("scheduler"))  # noqa: E731
     deadline = time.monotonic() + 60
     while not (holder() and holder()["owner"].endswith(f":{a.pid}")) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -127,11 +127,10 @@ def test_restart_after_downtime_runs_one_catch_up(pg_ws) -> None:  # noqa: ANN00
         path = pg_ws.root / "playbooks" / f"{name}.yaml"
         path.write_text(path.read_text().replace("name:", 'schedule: "0 3 * * *"\nname:', 1))
 
-    def backdate(conn, schema):  # noqa: ANN001, ANN202
+    def backdate(tx):  # noqa: ANN001, ANN202
         for name in PLAYBOOKS:
-            playbook_state.record(conn, schema, name, evaluated_at=wall_clock() - timedelta(days=3),
-                                  now=wall_clock() - timedelta(days=3), status="ok", detail=None, source_hash=None)
-        conn.commit()
+            tx.runs.record_playbook(name, evaluated_at=wall_clock() - timedelta(days=3),
+                                    now=wall_clock() - timedelta(days=3), status="ok", detail=None, source_hash=None)
 
     query(pg_ws, backdate)
     p = pg_ws.spawn("start", "--lease", "3", "--workers", "1")
@@ -141,7 +140,8 @@ def test_restart_after_downtime_runs_one_catch_up(pg_ws) -> None:  # noqa: ANN00
     assert p.returncode == 0, err
     runs = scheduled_runs(pg_ws)
     assert runs == len(PLAYBOOKS), err                   # exactly one catch-up each, not zero, not three
-    ticks = query(pg_ws, lambda c, s: c.execute(select(s.runs.c.id).where(s.runs.c.kind == "scheduled")).all())
+    ticks = query(pg_ws, lambda tx: tx.conn.execute(select(tx.schema.runs.c.id)
+                                                    .where(tx.schema.runs.c.kind == "scheduled")).all())
     assert len(ticks) == 1                               # ... all in one tick (one scan for all of them)
     assert err.count("catch-up evaluation") == len(PLAYBOOKS)
     record_figure("catch_up_after_3_days_down", {"playbooks": len(PLAYBOOKS), "evaluations": runs})

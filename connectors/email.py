@@ -1,0 +1,283 @@
+"""The email connector plugin: the `email:` action (§9), its payload (one message per recipient), its config
+block (`connectors.email`: SMTP server and sender) and its local sink (one .eml file per message).
+
+Recipients are the subject contact (`to: contact`), the subject account's contacts with a role
+(`to: {role: champion}`, unsubscribed ones left out), or addresses (templated). Each recipient gets its own
+message, rendered with `contact` bound to that recipient, under a stable Message-ID; the suppression list is
+checked again when the message is sent."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from connectors.email_message import build_message
+from engine.actions import ActionKind, CompileContext, CompiledAction, Payload, PlanContext, SendCheck
+from engine.consent import unsubscribe_url
+from engine.plugins import BaseConnector, Connector, ConnectorEnv, ConnectorPlugin, Outcome, Receipt
+from engine.store.outbox import Claimed
+from engine.templating import TemplateProblem, render
+
+DEFAULT_SENDER = "Customer Success <cs@localhost>"
+PARTS = {"subject": ".subject.j2", "html": ".html.j2", "text": ".txt.j2"}
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoleFilter(Options):
+    role: str | list[str]
+
+
+Recipients = RoleFilter | list[str] | str
+
+
+class EmailAction(Options):
+    """An `email:` action."""
+
+    to: Recipients = Field(description="`contact` (the subject contact), {role: …} (the account's contacts "
+                                        "with that role), or addresses (templated)")
+    cc: Recipients | None = None
+    template: str | None = None
+    subject: str | None = None
+    body: str | None = None
+    reply_to: str | None = None
+
+    @model_validator(mode="after")
+    def _content(self) -> EmailAction:
+        if self.template and (self.subject or self.body):
+            raise ValueError("use either `template` or inline `subject` + `body`, not both")
+        if not self.template and not (self.subject and self.body):
+            raise ValueError("an email needs `template`, or both `subject` and `body`")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Mail(Payload):
+    """One message to one recipient."""
+
+    to: str
+    subject: str
+    message_id: str
+    text: str | None = None
+    html: str | None = None
+    contact_id: str | None = None
+    unsubscribe_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EmailPayload(Payload):
+    """An email action as planned: a message per recipient, copies and reply-to address."""
+
+    messages: list[Mail] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    reply_to: str | None = None
+
+
+def message_id(key: str, n: int) -> str:
+    """A stable RFC 5322 Message-ID for the n-th message of an action."""
+    digest = hashlib.sha256(f"{key}#{n}".encode()).hexdigest()[:32]
+    return f"<{digest}@playbook-engine>"
+
+
+class EmailKind(ActionKind):
+    name = "email"
+    options = EmailAction
+    payload = EmailPayload
+    literal = frozenset({"template", "role"})
+
+    def compile(self, options: Any, ctx: CompileContext) -> tuple[Any, dict[str, Any]]:
+        if options.to == "contact" and ctx.subject != "contact":
+            ctx.problem(("to",), "`to: contact` needs `subject: contact`",
+                        "use a role filter such as `to: {role: champion}`")
+        extra = frozenset({"contact"}) if isinstance(options.to, RoleFilter) else frozenset()
+        fields = ctx.structure(self.dump(options), self.literal, extra)
+        return fields, (self._files(options.template, ctx, extra) if options.template else {})
+
+    def _files(self, name: str, ctx: CompileContext, extra: frozenset[str]) -> dict[str, Any]:
+        """NAME.subject.j2 and NAME.html.j2 and/or NAME.txt.j2, compiled."""
+        templates, files = ctx.templates, {}
+        for part, suffix in PARTS.items():
+            if templates.exists(name + suffix):
+                try:
+                    files[part] = templates.compile_file(name + suffix, ctx.subject, extra)
+                except TemplateProblem as exc:
+                    ctx.template_problem(name + suffix, exc)
+        where = ctx.templates_shown
+        has_body = templates.exists(name + PARTS["html"]) or templates.exists(name + PARTS["text"])
+        if not templates.exists(name + PARTS["subject"]) and not has_body:
+            from engine.errors import suggest
+
+            close = suggest(name, templates.names())
+            ctx.problem(("template",), f"email template `{name}` not found in {where}/",
+                        f"did you mean `{close}`?" if close else
+                        f"create {name}.subject.j2 and {name}.html.j2 or {name}.txt.j2")
+        elif not templates.exists(name + PARTS["subject"]):
+            ctx.problem(("template",), f"email template `{name}` has no subject", f"create {where}/{name}.subject.j2")
+        elif not has_body:
+            ctx.problem(("template",), f"email template `{name}` has no body",
+                        f"create {where}/{name}.html.j2 and/or {name}.txt.j2")
+        return files
+
+    def plan(self, action: CompiledAction, ctx: PlanContext) -> EmailPayload:
+        spec, files = action.spec, action.files
+        recipients = self._recipients(spec.to, action.fields.get("to"), ctx)
+        cc = ([address for address, _ in self._recipients(spec.cc, action.fields.get("cc"), ctx)]
+              if spec.cc is not None else [])
+        messages = []
+        for n, (address, contact) in enumerate(recipients):
+            link = unsubscribe_url(ctx.settings, address)
+            mctx = dict(ctx.context, unsubscribe_url=link)
+            if contact is not None:
+                mctx["contact"] = contact
+            if files:
+                subject = render(files["subject"], mctx).strip() if "subject" in files else ""
+                html = render(files["html"], mctx) if "html" in files else None
+                text = render(files["text"], mctx) if "text" in files else None
+            else:
+                subject = render(action.fields["subject"], mctx).strip()
+                text, html = render(action.fields["body"], mctx), None
+            messages.append(Mail(address, " ".join(subject.split()), message_id(ctx.key, n), text, html,
+                                 contact["id"] if contact else None, link))
+        reply_to = ctx.render(action.fields["reply_to"]) if spec.reply_to else None
+        return EmailPayload(messages, cc, reply_to)
+
+    def _recipients(self, spec_to: Any, compiled: Any, ctx: PlanContext) -> list[tuple[str, dict | None]]:
+        if spec_to == "contact":
+            c = ctx.records.get("contact")
+            return [(c["email"], c)] if c and c.get("email") and not c.get("unsubscribed") else []
+        if isinstance(spec_to, RoleFilter):
+            roles = {spec_to.role} if isinstance(spec_to.role, str) else set(spec_to.role)
+            account_id = ctx.records["account"]["id"]
+            return [(c["email"], c) for c in ctx.contacts.get(account_id, []) if c.get("email") and c["role"] in roles]
+        out = []
+        for item in (compiled if isinstance(compiled, list) else [compiled]):
+            for address in ctx.render(item).split(","):
+                if address.strip():
+                    out.append((address.strip(), None))
+        return out
+
+    def nothing_to_send(self, payload: EmailPayload) -> str | None:
+        return None if payload.messages else "no recipient: every candidate is missing or unsubscribed"
+
+    def contact_roles(self, options: Any) -> list[str]:
+        roles: list[str] = []
+        for spec in (options.to, options.cc):
+            if isinstance(spec, RoleFilter):
+                roles += [spec.role] if isinstance(spec.role, str) else list(spec.role)
+        return roles
+
+    def addresses(self, payload: EmailPayload) -> list[str]:
+        return [m.to for m in payload.messages]
+
+    def at_send(self, payload: EmailPayload, blocked: set[str], result: dict | None) -> SendCheck:
+        """Drop recipients unsubscribed or bounced by now, and messages an earlier attempt delivered."""
+        done = set((result or {}).get("delivered") or [])
+        stopped = {m.to.lower() for m in payload.messages} & blocked
+        keep = [m for m in payload.messages if m.to.lower() not in stopped and m.message_id not in done]
+        if not keep:
+            if stopped:
+                return SendCheck(None, "suppressed", "every recipient is unsubscribed or bounced: "
+                                 + ", ".join(sorted(stopped)))
+            return SendCheck(None, "sent", "every message was already delivered")
+        return SendCheck(payload if len(keep) == len(payload.messages) else replace(payload, messages=keep))
+
+    def summary(self, payload: EmailPayload) -> dict[str, Any]:
+        msgs = payload.messages
+        return {"to": [m.to for m in msgs], "subject": msgs[0].subject if msgs else None}
+
+
+EMAIL = EmailKind()
+
+
+class SmtpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    host: str
+    port: int = 587
+    starttls: bool = True
+    ssl: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: float = 30.0
+
+
+class EmailConfig(BaseModel):
+    """`connectors.email`: the SMTP server, the sender, and the one-click unsubscribe endpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    smtp: SmtpSettings
+    from_: str = Field(alias="from")
+    reply_to: str | None = None
+    unsubscribe_url: str | None = Field(None, description="base URL of the one-click unsubscribe endpoint")
+    unsubscribe_secret: SecretStr | None = None
+
+
+class EmailSink(BaseConnector):
+    """Each email as an RFC 5322 file outbox/email/<key>-<n>.eml; rewriting the same file is harmless."""
+
+    on_ambiguous = "resend"
+    batch_safe = True
+
+    def __init__(self, directory: Path, sender: str = DEFAULT_SENDER, name: str = "email"):
+        self.name, self.directory, self.sender = name, directory / "email", sender
+        self._unsynced: list[Path] = []
+
+    def flush(self) -> None:
+        """fsync the files written since the last flush, then the directory (one batch at a time)."""
+        if not self._unsynced:
+            return
+        for path in [*self._unsynced, self.directory]:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._unsynced = []
+
+    def deliver(self, item: Claimed) -> Receipt:
+        p: EmailPayload = item.payload
+        self.directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for n, m in enumerate(p.messages):
+            msg = build_message(m, sender=self.sender, cc=p.cc, reply_to=p.reply_to)
+            name = f"{_slug(item.dedup_key)}-{n}.eml"
+            _atomic_write(self.directory / name, bytes(msg))
+            self._unsynced.append(self.directory / name)
+            written.append(name)
+        return Receipt(Outcome.SENT, f"wrote {len(written)} file(s)", result={"files": written})
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write-then-rename, so a reader never sees half a file (made durable by the sink's flush())."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _slug(key: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in key)[:80]
+    return f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+class EmailPlugin(ConnectorPlugin):
+    name = "email"
+    kind = EMAIL
+    config = EmailConfig
+
+    def connector(self, config: Any, env: ConnectorEnv) -> Connector:
+        from connectors.email_smtp import SmtpEmail
+
+        return SmtpEmail(config)
+
+    def local_sink(self, env: ConnectorEnv) -> Connector:
+        return EmailSink(env.outbox_dir, DEFAULT_SENDER)
+
+
+plugin = EmailPlugin()

@@ -1,0 +1,198 @@
+"""Action kinds: what a playbook action (`email:`, `slack:`, `task:`, `webhook:`, or a plugin's) may say, how it is
+compiled when playbooks load, planned into a typed payload, checked at send time and summarised for `run`.
+
+The core never lists kinds: the loader, the planner and the dispatcher ask the action's `ActionKind`, which a
+connector plugin brings (engine/plugins.py). Several connectors may deliver one kind (tasks: the built-in list,
+HubSpot, Salesforce) and share its ActionKind object."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from engine.templating import TemplateProblem, Templates, render
+
+
+class Payload:
+    """Base of a typed payload: a frozen dataclass an action kind plans, the outbox stores as JSON and the kind's
+    connectors deliver. Fields may be nested payloads or lists of them."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object stored in the outbox (empty fields left out: reading it back gives their defaults)."""
+        return {f.name: _dump(v) for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if (v := getattr(self, f.name)) is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Any:
+        """The payload an outbox row holds (keys it does not know are ignored, missing ones take defaults)."""
+        hints = _hints(cls)
+        return cls(**{name: _load(hints[name], data[name]) for name in hints if name in data})
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, Payload):
+        return value.to_json()
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return {f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls)}
+
+
+def _load(hint: Any, value: Any) -> Any:
+    if isinstance(hint, type) and issubclass(hint, Payload) and isinstance(value, dict):
+        return hint.from_json(value)
+    if typing.get_origin(hint) is list and isinstance(value, list):
+        (item,) = typing.get_args(hint)
+        return [_load(item, v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ClosePayload(Payload):
+    """Closing what an episode's action created (a task) when the episode resolves: the dedup key of the action
+    that created it, the id the receiving system gave it, and its title."""
+
+    task_key: str
+    external_id: str | None = None
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class CompiledAction:
+    """One action of a loaded playbook: its options with every templated string compiled, and the connector
+    that delivers it."""
+
+    index: int
+    kind: str                       # the action's key: email | slack | task | webhook | a plugin's
+    spec: Any                       # the options model the kind validated
+    fields: Any                     # options as a nested structure whose strings are compiled templates
+    files: dict[str, Any] = field(default_factory=dict)   # template files, by part (email: subject, html, text)
+    connector: str = ""             # the connector plugin that delivers it (engine/plugins.py: route)
+
+
+@dataclass
+class CompileContext:
+    """What an action kind needs to compile one action: the playbook's subject, the templates, and where to
+    report a problem (`problem(path, message, hint)`, path relative to the action's options)."""
+
+    subject: str
+    templates: Templates
+    templates_shown: str                                         # the templates folder as the user would write it
+    settings: Any
+    problem: Callable[..., None]
+    template_problem: Callable[[str, TemplateProblem], None]     # (template file name, problem) of a template file
+
+    def structure(self, value: Any, literal: frozenset[str], extra: frozenset[str] = frozenset(),
+                  path: tuple[Any, ...] = ()) -> Any:
+        """A nested structure of options with each string compiled as an inline template, except the values of
+        the keys in `literal`; `extra` names template variables besides the subject's."""
+        if isinstance(value, dict):
+            return {k: (v if k in literal else self.structure(v, literal, extra, path + (k,)))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.structure(v, literal, extra, path + (i,)) for i, v in enumerate(value)]
+        if isinstance(value, str):
+            try:
+                return self.templates.compile_inline(value, self.subject, extra)
+            except TemplateProblem as exc:
+                self.problem(path, exc.message)
+                return None
+        return value
+
+
+@dataclass
+class PlanContext:
+    """What an action kind needs to plan one action for one subject: the template context (with the subject's
+    rows), the rows themselves, the contacts of the subject's account with the roles the actions address,
+    the clock, the settings, and the action's dedup key."""
+
+    context: dict[str, Any]
+    records: dict[str, dict]
+    contacts: dict[str, list[dict]]
+    now: datetime
+    settings: Any
+    key: str
+
+    def render(self, template: Any, extra: dict[str, Any] | None = None) -> str:
+        """Render one compiled template in this context (plus `extra` names)."""
+        return render(template, dict(self.context, **extra) if extra else self.context)
+
+    def render_structure(self, value: Any, extra: dict[str, Any] | None = None) -> Any:
+        """Render every compiled template inside a nested structure."""
+        if isinstance(value, dict):
+            return {k: self.render_structure(v, extra) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.render_structure(v, extra) for v in value]
+        if hasattr(value, "generate"):
+            return self.render(value, extra)
+        return value
+
+
+@dataclass(frozen=True)
+class SendCheck:
+    """What is left to deliver of a claimed action once the suppression list has been read: the payload, or no
+    payload and the status to record instead (`suppressed`, or `sent` when an earlier attempt delivered all)."""
+
+    payload: Any
+    status: str | None = None
+    detail: str | None = None
+
+
+class ActionKind:
+    """A kind of action. Subclasses set `name`, `options` and `payload`, and override what differs from the
+    defaults: every option string a template (except `literal` keys), the payload built from the rendered
+    options."""
+
+    name: ClassVar[str]
+    options: ClassVar[type[BaseModel]]
+    payload: ClassVar[type[Payload]]
+    literal: ClassVar[frozenset[str]] = frozenset()     # option keys whose values are not templates
+
+    def compile(self, options: BaseModel, ctx: CompileContext) -> tuple[Any, dict[str, Any]]:
+        """(fields, files): the options with their templates compiled, and any template files."""
+        return ctx.structure(self.dump(options), self.literal), {}
+
+    @staticmethod
+    def dump(options: BaseModel) -> dict[str, Any]:
+        """The options as written (without `connector`, which the core reads)."""
+        return options.model_dump(exclude_none=True, by_alias=True, exclude={"connector"})
+
+    def plan(self, action: CompiledAction, ctx: PlanContext) -> Payload:
+        """The payload of one action for one subject (raises TemplateProblem when a template fails)."""
+        return self.payload.from_json(ctx.render_structure(action.fields))
+
+    def nothing_to_send(self, payload: Any) -> str | None:
+        """Why a planned payload has no one to deliver to (it is recorded suppressed at once), or None."""
+        return None
+
+    def contact_roles(self, options: BaseModel) -> list[str]:
+        """The contact roles whose contacts (of the subject's account) the action addresses."""
+        return []
+
+    def closable(self, options: BaseModel) -> bool:
+        """Whether what this action creates is closed when its episode resolves (a `<kind>_close` action)."""
+        return False
+
+    def addresses(self, payload: Any) -> list[str]:
+        """The people's addresses this payload goes to, checked against the suppression list at send time."""
+        return []
+
+    def at_send(self, payload: Any, blocked: set[str], result: dict | None) -> SendCheck:
+        """What to deliver now, given the suppressed addresses among `addresses()` and an earlier attempt's
+        result."""
+        return SendCheck(payload)
+
+    def summary(self, payload: Any) -> dict[str, Any]:
+        """The short form `run` shows and its JSON lists: {"to": [...], and "subject", "text" or "title"}."""
+        return {"to": []}

@@ -1,0 +1,101 @@
+"""Authoring commands: init (a working directory), validate, schema, and demo (try everything offline)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from engine.app import App
+from engine.cli.common import FORMAT, command
+from engine.cli.output import err, out, print_diagnostics, print_json, table
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--accounts", default=300, show_default=True, help="how many sample accounts to generate")
+def init(directory: str, accounts: int) -> None:
+    """Scaffold a working directory (config, playbooks, templates, sample data)."""
+    from engine.workspace import scaffold
+
+    target = Path(directory)
+    if (target / "config.yaml").exists():
+        err.print(f"{target / 'config.yaml'} already exists; choose an empty directory")
+        sys.exit(1)
+    counts = scaffold(target, accounts=accounts)
+    out.print(f"Created {target}/ with config.yaml, playbooks/ and data/ "
+              f"({', '.join(f'{v} {k}' for k, v in counts.items())}).")
+    out.print(f"Next: cd {target} && playbook validate && playbook sync && playbook run --dry-run")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@FORMAT
+@command
+def validate(app: App, paths: tuple[str, ...], fmt: str) -> None:
+    """Check config, playbooks and templates; print file:line:col: message; exit 1 on errors."""
+    from engine.spec.loader import load_playbooks, playbook_files
+
+    files: list[Path] = []
+    for p in paths:
+        files += playbook_files(Path(p)) if Path(p).is_dir() else [Path(p)]
+    pset = load_playbooks(app.settings, files or None)
+    diags = pset.diagnostics
+    if fmt == "json":
+        print_json({"valid": [p.id for p in pset.valid],
+                    "errors": [{"file": d.file, "line": d.line, "col": d.col, "message": d.message,
+                                "hint": d.hint} for d in diags]})
+    else:
+        print_diagnostics(diags, stream=out)
+        n = len(pset.valid) + len(pset.invalid)
+        summary = f"{len(pset.valid)} of {n} playbook(s) valid"
+        out.print(("[green]✓[/] " if not diags else "[red]✗[/] ") + summary
+                  + (f", {len(diags)} problem(s)" if diags else ""))
+    sys.exit(1 if diags else 0)
+
+
+@click.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="write to this file instead of stdout")
+def schema(output: str | None) -> None:
+    """Print the JSON Schema of the playbook format."""
+    from engine.spec.schema import playbook_json_schema
+
+    text = json.dumps(playbook_json_schema(), indent=2) + "\n"
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+@click.command()
+@click.option("--keep", type=click.Path(file_okay=False), help="work in this directory instead of a temporary one")
+@click.option("--accounts", default=300, show_default=True)
+def demo(keep: str | None, accounts: int) -> None:
+    """Offline end-to-end run on the bundled example data and playbooks, with a summary."""
+    from engine.demo import run_demo
+    from engine.errors import UserError
+
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="playbook-demo-"))
+    started = time.perf_counter()
+    out.print(f"[bold]playbook demo[/] in {work}")
+    try:
+        report = run_demo(work, accounts=accounts)
+    except UserError as exc:
+        print_diagnostics(exc.diagnostics)
+        sys.exit(1)
+    out.print("synced: " + ", ".join(f"{n} {entity}" for entity, n in report.synced.items()))
+    rows = [[pid, subject, fired, ", ".join(f"{n} {what}" for what, n in actions.items()) or "—"]
+            for pid, subject, fired, actions in report.playbooks]
+    out.print(table("Demo summary", ["playbook", "subject", "fired", "actions (kind status)"], rows))
+    box = report.outbox_dir
+    out.print(f"where the messages went: {report.emails} email file(s) in {box / 'email'}, {report.slack} Slack "
+              f"message(s) in {box / 'slack.jsonl'}, tasks in the built-in task list (`playbook tasks`)")
+    out.print(f"done in {time.perf_counter() - started:.1f}s — try: playbook --config {work}/config.yaml "
+              f"explain A0001 | history | tasks")
+
+
+COMMANDS = [init, validate, schema, demo]

@@ -1,0 +1,54 @@
+"""Data commands: sync (load every source into the database, atomic per entity)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from engine.app import App
+from engine.cli.common import FORMAT, command
+from engine.cli.output import err, out, print_diagnostics, print_json, sync_rows, table
+from engine.datamodel import ENTITIES
+
+
+@click.command()
+@click.option("--skip-invalid", is_flag=True, help="load the good rows and report the bad ones")
+@click.option("--entity", "entities", multiple=True, type=click.Choice(list(ENTITIES)),
+              help="sync only these entities")
+@FORMAT
+@command
+def sync(app: App, skip_invalid: bool, entities: tuple[str, ...], fmt: str) -> None:
+    """Load all sources into the database (atomic per entity)."""
+    from engine.sync import SyncFailed, rich_progress, run_sync
+
+    try:
+        with rich_progress() as progress:
+            report = run_sync(app.settings, app.store, skip_invalid=skip_invalid, entities=list(entities) or None,
+                              progress=progress)
+    except SyncFailed as exc:
+        if fmt == "table":
+            _print(exc.report, fmt, problems=False)
+        err.file.write("sync failed — nothing of these entities changed: " + ", ".join(exc.report.failed)
+                       + " (fix the rows below, or rerun with --skip-invalid to load the good rows)\n")
+        raise
+    _print(report, fmt)
+
+
+def _print(report: Any, fmt: str, *, problems: bool = True) -> None:
+    rows = sync_rows(report)
+    if fmt == "json":
+        print_json({"entities": rows})
+        return
+    for w in report.warnings:
+        err.print(f"warning: {w}", markup=False, highlight=False)
+    out.print(table("Sync", ["entity", "mode", "rows read", "inserted", "updated", "removed", "invalid", "seconds"],
+                    [[r["entity"], r["mode"], r["rows"], r["inserted"], r["updated"],
+                      r["removed"] + sum(r["cascaded"].values()), r["invalid"], f"{r['seconds']:.2f}"]
+                     for r in rows]))
+    if problems and report.problems:
+        err.file.write("skipped rows:\n")
+        print_diagnostics(report.problems, limit=20)
+
+
+COMMANDS = [sync]

@@ -1,0 +1,138 @@
+"""Delivery commands: dispatch (once), worker (continuously), outbox (list, retry, cancel), tasks, unsubscribe."""
+
+from __future__ import annotations
+
+import click
+
+from engine.app import App
+from engine.cli.common import FORMAT, command
+from engine.cli.output import jsonable, out, print_json, table
+from engine.clock import wall_clock
+
+STATUSES = ["pending", "claimed", "held", "sent", "failed", "suppressed", "cancelled"]
+
+
+@click.command()
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="deliver at most this many actions")
+@FORMAT
+@command
+def dispatch(app: App, limit: int | None, fmt: str) -> None:
+    """Deliver due outbox actions once."""
+    from engine.dispatch import deliver_due
+
+    stats = deliver_due(app.store, app.settings, limit=limit)
+    if fmt == "json":
+        print_json({"outcomes": dict(stats.by_outcome), "connectors": dict(stats.by_connector)})
+    else:
+        out.print(table("Dispatch", ["outcome", "actions"], sorted(stats.by_outcome.items())))
+
+
+@click.command()
+@click.option("--interval", default=1.0, show_default=True, help="seconds to wait when nothing is due")
+@click.option("--max-idle", default=None, type=float, help="exit after this many idle seconds (for scripts)")
+@click.option("--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True)
+@command
+def worker(app: App, interval: float, max_idle: float | None, log_format: str) -> None:
+    """Deliver due outbox actions continuously (SIGTERM or Ctrl-C stops cleanly)."""
+    from engine.logs import setup_logging
+    from engine.service import run_worker
+
+    setup_logging(log_format)
+    run_worker(app, interval=interval, max_idle=max_idle)
+
+
+@click.group()
+def outbox() -> None:
+    """List, retry and cancel planned actions."""
+
+
+@outbox.command("list")
+@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--playbook", "playbook_id")
+@click.option("--limit", default=50, show_default=True)
+@FORMAT
+@command
+def outbox_list(app: App, status: str | None, playbook_id: str | None, limit: int, fmt: str) -> None:
+    """Planned actions, newest first."""
+    with app.store.read() as tx:
+        rows = tx.outbox.list(status=status, playbook_id=playbook_id, limit=limit)
+        counts = tx.outbox.counts()
+    if fmt == "json":
+        print_json({"counts": counts, "actions": [jsonable({k: v for k, v in r.items() if k != "payload"})
+                                                  for r in rows]})
+        return
+    out.print(table("Outbox", ["#", "status", "kind", "connector", "dedup key", "attempts", "ambiguous", "last error"],
+                    [[r["id"], r["status"], r["kind"], r["connector"], r["dedup_key"], r["attempts"],
+                      "yes" if r["ambiguous"] else "", (r["last_error"] or "")[:60]] for r in rows],
+                    caption=", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))))
+
+
+@outbox.command("retry")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@command
+def outbox_retry(app: App, ids: tuple[int, ...]) -> None:
+    """Make failed or held actions due again."""
+    with app.store.write() as tx:
+        n = tx.outbox.set_status(list(ids), "pending", wall_clock(), ("failed", "held"))
+    out.print(f"{n} action(s) queued again")
+
+
+@outbox.command("cancel")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@command
+def outbox_cancel(app: App, ids: tuple[int, ...]) -> None:
+    """Cancel pending or held actions."""
+    with app.store.write() as tx:
+        n = tx.outbox.set_status(list(ids), "cancelled", wall_clock(), ("pending", "held"))
+    out.print(f"{n} action(s) cancelled")
+
+
+@click.command()
+@click.option("--all", "show_all", is_flag=True, help="closed tasks too")
+@click.option("--assignee", help="only tasks for this assignee")
+@FORMAT
+@command
+def tasks(app: App, show_all: bool, assignee: str | None, fmt: str) -> None:
+    """Tasks created by playbooks (open ones by default)."""
+    with app.store.read() as tx:
+        rows = tx.tasks.list(status=None if show_all else "open", assignee=assignee)
+    if fmt == "json":
+        print_json({"tasks": [jsonable(r) for r in rows]})
+        return
+    out.print(table("Tasks", ["#", "status", "due (UTC)", "priority", "assignee", "title", "subject", "connector"],
+                    [[r["id"], r["status"], f"{r['due_at']:%Y-%m-%d}" if r["due_at"] else "", r["priority"],
+                      r["assignee"], r["title"], f"{r['subject_type']}:{r['subject_id']}", r["connector"]]
+                     for r in rows]))
+
+
+@click.command()
+@click.argument("emails", nargs=-1)
+@click.option("--remove", is_flag=True, help="take the addresses off the suppression list (resubscribe)")
+@click.option("--list", "show", is_flag=True, help="show the suppression list")
+@FORMAT
+@command
+def unsubscribe(app: App, emails: tuple[str, ...], remove: bool, show: bool, fmt: str) -> None:
+    """Never email these addresses again (checked at send time), or --remove / --list."""
+    if not emails and not show:
+        raise click.UsageError("give one or more email addresses, or --list")
+    for e in emails:
+        if "@" not in e:
+            raise click.UsageError(f"`{e}` is not an email address")
+    with app.store.write() as tx:
+        for e in emails:
+            if remove:
+                tx.suppressions.remove(e)
+            else:
+                tx.suppressions.add(e, "unsubscribed", wall_clock(), "playbook unsubscribe")
+        rows = tx.suppressions.list() if show else []
+    if emails:
+        out.print(f"{len(emails)} address(es) {'resubscribed' if remove else 'suppressed'}")
+    if show:
+        if fmt == "json":
+            print_json({"suppressed": [{**r, "at": r["at"].isoformat()} for r in rows]})
+        else:
+            out.print(table("Suppression list", ["email", "reason", "since (UTC)", "detail"],
+                            [[r["email"], r["reason"], f"{r['at']:%Y-%m-%d %H:%M}", r["detail"]] for r in rows]))
+
+
+COMMANDS = [dispatch, worker, outbox, tasks, unsubscribe]

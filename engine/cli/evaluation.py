@@ -1,0 +1,122 @@
+"""Evaluation commands: run (one tick, then dispatch), explain (why a subject fires or not), history."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from engine.app import App
+from engine.cli.common import FORMAT, NOW, command, report_invalid
+from engine.cli.output import action_summary, err, jsonable, out, print_json, table
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="change nothing; show what would fire")
+@NOW
+@click.option("--playbook", "playbook_ids", multiple=True, help="only this playbook (repeatable)")
+@click.option("--no-dispatch", is_flag=True, help="plan actions but leave delivery to `playbook dispatch`")
+@FORMAT
+@command
+def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...], no_dispatch: bool,
+        fmt: str) -> None:
+    """One evaluation tick, then dispatch."""
+    from engine.dispatch import deliver_due
+    from engine.tick import run_tick
+
+    clock = app.clock(now)
+    invalid = report_invalid(app)
+    unknown = [p for p in playbook_ids if app.playbooks.get(p) is None]
+    if unknown:
+        raise click.UsageError(f"unknown playbook id(s): {', '.join(unknown)}; "
+                               f"known: {', '.join(p.id for p in app.playbooks.valid)}")
+    result = run_tick(app.store, app.settings, app.playbooks, clock, dry_run=dry_run,
+                      only=set(playbook_ids) or None)
+    stats = None
+    if not dry_run and not no_dispatch:
+        stats = deliver_due(app.store, app.settings, clock)
+    for o in result.playbooks:
+        if o.skipped:
+            err.file.write(f"{o.playbook}: {o.skipped}\n")
+    if fmt == "json":
+        print_json(result.as_json())
+    else:
+        title = ("Dry run at " if result.dry_run else "Run at ") + result.as_json()["now"]
+        rows = [[e.playbook, e.subject, e.event, e.episode, action_summary(e.actions)] for e in result.events]
+        out.print(table(title, ["playbook", "subject", "event", "episode", "actions"], rows,
+                        caption=f"{len(rows)} event(s)" + (" — nothing was changed" if result.dry_run else "")))
+        if stats is not None:
+            parts = ", ".join(f"{k}: {v}" for k, v in sorted(stats.by_outcome.items())) or "nothing due"
+            out.print(f"dispatch: {parts}")
+    sys.exit(1 if invalid else 0)
+
+
+@click.command()
+@click.argument("subject_id")
+@click.option("--playbook", "playbook_ids", multiple=True, help="only this playbook (repeatable)")
+@NOW
+@FORMAT
+@command
+def explain(app: App, subject_id: str, playbook_ids: tuple[str, ...], now: str | None, fmt: str) -> None:
+    """Each condition's value for SUBJECT_ID (an id, or type:id) and why each playbook fires or not."""
+    from engine.explain import explain_subject
+
+    clock = app.clock(now)
+    sid, results = explain_subject(app.store, app.playbooks, subject_id, playbook_ids, clock)
+    if fmt == "json":
+        print_json({"now": clock.local().isoformat(), "subject": sid, "playbooks": [r.as_json() for r in results]})
+        return
+    for r in results:
+        rows = []
+        for c in r.conditions:
+            rows.append([c.label, c.text, _show(c.value)])
+            rows += [["", f"  ↳ {text}", _show(value)] for text, value in c.details()]
+        colour = {"fires": "green", "repeats": "green"}.get(r.verdict, "yellow")
+        out.print(table(f"{r.playbook} — {r.subject}", ["condition", "expression", "value"], rows,
+                        caption=f"[{colour}]{r.verdict}[/]: {r.reason}"))
+        if not r.sql_agrees:
+            err.print("[red]warning:[/] the SQL and Python back ends disagree for this subject — please report it")
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "empty (unknown)"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+@click.command()
+@click.option("--playbook", "playbook_id", help="only this playbook")
+@click.option("--subject", help="only this subject (id or type:id)")
+@click.option("--attempts", "show_attempts", is_flag=True, help="every delivery attempt instead of events")
+@click.option("--limit", default=50, show_default=True)
+@FORMAT
+@command
+def history(app: App, playbook_id: str | None, subject: str | None, show_attempts: bool, limit: int,
+            fmt: str) -> None:
+    """What fired (events), or with --attempts each delivery attempt; newest first."""
+    if show_attempts:
+        with app.store.read() as tx:
+            rows = tx.outbox.attempts(playbook_id=playbook_id, subject=subject, limit=limit)
+        if fmt == "json":
+            print_json({"attempts": [jsonable(r) for r in rows]})
+            return
+        out.print(table("Delivery attempts", ["at (UTC)", "dedup key", "#", "outcome", "worker", "detail"],
+                        [[f"{r['at']:%Y-%m-%d %H:%M:%S}", r["dedup_key"], r["attempt"], r["outcome"], r["worker"],
+                          (r["detail"] or "")[:70]] for r in rows]))
+        return
+    with app.store.read() as tx:
+        rows = tx.episodes.history(playbook_id=playbook_id, subject=subject, limit=limit)
+    if fmt == "json":
+        print_json({"events": [jsonable(r) for r in rows]})
+        return
+    out.print(table("History", ["at (UTC)", "playbook", "subject", "event", "episode", "firing"],
+                    [[f"{r['at']:%Y-%m-%d %H:%M}", r["playbook_id"], f"{r['subject_type']}:{r['subject_id']}",
+                      r["event"], r["episode"], r["firing"]] for r in rows]))
+
+
+COMMANDS = [run, explain, history]

@@ -1,0 +1,62 @@
+"""Operations commands: start (the long-running service) and status (what it did and will do)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from engine.app import App
+from engine.cli.common import FORMAT, command
+from engine.cli.output import err, out, print_json, table
+
+
+@click.command()
+@click.option("--workers", default=2, show_default=True, help="dispatch threads in this process")
+@click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+@click.option("--unsubscribe-port", type=int, default=None, help="serve the one-click unsubscribe endpoint")
+@click.option("--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True)
+@click.option("--lease", default=15.0, show_default=True, help="leader lease in seconds (take-over time)")
+@click.option("--every", type=float, default=None, hidden=True,
+              help="evaluate every N seconds instead of the cron schedules (tests, demos)")
+@command
+def start(app: App, workers: int, metrics_port: int | None, unsubscribe_port: int | None, log_format: str,
+          lease: float, every: float | None) -> None:
+    """The long-running service: scheduled syncs and evaluations, continuous dispatch."""
+    from engine.logs import setup_logging
+    from engine.service import Service
+
+    setup_logging(log_format)
+    app.settings, app.store  # noqa: B018 - fail fast on a bad config or database, before starting threads
+    sys.exit(Service(app, workers=workers, every=every, lease_s=lease, metrics_port=metrics_port,
+                     unsubscribe_port=unsubscribe_port).run())
+
+
+@click.command()
+@FORMAT
+@command
+def status(app: App, fmt: str) -> None:
+    """Last run of every playbook, queue depth by state, failures, next scheduled times, the leader."""
+    from engine.service import status_report
+
+    doc = status_report(app)
+    if fmt == "json":
+        print_json(doc)
+        return
+    rows = doc["playbooks"]
+    out.print(table("Playbooks", ["playbook", "schedule", "last run", "status", "next run"],
+                    [[r["playbook"] + ("" if r["enabled"] else " (disabled)"), r["schedule"],
+                      (r["last_run"] or "never")[:16], (r["status"] or "") + (f": {r['detail'].get('reason')}"
+                      if r["detail"] and r["detail"].get("reason") else ""), (r["next_run"] or "")[:16]]
+                     for r in rows]))
+    out.print(table("Outbox", ["state", "actions"], sorted(doc["queue"].items())))
+    if doc["recent_failures"]:
+        out.print(table("Recent failures", ["#", "dedup key", "error"],
+                        [[f["id"], f["dedup_key"], (f["error"] or "")[:80]] for f in doc["recent_failures"]]))
+    out.print(f"leader: {doc['leader']['owner'] + ' until ' + doc['leader']['until'] if doc['leader'] else 'none'}; "
+              f"last sync: " + (", ".join(f"{k} {v[:16]}" for k, v in doc["synced"].items()) or "never"))
+    if doc["invalid"]:
+        err.file.write("invalid playbooks (not running): " + ", ".join(doc["invalid"]) + "\n")
+
+
+COMMANDS = [start, status]

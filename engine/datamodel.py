@@ -1,0 +1,43 @@
+"""The synced data model (§4), defined once: entities, their keys and core fields, and subject types.
+
+Everything that names an entity, a field type or a subject type reads it from here: the store's
+tables, the sync validator, the expression language's scope, the configuration's field checks."""
+
+from __future__ import annotations
+
+FIELD_TYPE_NAMES = ("string", "integer", "number", "boolean", "date", "datetime")
+
+# The synced tables, in the order a sync loads them (contacts and goals name an account; usage too).
+ENTITIES = ("accounts", "contacts", "goals", "usage")
+
+# Core fields of each entity and their types (§4). Keys are listed first.
+CORE_FIELDS: dict[str, dict[str, str]] = {
+    "accounts": {
+        "id": "string", "name": "string", "domain": "string", "tier": "string",
+        "lifecycle_stage": "string", "arr": "number", "seats": "integer", "plan": "string",
+        "csm_email": "string", "renewal_date": "date", "created_at": "datetime", "timezone": "string",
+    },
+    "contacts": {
+        "id": "string", "account_id": "string", "email": "string", "name": "string", "role": "string",
+        "created_at": "datetime", "timezone": "string", "unsubscribed": "boolean",
+    },
+    "usage": {"account_id": "string", "metric": "string", "day": "date", "value": "number"},
+    "goals": {
+        "id": "string", "account_id": "string", "name": "string", "metric": "string", "direction": "string",
+        "baseline": "number", "target": "number", "current": "number", "due_date": "date", "status": "string",
+    },
+}
+KEYS: dict[str, tuple[str, ...]] = {
+    "accounts": ("id",), "contacts": ("id",), "usage": ("account_id", "metric", "day"), "goals": ("id",),
+}
+# Columns the engine keeps on entity tables for itself (not fields a user may declare).
+BOOKKEEPING = ("removed_at", "synced_at")
+
+# What a playbook is about, in the order a tick evaluates them, and the entity each one's rows live in.
+SUBJECT_TYPES = ("account", "contact", "goal")
+ENTITY_OF: dict[str, str] = {"account": "accounts", "contact": "contacts", "goal": "goals"}
+
+
+def fields_of(entity: str, custom: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Every field of an entity (core, then the declared custom ones) with its type name."""
+    return {**CORE_FIELDS[entity], **custom.get(entity, {})}
