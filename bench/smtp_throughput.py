@@ -19,7 +19,7 @@ from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.plugins import Outcome  # noqa: E402
+from engine.delivery import Outcome  # noqa: E402
 from connectors.email_smtp import SmtpEmail  # noqa: E402
 from connectors.email import EmailConfig, EmailPayload, Mail  # noqa: E402
 from engine.store.outbox import Claimed  # noqa: E402
@@ -51,7 +51,7 @@ def local_smtp_server() -> Iterator[SmtpEmail]:
                                "-c", "aiosmtpd.handlers.Sink"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(port)
-        conf = EmailConnector.model_validate({"smtp": {"host": "127.0.0.1", "port": port, "starttls": False},
+        conf = EmailConfig.model_validate({"smtp": {"host": "127.0.0.1", "port": port, "starttls": False},
                                               "from": "カスタマーサクセス <cs@example.com>"})
         email = SmtpEmail(conf)
         try:

@@ -1,5 +1,6 @@
-"""The email connector plugin: the `email:` action (§9), its payload (one message per recipient), its config
-block (`connectors.email`: SMTP server and sender) and its local sink (one .eml file per message).
+"""Email: the `email:` action (§9), its payload (one message per recipient), the email connector's config block
+(`connectors.email`: SMTP server and sender) and its local sink (one .eml file per message). The plugin itself,
+delivering over SMTP, is connectors/email_smtp.py.
 
 Recipients are the subject contact (`to: contact`), the subject account's contacts with a role
 (`to: {role: champion}`, unsubscribed ones left out), or addresses (templated). Each recipient gets its own
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from connectors.email_message import build_message
 from engine.actions import ActionKind, CompileContext, CompiledAction, Payload, PlanContext, SendCheck
 from engine.consent import unsubscribe_url
-from engine.plugins import BaseConnector, Connector, ConnectorEnv, ConnectorPlugin, Outcome, Receipt
+from engine.delivery import BaseConnector, Outcome, Receipt
 from engine.store.outbox import Claimed
 from engine.templating import TemplateProblem, render
 
@@ -264,20 +265,3 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def _slug(key: str) -> str:
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in key)[:80]
     return f"{safe}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-
-
-class EmailPlugin(ConnectorPlugin):
-    name = "email"
-    kind = EMAIL
-    config = EmailConfig
-
-    def connector(self, config: Any, env: ConnectorEnv) -> Connector:
-        from connectors.email_smtp import SmtpEmail
-
-        return SmtpEmail(config)
-
-    def local_sink(self, env: ConnectorEnv) -> Connector:
-        return EmailSink(env.outbox_dir, DEFAULT_SENDER)
-
-
-plugin = EmailPlugin()

@@ -1,4 +1,5 @@
-"""Email over SMTP (§9, §10): one kept-open connection, one transaction per message, outcomes per recipient.
+"""The email connector plugin (`connectors.email`): email over SMTP (§9, §10), one kept-open connection, one
+transaction per message, outcomes per recipient; without a real configuration, the .eml local sink.
 
 Outcome rules, for the dispatcher:
 
@@ -35,9 +36,10 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from typing import Any, Callable
 
-from connectors.email import EmailConfig, EmailPayload, Mail
+from connectors.email import DEFAULT_SENDER, EMAIL, EmailConfig, EmailPayload, EmailSink, Mail
 from connectors.email_message import SMTP_POLICY, SMTPUTF8_POLICY, build_message, header_safe
-from engine.plugins import BaseConnector, Outcome, Receipt
+from engine.delivery import BaseConnector, Connector, Outcome, Receipt
+from engine.plugins import ConnectorEnv, ConnectorPlugin
 from engine.store.outbox import Claimed
 
 log = logging.getLogger("playbook.email")
@@ -381,3 +383,18 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return f"connection closed by the server ({text})"
     return f"{type(exc).__name__}: {text}"
+
+
+class EmailPlugin(ConnectorPlugin):
+    name = "email"
+    kind = EMAIL
+    config = EmailConfig
+
+    def connector(self, config: Any, env: ConnectorEnv) -> Connector:
+        return SmtpEmail(config)
+
+    def local_sink(self, env: ConnectorEnv) -> Connector:
+        return EmailSink(env.outbox_dir, DEFAULT_SENDER)
+
+
+plugin = EmailPlugin()

@@ -14,7 +14,7 @@ from datetime import timezone
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from engine.plugins import Outcome, Receipt
+from engine.delivery import Outcome, Receipt
 
 MAX_BODY = 1 << 20          # read at most 1 MiB of any answer
 TRANSIENT_STATUSES = {408, 425, 429}

@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from connectors.tasks import TaskConnectorPlugin, TaskPayload, close_task, record_task
 from connectors.http import Failed, HttpResponse, bearer_json_call, failure, retry_after
 from engine.actions import ClosePayload
-from engine.plugins import BaseConnector, Connector, ConnectorEnv, Outcome, Receipt
+from engine.delivery import BaseConnector, Connector, Outcome, Receipt
+from engine.plugins import ConnectorEnv
 from engine.store import Store
 from engine.store.outbox import Claimed
 

@@ -32,7 +32,8 @@ from slack_sdk.webhook import WebhookClient
 
 from connectors.http import retry_after
 from engine.actions import ActionKind, Payload
-from engine.plugins import BaseConnector, Connector, ConnectorEnv, ConnectorPlugin, Outcome, Receipt
+from engine.delivery import BaseConnector, Connector, Outcome, Receipt
+from engine.plugins import ConnectorEnv, ConnectorPlugin
 from engine.store.outbox import Claimed
 
 EVENT_TYPE = "playbook_action"

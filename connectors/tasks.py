@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from engine.actions import ActionKind, CompiledAction, PlanContext
 from engine.actions import Payload
 from engine.clock import parse_duration
-from engine.plugins import BaseConnector, Connector, ConnectorEnv, ConnectorPlugin, Outcome, Receipt
+from engine.delivery import BaseConnector, Connector, Outcome, Receipt
+from engine.plugins import ConnectorEnv, ConnectorPlugin
 from engine.store import Store
 from engine.store.outbox import Claimed
 

@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from connectors.http import NetworkError, failure, http_call
 from engine.actions import ActionKind, Payload
-from engine.plugins import BaseConnector, Connector, ConnectorEnv, ConnectorPlugin, Outcome, Receipt
+from engine.delivery import BaseConnector, Connector, Outcome, Receipt
+from engine.plugins import ConnectorEnv, ConnectorPlugin
 from engine.store.outbox import Claimed
 
 METHODS = ("POST", "PUT", "PATCH")

@@ -5,10 +5,14 @@ tables, the sync validator, the expression language's scope, the configuration's
 
 from __future__ import annotations
 
-FIELD_TYPE_NAMES = ("string", "integer", "number", "boolean", "date", "datetime")
+from typing import Literal, get_args
+
+FieldType = Literal["string", "integer", "number", "boolean", "date", "datetime"]
+FIELD_TYPE_NAMES: tuple[str, ...] = get_args(FieldType)
 
 # The synced tables, in the order a sync loads them (contacts and goals name an account; usage too).
-ENTITIES = ("accounts", "contacts", "goals", "usage")
+Entity = Literal["accounts", "contacts", "goals", "usage"]
+ENTITIES: tuple[str, ...] = get_args(Entity)
 
 # Core fields of each entity and their types (§4). Keys are listed first.
 CORE_FIELDS: dict[str, dict[str, str]] = {
@@ -34,8 +38,10 @@ KEYS: dict[str, tuple[str, ...]] = {
 BOOKKEEPING = ("removed_at", "synced_at")
 
 # What a playbook is about, in the order a tick evaluates them, and the entity each one's rows live in.
-SUBJECT_TYPES = ("account", "contact", "goal")
+SubjectType = Literal["account", "contact", "goal"]
+SUBJECT_TYPES: tuple[str, ...] = get_args(SubjectType)
 ENTITY_OF: dict[str, str] = {"account": "accounts", "contact": "contacts", "goal": "goals"}
+SubjectEntity = Literal["accounts", "contacts", "goals"]      # the entities that may declare custom fields
 
 
 def fields_of(entity: str, custom: dict[str, dict[str, str]]) -> dict[str, str]:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from engine.plugins import Connector, Outcome, Receipt, registry
+from engine.delivery import Connector, Outcome, Receipt
+from engine.plugins import registry
 from engine.clock import parse_duration, wall_clock
 from engine.settings import Settings
 from engine.store import DatabaseError, Session, Store

@@ -16,87 +16,25 @@ config block, a source or an action by asking the plugin, and never lists kinds 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from engine.actions import ActionKind, ClosePayload, Payload
+from engine.delivery import Connector
 from engine.errors import ConfigError, Diagnostic, suggest
 from engine.store import Store
 from engine.store.outbox import Claimed
 
+
 CONNECTORS = "playbook_engine.connectors"
 SOURCES = "playbook_engine.sources"
 CLOSE = "_close"      # the kind of the action closing what `<kind>` created (task_close)
-
-
-# -- delivery: what a connector returns and promises ------------------------------------------------------------
-
-class Outcome(str, Enum):
-    """How one delivery attempt ended."""
-
-    SENT = "sent"              # the receiver has it
-    TRANSIENT = "transient"    # try again later (4xx SMTP, HTTP 429/5xx, timeouts)
-    PERMANENT = "permanent"    # will never work (5xx SMTP, HTTP 4xx)
-    SUPPRESSED = "suppressed"  # must not be sent (unsubscribed, bounced)
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """What one delivery attempt came to: its outcome, a detail for people, an optional Retry-After (seconds)
-    and what the receiver said (ids, delivered messages, refusals)."""
-
-    outcome: Outcome
-    detail: str | None = None
-    retry_after: float | None = None
-    result: dict[str, Any] = field(default_factory=dict)
-
-
-Ambiguity = Literal["resend", "check", "hold"]
-
-
-@runtime_checkable
-class Connector(Protocol):
-    """A delivery channel. `deliver` never raises for a delivery problem: it returns a Receipt."""
-
-    name: str
-    on_ambiguous: Ambiguity   # what to do with an action whose earlier attempt may or may not have landed
-
-    def deliver(self, item: Claimed) -> Receipt:
-        """Send one claimed action (its payload is the kind's typed payload)."""
-        ...
-
-    def check(self, item: Claimed) -> Receipt | None:
-        """For on_ambiguous == 'check': the Receipt if the receiver already has it, else None."""
-        ...
-
-    def close(self) -> None:
-        """Release connections."""
-        ...
-
-
-class BaseConnector:
-    """Defaults for connectors: resend on ambiguity, nothing to check, nothing to flush or close."""
-
-    name = "base"
-    on_ambiguous: Ambiguity = "resend"
-    batch_safe = False   # True when delivering an action twice is harmless, so outcomes may be recorded per batch
-
-    def flush(self) -> None:
-        """Make every delivery so far durable (called before a batch's outcomes are recorded)."""
-        return None
-
-    def check(self, item: Claimed) -> Receipt | None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 # -- plugins ----------------------------------------------------------------------------------------------------

@@ -13,13 +13,12 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
                       field_validator, model_validator)
 
 from engine.clock import check_cron, parse_duration
-from engine.datamodel import BOOKKEEPING, CORE_FIELDS, FIELD_TYPE_NAMES
+from engine.datamodel import BOOKKEEPING, CORE_FIELDS, Entity, FieldType, SubjectEntity
 from engine.errors import ConfigError, Diagnostic
 from engine.plugins import LocalSink, Registry, registry
 from engine.spec.diagnostics import validation_diagnostics
-from engine.spec.yamlmarks import Marks, load_yaml
+from engine.spec.yamlfile import Positions, load_yaml
 
-FieldType = Literal["string", "integer", "number", "boolean", "date", "datetime"]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -35,7 +34,7 @@ class Source(Model):
     `sql: {url, query}`, …). The model `settings_model()` validates with has one optional field per installed
     source plugin."""
 
-    entity: Literal["accounts", "contacts", "usage", "goals"]
+    entity: Entity
     mode: Literal["snapshot", "incremental"] | None = Field(
         None, description="snapshot: rows absent are removed; incremental: upsert only. "
                           "Default: the source's own (incremental for a SQL query that uses :since).")
@@ -102,7 +101,7 @@ class Settings(Model):
     playbooks: Path = Path("playbooks")
     templates: Path = Path("playbooks/templates")
     outbox_dir: Path = Path("outbox")
-    fields: dict[Literal["accounts", "contacts", "goals"], dict[str, FieldType]] = Field(default_factory=dict)
+    fields: dict[SubjectEntity, dict[str, FieldType]] = Field(default_factory=dict)
     segments: dict[str, str] = Field(default_factory=dict)
     sources: list[Source] = Field(default_factory=list)
     connectors: Any = Field(None, description="connector name -> its block (engine/plugins.py)")
@@ -197,7 +196,7 @@ def _settings_model(reg: Registry) -> type[Settings]:
 LOCAL, CONNECTOR = "=local sink", "=connector"      # tags of a connector block's two forms (spec/diagnostics.py)
 
 
-def interpolate_env(data: Any, marks: Marks, env: dict[str, str] | None = None) -> Any:
+def interpolate_env(data: Any, positions: Positions, env: dict[str, str] | None = None) -> Any:
     """Replace ${VAR} in string values (not keys); a missing variable is an error naming it, never a value."""
     env = dict(os.environ) if env is None else env
     problems: list[Diagnostic] = []
@@ -211,7 +210,7 @@ def interpolate_env(data: Any, marks: Marks, env: dict[str, str] | None = None) 
             def sub(m: re.Match[str]) -> str:
                 name = m.group(1)
                 if name not in env:
-                    problems.append(marks.diagnostic(path, f"environment variable `{name}` is not set",
+                    problems.append(positions.diagnostic(path, f"environment variable `{name}` is not set",
                                                      f"export {name}=… before running, or remove it"))
                     return ""
                 return env[name]
@@ -240,25 +239,23 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     if not file.exists():
         raise ConfigError(Diagnostic(shown, None, None, "configuration file not found",
                                      "pass --config PATH, set PLAYBOOK_CONFIG, or run `playbook init DIR`"))
-    data, marks = load_yaml(file.read_text(encoding="utf-8"), shown)
+    data, positions = load_yaml(file.read_text(encoding="utf-8"), shown)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(marks.diagnostic((), "the configuration must be a mapping of keys"))
-    data = interpolate_env(data, marks, env)
+        raise ConfigError(positions.diagnostic((), "the configuration must be a mapping of keys"))
+    data = interpolate_env(data, positions, env)
     for reserved in ("base_dir", "config_file"):
         if reserved in data:
-            raise ConfigError(marks.diagnostic((reserved,), f"unknown key `{reserved}`", key=True))
+            raise ConfigError(positions.diagnostic((reserved,), f"unknown key `{reserved}`", key=True))
     model = settings_model()
     try:
         settings = model.model_validate({**data, "base_dir": file.resolve().parent, "config_file": shown})
     except ValidationError as exc:
-        raise ConfigError(validation_diagnostics(exc, model, marks)) from None
+        raise ConfigError(validation_diagnostics(exc, model, positions)) from None
     return settings.model_copy(update={
         "playbooks": settings.resolve(settings.playbooks),
         "templates": settings.resolve(settings.templates),
         "outbox_dir": settings.resolve(settings.outbox_dir),
     })
 
-
-assert FieldType.__args__ == FIELD_TYPE_NAMES

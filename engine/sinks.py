@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.actions import Payload
-from engine.plugins import BaseConnector, Outcome, Receipt
+from engine.delivery import BaseConnector, Outcome, Receipt
 from engine.store.outbox import Claimed
 
 

@@ -96,7 +96,7 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
     touched = store.touched()      # what changed since the marks, read once for all subject types
     with watch("metric windows"):
         cache = candidates.metric_windows(store, selected, clock, wall_clock(), touched)
-    with watch("plans"):
+    with watch("scopes"):
         slots = candidates.assign_slots(store, selected)
         wall = wall_clock()
         chosen = candidates.scopes_of(store, selected, saved, clock, wall, marks)

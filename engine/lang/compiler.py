@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from jinja2 import nodes
 
+from engine.datamodel import SUBJECT_TYPES
 from engine.errors import ExpressionError, suggest
 from engine.lang import ast as A
 from engine.lang.calls import FUNCTIONS, check_call
@@ -11,7 +12,7 @@ from engine.lang.parse import Locator, parse
 from engine.lang.types import (BOOLEAN, DATE, DATETIME, INTEGER, LIST, NONE, NUMBER, ORDERED, STRING,
                                comparable, describe, is_numeric, arith_result, parse_iso)
 
-ENTITIES = ("account", "contact", "goal")
+ENTITIES = SUBJECT_TYPES       # the names an expression reads fields of
 FILTERS = ("lower", "upper", "abs", "round")
 CMP_OPS = {"eq": "==", "ne": "!=", "lt": "<", "lteq": "<=", "gt": ">", "gteq": ">=", "in": "in", "notin": "not in"}
 ARITH = {"Add": ("+", "add"), "Sub": ("-", "sub"), "Mul": ("*", "mul"), "Div": ("/", "div"), "Mod": ("%", "mod")}

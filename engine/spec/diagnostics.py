@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from engine.errors import Diagnostic, suggest
 
 # Inputs are never echoed into messages (they may be secrets), except a mistyped choice: a short literal.
-from engine.spec.yamlmarks import Marks
+from engine.spec.yamlfile import Positions
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -82,9 +82,9 @@ def allowed_keys(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def validation_diagnostics(exc: ValidationError, model: type[BaseModel], marks: Marks,
+def validation_diagnostics(exc: ValidationError, model: type[BaseModel], positions: Positions,
                            prefix: tuple[Any, ...] = ()) -> list[Diagnostic]:
-    """One Diagnostic per pydantic error, located through the YAML marks; secrets never echoed."""
+    """One Diagnostic per pydantic error, located through the YAML positions; secrets never echoed."""
     out: list[Diagnostic] = []
     seen: set[tuple[Any, ...]] = set()
     for err in exc.errors(include_url=False):
@@ -100,19 +100,19 @@ def validation_diagnostics(exc: ValidationError, model: type[BaseModel], marks: 
             close = suggest(name, options) if options else None
             hint = f"did you mean `{close}`?" if close else (
                 f"allowed keys: {', '.join(options)}" if options else None)
-            out.append(marks.diagnostic(path, f"unknown key `{name}`", hint, key=True))
+            out.append(positions.diagnostic(path, f"unknown key `{name}`", hint, key=True))
         elif kind == "missing":
             name = str(loc[-1])
-            out.append(marks.diagnostic(path[:-1], f"missing required key `{name}`", f"add `{name}:`"))
+            out.append(positions.diagnostic(path[:-1], f"missing required key `{name}`", f"add `{name}:`"))
         elif kind == "too_short":
             field = ".".join(str(p) for p in loc)
-            out.append(marks.diagnostic(path, f"{field}: must not be empty", f"add at least one item under `{field}:`"))
+            out.append(positions.diagnostic(path, f"{field}: must not be empty", f"add at least one item under `{field}:`"))
         elif kind == "literal_error" and isinstance(err.get("input"), str):
             given = err["input"][:60]
             options = [o.strip().strip("'") for o in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")]
             close = suggest(given, [o for o in options if o])
             field = ".".join(str(p) for p in loc)
-            out.append(marks.diagnostic(path, f"{field}: `{given}` is not one of {ctx.get('expected')}",
+            out.append(positions.diagnostic(path, f"{field}: `{given}` is not one of {ctx.get('expected')}",
                                         f"did you mean `{close}`?" if close else None))
         else:
             msg = str(err["msg"])
@@ -120,9 +120,9 @@ def validation_diagnostics(exc: ValidationError, model: type[BaseModel], marks: 
                 msg = msg[len("Value error, "):]
             field = ".".join(str(p) for p in loc) or "document"
             if ctx.get("hint"):
-                out.append(marks.diagnostic(path, f"{field}: {msg}", str(ctx["hint"])))
+                out.append(positions.diagnostic(path, f"{field}: {msg}", str(ctx["hint"])))
             else:
-                out.append(marks.diagnostic(path, f"{field}: {msg}"))
+                out.append(positions.diagnostic(path, f"{field}: {msg}"))
         key = (path, kind)
         if key in seen:
             out.pop()

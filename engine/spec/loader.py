@@ -1,4 +1,4 @@
-"""Load the playbooks directory: YAML with marks -> models -> compiled expressions and templates."""
+"""Load the playbooks directory: YAML with positions -> models -> compiled expressions and templates."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.actions import CompileContext, CompiledAction
-from engine.datamodel import ENTITY_OF, fields_of
+from engine.datamodel import ENTITY_OF, SUBJECT_TYPES, fields_of
 from engine.errors import Diagnostic, ExpressionError, UserError
 from engine.lang import Scope, compile_expression
 from engine.plugins import Unroutable, registry, route
@@ -18,7 +18,7 @@ from engine.spec.compiled import CompiledPlaybook, Condition, InvalidPlaybook, P
 from engine.spec.diagnostics import validation_diagnostics
 from engine.spec.models import Playbook, playbook_model
 from engine.spec.triggers import trigger_expression
-from engine.spec.yamlmarks import Marks, load_yaml
+from engine.spec.yamlfile import Positions, load_yaml
 from engine.templating import Templates, TemplateProblem
 
 
@@ -69,8 +69,8 @@ def _display(path: Path, base: Path) -> str:
 
 def _id_pos(path: Path) -> tuple[int | None, int | None]:
     try:
-        _, marks = load_yaml(path.read_text(encoding="utf-8"), str(path))
-        return marks.at(("id",))
+        _, positions = load_yaml(path.read_text(encoding="utf-8"), str(path))
+        return positions.at(("id",))
     except UserError:
         return (None, None)
 
@@ -82,7 +82,7 @@ def load_one(path: Path, shown: str, settings: Settings, templates: Templates) -
     except (OSError, UnicodeDecodeError) as exc:
         return InvalidPlaybook(shown, None, (Diagnostic(shown, None, None, f"cannot read file: {exc}"),))
     try:
-        data, marks = load_yaml(text, shown)
+        data, positions = load_yaml(text, shown)
     except UserError as exc:
         return InvalidPlaybook(shown, None, tuple(exc.diagnostics))
     if not isinstance(data, dict):
@@ -93,26 +93,26 @@ def load_one(path: Path, shown: str, settings: Settings, templates: Templates) -
     try:
         spec = model.model_validate(data)
     except ValidationError as exc:
-        problems = validation_diagnostics(exc, model, marks)
-        problems += _raw_expression_problems(data, settings, marks, text)
+        problems = validation_diagnostics(exc, model, positions)
+        problems += _raw_expression_problems(data, settings, positions, text)
         return InvalidPlaybook(shown, pid, tuple(sorted(problems, key=lambda d: (d.line or 0, d.col or 0))))
     problems: list[Diagnostic] = []
     if spec.trigger.kind == "goal_achieved" and spec.subject != "goal":
-        problems.append(marks.diagnostic(("trigger", "goal_achieved"), "the goal_achieved trigger is about goals",
+        problems.append(positions.diagnostic(("trigger", "goal_achieved"), "the goal_achieved trigger is about goals",
                                          "add `subject: goal` to this playbook", key=True))
-    conditions = [] if problems else _compile_conditions(spec, settings, marks, text, problems)
-    actions = tuple(_compile_actions(spec.actions, "actions", spec, settings, templates, marks, problems))
-    on_resolve = tuple(_compile_actions(spec.on_resolve, "on_resolve", spec, settings, templates, marks, problems))
+    conditions = [] if problems else _compile_conditions(spec, settings, positions, text, problems)
+    actions = tuple(_compile_actions(spec.actions, "actions", spec, settings, templates, positions, problems))
+    on_resolve = tuple(_compile_actions(spec.on_resolve, "on_resolve", spec, settings, templates, positions, problems))
     if problems:
         return InvalidPlaybook(shown, spec.id, tuple(problems))
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return CompiledPlaybook(spec, shown, tuple(conditions), actions, on_resolve, digest)
 
 
-def _raw_expression_problems(data: dict, settings: Settings, marks: Marks, text: str) -> list[Diagnostic]:
+def _raw_expression_problems(data: dict, settings: Settings, positions: Positions, text: str) -> list[Diagnostic]:
     """Check the expressions of a playbook that failed validation elsewhere, so all problems show at once."""
     subject = data.get("subject", "account")
-    if subject not in ("account", "contact", "goal"):
+    if subject not in SUBJECT_TYPES:
         return []
     items: list[tuple[str, tuple[Any, ...]]] = []
     trigger = data.get("trigger")
@@ -124,24 +124,24 @@ def _raw_expression_problems(data: dict, settings: Settings, marks: Marks, text:
     problems: list[Diagnostic] = []
     scope = scope_for(settings, subject)
     for expr_text, path in items:
-        _compile_one(expr_text, path, True, "", scope, marks, text, problems)
+        _compile_one(expr_text, path, True, "", scope, positions, text, problems)
     return problems
 
 
-def _compile_one(expr_text: str, path: tuple[Any, ...], literal: bool, kind: str, scope: Scope, marks: Marks,
+def _compile_one(expr_text: str, path: tuple[Any, ...], literal: bool, kind: str, scope: Scope, positions: Positions,
                  text: str, problems: list[Diagnostic]) -> Any:
     try:
         return compile_expression(expr_text, scope)
     except ExpressionError as exc:
-        line, col = marks.at(path)
+        line, col = positions.at(path)
         if literal and exc.col and line is not None and col is not None:
             col += exc.col - 1 + _quote_offset(text, line, col)
         where = "" if literal else f" (in `{expr_text}`, which {kind} expands to)"
-        problems.append(Diagnostic(marks.file, line, col, f"{exc.message}{where}", exc.hint))
+        problems.append(Diagnostic(positions.file, line, col, f"{exc.message}{where}", exc.hint))
         return None
 
 
-def _compile_conditions(spec: Playbook, settings: Settings, marks: Marks, text: str,
+def _compile_conditions(spec: Playbook, settings: Settings, positions: Positions, text: str,
                         problems: list[Diagnostic]) -> list[Condition]:
     scope = scope_for(settings, spec.subject)
     out: list[Condition] = []
@@ -150,7 +150,7 @@ def _compile_conditions(spec: Playbook, settings: Settings, marks: Marks, text: 
         (f"trigger ({kind})", trigger_expression(spec.trigger), ("trigger", kind), kind == "when")]
     items += [(f"where[{i}]", w, ("where", i), True) for i, w in enumerate(spec.where)]
     for label, expr_text, path, literal in items:
-        expr = _compile_one(expr_text, path, literal, kind, scope, marks, text, problems)
+        expr = _compile_one(expr_text, path, literal, kind, scope, positions, text, problems)
         if expr is not None:
             out.append(Condition(label, expr_text, expr))
     return out
@@ -164,7 +164,7 @@ def _quote_offset(text: str, line: int, col: int) -> int:
 
 
 def _compile_actions(actions: list[Any], key: str, spec: Playbook, settings: Settings, templates: Templates,
-                     marks: Marks, problems: list[Diagnostic]) -> list[CompiledAction]:
+                     positions: Positions, problems: list[Diagnostic]) -> list[CompiledAction]:
     """Each action compiled by its kind (engine/actions.py), with the connector that will deliver it."""
     out: list[CompiledAction] = []
     kinds = registry().kinds
@@ -175,16 +175,16 @@ def _compile_actions(actions: list[Any], key: str, spec: Playbook, settings: Set
             connector = route(action.kind, action.connector, settings)
         except Unroutable as exc:
             connector = ""
-            problems.append(marks.diagnostic(path + (("connector",) if action.connector else ()), exc.message,
+            problems.append(positions.diagnostic(path + (("connector",) if action.connector else ()), exc.message,
                                              exc.hint, key=not action.connector))
         ctx = CompileContext(
             subject=spec.subject, templates=templates,
             templates_shown=_display(settings.templates, settings.base_dir), settings=settings,
             problem=lambda sub, message, hint=None, path=path: problems.append(
-                marks.diagnostic(path + tuple(sub), message, hint)),
+                positions.diagnostic(path + tuple(sub), message, hint)),
             template_problem=lambda name, exc, path=path: problems.append(Diagnostic(
                 _display(settings.templates / name, settings.base_dir), exc.line, None, exc.message,
-                f"used by {marks.file} line {marks.at(path + ('template',))[0]}")))
+                f"used by {positions.file} line {positions.at(path + ('template',))[0]}")))
         fields, files = kind.compile(action.options, ctx)
         out.append(CompiledAction(index, action.kind, action.options, fields, files, connector))
     return out

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from engine.clock import check_cron, parse_duration
+from engine.datamodel import SubjectType
 from engine.plugins import Registry, registry
 
 ID_PATTERN = r"^[a-z0-9-]+$"
@@ -100,7 +101,7 @@ class Playbook(Model):
     name: str
     description: str | None = None
     enabled: bool = True
-    subject: Literal["account", "contact", "goal"] = "account"
+    subject: SubjectType = "account"
     schedule: str | None = None
     trigger: Trigger
     where: list[str] = Field(default_factory=list)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 from sqlalchemy import Connection, Engine
 
-from engine.store import Tx
+from engine.store.tx import Tx
 from engine.store.schema import Schema
 
 COMMIT_EVERY_S = 1.0

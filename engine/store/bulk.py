@@ -32,13 +32,13 @@ from sqlalchemy.sql.dml import Insert
 
 _COMPILED: dict[Any, Any] = {}       # SQLAlchemy's compiled-cache protocol: (dialect, key, columns, ...) -> Compiled
 _UNCACHEABLE: dict[tuple[int, Any, tuple[str, ...]], tuple[Any, Any]] = {}  # (id(stmt), ...) -> (stmt, Compiled)
-_PLANS: dict[int, "_Plan"] = {}      # id(Compiled) -> how to turn rows into driver parameters
+_BINDERS: dict[int, "_Binder"] = {}      # id(Compiled) -> how to turn rows into driver parameters
 _ARRAYS: dict[tuple[int, tuple[str, ...]], tuple[Any, Any]] = {}  # (id(INSERT), keys) -> (INSERT, its unnest form)
 _MAX_CACHED = 256
 
 
 @dataclass(frozen=True)
-class _Plan:
+class _Binder:
     """A compiled statement's parameters in driver order, with their bind processors."""
 
     compiled: SQLCompiler
@@ -55,16 +55,16 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
     arrays = _unnest_form(conn, stmt, keys, rows)
     if arrays is not None:
         return _execute_arrays(conn, arrays, keys, rows)
-    plan, extracted = _plan(conn, stmt, keys)
-    fixed = plan.compiled.construct_params(rows[0], extracted_parameters=extracted)   # values the statement binds
+    binder, extracted = _binder(conn, stmt, keys)
+    fixed = binder.compiled.construct_params(rows[0], extracted_parameters=extracted)   # values the statement binds
     columns = []
-    for name, proc in zip(plan.names, plan.processors):
+    for name, proc in zip(binder.names, binder.processors):
         raw = [r[name] for r in rows] if name in rows[0] else [fixed[name]] * len(rows)
         columns.append(raw if proc is None else _converted(raw, proc))
     params: list[Any] = list(zip(*columns))
-    if plan.keys is not None:
-        params = [dict(zip(plan.keys, values)) for values in params]
-    return conn.exec_driver_sql(plan.compiled.string, params).rowcount
+    if binder.keys is not None:
+        params = [dict(zip(binder.keys, values)) for values in params]
+    return conn.exec_driver_sql(binder.compiled.string, params).rowcount
 
 
 def _unnest_form(conn: Connection, stmt: Any, keys: list[str], rows: Sequence[dict[str, Any]]) -> Any | None:
@@ -99,11 +99,11 @@ def _unnest_form(conn: Connection, stmt: Any, keys: list[str], rows: Sequence[di
 def _execute_arrays(conn: Connection, stmt: Any, keys: list[str], rows: Sequence[dict[str, Any]]) -> int:
     """Run the unnest form of an INSERT: one array per column (through the ARRAY type's bind processor, which
     applies the column type's to each element)."""
-    plan, extracted = _plan(conn, stmt, keys)
-    bound = plan.compiled.construct_params({k: [r[k] for r in rows] for k in keys}, extracted_parameters=extracted)
-    values = [bound[n] if proc is None else proc(bound[n]) for n, proc in zip(plan.names, plan.processors)]
-    assert plan.keys is not None              # psycopg: named parameters
-    return conn.exec_driver_sql(_binary_placeholders(plan.compiled.string), dict(zip(plan.keys, values))).rowcount
+    binder, extracted = _binder(conn, stmt, keys)
+    bound = binder.compiled.construct_params({k: [r[k] for r in rows] for k in keys}, extracted_parameters=extracted)
+    values = [bound[n] if proc is None else proc(bound[n]) for n, proc in zip(binder.names, binder.processors)]
+    assert binder.keys is not None              # psycopg: named parameters
+    return conn.exec_driver_sql(_binary_placeholders(binder.compiled.string), dict(zip(binder.keys, values))).rowcount
 
 
 @lru_cache(maxsize=64)
@@ -113,12 +113,12 @@ def _binary_placeholders(sql: str) -> str:
     return re.sub(r"(?<!%)%\((\w+)\)s", r"%(\1)b", sql)
 
 
-def _plan(conn: Connection, stmt: Any, column_keys: list[str]) -> tuple[_Plan, Any]:
+def _binder(conn: Connection, stmt: Any, column_keys: list[str]) -> tuple[_Binder, Any]:
     """The statement compiled for this dialect and these row keys (cached), and its extracted bound values."""
     if len(_COMPILED) + len(_UNCACHEABLE) + len(_ARRAYS) > _MAX_CACHED:
         _COMPILED.clear()
         _UNCACHEABLE.clear()
-        _PLANS.clear()
+        _BINDERS.clear()
         _ARRAYS.clear()
     by_identity = (id(stmt), conn.dialect, tuple(column_keys))
     held = _UNCACHEABLE.get(by_identity)
@@ -130,15 +130,15 @@ def _plan(conn: Connection, stmt: Any, column_keys: list[str]) -> tuple[_Plan, A
         if hit is conn.dialect.NO_CACHE_KEY:
             _UNCACHEABLE[by_identity] = (stmt, compiled)
     assert isinstance(compiled, SQLCompiler)
-    plan = _PLANS.get(id(compiled))
-    if plan is None or plan.compiled is not compiled:
+    binder = _BINDERS.get(id(compiled))
+    if binder is None or binder.compiled is not compiled:
         names = (list(compiled.positiontup or ()) if compiled.positional
                  else list(compiled.construct_params(dict.fromkeys(column_keys), extracted_parameters=extracted)))
         binds = {name: bind for bind, name in compiled.bind_names.items()}
         processors = [binds[n].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for n in names]
         keys = None if compiled.positional else [compiled.escaped_bind_names.get(n, n) for n in names]
-        plan = _PLANS[id(compiled)] = _Plan(compiled, names, processors, keys)
-    return plan, extracted
+        binder = _BINDERS[id(compiled)] = _Binder(compiled, names, processors, keys)
+    return binder, extracted
 
 
 def _converted(values: list[Any], proc: Callable[[Any], Any]) -> list[Any]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from engine.datamodel import ENTITIES
+from engine.datamodel import ENTITIES, ENTITY_OF
 from engine.errors import DataError, Diagnostic, UserError, suggest
 from engine.settings import Settings, Source
 from engine.store import Store, Tx
@@ -313,7 +313,7 @@ class _EntitySync:
                 report.removed = entities.delete_absent_usage(self.first_stamp)
             else:
                 report.removed = entities.mark_absent_removed(self.entity, self.first_stamp, self.stamp, self.now)
-        if self.entity in ("accounts", "contacts", "goals"):
+        if self.entity in ENTITY_OF.values():
             # rows of removed accounts are removed too (a contacts snapshot may still list them)
             cascaded = entities.cascade_removed_accounts(self.now)
             report.cascaded = cascaded if self.entity == "accounts" else {}

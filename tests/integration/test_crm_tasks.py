@@ -14,7 +14,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from engine.plugins import Outcome, registry
+from engine.delivery import Outcome
+from engine.plugins import registry
 from connectors.hubspot import HubspotTasks
 from connectors.salesforce import SalesforceTasks, external_value
 from connectors.hubspot import HubspotConfig as HubspotSettings

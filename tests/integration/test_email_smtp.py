@@ -12,7 +12,8 @@ from typing import Any, Iterator
 import pytest
 from smtp_server import DROP, Authenticator, SmtpServer, free_port, self_signed_cert
 
-from engine.plugins import Connector, Outcome, registry
+from engine.delivery import Connector, Outcome
+from engine.plugins import registry
 from connectors.email_smtp import SmtpEmail
 from connectors.email import EmailConfig as EmailConnector
 from engine.store.outbox import Claimed

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from engine.plugins import BaseConnector, Outcome, Receipt
+from engine.delivery import BaseConnector, Outcome, Receipt
 from engine.dispatch import Dispatcher
 from engine.settings import Settings
 from conftest import Db

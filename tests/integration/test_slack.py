@@ -11,7 +11,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from engine.plugins import Outcome, registry
+from engine.delivery import Outcome
+from engine.plugins import registry
 from connectors.slack import SlackConnector
 from connectors.slack import SlackConfig as SlackSettings
 from engine.store.outbox import Claimed

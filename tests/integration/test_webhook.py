@@ -14,7 +14,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from engine.plugins import Outcome, registry
+from engine.delivery import Outcome
+from engine.plugins import registry
 from connectors.http import retry_after
 from connectors.webhook import WebhookConnector
 from connectors.webhook import WebhookConfig as WebhookSettings

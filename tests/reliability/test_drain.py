@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from engine.plugins import BaseConnector, Outcome, Receipt
+from engine.delivery import BaseConnector, Outcome, Receipt
 from reliability.figures import record_figure
 from engine.app import App
 from engine.dispatch import Dispatcher

@@ -13,7 +13,7 @@ Path = tuple[str | int, ...]
 
 
 @dataclass
-class Marks:
+class Positions:
     """Line/column (1-based) of every value and every mapping key, by path from the document root."""
 
     file: str
@@ -38,9 +38,9 @@ class Marks:
         return Diagnostic(self.file, line, col, message, hint)
 
 
-def load_yaml(text: str, file: str) -> tuple[Any, Marks]:
+def load_yaml(text: str, file: str) -> tuple[Any, Positions]:
     """Parse one YAML document safely; raise UserError with file:line:col on syntax errors or duplicate keys."""
-    marks = Marks(file)
+    positions = Positions(file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -52,43 +52,43 @@ def load_yaml(text: str, file: str) -> tuple[Any, Marks]:
     except yaml.YAMLError as exc:  # pragma: no cover - defensive
         raise UserError(Diagnostic(file, None, None, f"YAML error: {exc}")) from None
     if node is None:
-        return None, marks
+        return None, positions
     errors: list[Diagnostic] = []
-    data = _build(node, (), marks, errors)
+    data = _build(node, (), positions, errors)
     if errors:
         raise UserError(errors)
-    return data, marks
+    return data, positions
 
 
 _constructor = yaml.SafeLoader(stream="")
 
 
-def _build(node: yaml.Node, path: Path, marks: Marks, errors: list[Diagnostic]) -> Any:
-    marks.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+def _build(node: yaml.Node, path: Path, positions: Positions, errors: list[Diagnostic]) -> Any:
+    positions.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                errors.append(Diagnostic(marks.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                errors.append(Diagnostic(positions.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
                                          "YAML merge keys (<<) are not supported", "write the keys out"))
                 continue
-            key = _build(key_node, path + ("<key>",), marks, errors)
-            marks.values.pop(path + ("<key>",), None)
+            key = _build(key_node, path + ("<key>",), positions, errors)
+            positions.values.pop(path + ("<key>",), None)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
-                errors.append(Diagnostic(marks.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                errors.append(Diagnostic(positions.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
                                          "a mapping key must be a plain scalar"))
                 continue
             key = str(key) if not isinstance(key, str) else key
             kpos = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in result:
-                first = marks.keys.get(path + (key,))
+                first = positions.keys.get(path + (key,))
                 where = f" (first defined on line {first[0]})" if first else ""
-                errors.append(Diagnostic(marks.file, kpos[0], kpos[1], f"duplicate key `{key}`{where}",
+                errors.append(Diagnostic(positions.file, kpos[0], kpos[1], f"duplicate key `{key}`{where}",
                                          "remove one of them"))
                 continue
-            marks.keys[path + (key,)] = kpos
-            result[key] = _build(value_node, path + (key,), marks, errors)
+            positions.keys[path + (key,)] = kpos
+            result[key] = _build(value_node, path + (key,), positions, errors)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(child, path + (i,), marks, errors) for i, child in enumerate(node.value)]
+        return [_build(child, path + (i,), positions, errors) for i, child in enumerate(node.value)]
     return _constructor.construct_object(node, deep=True)
