@@ -156,3 +156,34 @@ def test_playbook_using_an_unconfigured_connector_fails_validation(ws_sqlite: Wo
     assert ("playbooks/s.yaml:5:5: this playbook uses `slack` but no slack connector is configured "
             "(add connectors.slack to config.yaml, or `connectors.slack: {sink: local}` to deliver it to "
             "outbox/)") in r.stdout
+
+
+def test_dispatch_limit_delivers_at_most_that_many_actions(ws_sqlite: Workspace) -> None:
+    """`dispatch --limit N` claims and delivers no more than N actions (it used to deliver the whole queue)."""
+    ws = ws_sqlite
+    ws.playbook("s", "id: s\nname: S\ntrigger: {when: account.arr < 100}\nactions:\n"
+                     "  - slack: {channel: '#x', text: '{{ account.name }}'}\n")
+    accounts(ws, 7)
+    ws.cli("run", "--now", "2026-03-02T09:00", "--no-dispatch")
+    assert json.loads(ws.cli("dispatch", "--limit", "1", "--format", "json").stdout)["outcomes"] == {"sent": 1}
+    assert json.loads(ws.cli("dispatch", "--limit", "4", "--format", "json").stdout)["outcomes"] == {"sent": 4}
+    assert sorted(r["status"] for r in ws.outbox_rows()) == ["pending"] * 2 + ["sent"] * 5
+    assert json.loads(ws.cli("dispatch", "--format", "json").stdout)["outcomes"] == {"sent": 2}
+    assert ws.cli("dispatch", "--limit", "0", expect=2).exit_code == 2        # a usage error, not "everything"
+
+
+def test_each_email_action_goes_to_the_roles_it_names(ws_sqlite: Workspace) -> None:
+    """Two email actions with different role filters in one playbook: each reaches only its own roles."""
+    ws = ws_sqlite
+    ws.playbook("two", "id: two\nname: Two\ntrigger: {when: account.arr < 100}\nactions:\n"
+                       "  - email: {to: {role: champion}, subject: 'For champions', body: x}\n"
+                       "  - email: {to: {role: admin}, cc: {role: user}, subject: 'For admins', body: y}\n")
+    ws.data("accounts", [{"id": "A1", "name": "Acme", "arr": 10}])
+    ws.data("contacts", [{"id": f"C{r}", "account_id": "A1", "email": f"{r}@acme.example", "name": r, "role": r,
+                          "unsubscribed": "false"} for r in ("champion", "admin", "user")])
+    ws.sync()
+    [event] = ws.run("2026-03-02T09:00", "--no-dispatch")["events"]
+    assert [(a["subject"], a["to"]) for a in event["actions"]] == [
+        ("For champions", ["champion@acme.example"]), ("For admins", ["admin@acme.example"])]
+    payloads = {r["action_index"]: r["payload"] for r in ws.outbox_rows()}
+    assert payloads[1]["cc"] == ["user@acme.example"]
