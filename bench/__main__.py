@@ -309,7 +309,8 @@ def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: st
             say: Progress, suffix: str, profile: Path | None = None, runs: int = 1) -> None:
     """`runs` rounds of: change ~1% of the subjects (a different 1% each round), then the steady tick (the
     rounds' ticks spread over the hour after `steady_at`, as hourly ticks on a busy day); the median round is
-    reported, every round's seconds in tick_steady_runs_s. Then the no-change tick, and (SQLite) the last
+    reported, every round's seconds and work in tick_steady_runs_s and _runs_work (the median round by seconds
+    may be another round in another run: compare work round by round). Then the no-change tick, and (SQLite) the last
     round replayed under the profiler from a copy of the database taken before it."""
     database = Path(config).parent / "playbook.db"
     rounds = []
@@ -327,6 +328,7 @@ def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: st
     steady, mutated, _ = _median(rounds, lambda x: x[0]["seconds"])
     _tick_keys(r, "steady", steady, suffix)
     r[f"tick_steady{suffix}_runs_s"] = [round(t["seconds"], 3) for t, _, _ in rounds]
+    r[f"tick_steady{suffix}_runs_work"] = [t.get("work") for t, _, _ in rounds]   # round by round, to compare runs
     r[f"tick_steady{suffix}_scans"] = steady["scans"]
     r[f"mutated{suffix}"] = mutated["changed"]
     r[f"resync{suffix}_s"] = round(mutated["seconds"], 3)
