@@ -26,9 +26,6 @@ from datetime import timezone
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
-from slack_sdk.webhook import WebhookClient
 
 from connectors.http import retry_after
 from engine.actions import ActionKind, Payload
@@ -114,13 +111,16 @@ class SlackConnector(BaseConnector):
 
     name = "slack"
 
-    def __init__(self, conf: SlackConfig, *, client: WebClient | None = None):
+    def __init__(self, conf: SlackConfig, *, client: Any = None):
+        from slack_sdk import WebClient
+        from slack_sdk.webhook import WebhookClient
+
         self.conf = conf
         token = conf.token.get_secret_value() if conf.token else None
         base_url = conf.base_url if conf.base_url.endswith("/") else conf.base_url + "/"
-        self.client: WebClient | None = client or (
+        self.client: Any = client or (
             WebClient(token=token, base_url=base_url, timeout=conf.timeout, retry_handlers=[]) if token else None)
-        self.webhook: WebhookClient | None = None
+        self.webhook: Any = None
         if self.client is None and conf.webhook_url:
             self.webhook = WebhookClient(conf.webhook_url.get_secret_value(), timeout=conf.timeout,
                                          retry_handlers=[])
@@ -159,7 +159,7 @@ class SlackConnector(BaseConnector):
                 cursor = (page.get("response_metadata") or {}).get("next_cursor")
                 if not cursor or not page.get("has_more"):
                     break
-        except (SlackApiError, *NETWORK_ERRORS):
+        except (_api_error(), *NETWORK_ERRORS):
             return None
         return None
 
@@ -225,7 +225,7 @@ class SlackConnector(BaseConnector):
         """Run a Web API call, turning SDK and network errors into a Receipt."""
         try:
             return call()
-        except SlackApiError as exc:
+        except _api_error() as exc:
             return _api_failure(exc, target)
         except NETWORK_ERRORS as exc:
             return Receipt(Outcome.TRANSIENT, f"cannot reach Slack: {_network_reason(exc)}")
@@ -257,7 +257,14 @@ def _target(p: SlackPayload) -> str:
     return str(p.to or p.channel or "?")
 
 
-def _api_failure(exc: SlackApiError, target: str) -> Receipt:
+def _api_error() -> type[Exception]:
+    """slack_sdk's API error (imported when a Slack connector runs: the action kind and config need no SDK)."""
+    from slack_sdk.errors import SlackApiError
+
+    return SlackApiError
+
+
+def _api_failure(exc: Any, target: str) -> Receipt:
     """Map a Slack API error to transient (rate limits, outages) or permanent (everything else)."""
     resp = exc.response
     status = getattr(resp, "status_code", 200) or 200

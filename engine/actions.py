@@ -26,36 +26,40 @@ class Payload:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object stored in the outbox (empty fields left out: reading it back gives their defaults)."""
-        return {f.name: _dump(v) for f in dataclasses.fields(self)  # type: ignore[arg-type]
-                if (v := getattr(self, f.name)) is not None}
+        out = {}
+        for name, nested in _fields(type(self)):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value if nested is None else _dump(value)
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Any:
         """The payload an outbox row holds (keys it does not know are ignored, missing ones take defaults)."""
-        hints = _hints(cls)
-        return cls(**{name: _load(hints[name], data[name]) for name in hints if name in data})
-
-
-def _dump(value: Any) -> Any:
-    if isinstance(value, Payload):
-        return value.to_json()
-    if isinstance(value, list):
-        return [_dump(v) for v in value]
-    return value
+        return cls(**{name: (data[name] if nested is None else _load(nested, data[name]))
+                      for name, nested in _fields(cls) if name in data})
 
 
 @cache
-def _hints(cls: type) -> dict[str, Any]:
-    return {f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls)}
+def _fields(cls: type) -> tuple[tuple[str, type[Payload] | None], ...]:
+    """A payload class's fields, each with the payload type it holds (alone or in a list), else None."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        inner = typing.get_args(hint)[0] if typing.get_origin(hint) is list else hint
+        out.append((f.name, inner if isinstance(inner, type) and issubclass(inner, Payload) else None))
+    return tuple(out)
 
 
-def _load(hint: Any, value: Any) -> Any:
-    if isinstance(hint, type) and issubclass(hint, Payload) and isinstance(value, dict):
-        return hint.from_json(value)
-    if typing.get_origin(hint) is list and isinstance(value, list):
-        (item,) = typing.get_args(hint)
-        return [_load(item, v) for v in value]
-    return value
+def _dump(value: Any) -> Any:
+    return [v.to_json() for v in value] if isinstance(value, list) else value.to_json()
+
+
+def _load(kind: type[Payload], value: Any) -> Any:
+    if isinstance(value, list):
+        return [kind.from_json(v) if isinstance(v, dict) else v for v in value]
+    return kind.from_json(value) if isinstance(value, dict) else value
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ class DemoReport:
 def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = lambda _: None) -> DemoReport:
     """Scaffold `work`, sync, evaluate and dispatch; `say` hears about each step as it starts."""
     from engine.dispatch import deliver_due
-    from engine.sync import run_sync
+    from engine.sync.runner import run_sync
     from engine.tick import run_tick
     from engine.workspace import scaffold
 

@@ -86,27 +86,26 @@ class Planner:
         event = PlannedEvent(pb.id, f"{pb.subject}:{t.subject_id}", t.event, t.episode)
         actions = pb.on_resolve if t.event == "resolve" else pb.actions
         firing: int | str = "resolve" if t.event == "resolve" else t.firing
-        context = dict(self.context, **records)
+        ctx = PlanContext(dict(self.context, **records), records, contacts, self.clock.now, self.settings, "")
         rows = []
         for action in actions:
             kind = self.kinds[action.kind]
-            key = dedup_key(pb.id, pb.subject, t.subject_id, t.episode, firing, action.index)
+            ctx.key = key = dedup_key(pb.id, pb.subject, t.subject_id, t.episode, firing, action.index)
             row = self.base_row(key, t, str(firing), action)
             try:
-                payload = kind.plan(action, PlanContext(context, records, contacts, self.clock.now, self.settings,
-                                                        key))
+                payload = kind.plan(action, ctx)
                 row["payload"] = payload.to_json()
                 empty = kind.nothing_to_send(payload)
                 if empty:
                     row.update(status="suppressed", last_error=empty, finished_at=self.planned_at)
-                shown = {"kind": action.kind, **kind.summary(payload)}
+                if self.describe:
+                    event.actions.append({"kind": action.kind, **kind.summary(payload)})
             except TemplateProblem as exc:
                 row.update(payload={"error": exc.message}, status="failed",
                            last_error=f"rendering failed: {exc.message}", finished_at=self.planned_at)
-                shown = {"kind": action.kind, "to": [], "error": exc.message}
+                if self.describe:
+                    event.actions.append({"kind": action.kind, "to": [], "error": exc.message})
             rows.append(row)
-            if self.describe:
-                event.actions.append(shown)
         return event, rows
 
     def base_row(self, key: str, t: Transition, firing: str, action: CompiledAction) -> dict[str, Any]:

@@ -20,8 +20,9 @@ class SectionedGroup(click.Group):
     """A group whose --help lists its commands under their section, in the order given."""
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        longest = max(len(c.name or "") for _, commands in SECTIONS for c in commands)
         for title, commands in SECTIONS:
-            rows = [(c.name, c.get_short_help_str(formatter.width - 20)) for c in commands if not c.hidden]
+            rows = [(c.name, c.get_short_help_str(formatter.width - 6 - longest)) for c in commands if not c.hidden]
             with formatter.section(title):
                 formatter.write_dl(rows)
 

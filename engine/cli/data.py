@@ -20,7 +20,8 @@ from engine.datamodel import ENTITIES
 @command
 def sync(app: App, skip_invalid: bool, entities: tuple[str, ...], fmt: str) -> None:
     """Load all sources into the database (atomic per entity)."""
-    from engine.sync import SyncFailed, rich_progress, run_sync
+    from engine.sync.progress import rich_progress
+    from engine.sync.runner import SyncFailed, run_sync
 
     try:
         with rich_progress() as progress:

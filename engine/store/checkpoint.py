@@ -2,8 +2,8 @@
 
 By default SQLite checkpoints in whichever commit pushes the WAL past 1,000 pages: that commit copies
 every page in the WAL into the database file and waits for the disk (fsync) before it returns. A tick
-commits a few thousand scattered index pages, so its commit paid the checkpoint and the disk flush in
-line (bench/HISTORY.md). Here connections keep only a high backstop (BACKSTOP_PAGES) and every
+commits a few thousand scattered index pages, so its commit would pay the checkpoint and the disk flush in
+line. Here connections keep only a high backstop (BACKSTOP_PAGES) and every
 connection handed back to the pool wakes one thread per database file, which runs a PASSIVE checkpoint:
 it copies what readers no longer need, never blocks writers, and runs while the tick goes on (the
 sqlite3 module releases the GIL inside SQLite). This is the arrangement SQLite documents for
@@ -27,9 +27,8 @@ from sqlalchemy import Engine, event
 log = logging.getLogger("playbook.store")
 
 # A connection still checkpoints itself, in its commit, once the WAL holds this many pages (~400 MB), should the
-# thread fall behind. It must exceed what one write batch commits (engine/store/batch.py: a second of writes,
-# ~20,000 pages in a steady tick at 1M accounts): with 20,000, every batch commit of that tick checkpointed in line;
-# with 100,000, its commits took 0.54-0.77 s instead of 1.19-1.62 s (three A/B pairs; README, Performance).
+# thread fall behind. It must exceed what one write batch commits (engine/store/batch.py: a second of writes, some
+# 20,000 pages at a million accounts), or every batch commit of a large tick checkpoints in line.
 BACKSTOP_PAGES = 100_000
 IDLE_EXIT_S = 10.0
 

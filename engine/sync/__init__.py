@@ -1,8 +1,4 @@
-"""Sync: read the configured sources (§4), validate their rows and load them into the store."""
+"""Sync: read the configured sources (§4), validate their rows and load them into the store.
 
-from __future__ import annotations
-
-from engine.sync.progress import ProgressCallback, rich_progress
-from engine.sync.runner import EntityReport, SyncFailed, SyncReport, run_sync
-
-__all__ = ["EntityReport", "ProgressCallback", "SyncFailed", "SyncReport", "rich_progress", "run_sync"]
+runner.py runs a sync (`run_sync`); reader.py is what a source plugin gives it; files.py and sql_source.py are
+the built-in sources; validate.py and coerce.py check and type each row; progress.py shows how far it got."""

@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from engine.errors import DataError, UserError
 from engine.settings import load_settings
 from conftest import Db
-from engine.sync import SyncFailed, SyncReport, rich_progress, run_sync
+from engine.sync.progress import rich_progress
+from engine.sync.runner import SyncFailed, SyncReport, run_sync
 from engine.sync.coerce import CoerceError, coercer
 
 T0 = datetime(2024, 5, 1, 12, 0, 0)
