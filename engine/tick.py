@@ -165,7 +165,7 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
         for transitions, mend in _transitions(unit, pb, policy, clock, candidates, watch):
             with watch("plan actions"):
                 rows = _plan(unit, settings, pb, clock, transitions, result, keep_events, records)
-            planned_actions += sum(1 for r in rows if r["kind"] != "task_close")
+            planned_actions += sum(1 for r in rows if not r["kind"].endswith(CLOSE))
             if limit is not None and planned_actions > limit:
                 unit.discard()
                 return _blocked(unit, pb, clock, result, _count_all(unit, pb, policy, clock, candidates, watch),
