@@ -9,7 +9,7 @@ import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -134,26 +134,27 @@ class JsonlReader(_FileReader):
         return self._count_lines()
 
 
-class CsvSource(SourcePlugin):
+class FileSourcePlugin(SourcePlugin):
+    """A source read from one file, named in messages by its path as written."""
+
+    config = FileSource
+    reader: ClassVar[type[Reader]]
+
+    def label(self, config: FileSource) -> str:
+        return config.path
+
+    def open(self, config: FileSource, env: SourceEnv) -> Reader:
+        return self.reader(env.resolve(config.path), env.label)
+
+
+class CsvSource(FileSourcePlugin):
     name = "csv"
-    config = FileSource
-
-    def label(self, config: FileSource) -> str:
-        return config.path
-
-    def open(self, config: FileSource, env: SourceEnv) -> Reader:
-        return CsvReader(env.resolve(config.path), env.label)
+    reader = CsvReader
 
 
-class JsonlSource(SourcePlugin):
+class JsonlSource(FileSourcePlugin):
     name = "jsonl"
-    config = FileSource
-
-    def label(self, config: FileSource) -> str:
-        return config.path
-
-    def open(self, config: FileSource, env: SourceEnv) -> Reader:
-        return JsonlReader(env.resolve(config.path), env.label)
+    reader = JsonlReader
 
 
 csv_source = CsvSource()
