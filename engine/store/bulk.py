@@ -30,6 +30,8 @@ from sqlalchemy.dialects.postgresql.dml import OnConflictDoUpdate
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert
 
+from engine.store.dialect import psycopg
+
 _COMPILED: dict[Any, Any] = {}       # SQLAlchemy's compiled-cache protocol: (dialect, key, columns, ...) -> Compiled
 _UNCACHEABLE: dict[tuple[int, Any, tuple[str, ...]], tuple[Any, Any]] = {}  # (id(stmt), ...) -> (stmt, Compiled)
 _BINDERS: dict[int, "_Binder"] = {}      # id(Compiled) -> how to turn rows into driver parameters
@@ -73,7 +75,7 @@ def _unnest_form(conn: Connection, stmt: Any, keys: list[str], rows: Sequence[di
     keys); None where the statement is not such an INSERT or its rows must go one at a time: a conflict key
     repeated under DO UPDATE, or a column whose values mix Python types (ints and floats: psycopg's arrays
     take one type)."""
-    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg" or not isinstance(stmt, Insert) \
+    if not psycopg(conn) or not isinstance(stmt, Insert) \
             or stmt.select is not None or stmt._values or stmt._multi_values:
         return None
     conflict = getattr(stmt, "_post_values_clause", None)

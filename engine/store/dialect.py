@@ -42,6 +42,26 @@ def in_list(column: Any, name: str, dialect: str) -> Any:
     return column.in_(select(values.c.value))
 
 
+def skip_locked(query: Any, dialect: str) -> Any:
+    """A SELECT that locks the rows it returns and skips those another transaction holds (PostgreSQL); SQLite's
+    single writer needs no row locks."""
+    return query.with_for_update(skip_locked=True) if dialect == "postgresql" else query
+
+
+def filters_aggregates(dialect: str) -> bool:
+    """Whether the database takes `agg(x) FILTER (WHERE …)` (PostgreSQL; SQLite since 3.30), else CASE."""
+    if dialect != "sqlite":
+        return True
+    import sqlite3
+
+    return sqlite3.sqlite_version_info >= (3, 30)
+
+
+def psycopg(conn: Connection) -> bool:
+    """PostgreSQL through psycopg, whose COPY and binary arrays the many-row writes use."""
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+
+
 def lock(conn: Connection, name: str) -> None:
     """Serialise the transactions that take the same named lock until they end (PostgreSQL advisory lock).
     SQLite needs none: a write transaction begins IMMEDIATE, which already admits one writer at a time."""

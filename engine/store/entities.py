@@ -142,7 +142,7 @@ def upsert_new_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any
     """
     if not rows:
         return set()
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+    if sql_dialect.psycopg(conn):
         return {key for columns, group in _by_columns(rows).items()
                 for key in _copy_upsert(conn, table, columns, group)}
     with conn.begin_nested() as savepoint:

@@ -254,7 +254,7 @@ def _fill_statements(schema: Schema, table: Table, refs: tuple[MetricRef, ...], 
     columns = dict(zip(refs, names))
     start = min(s for s, _ in windows.values())
     end = max(e for _, e in windows.values())
-    filtered = _filtered(dialect)
+    filtered = sql_dialect.filters_aggregates(dialect)
 
     def agg(fn: Any, value: Any, ref: MetricRef) -> Any:
         s, e = windows[ref]
@@ -305,15 +305,6 @@ def _fill_statements(schema: Schema, table: Table, refs: tuple[MetricRef, ...], 
                 stmt = stmt.where(in_list(table.c.account_id, "ids", dialect))
             lasts.append(stmt)
     return fill, lasts
-
-
-def _filtered(dialect: str) -> bool:
-    """Whether the database takes `agg(x) FILTER (WHERE …)` (PostgreSQL; SQLite since 3.30), else CASE."""
-    if dialect != "sqlite":
-        return True
-    import sqlite3
-
-    return sqlite3.sqlite_version_info >= (3, 30)
 
 
 def _collect_garbage(conn: Connection, schema: Schema, keep: str) -> None:

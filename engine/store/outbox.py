@@ -163,8 +163,7 @@ def _claim_statements(schema: Schema, dialect: str, by_kind: bool) -> _ClaimStat
     q = select(o.c.id, o.c.status).where(due).order_by(o.c.not_before, o.c.id).limit(bindparam("b_limit"))
     if by_kind:
         q = q.where(o.c.kind.in_(bindparam("b_kinds", expanding=True)))
-    if dialect == "postgresql":
-        q = q.with_for_update(skip_locked=True)
+    q = sql_dialect.skip_locked(q, dialect)
     return _ClaimStatements(
         due=q,
         flag_ambiguous=update(o).where(o.c.id.in_(ids)).values(ambiguous=True),
