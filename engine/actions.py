@@ -26,30 +26,34 @@ class Payload:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object stored in the outbox (empty fields left out: reading it back gives their defaults)."""
-        out = {}
-        for name, nested in _fields(type(self)):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value if nested is None else _dump(value)
-        return out
+        names, nested = _fields(type(self))
+        if not nested:
+            return {name: value for name in names if (value := getattr(self, name)) is not None}
+        return {name: (value if name not in nested else _dump(value)) for name in names
+                if (value := getattr(self, name)) is not None}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Any:
         """The payload an outbox row holds (keys it does not know are ignored, missing ones take defaults)."""
-        return cls(**{name: (data[name] if nested is None else _load(nested, data[name]))
-                      for name, nested in _fields(cls) if name in data})
+        names, nested = _fields(cls)
+        if not nested:
+            return cls(**{name: data[name] for name in names if name in data})
+        return cls(**{name: (data[name] if name not in nested else _load(nested[name], data[name]))
+                      for name in names if name in data})
 
 
 @cache
-def _fields(cls: type) -> tuple[tuple[str, type[Payload] | None], ...]:
-    """A payload class's fields, each with the payload type it holds (alone or in a list), else None."""
+def _fields(cls: type) -> tuple[tuple[str, ...], dict[str, type[Payload]]]:
+    """A payload class's field names, and those holding payloads (alone or in a list) with their type."""
     hints = typing.get_type_hints(cls)
-    out = []
+    names, nested = [], {}
     for f in dataclasses.fields(cls):
+        names.append(f.name)
         hint = hints[f.name]
         inner = typing.get_args(hint)[0] if typing.get_origin(hint) is list else hint
-        out.append((f.name, inner if isinstance(inner, type) and issubclass(inner, Payload) else None))
-    return tuple(out)
+        if isinstance(inner, type) and issubclass(inner, Payload):
+            nested[f.name] = inner
+    return tuple(names), nested
 
 
 def _dump(value: Any) -> Any:

@@ -173,7 +173,8 @@ class Dispatcher:
             check = kind.at_send(item.payload, self._blocked, item.result)
             if check.payload is None:
                 return Decision(item, check.status or "suppressed", check.detail, check.status or "suppressed")
-            item = replace(item, payload=check.payload)
+            if check.payload is not item.payload:
+                item = replace(item, payload=check.payload)
         return self._outcome(item, self._safe(lambda: connector.deliver(item)))
 
     def _typed(self, item: Claimed) -> Claimed | Decision:
