@@ -5,7 +5,7 @@ a resolve can close them (`task_close` actions, planned by the tick for `close_o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -59,7 +59,7 @@ class TaskKind(ActionKind):
     def plan(self, action: CompiledAction, ctx: PlanContext) -> TaskPayload:
         body = ctx.render_structure(action.fields)
         due_in = body.pop("due_in", None)
-        due = (ctx.now + timedelta(seconds=parse_duration(due_in))).isoformat() if due_in else None
+        due = parse_duration(due_in).after(ctx.now, ctx.settings.timezone).isoformat() if due_in else None
         return TaskPayload(**{**body, "due_at": due})
 
     def closable(self, options: Any) -> bool:

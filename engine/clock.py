@@ -4,15 +4,17 @@ The store keeps instants as naive UTC datetimes; a person gives and reads them i
 
 from __future__ import annotations
 
+import calendar
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from engine.errors import UserError
 
-DURATION = re.compile(r"^(\d+)([smhdw])$")
+DURATION = re.compile(r"^(\d+)(mo|[smhdw])$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION_DAYS = 100 * 366       # a century: longer is a typo, and past datetime's range from now
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,12 @@ def wall_clock() -> datetime:
 
 
 def make_clock(tz_name: str, now: str | datetime | None = None) -> Clock:
-    """The evaluation instant: `now` (ISO; read in `tz_name` when it has no offset) or the wall clock."""
+    """The evaluation instant: `now` (ISO; read in `tz_name` when it has no offset) or the wall clock at the
+    start of its minute (schedules are minutes: two runs of one schedule are a whole number of minutes apart,
+    so `repeat: 1d` on a daily run is due at every run, whatever second it started at)."""
     tz = ZoneInfo(tz_name)
     if now is None:
-        instant = datetime.now(timezone.utc)
+        instant = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     elif isinstance(now, datetime):
         instant = now if now.tzinfo else now.replace(tzinfo=tz)
     else:
@@ -52,12 +56,58 @@ def make_clock(tz_name: str, now: str | datetime | None = None) -> Clock:
     return Clock(now=utc.replace(tzinfo=None), today=utc.astimezone(tz).date(), timezone=tz_name)
 
 
-def parse_duration(text: str) -> int:
-    """'30m', '12h', '3d', '2w' (and '45s') -> seconds; ValueError with a clear message otherwise."""
+@dataclass(frozen=True)
+class Duration:
+    """A length of time: fixed seconds, or calendar months (`1mo` is the 1st to the 1st, whatever the month's
+    length; a day past the end of the shorter month is its last day)."""
+
+    seconds: int = 0
+    months: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.seconds or self.months)
+
+    def __str__(self) -> str:
+        if self.months:
+            return f"{self.months}mo"
+        for unit, size in reversed(UNIT_SECONDS.items()):
+            if self.seconds % size == 0:
+                return f"{self.seconds // size}{unit}"
+        return f"{self.seconds}s"   # pragma: no cover - every whole number of seconds has a unit
+
+    def after(self, instant: datetime, tz: str = "UTC") -> datetime:
+        """`instant` (naive UTC) plus this duration; months count on the calendar of time zone `tz`."""
+        return self._shift(instant, tz, 1)
+
+    def before(self, instant: datetime, tz: str = "UTC") -> datetime:
+        """`instant` (naive UTC) minus this duration; months count on the calendar of time zone `tz`."""
+        return self._shift(instant, tz, -1)
+
+    def approx_seconds(self) -> int:
+        """Its length in seconds, a month counted as 30 days (for timeouts and back-off, not calendars)."""
+        return self.seconds + self.months * 30 * 86400
+
+    def _shift(self, instant: datetime, tz: str, sign: int) -> datetime:
+        if self.months:
+            local = instant.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(tz))
+            months = local.year * 12 + local.month - 1 + sign * self.months
+            year, month = divmod(months, 12)
+            day = min(local.day, calendar.monthrange(year, month + 1)[1])
+            moved = local.replace(year=year, month=month + 1, day=day, tzinfo=None).replace(tzinfo=ZoneInfo(tz))
+            instant = moved.astimezone(timezone.utc).replace(tzinfo=None)
+        return instant + timedelta(seconds=sign * self.seconds)
+
+
+def parse_duration(text: str) -> Duration:
+    """'30m', '12h', '3d', '2w', '1mo' (and '45s') -> a Duration; ValueError with a clear message otherwise."""
     m = DURATION.match(str(text).strip())
     if not m:
-        raise ValueError(f"`{text}` is not a duration; write e.g. 30m, 12h, 3d or 2w")
-    return int(m.group(1)) * UNIT_SECONDS[m.group(2)]
+        raise ValueError(f"`{text}` is not a duration; write e.g. 30m, 12h, 3d, 2w or 1mo")
+    n, unit = int(m.group(1)), m.group(2)
+    days = n * (31 if unit == "mo" else UNIT_SECONDS[unit] / 86400)
+    if days > MAX_DURATION_DAYS:
+        raise ValueError(f"`{text}` is longer than a century; write a shorter duration")
+    return Duration(months=n) if unit == "mo" else Duration(seconds=n * UNIT_SECONDS[unit])
 
 
 def check_cron(text: str | None) -> str | None:

@@ -62,8 +62,9 @@ class Dispatcher:
         self.owner = owner or worker_id()
         self.clock, self.batch = clock, batch
         d = settings.delivery
-        self.lease_s = parse_duration(d.lease)
-        self.base_s, self.max_s = parse_duration(d.backoff_base), parse_duration(d.backoff_max)
+        self.lease_s = parse_duration(d.lease).approx_seconds()
+        self.base_s = parse_duration(d.backoff_base).approx_seconds()
+        self.max_s = parse_duration(d.backoff_max).approx_seconds()
         self.max_attempts = d.max_attempts
         self.rng = random.Random()
         self.kinds = registry().kinds

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from engine.clock import Duration
+
 
 @dataclass(frozen=True, slots=True)
 class Episode:
@@ -41,29 +43,41 @@ class Transition:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """A playbook's episode limits, in seconds (§8)."""
+    """A playbook's episode limits (§8); month durations count on the calendar of `timezone`."""
 
-    repeat_s: int | None = None       # fire again while matching after this long (None: never)
-    cooldown_s: int = 0               # after a resolve, no new episode for this long
-    max_episodes: int | None = None   # at most this many episodes per subject, ever
+    repeat: Duration | None = None     # fire again while matching after this long (None: never)
+    cooldown: Duration = Duration()    # after a resolve, no new episode for this long
+    max_episodes: int | None = None    # at most this many episodes per subject, ever
+    timezone: str = "UTC"
 
     @classmethod
-    def of(cls, spec: Any) -> Policy:
-        """The policy of a playbook spec (anything with repeat_seconds, cooldown_seconds, max_episodes)."""
-        return cls(spec.repeat_seconds, spec.cooldown_seconds, spec.max_episodes)
+    def of(cls, spec: Any, timezone: str = "UTC") -> Policy:
+        """The policy of a playbook spec (anything with repeat_duration, cooldown_duration, max_episodes)."""
+        return cls(spec.repeat_duration, spec.cooldown_duration, spec.max_episodes, timezone)
 
     def cooled_before(self, now: datetime) -> datetime:
         """Episodes resolved at or before this instant are out of their cooldown at `now`."""
-        return now - timedelta(seconds=self.cooldown_s)
+        return self.cooldown.before(now, self.timezone)
 
     def repeat_cutoff(self, now: datetime) -> datetime | None:
-        """Open episodes that last fired at or before this instant fire again at `now` (None: no repeat)."""
-        return None if self.repeat_s is None else now - timedelta(seconds=self.repeat_s)
+        """Open episodes that last fired at or before this instant fire again at `now` (None: no repeat). Scheduled
+        evaluations run at their scheduled minute (engine/service.py), so `repeat: 1mo` with a monthly schedule,
+        or `1d` with a daily one, is due at every run."""
+        return None if self.repeat is None else self.repeat.before(now, self.timezone)
+
+    def repeat_due_at(self, last_fired_at: datetime) -> datetime:
+        """When an episode that last fired at `last_fired_at` is due to fire again (at the first run from then on)."""
+        assert self.repeat is not None
+        return self.repeat.after(last_fired_at, self.timezone)
+
+    def cooldown_until(self, resolved_at: datetime) -> datetime:
+        """When a subject whose episode resolved at `resolved_at` may enter again."""
+        return self.cooldown.after(resolved_at, self.timezone)
 
     def cooldowns_ended(self, since: datetime, now: datetime) -> tuple[datetime, datetime] | None:
         """Closed episodes resolved in (from, to] left their cooldown between `since` and `now`: their subjects
         may enter again although their data did not change (None when there is no cooldown)."""
-        if not self.cooldown_s:
+        if not self.cooldown:
             return None
         return self.cooled_before(since), self.cooled_before(now)
 
@@ -140,7 +154,7 @@ def verdict(stored: Episode | None, matches: bool, removed: bool, now: datetime,
             return Verdict("in_episode", f"{since} (no repeat set)")
         if stored.last_fired_at is not None and stored.last_fired_at <= cutoff:
             return Verdict("repeats", f"matches, in episode {stored.episode}; repeat is due: fires again")
-        due = stored.last_fired_at + timedelta(seconds=policy.repeat_s or 0) if stored.last_fired_at else now
+        due = policy.repeat_due_at(stored.last_fired_at) if stored.last_fired_at else now
         return Verdict("in_episode", f"{since}; next repeat at {show(due)}")
     sid = stored.subject_id if stored is not None else ""
     entered = decide([sid], [], {sid: stored} if stored is not None else {}, now, policy)
@@ -150,5 +164,5 @@ def verdict(stored: Episode | None, matches: bool, removed: bool, now: datetime,
     assert stored is not None
     if policy.max_episodes is not None and stored.episode >= policy.max_episodes:
         return Verdict("episodes_used_up", f"matches, but max_episodes ({policy.max_episodes}) is used up")
-    until = stored.resolved_at + timedelta(seconds=policy.cooldown_s) if stored.resolved_at else now
+    until = policy.cooldown_until(stored.resolved_at) if stored.resolved_at else now
     return Verdict("cooldown", f"matches, but in cooldown until {show(until)}")

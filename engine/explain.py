@@ -90,7 +90,7 @@ def explain(store: Store, pb: CompiledPlaybook, subject_id: str, clock: Clock) -
         scanned = [ch.new for ch in tx.scans.scan(pb.subject, 0, {0: [c.expr for c in pb.conditions]}, clock, None,
                                                   [subject_id], changed=False)]
         stored = tx.episodes.get(pb.id, pb.subject, subject_id)
-    v = verdict(stored, matches, removed, clock.now, Policy.of(pb.spec), _not_matching(conds),
+    v = verdict(stored, matches, removed, clock.now, Policy.of(pb.spec, clock.timezone), _not_matching(conds),
                 show=lambda instant: clock.local(instant).isoformat(timespec="minutes"))
     return Explanation(pb.id, label, conds, matches, v.name, v.reason, bool(scanned and scanned[0]) == matches)
 

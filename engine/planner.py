@@ -73,7 +73,7 @@ class Planner:
         self.settings, self.pb, self.clock = settings, pb, clock
         self.describe = describe        # fill each event's short action list (what `run` shows)
         self.planned_at = planned_at
-        self.expires_at = planned_at + timedelta(seconds=parse_duration(settings.delivery.expire_after))
+        self.expires_at = parse_duration(settings.delivery.expire_after).after(planned_at, clock.timezone)
         self.context = base_context(pb, clock)
         self.kinds = registry().kinds
 

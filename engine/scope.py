@@ -58,8 +58,9 @@ def fingerprint(pb: CompiledPlaybook, clock: Clock) -> str:
     scan looks up the cooldowns that ended since the last scan under it; a shorter one frees subjects resolved
     before) and max_episodes (a higher one frees those that used theirs)."""
     spec = pb.spec
-    text = repr((pb.subject, clock.timezone, [c.expr for c in pb.conditions], spec.cooldown_seconds,
-                 spec.max_episodes))
+    cooldown = spec.cooldown_duration
+    text = repr((pb.subject, clock.timezone, [c.expr for c in pb.conditions],
+                 str(cooldown) if cooldown.months else cooldown.seconds, spec.max_episodes))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -108,7 +109,8 @@ def choose(pb: CompiledPlaybook, saved: dict[str, Any] | None, clock: Clock, wal
             return ScanScope(True, f"no {entity} rows at the last scan")
     if reads_usage(pb) and marks.usage_removed is not None and marks.usage_removed > since["usage"]:
         return ScanScope(True, "usage rows deleted since the last scan")
-    return ScanScope(False, "changes only", since, Policy.of(pb.spec).cooldowns_ended(last_now, clock.now))
+    return ScanScope(False, "changes only", since,
+                     Policy.of(pb.spec, clock.timezone).cooldowns_ended(last_now, clock.now))
 
 
 def saved_state(pb: CompiledPlaybook, scope: ScanScope, clock: Clock, wall: datetime, marks: Any,

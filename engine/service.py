@@ -142,7 +142,7 @@ class Service:
             if pb.spec.enabled:
                 by_schedule.setdefault(pb.spec.schedule or default, []).append(pb.id)
         for cron, ids in by_schedule.items():
-            self.scheduler.add_job(self.evaluate, self._trigger(cron), args=[ids], id=f"schedule:{cron}",
+            self.scheduler.add_job(self.evaluate, self._trigger(cron), args=[ids, cron], id=f"schedule:{cron}",
                                    replace_existing=True)
         sync_cron = self.app.settings.defaults.sync_schedule
         if sync_cron or any(s.schedule for s in self.app.settings.sources):
@@ -152,8 +152,9 @@ class Service:
     def next_runs(self) -> dict[str, datetime | None]:
         return {job.id: job.next_run_time for job in self.scheduler.get_jobs()}
 
-    def evaluate(self, playbook_ids: list[str]) -> None:
-        """A scheduled evaluation of these playbooks, in one tick (only the leader evaluates)."""
+    def evaluate(self, playbook_ids: list[str], cron: str | None = None) -> None:
+        """A scheduled evaluation of these playbooks, in one tick (only the leader evaluates), at the time it was
+        scheduled for (`cron`'s latest time), however late it starts: repeats count from scheduled instants."""
         if not self.is_leader or self.stop.is_set():
             return
         pbs = tuple(self.good[pid] for pid in playbook_ids if pid in self.good)
@@ -162,8 +163,8 @@ class Service:
         with self.eval_lock:
             started = time.perf_counter()
             try:
-                result = run_tick(self.app.store, self.app.settings, PlaybookSet(pbs, ()), self.app.clock(),
-                                  kind="scheduled", keep_events=False)
+                result = run_tick(self.app.store, self.app.settings, PlaybookSet(pbs, ()),
+                                  self.app.clock(self._scheduled_at(cron)), kind="scheduled", keep_events=False)
                 seconds = round(time.perf_counter() - started, 3)
                 for o in result.playbooks:
                     log.info("evaluated", extra={"playbook": o.playbook, "run_id": result.run_id,
@@ -173,10 +174,23 @@ class Service:
                 log.exception("evaluation failed", extra={"playbooks": [p.id for p in pbs]})
                 if len(pbs) > 1:          # one playbook's failure must not hold back the others: one by one
                     for pb in pbs:
-                        self.evaluate([pb.id])
+                        self.evaluate([pb.id], cron)
+
+    def _scheduled_at(self, cron: str | None) -> datetime | None:
+        """The latest time `cron` fired at or before now (a job starts late when the process is busy; it is not
+        run more than an hour late), or None for the wall clock (`--every`, or no schedule)."""
+        if cron is None or self.every is not None:
+            return None
+        now = datetime.now(timezone.utc)
+        trigger = self._trigger(cron)
+        fired, probe = None, now - timedelta(hours=1, minutes=1)
+        while (nxt := trigger.get_next_fire_time(None, probe)) is not None and nxt <= now:
+            fired, probe = nxt, nxt + timedelta(seconds=1)
+        return fired
 
     def catch_up(self) -> list[str]:
-        """Evaluate, once, every playbook whose last scheduled time passed without an evaluation."""
+        """Evaluate, once, every playbook whose last scheduled time passed since its last evaluation. A playbook
+        never evaluated is not caught up: its first evaluation is its next scheduled time (§12)."""
         with self.app.store.read() as tx:
             states = tx.runs.playbook_states()
         now = datetime.now(timezone.utc)
@@ -186,11 +200,11 @@ class Service:
             if not pb.spec.enabled:
                 continue
             last = states.get(pb.id, {}).get("last_evaluated_at")
-            last_aware = last.replace(tzinfo=timezone.utc) if last else None
+            if last is None:
+                continue
             trigger = self._trigger(pb.spec.schedule or default)
-            start = last_aware or now - timedelta(days=366)
-            nxt = trigger.get_next_fire_time(None, start + timedelta(microseconds=1))
-            if last_aware is None or (nxt is not None and nxt <= now):
+            nxt = trigger.get_next_fire_time(None, last.replace(tzinfo=timezone.utc) + timedelta(microseconds=1))
+            if nxt is not None and nxt <= now:
                 due.append(pb.id)
         for pid in due:
             log.info("catch-up evaluation", extra={"playbook": pid})

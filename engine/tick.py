@@ -152,7 +152,7 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
     watch = watch if watch is not None else Stopwatch()
     result = PlaybookResult(pb.id)
     limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
-    policy = Policy.of(pb.spec)
+    policy = Policy.of(pb.spec, clock.timezone)
     with batch.unit() as unit:
         unit.runs.lock_playbook(pb.id)
         stale = _stale(settings, pb, synced)
@@ -250,7 +250,7 @@ def entities_read(pb: CompiledPlaybook) -> set[str]:
 
 def _repeat_due(store: Store, pb: CompiledPlaybook, clock: Clock) -> bool:
     """Whether an open episode of this playbook is due to fire again."""
-    cutoff = Policy.of(pb.spec).repeat_cutoff(clock.now)
+    cutoff = Policy.of(pb.spec, clock.timezone).repeat_cutoff(clock.now)
     if cutoff is None:
         return False
     with store.read() as tx:
@@ -270,7 +270,7 @@ def _stale(settings: Settings, pb: CompiledPlaybook, synced: dict[str, datetime]
     age = settings.defaults.max_data_age
     if age is None:
         return None
-    limit = wall_clock() - timedelta(seconds=parse_duration(age))
+    limit = parse_duration(age).before(wall_clock(), settings.timezone)
     old = sorted(e for e in entities_read(pb) if e not in synced or synced[e] < limit)
     if not old:
         return None

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from engine.clock import check_cron, parse_duration
+from engine.clock import Duration, check_cron, parse_duration
 from engine.datamodel import SubjectType
 from engine.plugins import Registry, registry
 
@@ -126,12 +126,12 @@ class Playbook(Model):
     _cron = field_validator("schedule")(classmethod(lambda cls, v: check_cron(v)))
 
     @property
-    def repeat_seconds(self) -> int | None:
+    def repeat_duration(self) -> Duration | None:
         return parse_duration(self.repeat) if self.repeat else None
 
     @property
-    def cooldown_seconds(self) -> int:
-        return parse_duration(self.cooldown) if self.cooldown else 0
+    def cooldown_duration(self) -> Duration:
+        return parse_duration(self.cooldown) if self.cooldown else Duration()
 
 
 class ActionBase(OneOf):

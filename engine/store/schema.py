@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, Connection, Date, DateTime, Float, Index, Integer,
-                        MetaData, PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, func)
+                        MetaData, PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, false, func, true)
 
 from engine.datamodel import CORE_FIELDS, FIELD_TYPE_NAMES, KEYS
 
@@ -37,6 +37,7 @@ class Schema:
     outbox: Table
     attempts: Table
     tasks: Table
+    contact_sends: Table
     sync_state: Table
     suppressions: Table
     leases: Table
@@ -92,6 +93,8 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("started_at", DateTime, nullable=True),
         Column("last_fired_at", DateTime, nullable=True),
         Column("resolved_at", DateTime, nullable=True),
+        # opened at the playbook's activation for a subject that already matched: no actions, no events (§12)
+        Column("baselined", Boolean, nullable=False, server_default=false()),
         # one B-tree: a transition rewrites one page, not a row page and a key page; the per-playbook reads
         # (open episodes, repeats due, cooldowns) are ranges of the key, read without a second lookup
         sqlite_with_rowid=False,
@@ -154,9 +157,25 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("created_at", DateTime, nullable=False),
         Column("updated_at", DateTime, nullable=False),
         Column("finished_at", DateTime, nullable=True),
+        Column("account_id", String, nullable=True),        # the subject's account (frequency caps per account)
+        Column("policy", String, nullable=True),            # customer | exempt | NULL (internal): the contact policy
+        Column("note", Text, nullable=True),                # why it waits: quiet hours, business days, a cap
         UniqueConstraint("dedup_key", name="uq_outbox_dedup_key"),
     )
     Index("ix_outbox_due", outbox.c.status, outbox.c.not_before)
+    # customer-facing messages sent (or about to be: reserved) per contact and account, for frequency caps
+    contact_sends = Table(
+        "contact_sends", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("outbox_id", Integer, nullable=False),
+        Column("contact_id", String, nullable=True),
+        Column("account_id", String, nullable=True),
+        Column("at", DateTime, nullable=False),
+        Column("state", String, nullable=False),           # reserved | sent
+    )
+    Index("ix_contact_sends_contact", contact_sends.c.contact_id, contact_sends.c.at)
+    Index("ix_contact_sends_account", contact_sends.c.account_id, contact_sends.c.at)
+    Index("ix_contact_sends_outbox", contact_sends.c.outbox_id)
     attempts = Table(
         "attempts", md,
         Column("id", Integer, primary_key=True, autoincrement=True),
@@ -183,10 +202,12 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("assignee", String, nullable=True),
         Column("priority", String, nullable=False),
         Column("due_at", DateTime, nullable=True),
-        Column("status", String, nullable=False),          # open | closed
+        Column("status", String, nullable=False),          # open | closed (by a resolve) | done (by a person)
         Column("close_on_resolve", Boolean, nullable=False),
         Column("created_at", DateTime, nullable=False),
         Column("closed_at", DateTime, nullable=True),
+        Column("note", Text, nullable=True),                # what the person who marked it done said
+        Column("snoozed_until", DateTime, nullable=True),
         UniqueConstraint("dedup_key", name="uq_tasks_dedup_key"),
     )
     Index("ix_tasks_episode", tasks.c.playbook_id, tasks.c.subject_type, tasks.c.subject_id, tasks.c.episode)
@@ -220,7 +241,10 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("status", String, nullable=False),               # ok | blocked | stale | error
         Column("detail", JSON, nullable=True),
         Column("source_hash", String, nullable=True),
-        Column("scan", JSON, nullable=True),                    # engine/scan_plan.py: what the last scan saw
+        Column("scan", JSON, nullable=True),                    # engine/scope.py: what the last scan saw
+        # False once the playbook is disabled or its file removed: its next evaluation is an activation (§12)
+        Column("active", Boolean, nullable=False, server_default=true()),
+        Column("activated_at", DateTime, nullable=True),
     )
     metric_caches = Table(
         "metric_caches", md,                                     # tables built by store/metric_cache.py
@@ -231,7 +255,7 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
     )
     # One bit per (playbook, subject): set while the subject is in an open episode of that playbook.
     # A tick evaluates all playbooks of a subject type in one scan and returns only subjects whose
-    # bits change (store/scan.py); episodes stays the full record.
+    # bits change (store/scans.py); episodes stays the full record.
     match_state = Table(
         "match_state", md,
         Column("subject_type", String, nullable=False),
@@ -251,7 +275,7 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("bit", Integer, nullable=False),
         UniqueConstraint("subject_type", "word", "bit", name="uq_playbook_bits_slot"),
     )
-    return Schema(md, accounts, contacts, usage, goals, episodes, events, runs, outbox, attempts, tasks,
+    return Schema(md, accounts, contacts, usage, goals, episodes, events, runs, outbox, attempts, tasks, contact_sends,
                   sync_state, suppressions, leases, playbook_state, metric_caches, match_state, playbook_bits)
 
 
