@@ -68,7 +68,8 @@ NAME = "{{ account.name }}"
 
 def _pb(id_: str, trigger: Any, actions: list[Any], *, subject: str = "account", where: list[str] | None = None,
         **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": id_, "name": id_.replace("-", " ").capitalize()}
+    # the first tick measures everything entering: a backfill, not the baselining a real switch-on does
+    out: dict[str, Any] = {"id": id_, "name": id_.replace("-", " ").capitalize(), "activation": "fire"}
     if subject != "account":
         out["subject"] = subject
     out["trigger"] = trigger

@@ -35,11 +35,10 @@ def assign_slots(store: Store, playbooks: list[CompiledPlaybook]) -> dict[str, A
 
 
 def read_marks(store: Store) -> tuple[Any, dict[str, dict[str, Any]]]:
-    """The current change marks, and what each playbook's last completed scan saw."""
+    """The current change marks, and each playbook's latest evaluation (what its last completed scan saw, and
+    whether its activation is done)."""
     with store.read() as tx:
-        marks = tx.changes.marks()
-        saved = {pid: st["scan"] for pid, st in tx.runs.playbook_states().items() if st["scan"]}
-    return marks, saved
+        return tx.changes.marks(), tx.runs.playbook_states()
 
 
 def scopes_of(store: Store, playbooks: list[CompiledPlaybook], saved: dict[str, dict[str, Any]], clock: Clock,

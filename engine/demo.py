@@ -1,16 +1,19 @@
-"""`playbook demo`: the whole path on a scaffolded working directory — sync the sample data, one tick of the
-example playbooks, dispatch to the local sinks — and what happened, per playbook."""
+"""`playbook demo`: the whole path on a scaffolded working directory — the example playbooks switched on
+yesterday on the data as it stood then, today's data synced and evaluated, dispatch to the local sinks — and
+what happened, per playbook."""
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from engine.app import App
+from engine.demo_data import LOCAL
 from engine.errors import UserError
 
 
@@ -19,7 +22,7 @@ class DemoReport:
     """What the demo did: rows synced per entity, and per playbook what fired and the actions by kind and state."""
 
     synced: dict[str, int]
-    playbooks: list[tuple[str, str, int, dict[str, int]]]      # (id, subject, fired, {"email sent": n, ...})
+    playbooks: list[tuple[str, str, int, int, dict[str, int]]]  # (id, subject, fired, baselined, {"email sent": n})
     emails: int                                                 # .eml files written to the local sink
     slack: int                                                  # Slack messages in the local sink
     outbox_dir: Path
@@ -32,16 +35,29 @@ def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = la
     from engine.tick import run_tick
     from engine.workspace import scaffold
 
-    scaffold(work, accounts=accounts, anchor=datetime.now(ZoneInfo("Asia/Tokyo")).date())
+    today = datetime.now(ZoneInfo("Asia/Tokyo")).date()
+    scaffold(work, accounts=accounts, anchor=today)
     app = App(work / "config.yaml")
     try:
         if app.playbooks.invalid:
             raise UserError([d for inv in app.playbooks.invalid for d in inv.diagnostics])
+        # Yesterday the team switched the playbooks on: the data as it was then is synced and evaluated, and
+        # each playbook's first run (its activation, §12) baselines or fires for what already matched. Today
+        # the new contacts and goals reached are synced, and today's run fires for them.
         say("sync")
-        report = run_sync(app.settings, app.store)
-        synced = {name: r.read for name, r in report.entities.items()}
-        say("evaluate")
         clock = app.clock()
+        yesterday = app.clock(clock.local() - timedelta(days=1))
+        data = work / "data"
+        todays = {p.name: p.read_bytes() for p in data.glob("*.csv")}
+        as_of(data, yesterday.local())
+        run_sync(app.settings, app.store, now=yesterday.now)
+        say("evaluate")
+        switched_on = run_tick(app.store, app.settings, app.playbooks, yesterday)
+        deliver_due(app.store, app.settings, yesterday)
+        for name, content in todays.items():
+            (data / name).write_bytes(content)
+        report = run_sync(app.settings, app.store, now=clock.now)
+        synced = {name: r.read for name, r in report.entities.items()}
         result = run_tick(app.store, app.settings, app.playbooks, clock)
         say("dispatch")
         deliver_due(app.store, app.settings, clock)
@@ -52,10 +68,47 @@ def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = la
     by_pb: dict[str, Counter] = {}
     for r in rows:
         by_pb.setdefault(r["playbook_id"], Counter())[f"{r['kind']} {r['status']}"] += 1
-    fired = Counter(e.playbook for e in result.events if e.event in ("enter", "repeat"))
-    playbooks = [(pb.id, pb.subject, fired.get(pb.id, 0), dict(sorted(by_pb.get(pb.id, Counter()).items())))
-                 for pb in app.playbooks.valid]
+    fired = Counter(e.playbook for run in (switched_on, result) for e in run.events
+                    if e.event in ("enter", "repeat"))
+    baselined = {o.playbook: o.counts["baseline"] for o in switched_on.playbooks}
+    playbooks = [(pb.id, pb.subject, fired.get(pb.id, 0), baselined.get(pb.id, 0),
+                  dict(sorted(by_pb.get(pb.id, Counter()).items()))) for pb in app.playbooks.valid]
     box = app.settings.outbox_dir
     emails = len(list((box / "email").glob("*.eml"))) if (box / "email").exists() else 0
     slack = sum(1 for _ in open(box / "slack.jsonl", encoding="utf-8")) if (box / "slack.jsonl").exists() else 0
     return DemoReport(synced, playbooks, emails, slack, box)
+
+
+def as_of(data: Path, moment: datetime) -> None:
+    """Rewrite the sample data as it stood at `moment` (aware): without the accounts and contacts created since,
+    and with one in three of the goals reached not reached yet."""
+    def created_since(row: dict[str, str]) -> bool:
+        created = datetime.fromisoformat(row["created_at"]) if row.get("created_at") else None
+        return created is not None and (created if created.tzinfo else created.replace(tzinfo=LOCAL)) > moment
+
+    accounts = _rows(data / "accounts.csv")
+    new = {r["id"] for r in accounts if created_since(r)}
+    _rewrite(data / "accounts.csv", [r for r in accounts if r["id"] not in new])
+    _rewrite(data / "contacts.csv", [r for r in _rows(data / "contacts.csv")
+                                     if r["account_id"] not in new and not created_since(r)])
+    _rewrite(data / "usage.csv", [r for r in _rows(data / "usage.csv") if r["account_id"] not in new])
+    goals = []
+    for n, r in enumerate(g for g in _rows(data / "goals.csv") if g["account_id"] not in new):
+        if r["status"] == "achieved" and n % 3 == 0:
+            r = {**r, "status": "on_track", "current": r["baseline"]}
+        goals.append(r)
+    _rewrite(data / "goals.csv", goals)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _rewrite(path: Path, rows: list[dict[str, str]]) -> None:
+    with open(path, newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh))
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,4 +1,4 @@
-"""The episode policy (§8), written once as pure functions over plain data.
+"""The episode policy (§8, §12), written once as pure functions over plain data.
 
 For every (playbook, subject) the store keeps one `Episode` row: the number of the current or last
 episode, how often it fired, and when it started, last fired and resolved. A scan tells which subjects
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from engine.clock import Duration
@@ -28,17 +28,20 @@ class Episode:
     started_at: datetime | None
     last_fired_at: datetime | None
     resolved_at: datetime | None
+    baselined: bool = False       # opened at the playbook's activation: silent, and not a real episode
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """One subject whose state changes in this evaluation."""
+    """One subject whose state changes in this evaluation. A baselined one (a `baseline`, and the repeats and
+    resolve of a baselined episode) is silent: no actions, no event."""
 
     subject_id: str
-    event: str                # enter | repeat | resolve
-    episode: int              # episode number after the change
-    firing: int               # firing number inside the episode (resolve keeps the last)
+    event: str                # enter | repeat | resolve | baseline
+    episode: int              # episode number after the change (a baseline keeps the last real one)
+    firing: int               # firing number inside the episode (resolve keeps the last; a baseline has none)
     is_new_row: bool          # no episode row existed for this subject yet
+    baselined: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,29 +95,33 @@ class Decision:
 
 
 def decide(enter_ids: Iterable[str], resolve_ids: Iterable[str], stored: Mapping[str, Episode], now: datetime,
-           policy: Policy) -> Decision:
+           policy: Policy, *, baseline: bool = False) -> Decision:
     """Enter / resolve from a scan's candidates and the stored episodes (repeats: `repeats`).
 
     A matching subject enters unless it is in an open episode already, inside its cooldown, or has used up
     max_episodes (then it stays out and is reconsidered at the next evaluation); a subject that stopped
-    matching resolves its open episode."""
+    matching resolves its open episode. With `baseline` (the playbook's activation, §12) a matching subject
+    outside an episode is baselined instead: an open episode with no actions and no event. A baselined
+    episode resolves silently, and the subject then enters like one that never had an episode."""
     out: list[Transition] = []
     mend_set: list[str] = []
     mend_clear: list[str] = []
     cooled = policy.cooled_before(now)
     for sid in enter_ids:
         e = stored.get(sid)
-        if e is None:
-            out.append(Transition(sid, "enter", 1, 1, True))
-        elif e.is_open:
+        if e is not None and e.is_open:
             mend_set.append(sid)
-        elif (e.resolved_at is None or e.resolved_at <= cooled) and \
+        elif baseline:
+            out.append(Transition(sid, "baseline", e.episode if e else 0, 0, e is None, baselined=True))
+        elif e is None:
+            out.append(Transition(sid, "enter", 1, 1, True))
+        elif (e.baselined or e.resolved_at is None or e.resolved_at <= cooled) and \
                 (policy.max_episodes is None or e.episode < policy.max_episodes):
             out.append(Transition(sid, "enter", e.episode + 1, 1, False))
     for sid in resolve_ids:
         e = stored.get(sid)
         if e is not None and e.is_open:
-            out.append(Transition(sid, "resolve", e.episode, e.firing, False))
+            out.append(Transition(sid, "resolve", e.episode, e.firing, False, baselined=e.baselined))
         else:
             mend_clear.append(sid)
     out.sort(key=lambda t: (t.subject_id, t.event))
@@ -123,23 +130,39 @@ def decide(enter_ids: Iterable[str], resolve_ids: Iterable[str], stored: Mapping
 
 def repeats(due: Iterable[Episode], resolving: Collection[str]) -> list[Transition]:
     """Repeat transitions of open episodes due to fire again (those last fired before `Policy.repeat_cutoff`),
-    except the subjects resolving in the same evaluation."""
-    return [Transition(e.subject_id, "repeat", e.episode, e.firing + 1, False)
+    except the subjects resolving in the same evaluation; a baselined episode repeats silently."""
+    return [Transition(e.subject_id, "repeat", e.episode, e.firing + (0 if e.baselined else 1), False,
+                       baselined=e.baselined)
             for e in due if e.subject_id not in resolving]
+
+
+def held_back(transitions: list[Transition], allowed: int) -> tuple[list[Transition], int]:
+    """At most `allowed` enters (in the given order: lowest subject ids first), the others held back for a later
+    run (`max_enters_per_run`); returns the transitions kept and how many enters were held back."""
+    kept, held = [], 0
+    for t in transitions:
+        if t.event == "enter":
+            if allowed <= 0:
+                held += 1
+                continue
+            allowed -= 1
+        kept.append(t)
+    return kept, held
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """Why one subject does or does not fire at one instant, in words a person reads (`explain`)."""
 
-    name: str       # fires | repeats | in_episode | not_matching | cooldown | episodes_used_up | removed
+    name: str       # fires | repeats | in_episode | baseline | baselined | not_matching | cooldown |
+                    # episodes_used_up | removed
     reason: str
 
 
 def verdict(stored: Episode | None, matches: bool, removed: bool, now: datetime, policy: Policy,
-            not_matching: str, show: Any = str) -> Verdict:
+            not_matching: str, show: Any = str, *, baseline: bool = False) -> Verdict:
     """The verdict `decide`/`repeats` reach for one subject: `not_matching` says which condition failed;
-    `show(instant)` formats an instant for a person."""
+    `show(instant)` formats an instant for a person; `baseline`: the next run is the playbook's activation."""
     is_open = bool(stored and stored.is_open)
     if removed:
         return Verdict("removed", "the subject was removed by the last sync"
@@ -147,6 +170,9 @@ def verdict(stored: Episode | None, matches: bool, removed: bool, now: datetime,
     if not matches:
         tail = f"; episode {stored.episode} resolves at the next run" if stored and is_open else ""
         return Verdict("not_matching", f"does not match: {not_matching}{tail}")
+    if stored is not None and stored.is_open and stored.baselined:
+        return Verdict("baselined", f"matches, baselined at activation ({show(stored.started_at)}): no actions "
+                                    "until it stops matching and enters again")
     if stored is not None and stored.is_open:
         since = f"matches, already in episode {stored.episode} since {show(stored.started_at)}"
         cutoff = policy.repeat_cutoff(now)
@@ -157,7 +183,10 @@ def verdict(stored: Episode | None, matches: bool, removed: bool, now: datetime,
         due = policy.repeat_due_at(stored.last_fired_at) if stored.last_fired_at else now
         return Verdict("in_episode", f"{since}; next repeat at {show(due)}")
     sid = stored.subject_id if stored is not None else ""
-    entered = decide([sid], [], {sid: stored} if stored is not None else {}, now, policy)
+    entered = decide([sid], [], {sid: stored} if stored is not None else {}, now, policy, baseline=baseline)
+    if entered.transitions and entered.transitions[0].baselined:
+        return Verdict("baseline", "matches, but it matched before the playbook was switched on: the next run, its "
+                                   "activation, baselines it (no actions; `activation: fire` would fire)")
     if entered.transitions:
         number = entered.transitions[0].episode
         return Verdict("fires", f"matches: enters episode {number} and fires at the next run")

@@ -25,7 +25,7 @@ from engine.clock import wall_clock
 from engine.dispatch import Dispatcher, worker_id
 from engine.spec.compiled import PlaybookSet
 from engine.spec.loader import load_playbooks, playbook_files
-from engine.tick import run_tick
+from engine.tick import record_presence, run_tick
 
 log = logging.getLogger("playbook.service")
 LEADER = "scheduler"
@@ -59,6 +59,7 @@ class Service:
         signal.signal(signal.SIGINT, lambda *_: self.stop.set())
         signal.signal(signal.SIGHUP, lambda *_: self.reload_wanted.set())
         self._report_invalid(self.playbooks)
+        self._mark_presence(self.playbooks)
         self._schedule()
         self.scheduler.start()
         threads = [threading.Thread(target=self._dispatch_loop, name=f"dispatch-{i}", daemon=True)
@@ -246,8 +247,16 @@ class Service:
                 log.error("kept the last good version of %s: its new version is invalid", inv.id,
                           extra={"playbook": inv.id, "file": inv.file})
         self.good = good
+        self._mark_presence(new)
         self._schedule()
         log.info("reloaded playbooks", extra={"playbooks": len(good)})
+
+    def _mark_presence(self, loaded: PlaybookSet) -> None:
+        """Playbooks disabled or removed since their last evaluation are activated again when they come back."""
+        try:
+            record_presence(self.app.store, loaded)
+        except Exception:  # noqa: BLE001 - the database may be restarting; the next reload marks them
+            log.exception("could not record which playbooks are switched off")
 
     def _report_invalid(self, pset: PlaybookSet) -> None:
         for inv in pset.invalid:

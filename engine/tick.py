@@ -41,6 +41,8 @@ class PlaybookResult:
     counts: Counter = field(default_factory=Counter)            # event kind -> how many
     planned: int = 0
     skipped: str | None = None
+    activated: bool = False             # this run was the playbook's activation (§12)
+    held: int = 0                       # enters held back by max_enters_per_run
 
 
 @dataclass
@@ -56,7 +58,8 @@ class TickResult:
 
     @property
     def events(self) -> list[PlannedEvent]:
-        return [e for o in self.playbooks for e in o.events]
+        """What fired (and, in a dry run, what an activation would baseline: a real run baselines silently)."""
+        return [e for o in self.playbooks for e in o.events if self.dry_run or e.event != "baseline"]
 
     def as_json(self) -> dict[str, Any]:
         """The stable machine form of §11."""
@@ -92,7 +95,11 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
         with store.write() as tx:
             run_id = tx.runs.start(kind, clock.now, wall_clock())
     with watch("marks"):
-        marks, saved = candidates.read_marks(store)   # before the metric windows: they must reflect at least these
+        marks, states = candidates.read_marks(store)   # before the metric windows: they must reflect at least these
+    # a playbook never evaluated, or disabled since its last evaluation, is activated by this run (§12); its
+    # scan covers every subject
+    activating = {pb.id for pb in selected if not (states.get(pb.id) or {}).get("active")}
+    saved = {pid: st["scan"] for pid, st in states.items() if st["scan"] and pid not in activating}
     touched = store.touched()      # what changed since the marks, read once for all subject types
     with watch("metric windows"):
         cache = candidates.metric_windows(store, selected, clock, wall_clock(), touched)
@@ -115,21 +122,25 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
                 if on_playbook:
                     on_playbook(pb.id)
                 mine = found.pop(pb.id)
+                active = pb.id not in activating
                 if not any(mine) and not _repeat_due(store, pb, clock) and not _stale(settings, pb, synced):
-                    done[pb.id] = PlaybookResult(pb.id)   # nothing changes: only its scan state is recorded
+                    done[pb.id] = PlaybookResult(pb.id, activated=not active)   # only its scan state is recorded
                     with watch("record"), batch.unit() as unit:
                         _record_state(unit, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run,
-                                      scan_states[pb.id])
+                                      scan_states[pb.id], activated=not active)
                     continue
                 done[pb.id] = evaluate_playbook(batch, settings, pb, clock, run_id=run_id, slot=slots[pb.id],
                                                 candidates=mine, synced=synced, scan_state=scan_states[pb.id],
-                                                watch=watch, keep_events=keep_events, records=records)
+                                                watch=watch, keep_events=keep_events, records=records,
+                                                activating=not active,
+                                                was_active=bool((states.get(pb.id) or {}).get("active")))
     results = [done[pb.id] for pb in selected]
     with watch("record"):
         if run_id is not None:
             with store.write() as tx:
                 detail = {o.playbook: {"matched": o.matched, "events": sum(o.counts.values()), "planned": o.planned,
-                                       "skipped": o.skipped} for o in results}
+                                       "skipped": o.skipped, **({"activated": True} if o.activated else {}),
+                                       **({"held": o.held} if o.held else {})} for o in results}
                 tx.runs.finish(run_id, "ok", wall_clock(), detail)
     if not dry_run:
         with watch("statistics"), store.write() as tx:
@@ -138,45 +149,72 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
     return TickResult(clock, results, dry_run, run_id, {pid: s.reason for pid, s in chosen.items()}, dict(watch))
 
 
+def record_presence(store: Store, playbooks: PlaybookSet) -> list[str]:
+    """Mark inactive the playbooks evaluated before that are now disabled or whose file is gone, so that their
+    next evaluation is an activation (§12); returns their ids. An invalid playbook keeps its state: it is
+    being edited, not switched off."""
+    present = {p.id for p in playbooks.valid if p.spec.enabled} | {i.id for i in playbooks.invalid if i.id}
+    with store.write() as tx:
+        gone = sorted(pid for pid, st in tx.runs.playbook_states().items() if st["active"] and pid not in present)
+        tx.runs.set_active(gone, False)
+    for pid in gone:
+        log.info("playbook %s is switched off: its next evaluation is an activation", pid, extra={"playbook": pid})
+    return gone
+
+
 def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock, *,
                       run_id: int | None, slot: Any, candidates: tuple[list[str], list[str]],
                       synced: dict[str, datetime], scan_state: dict[str, Any] | None = None,
                       watch: Stopwatch | None = None, keep_events: bool = True,
-                      records: Any = None) -> PlaybookResult:
+                      records: Any = None, activating: bool = False, was_active: bool = True) -> PlaybookResult:
     """One playbook as one unit of the tick's write batch (all or nothing): transitions, episode writes,
     events and outbox rows.
 
     Candidates go through in chunks of CHUNK subjects (decide, plan, write), so memory stays flat
-    however many subjects change; the unit still spans them all."""
+    however many subjects change; the unit still spans them all. At its activation, a playbook with
+    `activation: baseline` baselines the subjects that already match instead of firing for them (§12)."""
     dry_run = batch.dry_run
     watch = watch if watch is not None else Stopwatch()
-    result = PlaybookResult(pb.id)
+    result = PlaybookResult(pb.id, activated=activating)
     limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
     policy = Policy.of(pb.spec, clock.timezone)
+    baseline = activating and pb.spec.activation == "baseline"
+    enters_left = pb.spec.max_enters_per_run
     with batch.unit() as unit:
         unit.runs.lock_playbook(pb.id)
         stale = _stale(settings, pb, synced)
         if stale:
             result.skipped = stale
             log.warning("playbook %s not evaluated: %s", pb.id, stale, extra={"playbook": pb.id})
-            _record_state(unit, pb, clock, "stale", {"reason": stale}, dry_run)
+            _record_state(unit, pb, clock, "stale", {"reason": stale}, dry_run, active=was_active)
             return result
         planned_actions = 0
-        for transitions, mend in _transitions(unit, pb, policy, clock, candidates, watch):
+        for transitions, mend in _transitions(unit, pb, policy, clock, candidates, watch, baseline):
+            if enters_left is not None:
+                transitions, held = episodes.held_back(transitions, enters_left)
+                enters_left -= sum(1 for t in transitions if t.event == "enter")
+                result.held += held
             with watch("plan actions"):
                 rows = _plan(unit, settings, pb, clock, transitions, result, keep_events, records)
             planned_actions += sum(1 for r in rows if not r["kind"].endswith(CLOSE))
             if limit is not None and planned_actions > limit:
                 unit.discard()
-                return _blocked(unit, pb, clock, result, _count_all(unit, pb, policy, clock, candidates, watch),
-                                limit, dry_run)
+                return _blocked(unit, pb, clock, result,
+                                _count_all(unit, pb, policy, clock, candidates, watch, baseline), limit, dry_run,
+                                was_active)
             with watch("write"):
                 unit.episodes.apply(pb.id, pb.subject, transitions, clock.now, run_id, slot, mend)
                 result.planned += unit.outbox.enqueue(rows) if not dry_run else len(rows)
         result.events.sort(key=lambda e: (e.subject, e.event))
+        if result.held:
+            # the subjects held back changed no data: only a full scan finds them again at the next run
+            scan_state = None
+            log.warning("playbook %s: %d subjects held back by max_enters_per_run (%d); they enter at the next "
+                        "runs", pb.id, result.held, pb.spec.max_enters_per_run, extra={"playbook": pb.id})
         with watch("write"):
-            _record_state(unit, pb, clock, "ok", {"events": sum(result.counts.values()), "planned": result.planned},
-                          dry_run, scan_state)
+            _record_state(unit, pb, clock, "ok", {"events": sum(result.counts.values()), "planned": result.planned,
+                                                  **({"held": result.held} if result.held else {})},
+                          dry_run, scan_state, activated=activating)
     return result
 
 
@@ -188,9 +226,10 @@ def template_cache(store: Store, clock: Clock) -> Any:
 
 
 def _transitions(tx: Tx, pb: CompiledPlaybook, policy: Policy, clock: Clock,
-                 candidates: tuple[list[str], list[str]], watch: Stopwatch
+                 candidates: tuple[list[str], list[str]], watch: Stopwatch, baseline: bool = False
                  ) -> Iterator[tuple[list[Transition], tuple[list[str], list[str]]]]:
-    """(transitions, bits to mend) chunk by chunk: enters and resolves in subject order, then repeats."""
+    """(transitions, bits to mend) chunk by chunk: enters (or baselines) and resolves in subject order, then
+    repeats."""
     enter, resolve = set(candidates[0]), set(candidates[1])
     ids = sorted(enter | resolve)
     for i in range(0, len(ids), CHUNK):
@@ -198,7 +237,7 @@ def _transitions(tx: Tx, pb: CompiledPlaybook, policy: Policy, clock: Clock,
         with watch("decide"):
             stored = tx.episodes.stored(pb.id, pb.subject, part)
             d = episodes.decide([x for x in part if x in enter], [x for x in part if x in resolve], stored,
-                                clock.now, policy)
+                                clock.now, policy, baseline=baseline)
         yield d.transitions, (d.mend_set, d.mend_clear)
     cutoff = policy.repeat_cutoff(clock.now)
     if cutoff is not None:
@@ -209,31 +248,35 @@ def _transitions(tx: Tx, pb: CompiledPlaybook, policy: Policy, clock: Clock,
 
 
 def _count_all(tx: Tx, pb: CompiledPlaybook, policy: Policy, clock: Clock, candidates: tuple[list[str], list[str]],
-               watch: Stopwatch) -> int:
+               watch: Stopwatch, baseline: bool) -> int:
     """How many actions the whole evaluation would plan (for the blocked alert), counted without writing."""
     total = 0
-    for transitions, _ in _transitions(tx, pb, policy, clock, candidates, watch):
-        total += sum(len(pb.on_resolve) if t.event == "resolve" else len(pb.actions) for t in transitions)
+    for transitions, _ in _transitions(tx, pb, policy, clock, candidates, watch, baseline):
+        total += sum(len(pb.on_resolve) if t.event == "resolve" else len(pb.actions)
+                     for t in transitions if not t.baselined)
     return total
 
 
 def _blocked(tx: Tx, pb: CompiledPlaybook, clock: Clock, result: PlaybookResult, planned: int, limit: int,
-             dry_run: bool) -> PlaybookResult:
+             dry_run: bool, was_active: bool) -> PlaybookResult:
     """Safety rail: a run that would plan more than max_actions_per_run plans nothing and raises an alert."""
     reason = (f"blocked: would plan {planned} actions, more than max_actions_per_run ({limit}); nothing was "
               f"planned — check the playbook's filters, or raise the limit")
     log.error("ALERT playbook %s %s", pb.id, reason, extra={"playbook": pb.id, "alert": "max_actions_per_run"})
     result.events, result.counts, result.planned, result.skipped = [], Counter(), 0, reason
-    _record_state(tx, pb, clock, "blocked", {"reason": reason, "would_plan": planned}, dry_run)
+    result.activated = False
+    _record_state(tx, pb, clock, "blocked", {"reason": reason, "would_plan": planned}, dry_run, active=was_active)
     return result
 
 
 def _record_state(tx: Tx, pb: CompiledPlaybook, clock: Clock, status: str, detail: dict[str, Any], dry_run: bool,
-                  scan_state: dict[str, Any] | None = None) -> None:
-    """The playbook's latest evaluation; `scan_state` only with a completed one (else the next scan is full)."""
+                  scan_state: dict[str, Any] | None = None, *, activated: bool = False, active: bool = True) -> None:
+    """The playbook's latest evaluation; `scan_state` only with a completed one (else the next scan is full).
+    A completed evaluation leaves it active; one that did not complete leaves its activation as it was."""
     if not dry_run:
         tx.runs.record_playbook(pb.id, evaluated_at=wall_clock(), now=clock.now, status=status, detail=detail,
-                                source_hash=pb.source_hash, scan=scan_state)
+                                source_hash=pb.source_hash, scan=scan_state, active=active,
+                                activated_at=clock.now if activated else None)
 
 
 def entities_read(pb: CompiledPlaybook) -> set[str]:
@@ -280,7 +323,14 @@ def _stale(settings: Settings, pb: CompiledPlaybook, synced: dict[str, datetime]
 
 def _plan(tx: Tx, settings: Settings, pb: CompiledPlaybook, clock: Clock, transitions: list[Transition],
           result: PlaybookResult, keep_events: bool, cache: Any) -> list[dict[str, Any]]:
-    """The outbox rows of a chunk of transitions (and the events `run` shows)."""
+    """The outbox rows of a chunk of transitions (and the events `run` shows). Baselined transitions plan
+    nothing; a baseline is shown by dry runs, the repeats and resolve of a baselined episode not at all."""
+    for t in transitions:
+        if t.baselined and t.event == "baseline":
+            result.counts["baseline"] += 1
+            if keep_events:
+                result.events.append(PlannedEvent(pb.id, f"{pb.subject}:{t.subject_id}", "baseline", t.episode))
+    transitions = [t for t in transitions if not t.baselined]
     if not transitions:
         return []
     recs = tx.subjects.records(pb.subject, [t.subject_id for t in transitions], cache)

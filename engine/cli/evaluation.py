@@ -23,7 +23,7 @@ def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...],
         fmt: str) -> None:
     """One evaluation tick, then dispatch."""
     from engine.dispatch import deliver_due
-    from engine.tick import run_tick
+    from engine.tick import record_presence, run_tick
 
     clock = app.clock(now)
     invalid = report_invalid(app)
@@ -31,6 +31,8 @@ def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...],
     if unknown:
         raise click.UsageError(f"unknown playbook id(s): {', '.join(unknown)}; "
                                f"known: {', '.join(p.id for p in app.playbooks.valid)}")
+    if not dry_run:
+        record_presence(app.store, app.playbooks)
     result = run_tick(app.store, app.settings, app.playbooks, clock, dry_run=dry_run,
                       only=set(playbook_ids) or None)
     stats = None

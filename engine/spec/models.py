@@ -109,6 +109,11 @@ class Playbook(Model):
     cooldown: str | None = None
     max_episodes: int | None = Field(None, ge=1)
     max_actions_per_run: int | None = Field(None, ge=1)
+    activation: Literal["baseline", "fire"] = Field(
+        "baseline", description="when the playbook is switched on: baseline the subjects that already match "
+                                "(no actions), or fire for them (a backfill)")
+    max_enters_per_run: int | None = Field(None, ge=1, description="at most this many subjects enter in one run "
+                                                                    "(lowest ids first); the rest wait")
     actions: list[Any] = Field(min_length=1)
     on_resolve: list[Any] = Field(default_factory=list)
 

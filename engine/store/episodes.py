@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, and_, bindparam, insert, select, update
+from sqlalchemy import DateTime, and_, bindparam, func, insert, select, update
 
 from engine.episodes import Episode, Transition
 from engine.store import dialect
@@ -55,16 +55,18 @@ class Episodes(Repository):
         changes = list(changes)
         execute_many(conn, _insert(schema.episodes), [
             dict(playbook_id=playbook_id, subject_type=subject, subject_id=t.subject_id, is_open=True,
-                 episode=t.episode, firing=t.firing, started_at=now, last_fired_at=now, resolved_at=None)
+                 episode=t.episode, firing=t.firing, started_at=now, last_fired_at=now, resolved_at=None,
+                 baselined=t.baselined)
             for t in changes if t.is_new_row])
-        for kind in ("enter", "repeat", "resolve"):
+        for kind in ("enter", "repeat", "resolve", "baseline"):
             execute_many(conn, _episode_update(schema, kind), [
                 {"b_pb": playbook_id, "b_type": subject, "b_sid": t.subject_id, "b_ep": t.episode,
                  "b_fi": t.firing, "b_now": now} for t in changes if t.event == kind and not t.is_new_row])
         execute_many(conn, _insert(schema.events), [
             dict(run_id=run_id, at=now, playbook_id=playbook_id, subject_type=subject, subject_id=t.subject_id,
-                 event=t.event, episode=t.episode, firing=t.firing) for t in changes])
-        set_bits(conn, schema, subject, slot, [t.subject_id for t in changes if t.event == "enter"] + mend[0])
+                 event=t.event, episode=t.episode, firing=t.firing) for t in changes if not t.baselined])
+        set_bits(conn, schema, subject, slot,
+                 [t.subject_id for t in changes if t.event in ("enter", "baseline")] + mend[0])
         clear_bits(conn, schema, subject, slot, [t.subject_id for t in changes if t.event == "resolve"] + mend[1])
 
     def resolved_between(self, playbook_id: str, subject: str, after: datetime, until: datetime) -> set[str]:
@@ -99,7 +101,7 @@ def resolved_between(schema: Schema) -> Any:
 
 def _episode(row: Any) -> Episode:
     return Episode(row.subject_id, bool(row.is_open), row.episode, row.firing, row.started_at, row.last_fired_at,
-                   row.resolved_at)
+                   row.resolved_at, bool(row.baselined))
 
 
 def _fired_before(schema: Schema, playbook_id: str, subject: str, cutoff: datetime) -> Any:
@@ -123,11 +125,12 @@ def _episodes_of(schema: Schema, dialect_name: str) -> Any:
 
 @lru_cache(maxsize=32)
 def _episode_update(schema: Schema, kind: str) -> Any:
-    """The episode row update of an enter (into a new episode), a repeat or a resolve."""
+    """The episode row update of an enter (into a new episode), a repeat, a resolve or a baseline (§12)."""
     e = schema.episodes
     now = bindparam("b_now", type_=DateTime)
-    values = {"enter": dict(is_open=True, started_at=now, last_fired_at=now), "repeat": dict(last_fired_at=now),
-              "resolve": dict(is_open=False, resolved_at=now)}[kind]
+    values = {"enter": dict(is_open=True, started_at=now, last_fired_at=now, baselined=False),
+              "baseline": dict(is_open=True, started_at=now, last_fired_at=now, baselined=True),
+              "repeat": dict(last_fired_at=now), "resolve": dict(is_open=False, resolved_at=now)}[kind]
     return (update(e).where(e.c.playbook_id == bindparam("b_pb"), e.c.subject_type == bindparam("b_type"),
                             e.c.subject_id == bindparam("b_sid"))
             .values(episode=bindparam("b_ep"), firing=bindparam("b_fi"), **values))
@@ -155,17 +158,30 @@ class Runs(Repository):
 
     def record_playbook(self, playbook_id: str, *, evaluated_at: datetime, now: datetime, status: str,
                         detail: dict[str, Any] | None, source_hash: str | None,
-                        scan: dict[str, Any] | None = None) -> None:
-        """Upsert the latest evaluation of one playbook (`scan`: what its scan saw, engine/scope.py)."""
+                        scan: dict[str, Any] | None = None, active: bool = True,
+                        activated_at: datetime | None = None) -> None:
+        """Upsert the latest evaluation of one playbook (`scan`: what its scan saw, engine/scope.py; `active`:
+        whether its activation is done; `activated_at` when this evaluation was it, else the stored one stays)."""
         execute_many(self.conn, _upsert_state(self.schema, self.dialect), [dict(   # compiled once (bulk.py)
             playbook_id=playbook_id, last_evaluated_at=evaluated_at, last_now=now, status=status, detail=detail,
-            source_hash=source_hash, scan=scan)])
+            source_hash=source_hash, scan=scan, active=active, activated_at=activated_at)])
 
     def analyze_grown(self, transitions: int, planned: int) -> None:
         """After a tick: refresh the planner statistics of the tables it grew by a tenth (PostgreSQL)."""
         s = self.schema
         dialect.analyze_grown(self.conn, {s.episodes: transitions, s.events: transitions, s.match_state: transitions,
                                           s.outbox: planned})
+
+    def set_active(self, playbook_ids: list[str], active: bool, now: datetime | None = None) -> None:
+        """Mark playbooks active (evaluated since their activation at `now`) or not (disabled or removed: their
+        next evaluation is an activation again)."""
+        if not playbook_ids:
+            return
+        t = self.schema.playbook_state
+        values: dict[str, Any] = {"active": active}
+        if active:
+            values["activated_at"] = now
+        self.conn.execute(update(t).where(t.c.playbook_id.in_(playbook_ids)).values(**values))
 
     def playbook_states(self) -> dict[str, dict]:
         """playbook id -> its latest evaluation (last_evaluated_at, last_now, status, detail, scan, ...)."""
@@ -182,5 +198,7 @@ class Runs(Repository):
 def _upsert_state(schema: Schema, dialect_name: str) -> Any:
     t = schema.playbook_state
     ins = dialect.insert(t, dialect_name)
-    return ins.on_conflict_do_update(index_elements=["playbook_id"],
-                                     set_={c.name: ins.excluded[c.name] for c in t.c if c.name != "playbook_id"})
+    written = {c.name: ins.excluded[c.name] for c in t.c if c.name not in ("playbook_id", "activated_at")}
+    return ins.on_conflict_do_update(
+        index_elements=["playbook_id"],
+        set_={**written, "activated_at": func.coalesce(ins.excluded.activated_at, t.c.activated_at)})

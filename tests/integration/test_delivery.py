@@ -20,6 +20,7 @@ from smtp_server import SmtpServer
 HOOK = """
 id: hook
 name: Hook
+activation: fire
 trigger: {{when: account.arr < 100}}
 actions:
   - webhook: {{url: "{url}", body: {{account: "{{{{ account.id }}}}"}}}}
@@ -27,6 +28,7 @@ actions:
 MAIL = """
 id: mail
 name: Mail
+activation: fire
 trigger: {when: account.arr < 100}
 actions:
   - email: {to: {role: champion}, subject: "Hi {{ contact.name }}", body: "Hello"}
@@ -150,10 +152,10 @@ def test_one_click_unsubscribe_endpoint(ws_sqlite: Workspace, monkeypatch: pytes
 def test_playbook_using_an_unconfigured_connector_fails_validation(ws_sqlite: Workspace) -> None:
     ws = ws_sqlite
     ws.configure("connectors:\n  webhook: {timeout: 5}\n")
-    ws.playbook("s", "id: s\nname: S\ntrigger: {when: account.arr < 1}\nactions:\n"
+    ws.playbook("s", "id: s\nname: S\nactivation: fire\ntrigger: {when: account.arr < 1}\nactions:\n"
                      "  - slack: {channel: '#x', text: hi}\n")
     r = ws.cli("validate", expect=1)
-    assert ("playbooks/s.yaml:5:5: this playbook uses `slack` but no slack connector is configured "
+    assert ("playbooks/s.yaml:6:5: this playbook uses `slack` but no slack connector is configured "
             "(add connectors.slack to config.yaml, or `connectors.slack: {sink: local}` to deliver it to "
             "outbox/)") in r.stdout
 
@@ -161,7 +163,7 @@ def test_playbook_using_an_unconfigured_connector_fails_validation(ws_sqlite: Wo
 def test_dispatch_limit_delivers_at_most_that_many_actions(ws_sqlite: Workspace) -> None:
     """`dispatch --limit N` claims and delivers no more than N actions (it used to deliver the whole queue)."""
     ws = ws_sqlite
-    ws.playbook("s", "id: s\nname: S\ntrigger: {when: account.arr < 100}\nactions:\n"
+    ws.playbook("s", "id: s\nname: S\nactivation: fire\ntrigger: {when: account.arr < 100}\nactions:\n"
                      "  - slack: {channel: '#x', text: '{{ account.name }}'}\n")
     accounts(ws, 7)
     ws.cli("run", "--now", "2026-03-02T09:00", "--no-dispatch")
@@ -175,7 +177,7 @@ def test_dispatch_limit_delivers_at_most_that_many_actions(ws_sqlite: Workspace)
 def test_each_email_action_goes_to_the_roles_it_names(ws_sqlite: Workspace) -> None:
     """Two email actions with different role filters in one playbook: each reaches only its own roles."""
     ws = ws_sqlite
-    ws.playbook("two", "id: two\nname: Two\ntrigger: {when: account.arr < 100}\nactions:\n"
+    ws.playbook("two", "id: two\nname: Two\nactivation: fire\ntrigger: {when: account.arr < 100}\nactions:\n"
                        "  - email: {to: {role: champion}, subject: 'For champions', body: x}\n"
                        "  - email: {to: {role: admin}, cc: {role: user}, subject: 'For admins', body: y}\n")
     ws.data("accounts", [{"id": "A1", "name": "Acme", "arr": 10}])

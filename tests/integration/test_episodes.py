@@ -10,6 +10,7 @@ from conftest import Workspace
 LOW_ARR = """
 id: low-arr
 name: Low ARR
+activation: fire
 trigger:
   when: account.arr < 100
 {extra}
@@ -108,6 +109,7 @@ def test_empty_values_never_match(ws: Workspace) -> None:
     ws.playbook("p", """
         id: p
         name: P
+        activation: fire
         trigger:
           when: account.nps < 5 or not (account.nps >= 5)
         actions:
@@ -116,6 +118,7 @@ def test_empty_values_never_match(ws: Workspace) -> None:
     ws.playbook("q", """
         id: q
         name: Q
+        activation: fire
         trigger:
           when: account.nps is none and (account.nps > 1 or true)
         actions:
@@ -132,6 +135,7 @@ def test_metric_window_edges(ws: Workspace) -> None:
     ws.playbook("busy", """
         id: busy
         name: Busy
+        activation: fire
         trigger:
           when: metric('logins', 7, 'sum') >= 10
         actions:
@@ -163,6 +167,7 @@ def test_contact_and_goal_subjects(ws: Workspace) -> None:
         id: welcome
         name: Welcome
         subject: contact
+        activation: fire
         trigger:
           when: days_since(contact.created_at) <= 3
         max_episodes: 1
@@ -173,6 +178,7 @@ def test_contact_and_goal_subjects(ws: Workspace) -> None:
         id: goal-done
         name: Goal done
         subject: goal
+        activation: fire
         trigger:
           goal_achieved:
         actions:
@@ -208,6 +214,7 @@ def test_goal_achieved_with_a_name_glob(ws: Workspace) -> None:
         id: adoption-done
         name: Adoption goals reached
         subject: goal
+        activation: fire
         trigger:
           goal_achieved: {name: "Adoption*"}
         actions:
@@ -231,6 +238,7 @@ TWO_TASKS = """
 id: low-arr
 name: Low ARR
 repeat: 1d
+activation: fire
 trigger:
   when: account.arr < 100
 actions:

@@ -26,6 +26,7 @@ PLAYBOOKS = {
     "low-arr-usage": """
         id: low-arr-usage
         name: Low ARR and low logins
+        activation: fire
         trigger:
           when: account.arr < 50000 and metric('logins', 7, 'sum') < 30
         cooldown: 2h
@@ -35,6 +36,7 @@ PLAYBOOKS = {
     "unhealthy": """
         id: unhealthy
         name: Unhealthy
+        activation: fire
         trigger:
           when: account.health_score < 40 or account.health_score is none
         where:
@@ -45,6 +47,7 @@ PLAYBOOKS = {
     "renewal": """
         id: renewal
         name: Renewal
+        activation: fire
         trigger:
           when: days_until(account.renewal_date) <= 20
         actions:
@@ -54,6 +57,7 @@ PLAYBOOKS = {
         id: champion-big
         name: Champion at a big account
         subject: contact
+        activation: fire
         trigger:
           when: contact.role == 'champion' and account.arr >= 50000 and not contact.unsubscribed
         cooldown: 1h
@@ -64,6 +68,7 @@ PLAYBOOKS = {
         id: goal-done
         name: Goal done
         subject: goal
+        activation: fire
         trigger:
           when: goal.current >= goal.target and metric('logins', 3, 'max') > 2
         actions:
@@ -177,6 +182,7 @@ def test_cooldown_ending_between_hourly_ticks_is_seen(ws: Workspace) -> None:
     ws.playbook("low", """
         id: low
         name: Low
+        activation: fire
         trigger: {when: account.arr < 100}
         cooldown: 90m
         actions:
@@ -199,6 +205,7 @@ def test_removed_account_resolves_on_a_changes_only_tick(ws: Workspace) -> None:
         id: low
         name: Low
         subject: contact
+        activation: fire
         trigger: {when: account.arr < 100}
         actions:
           - slack: {channel: "#cs", text: "{{ contact.name }}"}
@@ -255,6 +262,7 @@ def test_loosening_an_episode_limit_frees_the_subjects_it_held(ws: Workspace, he
     text = """
         id: low
         name: Low
+        activation: fire
         trigger: {{when: account.arr < 100}}
         {limit}
         actions:

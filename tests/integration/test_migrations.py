@@ -101,3 +101,32 @@ def test_usage_survives_the_move_to_one_btree_and_back(db_url: str) -> None:
         assert state() == (before, old_indexes)
     finally:
         engine.dispose()
+
+
+def test_playbooks_already_running_stay_active_across_0010(db_url: str) -> None:
+    """0010 adds activation: a playbook evaluated before the upgrade is active, so its next run fires for new
+    matches instead of baselining everything (§12); its open episodes are real ones, not baselined."""
+    from alembic import command
+
+    from engine.store.database import make_engine
+    from engine.store.migrate import alembic_config
+
+    engine = make_engine(db_url)
+    cfg = alembic_config(engine)
+    try:
+        command.upgrade(cfg, "0009")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO playbook_state (playbook_id, last_evaluated_at, status) "
+                              "VALUES ('pb', '2026-01-02 03:04:05', 'ok')"))
+            conn.execute(text("INSERT INTO episodes (playbook_id, subject_type, subject_id, is_open, episode, firing) "
+                              "VALUES ('pb', 'account', 'a1', true, 1, 1)"))
+        command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT active, activated_at FROM playbook_state")).one() in (
+                (True, None), (1, None))
+            assert conn.execute(text("SELECT baselined FROM episodes")).scalar_one() in (False, 0)
+        command.downgrade(cfg, "0009")
+        with engine.connect() as conn:
+            assert "active" not in {c["name"] for c in inspect(conn).get_columns("playbook_state")}
+    finally:
+        engine.dispose()

@@ -140,6 +140,7 @@ def third_party(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 TEAMS = """\
 id: big-deal
 name: Big deal
+activation: fire
 trigger: {when: "account.arr >= 1000"}
 actions:
   - teams: {team: sales, text: "{{ account.name }} is big"}
@@ -174,7 +175,7 @@ def test_a_misspelt_kind_or_connector_is_a_validation_error_with_a_suggestion(th
     ws.configure("")
     ws.playbook("big-deal", TEAMS.replace("  - teams:", "  - team:"))
     r = ws.cli("validate", expect=1)
-    assert "playbooks/big-deal.yaml:5:5: unknown key `team` (did you mean `teams`?)" in r.stdout
+    assert "playbooks/big-deal.yaml:6:5: unknown key `team` (did you mean `teams`?)" in r.stdout
     ws.playbook("big-deal", TEAMS.replace("text:", "connector: temas, text:"))
     r = ws.cli("validate", expect=1)
     assert "unknown connector `temas` (did you mean `teams`?)" in r.stdout

@@ -19,6 +19,7 @@ WIDE = """
 id: wide
 name: Too wide
 max_actions_per_run: 2
+activation: fire
 trigger: {when: account.arr < 100}
 actions:
   - slack: {channel: "#cs", text: "{{ account.name }}"}

@@ -15,6 +15,7 @@ from engine.tick import run_tick
 SMALL = """
 id: {id}
 name: Small {id}
+activation: fire
 trigger:
   when: account.arr < 100
 actions:
@@ -76,14 +77,14 @@ def test_dedup_keys_are_unique_in_the_database(ws: Workspace) -> None:
 def test_invalid_playbook_is_skipped_and_reported(ws_sqlite: Workspace) -> None:
     ws = ws_sqlite
     _setup(ws)
-    ws.playbook("broken", "id: broken\nname: B\ntrigger: {when: account.arrr < 1}\nactions: []\n")
+    ws.playbook("broken", "id: broken\nname: B\nactivation: fire\ntrigger: {when: account.arrr < 1}\nactions: []\n")
     result = ws.cli("run", "--now", "2026-03-01T09:00", "--format", "json", expect=1)
     events = json.loads(result.stdout)["events"]
     assert {e["playbook"] for e in events} == {"a", "b"}
-    assert "playbooks/broken.yaml:3:17: unknown field `account.arrr` (did you mean `arr`?)" in result.stderr
-    assert "playbooks/broken.yaml:4:10: actions: must not be empty (add at least one item under `actions:`)" in result.stderr
+    assert "playbooks/broken.yaml:4:17: unknown field `account.arrr` (did you mean `arr`?)" in result.stderr
+    assert "playbooks/broken.yaml:5:10: actions: must not be empty (add at least one item under `actions:`)" in result.stderr
     v = ws.cli("validate", expect=1)
-    assert "broken.yaml:3:17" in v.stdout
+    assert "broken.yaml:4:17" in v.stdout
 
 
 def test_data_is_never_rendered_twice(ws_sqlite: Workspace) -> None:
@@ -138,6 +139,7 @@ def test_mixed_planned_and_suppressed_rows_keep_their_reasons(ws_sqlite: Workspa
 REPEATING = """
 id: rep
 name: Repeating
+activation: fire
 trigger: {{when: account.arr < 100}}
 repeat: 1d
 max_actions_per_run: {limit}
@@ -192,6 +194,7 @@ def test_planned_counts_the_rows_inserted(ws: Workspace) -> None:
 LOCAL_TIMES = """
 id: {id}
 name: Local {id}
+activation: fire
 trigger:
   when: account.arr < 100
 actions:
@@ -224,6 +227,7 @@ def test_templates_see_subject_rows_in_local_time_in_every_playbook(tmp_path) ->
 WINDOWED = """
 id: {id}
 name: Windowed {id}
+activation: fire
 trigger:
   when: metric('logins', 7, 'sum') < {limit} and account.arr < 100
 actions:

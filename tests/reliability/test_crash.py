@@ -20,6 +20,7 @@ N = 5
 PLAYBOOK = """
 id: note
 name: Note to the CSM
+activation: fire
 trigger:
   when: account.arr < 100
 actions:

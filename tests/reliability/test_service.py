@@ -17,6 +17,7 @@ PLAYBOOKS = {
     "small": """
 id: small
 name: Small accounts
+activation: fire
 trigger: {when: account.arr < 1000}
 actions:
   - slack: {channel: "#cs", text: "{{ account.name }} is small"}
@@ -25,6 +26,7 @@ actions:
     "big": """
 id: big
 name: Big accounts
+activation: fire
 trigger: {when: account.arr >= 1000}
 where: ["account.seats > 5"]
 actions:
@@ -147,11 +149,28 @@ def test_restart_after_downtime_runs_one_catch_up(pg_ws) -> None:  # noqa: ANN00
     record_figure("catch_up_after_3_days_down", {"playbooks": len(PLAYBOOKS), "evaluations": runs})
 
 
+def test_first_start_runs_no_catch_up(pg_ws) -> None:  # noqa: ANN001
+    """On a database where the playbooks never ran, `start` evaluates nothing until their next scheduled time:
+    switching the engine on does not flood (§12)."""
+    prepare(pg_ws, accounts=20)
+    for name in PLAYBOOKS:
+        path = pg_ws.root / "playbooks" / f"{name}.yaml"
+        path.write_text(path.read_text().replace("name:", 'schedule: "0 3 1 1 *"\nname:', 1))
+    p = pg_ws.spawn("start", "--lease", "3", "--workers", "1")
+    time.sleep(6)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "leader" in err and "catch-up evaluation" not in err
+    assert scheduled_runs(pg_ws) == 0 and planned_keys(pg_ws) == []
+
+
 def test_sighup_keeps_last_good_version(pg_ws) -> None:  # noqa: ANN001
     prepare(pg_ws, accounts=20)
     p = pg_ws.spawn("start", "--every", "0.5", "--lease", "3", "--workers", "1")
     time.sleep(3)
-    (pg_ws.root / "playbooks" / "small.yaml").write_text("id: small\nname: Broken\ntrigger: {when: account.arr <}\n")
+    (pg_ws.root / "playbooks" / "small.yaml").write_text(
+        "id: small\nname: Broken\nactivation: fire\ntrigger: {when: account.arr <}\n")
     p.send_signal(signal.SIGHUP)
     time.sleep(2)
     before = scheduled_runs(pg_ws)
@@ -161,4 +180,4 @@ def test_sighup_keeps_last_good_version(pg_ws) -> None:  # noqa: ANN001
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0
     assert "kept the last good version of small" in err
-    assert "playbooks/small.yaml:3" in err
+    assert "playbooks/small.yaml:4" in err
