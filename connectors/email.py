@@ -174,6 +174,13 @@ class EmailKind(ActionKind):
                 roles += [spec.role] if isinstance(spec.role, str) else list(spec.role)
         return roles
 
+    def customer_facing(self, options: Any) -> bool:
+        """An email to contacts (`to: contact` or a role) reaches customers; one to addresses is internal."""
+        return options.to == "contact" or isinstance(options.to, RoleFilter)
+
+    def per_recipient(self, payload: EmailPayload) -> list[tuple[str | None, EmailPayload]]:
+        return [(m.contact_id, replace(payload, messages=[m])) for m in payload.messages]
+
     def addresses(self, payload: EmailPayload) -> list[str]:
         return [m.to for m in payload.messages]
 

@@ -87,6 +87,7 @@ class CompiledAction:
     fields: Any                     # options as a nested structure whose strings are compiled templates
     files: dict[str, Any] = field(default_factory=dict)   # template files, by part (email: subject, html, text)
     connector: str = ""             # the connector plugin that delivers it (engine/plugins.py: route)
+    customer_facing: bool = False   # it reaches a customer: the contact policy applies (engine/contact_policy.py)
 
 
 @dataclass
@@ -174,7 +175,7 @@ class ActionKind:
     @staticmethod
     def dump(options: BaseModel) -> dict[str, Any]:
         """The options as written (without `connector`, which the core reads)."""
-        return options.model_dump(exclude_none=True, by_alias=True, exclude={"connector"})
+        return options.model_dump(exclude_none=True, by_alias=True, exclude={"connector", "customer_facing"})
 
     def plan(self, action: CompiledAction, ctx: PlanContext) -> Payload:
         """The payload of one action for one subject (raises TemplateProblem when a template fails)."""
@@ -187,6 +188,15 @@ class ActionKind:
     def contact_roles(self, options: BaseModel) -> list[str]:
         """The contact roles whose contacts (of the subject's account) the action addresses."""
         return []
+
+    def customer_facing(self, options: BaseModel) -> bool:
+        """Whether the action reaches customers unless the playbook says otherwise (`customer_facing:`)."""
+        return False
+
+    def per_recipient(self, payload: Any) -> list[tuple[str | None, Any]]:
+        """The payload split into one per recipient, each with its contact id (None: the subject's), so that
+        each customer's message is timed and capped on its own. Default: one payload, the whole."""
+        return [(None, payload)]
 
     def closable(self, options: BaseModel) -> bool:
         """Whether what this action creates is closed when its episode resolves (a `<kind>_close` action)."""

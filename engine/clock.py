@@ -8,7 +8,8 @@ import calendar
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine.errors import UserError
 
@@ -29,6 +30,16 @@ class Clock:
         """An instant (naive UTC; default `now`) as an aware datetime in the config time zone."""
         value = self.now if instant is None else instant
         return value.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(self.timezone))
+
+
+@lru_cache(maxsize=1024)
+def known_zone(name: str) -> bool:
+    """Whether `name` is an IANA time zone (`Asia/Tokyo`; not `JST` or `+09:00`)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return "/" in name or name == "UTC"
 
 
 def wall_clock() -> datetime:

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
+from engine.contact_policy import ContactPolicy
 from engine.delivery import Connector, Outcome, Receipt
-from engine.plugins import registry
+from engine.plugins import Unrendered, registry
 from engine.clock import parse_duration, wall_clock
 from engine.settings import Settings
 from engine.store import DatabaseError, Session, Store
@@ -69,6 +70,9 @@ class Dispatcher:
         self.rng = random.Random()
         self.kinds = registry().kinds
         self._blocked: set[str] = set()
+        self.policy = ContactPolicy(settings.contact_policy, settings.timezone)
+        self.expire_after = parse_duration(d.expire_after)
+        self._reserved: set[int] = set()      # customer-facing messages holding a place in the caps' ledger
         self._unattempted: set[int] = set()   # claimed, never handed to a connector: safe to give back
         self._unrecorded: list[Decision] = []  # delivered, but a database error kept the outcome from the outbox
 
@@ -176,12 +180,46 @@ class Dispatcher:
                 return Decision(item, check.status or "suppressed", check.detail, check.status or "suppressed")
             if check.payload is not item.payload:
                 item = replace(item, payload=check.payload)
+        if item.policy == "customer" and self.policy.caps:
+            capped = self._reserve(item, now)
+            if capped is not None:
+                return capped
         return self._outcome(item, self._safe(lambda: connector.deliver(item)))
+
+    def _reserve(self, item: Claimed, now: datetime) -> Decision | None:
+        """Take this message's place under the frequency caps (committed before it is handed to a connector),
+        or the decision a cap makes instead: suppressed (`on_cap: drop`) or deferred until the window allows."""
+        tz = self.settings.timezone
+
+        def first_cap(tx: Any) -> Any:
+            """The first cap (in config order) this message would exceed, and when it would not."""
+            for cap in self.policy.caps:
+                who = item.contact_id if cap.per == "contact" else item.account_id
+                if who is not None:
+                    sent = tx.contact_sends.sent(cap.per, who, cap.window.before(now, tz))
+                    until = self.policy.capped(cap, sent, now, tz)
+                    if until is not None:
+                        return cap, until
+            return None
+
+        with self.store.write() as tx:
+            stop = tx.contact_sends.reserve(item.id, item.contact_id, item.account_id, now, lambda: first_cap(tx))
+        if stop is None:
+            self._reserved.add(item.id)
+            return None
+        cap, until = stop
+        if self.policy.on_cap == "drop":
+            return Decision(item, "suppressed", str(cap), "suppressed")
+        slot = self.policy.slot(until, item.zone or tz)
+        return Decision(item, "pending", f"deferred: {cap} until {slot.local().isoformat(timespec='seconds')}",
+                        "deferred", retry_at=slot.at, expires_at=self.expire_after.after(slot.at, tz))
 
     def _typed(self, item: Claimed) -> Claimed | Decision:
         """The claimed action with its payload read into its kind's type, or the decision to fail it."""
         try:
             return registry().load(item)
+        except Unrendered as exc:
+            return Decision(item, "failed", str(exc), "permanent")
         except Exception as exc:  # noqa: BLE001 - an unreadable payload fails that action, not the batch
             return Decision(item, "failed", f"the planned payload cannot be read ({type(exc).__name__}: {exc})",
                             "permanent")
@@ -241,12 +279,26 @@ class Dispatcher:
         out = []
         with session.write() as tx:
             oks = tx.outbox.record(decisions, self.clock(), self.owner)
+            if self._reserved:
+                self._settle_reservations(tx, decisions, oks)
         for d, ok in zip(decisions, oks):
             if not ok:
                 log.warning("lease lost; outcome not recorded", extra={"dedup_key": d.item.dedup_key,
                                                                        "status": d.status})
             out.append((d.item, d.status if ok else "lease_lost"))
         return out
+
+    def _settle_reservations(self, tx: Any, decisions: list[Decision], oks: list[bool]) -> None:
+        """A reserved message that went out (or may have) stays counted; one that did not gives its place back.
+        An outcome this worker could not record leaves the reservation to whoever holds the action now."""
+        sent, unsent = [], []
+        for d, ok in zip(decisions, oks):
+            if d.item.id not in self._reserved:
+                continue
+            self._reserved.discard(d.item.id)
+            if ok:
+                (sent if d.status == "sent" or d.ambiguous else unsent).append(d.item.id)
+        tx.contact_sends.settle(sent, unsent)
 
     def release(self) -> int:
         """Give back the claimed actions this worker never handed to a connector (on stop, or after an error

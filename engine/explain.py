@@ -12,8 +12,9 @@ from datetime import timedelta
 from typing import Any
 
 from engine.clock import Clock
-from engine.episodes import Policy, verdict
+from engine.episodes import Policy, Transition, verdict
 from engine.lang import PyEnv, evaluate_traced, metric_calls, python_metric
+from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook
 from engine.store import Store, Tx
 
@@ -59,10 +60,13 @@ class Explanation:
     verdict: str          # fires | repeats | in_episode | not_matching | cooldown | episodes_used_up | removed
     reason: str
     sql_agrees: bool
+    deliveries: list[dict[str, Any]] = field(default_factory=list)   # each message if it fired now (§13)
+    waiting: list[dict[str, Any]] = field(default_factory=list)      # its actions in the outbox not yet done
 
     def as_json(self) -> dict[str, Any]:
         return {"playbook": self.playbook, "subject": self.subject, "matches": self.matches,
                 "verdict": self.verdict, "reason": self.reason, "sql_agrees": self.sql_agrees,
+                "deliveries": self.deliveries, "waiting": self.waiting,
                 "conditions": [{"label": c.label, "expression": c.text, "value": _jsonable(c.value),
                                 "details": [{"expression": t, "value": _jsonable(v)} for t, v in c.details()]}
                                for c in self.conditions]}
@@ -72,9 +76,11 @@ def _jsonable(v: Any) -> Any:
     return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
 
 
-def explain(store: Store, pb: CompiledPlaybook, subject_id: str, clock: Clock) -> Explanation:
+def explain(store: Store, pb: CompiledPlaybook, subject_id: str, clock: Clock,
+            settings: Settings | None = None) -> Explanation:
     """Evaluate every condition in Python (the reference back end, with a trace), check the verdict against
-    the scan the tick runs, and decide with the tick's episode policy."""
+    the scan the tick runs, and decide with the tick's episode policy. Under a contact policy (`settings`), say
+    when each message would go out were it to fire now, and what waits in the outbox."""
     with store.read() as tx:
         recs = tx.subjects.records(pb.subject, [subject_id]).get(subject_id)
         label = f"{pb.subject}:{subject_id}"
@@ -92,7 +98,35 @@ def explain(store: Store, pb: CompiledPlaybook, subject_id: str, clock: Clock) -
         stored = tx.episodes.get(pb.id, pb.subject, subject_id)
     v = verdict(stored, matches, removed, clock.now, Policy.of(pb.spec, clock.timezone), _not_matching(conds),
                 show=lambda instant: clock.local(instant).isoformat(timespec="minutes"))
-    return Explanation(pb.id, label, conds, matches, v.name, v.reason, bool(scanned and scanned[0]) == matches)
+    out = Explanation(pb.id, label, conds, matches, v.name, v.reason, bool(scanned and scanned[0]) == matches)
+    if settings is not None and settings.contact_policy is not None:
+        out.deliveries = _deliveries(store, settings, pb, subject_id, clock)
+        with store.read() as tx:
+            out.waiting = [_waiting(r, clock) for r in tx.outbox.of_subject(pb.id, pb.subject, subject_id)]
+    return out
+
+
+def _deliveries(store: Store, settings: Settings, pb: CompiledPlaybook, subject_id: str,
+                clock: Clock) -> list[dict[str, Any]]:
+    """Each customer-facing message the playbook's actions would send this subject if it fired now: the
+    recipient, their zone, when it would go out and why it would wait, and what a cap would do."""
+    from engine.planner import PlannedEvent, Planner, plan_inputs
+    from engine.tick import cap_preview, template_cache
+
+    planner = Planner(settings, pb, clock, caps=cap_preview(store, settings, clock))
+    event = PlannedEvent(pb.id, f"{pb.subject}:{subject_id}", "enter", 0)
+    with store.read() as tx:
+        recs, contacts = plan_inputs(tx, pb, [subject_id], template_cache(store, clock))
+    ctx = planner.context_for(recs.get(subject_id) or {}, contacts)
+    for action in pb.actions:
+        planner.plan_action(Transition(subject_id, "enter", 0, 1, False), action, ctx, event)
+    return [a for a in event.actions if "zone" in a]
+
+
+def _waiting(row: dict[str, Any], clock: Clock) -> dict[str, Any]:
+    due = clock.local(row["not_before"]).isoformat(timespec="seconds")
+    return {"id": row["id"], "kind": row["kind"], "status": row["status"], "due": due,
+            "note": row["note"] or row["last_error"]}
 
 
 def _not_matching(conds: list[ConditionValue]) -> str:
@@ -117,7 +151,7 @@ def _env(tx: Tx, pb: CompiledPlaybook, recs: dict, clock: Clock) -> PyEnv:
 
 
 def explain_subject(store: Store, playbooks: Any, subject_id: str, playbook_ids: tuple[str, ...] | list[str],
-                    clock: Clock) -> tuple[str, list[Explanation]]:
+                    clock: Clock, settings: Settings | None = None) -> tuple[str, list[Explanation]]:
     """`explain` for a subject given as `id` or `type:id`: every playbook about it (or those named), each
     explained. Returns the bare id and the explanations; a UserError when no subject or playbook applies."""
     from engine.errors import UserError
@@ -133,4 +167,4 @@ def explain_subject(store: Store, playbooks: Any, subject_id: str, playbook_ids:
     if not pbs:
         raise UserError(f"no playbook applies to {'/'.join(sorted(found))} `{sid}`"
                         + (f" among {', '.join(playbook_ids)}" if playbook_ids else ""))
-    return sid, [explain(store, p, sid, clock) for p in pbs]
+    return sid, [explain(store, p, sid, clock, settings) for p in pbs]

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from engine.actions import CompiledAction, PlanContext
 from engine.clock import Clock, parse_duration
+from engine.contact_policy import CapPreview, ContactPolicy, Slot
 from engine.episodes import Transition
 from engine.plugins import registry
 from engine.settings import Settings
@@ -66,55 +67,134 @@ def base_context(pb: CompiledPlaybook, clock: Clock) -> dict[str, Any]:
 
 class Planner:
     """Builds the outbox rows of one playbook's transitions: each action planned by its kind into a typed
-    payload, stored as JSON under the action's dedup key."""
+    payload, stored as JSON under the action's dedup key. Under a contact policy a customer-facing action
+    becomes one row per recipient, due at the recipient's first allowed moment (engine/contact_policy.py)."""
 
-    def __init__(self, settings: Settings, pb: CompiledPlaybook, clock: Clock, planned_at: datetime, *,
-                 describe: bool = True):
+    def __init__(self, settings: Settings, pb: CompiledPlaybook, clock: Clock, *, describe: bool = True,
+                 caps: CapPreview | None = None, written_at: datetime | None = None):
         self.settings, self.pb, self.clock = settings, pb, clock
         self.describe = describe        # fill each event's short action list (what `run` shows)
-        self.planned_at = planned_at
-        self.expires_at = parse_duration(settings.delivery.expire_after).after(planned_at, clock.timezone)
+        self.caps = caps                # what the caps would do to each message (dry runs, explain)
+        self.planned_at = clock.now     # the run's clock: a run at --now T plans as if T had come
+        # an action expires `expire_after` from when it may first go out, and never before it was written
+        self.written_at = max(clock.now, written_at or clock.now)
+        self.expire_after = parse_duration(settings.delivery.expire_after)
+        self.expires_at = self.expire_after.after(self.written_at, clock.timezone)
         self.context = base_context(pb, clock)
         self.kinds = registry().kinds
+        self.policy = ContactPolicy(settings.contact_policy, settings.timezone)
+        self.exempt = pb.spec.contact_policy == "exempt"
+        self.failures: list[tuple[str, str]] = []      # (dedup key, message) of actions whose rendering failed
 
     def plan(self, t: Transition, records: dict[str, dict], contacts: dict[str, list[dict]]) -> tuple[
             PlannedEvent, list[dict[str, Any]]]:
         """The event and its outbox rows for one transition (every row has the same keys: executemany).
 
         `records` (account, contact/goal) and `contacts` hold rows as templates see them (`template_rows`)."""
-        pb = self.pb
-        event = PlannedEvent(pb.id, f"{pb.subject}:{t.subject_id}", t.event, t.episode)
-        actions = pb.on_resolve if t.event == "resolve" else pb.actions
-        firing: int | str = "resolve" if t.event == "resolve" else t.firing
-        ctx = PlanContext(dict(self.context, **records), records, contacts, self.clock.now, self.settings, "")
+        event = PlannedEvent(self.pb.id, f"{self.pb.subject}:{t.subject_id}", t.event, t.episode)
+        ctx = self.context_for(records, contacts)
         rows = []
-        for action in actions:
-            kind = self.kinds[action.kind]
-            ctx.key = key = dedup_key(pb.id, pb.subject, t.subject_id, t.episode, firing, action.index)
-            row = self.base_row(key, t, str(firing), action)
-            try:
-                payload = kind.plan(action, ctx)
-                row["payload"] = payload.to_json()
-                empty = kind.nothing_to_send(payload)
-                if empty:
-                    row.update(status="suppressed", last_error=empty, finished_at=self.planned_at)
-                if self.describe:
-                    event.actions.append({"kind": action.kind, **kind.summary(payload)})
-            except TemplateProblem as exc:
-                row.update(payload={"error": exc.message}, status="failed",
-                           last_error=f"rendering failed: {exc.message}", finished_at=self.planned_at)
-                if self.describe:
-                    event.actions.append({"kind": action.kind, "to": [], "error": exc.message})
-            rows.append(row)
+        for action in (self.pb.on_resolve if t.event == "resolve" else self.pb.actions):
+            rows += self.plan_action(t, action, ctx, event)
         return event, rows
+
+    def context_for(self, records: dict[str, dict], contacts: dict[str, list[dict]]) -> PlanContext:
+        """The planning context of one subject (its actions' dedup keys are set as each is planned)."""
+        return PlanContext(dict(self.context, **records), records, contacts, self.clock.now, self.settings, "")
+
+    def plan_action(self, t: Transition, action: CompiledAction, ctx: PlanContext,
+                    event: PlannedEvent | None = None) -> list[dict[str, Any]]:
+        """The outbox rows of one action of one transition (one per recipient under a contact policy)."""
+        pb, kind = self.pb, self.kinds[action.kind]
+        firing: int | str = "resolve" if t.event == "resolve" else t.firing
+        ctx.key = key = dedup_key(pb.id, pb.subject, t.subject_id, t.episode, firing, action.index)
+        try:
+            payload = kind.plan(action, ctx)
+        except TemplateProblem as exc:
+            if self.describe and event is not None:
+                event.actions.append({"kind": action.kind, "to": [], "error": exc.message})
+            return [self.unrendered(self.base_row(key, t, str(firing), action), exc.message)]
+        rows = []
+        for part_key, part, policy in self.deliveries(action, kind, key, payload, ctx.records, ctx.contacts):
+            row = self.base_row(part_key, t, str(firing), action)
+            row.update(policy, payload=part.to_json())
+            empty = kind.nothing_to_send(part)
+            if empty:
+                row.update(status="suppressed", last_error=empty, finished_at=self.planned_at)
+            if self.describe and event is not None:
+                event.actions.append({"kind": action.kind, **kind.summary(part), **self.shown(row, empty)})
+            rows.append(row)
+        return rows
+
+    def unrendered(self, row: dict[str, Any], message: str) -> dict[str, Any]:
+        """An action whose templates failed to render: recorded failed with the reason, never delivered;
+        `playbook outbox retry --rerender` renders it again once the template is fixed."""
+        self.failures.append((row["dedup_key"], message))
+        row.update(payload={"error": message}, status="failed", last_error=f"rendering failed: {message}",
+                   finished_at=self.planned_at)
+        return row
+
+    def deliveries(self, action: CompiledAction, kind: Any, key: str, payload: Any, records: dict[str, dict], contacts: dict[str, list[dict]]) -> list[tuple[str, Any, dict]]:
+        """(dedup key, payload, contact-policy columns) of each row one planned action becomes."""
+        if not self.policy.active:
+            return [(key, payload, {})]
+        account = records.get("account") or {}
+        internal = dict(policy=None, account_id=account.get("id"), contact_id=None, zone=None, note=None)
+        if not action.customer_facing:
+            return [(key, payload, internal)]
+        subject_contact = records.get("contact")
+        if self.exempt:
+            return [(key, payload, dict(internal, policy="exempt",
+                                        contact_id=subject_contact["id"] if subject_contact else None))]
+        parts = kind.per_recipient(payload) or [(None, payload)]
+        by_id = {c["id"]: c for c in contacts.get(account.get("id"), [])}
+        if subject_contact:
+            by_id[subject_contact["id"]] = subject_contact
+        out = []
+        for n, (contact_id, part) in enumerate(parts):
+            contact = by_id.get(contact_id) if contact_id is not None else subject_contact
+            slot = self.policy.slot(self.planned_at, self.policy.zone(contact, account))
+            part_key = f"{key}/{contact_id}" if contact_id is not None else (f"{key}/{n}" if len(parts) > 1 else key)
+            out.append((part_key, part, dict(
+                policy="customer", account_id=account.get("id"), contact_id=contact["id"] if contact else None,
+                zone=slot.zone, note=slot.note, not_before=slot.at,
+                expires_at=self.expire_after.after(max(slot.at, self.written_at), self.clock.timezone))))
+        return out
+
+    def shown(self, row: dict[str, Any], empty: str | None) -> dict[str, Any]:
+        """What `run` shows of a customer-facing row: the recipient's zone, when it goes out, and what a cap
+        would do to it."""
+        if row.get("policy") != "customer" or empty:
+            return {}
+        local = Slot(row["zone"], row["not_before"]).local()
+        out: dict[str, Any] = {"zone": row["zone"], "send_at": local.isoformat(timespec="seconds")}
+        if row.get("note"):
+            out["deferred"] = row["note"]
+        cap = self.caps.check(row) if self.caps is not None else None
+        if cap:
+            out["cap"] = cap
+        return out
 
     def base_row(self, key: str, t: Transition, firing: str, action: CompiledAction) -> dict[str, Any]:
         """An outbox row for one action of one transition, pending and due now (its payload still to fill)."""
-        return dict(dedup_key=key, playbook_id=self.pb.id, subject_type=self.pb.subject, subject_id=t.subject_id,
-                    episode=t.episode, firing=firing, action_index=action.index, kind=action.kind,
-                    connector=action.connector, status="pending", attempts=0, not_before=self.planned_at,
-                    expires_at=self.expires_at, lease_token=0, ambiguous=False, created_at=self.planned_at,
-                    updated_at=self.planned_at, last_error=None, finished_at=None, payload=None)
+        row = dict(dedup_key=key, playbook_id=self.pb.id, subject_type=self.pb.subject, subject_id=t.subject_id,
+                   episode=t.episode, firing=firing, action_index=action.index, kind=action.kind,
+                   connector=action.connector, status="pending", attempts=0, not_before=self.planned_at,
+                   expires_at=self.expires_at, lease_token=0, ambiguous=False, created_at=self.written_at,
+                   updated_at=self.written_at, last_error=None, finished_at=None, payload=None)
+        if self.policy.active:       # every row of a run has the same keys (one executemany)
+            row.update(policy=None, account_id=None, contact_id=None, zone=None, note=None)
+        return row
+
+
+def plan_inputs(tx: Any, pb: CompiledPlaybook, subject_ids: list[str], cache: Any = None) -> tuple[
+        dict[str, dict[str, dict]], dict[str, list[dict]]]:
+    """What planning reads for these subjects: their rows (subject id -> {account, contact|goal}) and the
+    contacts of their accounts with the roles the playbook's actions address."""
+    recs = tx.subjects.records(pb.subject, subject_ids, cache)
+    roles = contact_roles((*pb.actions, *pb.on_resolve))
+    accounts = {r["account"]["id"] for r in recs.values() if r.get("account")}
+    return recs, (tx.subjects.contacts_with_roles(accounts, roles, cache) if roles else {})
 
 
 def contact_roles(actions: Any) -> list[str]:

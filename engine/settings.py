@@ -13,6 +13,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
                       field_validator, model_validator)
 
 from engine.clock import check_cron, parse_duration
+from engine.contact_policy import ContactPolicyConfig
 from engine.datamodel import BOOKKEEPING, CORE_FIELDS, Entity, FieldType, SubjectEntity
 from engine.errors import ConfigError, Diagnostic
 from engine.plugins import LocalSink, Registry, registry
@@ -107,6 +108,8 @@ class Settings(Model):
     connectors: Any = Field(None, description="connector name -> its block (engine/plugins.py)")
     defaults: Defaults = Field(default_factory=Defaults)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    contact_policy: ContactPolicyConfig | None = Field(
+        None, description="time zones, quiet hours, business days and frequency caps for messages to customers")
     base_dir: Path = Field(Path("."), exclude=True)
     config_file: str = Field("config.yaml", exclude=True)
 

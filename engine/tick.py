@@ -19,9 +19,10 @@ from typing import Any
 
 from engine import candidates, episodes, scope
 from engine.clock import Clock, parse_duration, wall_clock
+from engine.contact_policy import CapPreview, ContactPolicy
 from engine.episodes import Policy, Transition
 from engine.actions import ClosePayload
-from engine.planner import PlannedEvent, Planner, contact_roles, dedup_key, template_rows
+from engine.planner import PlannedEvent, Planner, contact_roles, dedup_key, plan_inputs, template_rows
 from engine.plugins import CLOSE, registry
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook, PlaybookSet
@@ -43,6 +44,7 @@ class PlaybookResult:
     skipped: str | None = None
     activated: bool = False             # this run was the playbook's activation (§12)
     held: int = 0                       # enters held back by max_enters_per_run
+    unrendered: list[tuple[str, str]] = field(default_factory=list)   # (dedup key, why) of actions not rendered
 
 
 @dataclass
@@ -111,6 +113,7 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
                    for pb in selected}
     synced = _last_synced(store, settings)
     records = template_cache(store, clock)      # subject rows, read once for all playbooks
+    caps = cap_preview(store, settings, clock) if keep_events else None
     done: dict[str, PlaybookResult] = {}
     with store.batch(dry_run=dry_run, on_commit=lambda s: watch.add("commit", s)) as batch:
         # one subject type (and bit word) at a time: its scan, then its playbooks; only its candidates are in
@@ -132,7 +135,7 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
                 done[pb.id] = evaluate_playbook(batch, settings, pb, clock, run_id=run_id, slot=slots[pb.id],
                                                 candidates=mine, synced=synced, scan_state=scan_states[pb.id],
                                                 watch=watch, keep_events=keep_events, records=records,
-                                                activating=not active,
+                                                activating=not active, caps=caps,
                                                 was_active=bool((states.get(pb.id) or {}).get("active")))
     results = [done[pb.id] for pb in selected]
     with watch("record"):
@@ -166,7 +169,8 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
                       run_id: int | None, slot: Any, candidates: tuple[list[str], list[str]],
                       synced: dict[str, datetime], scan_state: dict[str, Any] | None = None,
                       watch: Stopwatch | None = None, keep_events: bool = True,
-                      records: Any = None, activating: bool = False, was_active: bool = True) -> PlaybookResult:
+                      records: Any = None, activating: bool = False, was_active: bool = True,
+                      caps: CapPreview | None = None) -> PlaybookResult:
     """One playbook as one unit of the tick's write batch (all or nothing): transitions, episode writes,
     events and outbox rows.
 
@@ -195,7 +199,7 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
                 enters_left -= sum(1 for t in transitions if t.event == "enter")
                 result.held += held
             with watch("plan actions"):
-                rows = _plan(unit, settings, pb, clock, transitions, result, keep_events, records)
+                rows = _plan(unit, settings, pb, clock, transitions, result, keep_events, records, caps)
             planned_actions += sum(1 for r in rows if not r["kind"].endswith(CLOSE))
             if limit is not None and planned_actions > limit:
                 unit.discard()
@@ -206,6 +210,10 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
                 unit.episodes.apply(pb.id, pb.subject, transitions, clock.now, run_id, slot, mend)
                 result.planned += unit.outbox.enqueue(rows) if not dry_run else len(rows)
         result.events.sort(key=lambda e: (e.subject, e.event))
+        if result.unrendered:
+            log.warning("playbook %s: %d actions could not be rendered and were not planned (first: %s); fix the "
+                        "template, then `playbook outbox retry --rerender`", pb.id, len(result.unrendered),
+                        result.unrendered[0][1], extra={"playbook": pb.id})
         if result.held:
             # the subjects held back changed no data: only a full scan finds them again at the next run
             scan_state = None
@@ -216,6 +224,19 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
                                                   **({"held": result.held} if result.held else {})},
                           dry_run, scan_state, activated=activating)
     return result
+
+
+def cap_preview(store: Store, settings: Settings, clock: Clock) -> CapPreview | None:
+    """What the frequency caps would do to the customer-facing messages a run shows (None without caps)."""
+    policy = ContactPolicy(settings.contact_policy, settings.timezone)
+    if not policy.caps:
+        return None
+    since = min(cap.window.before(clock.now, settings.timezone) for cap in policy.caps)
+
+    def history(per: str, who: str) -> list[datetime]:
+        with store.read() as tx:
+            return tx.contact_sends.history(per, who, since)
+    return CapPreview(policy, history)
 
 
 def template_cache(store: Store, clock: Clock) -> Any:
@@ -322,7 +343,8 @@ def _stale(settings: Settings, pb: CompiledPlaybook, synced: dict[str, datetime]
 
 
 def _plan(tx: Tx, settings: Settings, pb: CompiledPlaybook, clock: Clock, transitions: list[Transition],
-          result: PlaybookResult, keep_events: bool, cache: Any) -> list[dict[str, Any]]:
+          result: PlaybookResult, keep_events: bool, cache: Any, caps: CapPreview | None = None
+          ) -> list[dict[str, Any]]:
     """The outbox rows of a chunk of transitions (and the events `run` shows). Baselined transitions plan
     nothing; a baseline is shown by dry runs, the repeats and resolve of a baselined episode not at all."""
     for t in transitions:
@@ -333,11 +355,8 @@ def _plan(tx: Tx, settings: Settings, pb: CompiledPlaybook, clock: Clock, transi
     transitions = [t for t in transitions if not t.baselined]
     if not transitions:
         return []
-    recs = tx.subjects.records(pb.subject, [t.subject_id for t in transitions], cache)
-    roles = contact_roles((*pb.actions, *pb.on_resolve))
-    contacts = (tx.subjects.contacts_with_roles({r["account"]["id"] for r in recs.values() if r.get("account")},
-                                                roles, cache) if roles else {})
-    planner = Planner(settings, pb, clock, wall_clock(), describe=keep_events)
+    recs, contacts = plan_inputs(tx, pb, [t.subject_id for t in transitions], cache)
+    planner = Planner(settings, pb, clock, describe=keep_events, caps=caps, written_at=wall_clock())
     closes = _close_tasks(tx, pb, [t for t in transitions if t.event == "resolve"], planner, clock)
     rows: list[dict[str, Any]] = []
     for t in transitions:
@@ -347,6 +366,7 @@ def _plan(tx: Tx, settings: Settings, pb: CompiledPlaybook, clock: Clock, transi
         result.counts[t.event] += 1
         if keep_events:
             result.events.append(event)
+    result.unrendered += planner.failures
     return rows
 
 

@@ -61,18 +61,38 @@ def outbox_list(app: App, status: str | None, playbook_id: str | None, limit: in
         print_json({"counts": counts, "actions": [jsonable({k: v for k, v in r.items() if k != "payload"})
                                                   for r in rows]})
         return
-    out.print(table("Outbox", ["#", "status", "kind", "connector", "dedup key", "attempts", "ambiguous", "last error"],
+    out.print(table("Outbox", ["#", "status", "kind", "connector", "dedup key", "attempts", "ambiguous", "why"],
                     [[r["id"], r["status"], r["kind"], r["connector"], r["dedup_key"], r["attempts"],
-                      "yes" if r["ambiguous"] else "", (r["last_error"] or "")[:60]] for r in rows],
+                      "yes" if r["ambiguous"] else "", (r["note"] if r["status"] == "pending" and r["note"]
+                                                        else r["last_error"] or "")[:90]] for r in rows],
                     caption=", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))))
 
 
 @outbox.command("retry")
 @click.argument("ids", nargs=-1, type=int, required=True)
+@click.option("--rerender", is_flag=True, help="render the actions again from the current templates and data "
+                                               "(failed, held or pending ones)")
 @command
-def outbox_retry(app: App, ids: tuple[int, ...]) -> None:
+def outbox_retry(app: App, ids: tuple[int, ...], rerender: bool) -> None:
     """Make failed or held actions due again."""
+    from engine.errors import Diagnostic, UserError
+
+    if rerender:
+        from engine.rerender import rerender as render_again
+
+        results = render_again(app.store, app.settings, app.playbooks, list(ids), app.clock(None))
+        out.print(table("Rendered again", ["#", "outcome", "detail"], [[r.id, r.outcome, r.detail] for r in results]))
+        if any(r.outcome == "refused" for r in results):
+            raise SystemExit(1)
+        return
     with app.store.write() as tx:
+        unrendered = tx.outbox.unrendered(list(ids))
+        if unrendered:
+            raise UserError(Diagnostic(
+                "", None, None, "never rendered, so there is nothing to send: "
+                + "; ".join(f"#{r['id']} ({r['payload']['error']})" for r in unrendered),
+                "fix the template, then `playbook outbox retry --rerender "
+                + " ".join(str(r["id"]) for r in unrendered) + "`"))
         n = tx.outbox.set_status(list(ids), "pending", wall_clock(), ("failed", "held"))
     out.print(f"{n} action(s) queued again")
 

@@ -41,6 +41,10 @@ def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...],
     for o in result.playbooks:
         if o.skipped:
             err.file.write(f"{o.playbook}: {o.skipped}\n")
+        for key, why in o.unrendered:
+            err.file.write(f"{o.playbook}: not planned, rendering failed for {key}: {why} (fix the template or "
+                           f"the data, then `playbook outbox retry --rerender`; see `playbook outbox list "
+                           f"--status failed`)\n")
     if fmt == "json":
         print_json(result.as_json())
     else:
@@ -51,7 +55,7 @@ def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...],
         if stats is not None:
             parts = ", ".join(f"{k}: {v}" for k, v in sorted(stats.by_outcome.items())) or "nothing due"
             out.print(f"dispatch: {parts}")
-    sys.exit(1 if invalid else 0)
+    sys.exit(1 if invalid or any(o.unrendered for o in result.playbooks) else 0)
 
 
 @click.command()
@@ -65,7 +69,7 @@ def explain(app: App, subject_id: str, playbook_ids: tuple[str, ...], now: str |
     from engine.explain import explain_subject
 
     clock = app.clock(now)
-    sid, results = explain_subject(app.store, app.playbooks, subject_id, playbook_ids, clock)
+    sid, results = explain_subject(app.store, app.playbooks, subject_id, playbook_ids, clock, app.settings)
     if fmt == "json":
         print_json({"now": clock.local().isoformat(), "subject": sid, "playbooks": [r.as_json() for r in results]})
         return
@@ -77,6 +81,13 @@ def explain(app: App, subject_id: str, playbook_ids: tuple[str, ...], now: str |
         colour = {"fires": "green", "repeats": "green"}.get(r.verdict, "yellow")
         out.print(table(f"{r.playbook} — {r.subject}", ["condition", "expression", "value"], rows,
                         caption=f"[{colour}]{r.verdict}[/]: {r.reason}"))
+        if r.deliveries:
+            out.print(table("If it fired now (contact policy)", ["action", "to", "zone", "goes out", "waits / cap"],
+                            [[d["kind"], ", ".join(d.get("to") or []), d["zone"], d["send_at"],
+                              "\n".join(x for x in (d.get("deferred"), d.get("cap")) if x)] for d in r.deliveries]))
+        if r.waiting:
+            out.print(table("In the outbox", ["#", "action", "status", "due", "why"],
+                            [[w["id"], w["kind"], w["status"], w["due"], w["note"] or ""] for w in r.waiting]))
         if not r.sql_agrees:
             err.print("[red]warning:[/] the SQL and Python back ends disagree for this subject — please report it")
 

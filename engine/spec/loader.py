@@ -186,5 +186,7 @@ def _compile_actions(actions: list[Any], key: str, spec: Playbook, settings: Set
                 _display(settings.templates / name, settings.base_dir), exc.line, None, exc.message,
                 f"used by {positions.file} line {positions.at(path + ('template',))[0]}")))
         fields, files = kind.compile(action.options, ctx)
-        out.append(CompiledAction(index, action.kind, action.options, fields, files, connector))
+        facing = action.customer_facing
+        out.append(CompiledAction(index, action.kind, action.options, fields, files, connector,
+                                  kind.customer_facing(action.options) if facing is None else facing))
     return out

@@ -114,6 +114,9 @@ class Playbook(Model):
                                 "(no actions), or fire for them (a backfill)")
     max_enters_per_run: int | None = Field(None, ge=1, description="at most this many subjects enter in one run "
                                                                     "(lowest ids first); the rest wait")
+    contact_policy: Literal["default", "exempt"] = Field(
+        "default", description="exempt: its messages to customers skip quiet hours, business days and caps, "
+                               "and do not count towards caps (transactional notices)")
     actions: list[Any] = Field(min_length=1)
     on_resolve: list[Any] = Field(default_factory=list)
 
@@ -140,11 +143,16 @@ class Playbook(Model):
 
 
 class ActionBase(OneOf):
-    """One action: exactly one kind's key, whose options may also name the `connector` that delivers it."""
+    """One action: exactly one kind's key, whose options may also name the `connector` that delivers it and say
+    whether it is `customer_facing`."""
 
     @property
     def connector(self) -> str | None:
         return getattr(self.options, "connector", None)
+
+    @property
+    def customer_facing(self) -> bool | None:
+        return getattr(self.options, "customer_facing", None)
 
 
 def playbook_model() -> type[Playbook]:
@@ -156,8 +164,11 @@ def playbook_model() -> type[Playbook]:
 def _playbook_model(reg: Registry) -> type[Playbook]:
     kinds = {}
     for name, kind in reg.kinds.items():
-        options = create_model(kind.options.__name__, __base__=kind.options, __module__=kind.options.__module__,
-                               connector=(str | None, Field(None, description="the connector that delivers it")))
+        options = create_model(
+            kind.options.__name__, __base__=kind.options, __module__=kind.options.__module__,
+            connector=(str | None, Field(None, description="the connector that delivers it")),
+            customer_facing=(bool | None, Field(None, description="whether it reaches a customer (the contact "
+                                                                  "policy applies); default: the kind's own view")))
         kinds[name] = (options | None, None)
     action = create_model("Action", __base__=ActionBase, **kinds)
     return create_model("Playbook", __base__=Playbook, actions=(list[action], Field(min_length=1)),

@@ -36,6 +36,10 @@ class Claimed:
     created_at: datetime
     expires_at: datetime | None
     result: dict | None = None
+    policy: str | None = None       # the contact policy: customer | exempt | None (internal)
+    account_id: str | None = None   # the recipient's account, contact and time zone (customer-facing rows)
+    contact_id: str | None = None
+    zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,12 @@ class Decision:
     result: dict | None = None
     retry_at: datetime | None = None
     ambiguous: bool = False         # a message may have reached the receiver although the attempt failed
+    expires_at: datetime | None = None   # a deferral's new expiry (outcome `deferred`)
+
+    @property
+    def deferred(self) -> bool:
+        """Held back by a frequency cap until `retry_at`: pending again, the claim's attempt not counted."""
+        return self.outcome == "deferred"
 
 
 class Outbox(Repository):
@@ -112,6 +122,37 @@ class Outbox(Repository):
             q = q.where(o.c.subject_id == sid, *([o.c.subject_type == stype] if stype else []))
         return [dict(r) for r in self.conn.execute(q).mappings()]
 
+    def of_subject(self, playbook_id: str, subject_type: str, subject_id: str, limit: int = 10) -> list[dict]:
+        """A playbook's actions for one subject that are not done yet (pending, claimed or held), or were
+        suppressed by a frequency cap; newest first."""
+        o = self.schema.outbox
+        prefix = f"{playbook_id}/{subject_type}:{subject_id}/"     # the dedup keys of this subject's actions
+        q = (select(o).where(o.c.dedup_key >= prefix, o.c.dedup_key < prefix[:-1] + "0",   # read by the key index
+                             o.c.playbook_id == playbook_id, o.c.subject_id == subject_id,
+                             or_(o.c.status.in_(("pending", "claimed", "held")),
+                                 and_(o.c.status == "suppressed", o.c.last_error.like("frequency cap:%"))))
+             .order_by(o.c.id.desc()).limit(limit))
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def by_ids(self, ids: list[int]) -> list[dict]:
+        """These planned actions (the ids that exist)."""
+        o = self.schema.outbox
+        return [dict(r) for r in self.conn.execute(select(o).where(o.c.id.in_(ids))).mappings()]
+
+    def unrendered(self, ids: list[int]) -> list[dict]:
+        """Those among these actions that hold why their rendering failed instead of a payload."""
+        return [r for r in self.by_ids(ids) if isinstance(r["payload"], dict) and set(r["payload"]) == {"error"}]
+
+    def replan(self, id_: int, row: dict[str, Any], now: datetime) -> int:
+        """Give a failed, held or pending action the payload (and timing) it was planned again with."""
+        o = self.schema.outbox
+        keep = ("payload", "status", "not_before", "expires_at", "last_error", "finished_at", "policy", "account_id",
+                "contact_id", "zone", "note")
+        values = {k: row[k] for k in keep if k in row}
+        res = self.conn.execute(update(o).where(o.c.id == id_, o.c.status.in_(("failed", "held", "pending")))
+                                .values(**values, updated_at=now))
+        return res.rowcount or 0
+
     def set_status(self, ids: list[int], status: str, now: datetime, from_statuses: tuple[str, ...]) -> int:
         """Operator action (retry / cancel) on rows currently in one of `from_statuses`."""
         o = self.schema.outbox
@@ -172,7 +213,8 @@ def _claim_statements(schema: Schema, dialect: str, by_kind: bool) -> _ClaimStat
             lease_token=o.c.lease_token + 1, attempts=o.c.attempts + 1, updated_at=now),
         claimed=select(o.c.id, o.c.dedup_key, o.c.kind, o.c.connector, o.c.payload, o.c.attempts, o.c.lease_token,
                        o.c.ambiguous, o.c.playbook_id, o.c.subject_type, o.c.subject_id, o.c.episode, o.c.created_at,
-                       o.c.expires_at, o.c.result).where(o.c.id.in_(ids)).order_by(o.c.not_before, o.c.id))
+                       o.c.expires_at, o.c.result, o.c.policy, o.c.account_id, o.c.contact_id, o.c.zone)
+        .where(o.c.id.in_(ids)).order_by(o.c.not_before, o.c.id))
 
 
 def record_many(conn: Connection, schema: Schema, outcomes: list[Decision], now: datetime,
@@ -182,6 +224,16 @@ def record_many(conn: Connection, schema: Schema, outcomes: list[Decision], now:
     tell which."""
     if not outcomes:
         return []
+    if any(x.deferred for x in outcomes):
+        deferred = [x for x in outcomes if x.deferred]
+        kept = [bool(conn.execute(_defer(schema), dict(
+            b_id=x.item.id, b_token=x.item.token, b_retry=x.retry_at, b_expires=x.expires_at, b_note=x.detail,
+            b_now=now)).rowcount) for x in deferred]
+        _attempts(conn, schema, [x for x, ok in zip(deferred, kept) if ok], now, worker)
+        others = [x for x in outcomes if not x.deferred]
+        done = dict(zip((id(x) for x in deferred), kept))
+        done.update(zip((id(x) for x in others), record_many(conn, schema, others, now, worker)))
+        return [done[id(x)] for x in outcomes]
     rows = [dict(b_id=x.item.id, b_token=x.item.token, b_status=x.status, b_error=x.detail, b_result=x.result,
                  b_ambiguous=bool(x.ambiguous), b_finished=now if x.status in TERMINAL else None,
                  b_retry=x.retry_at if x.status == "pending" else None, b_now=now) for x in outcomes]
@@ -193,10 +245,26 @@ def record_many(conn: Connection, schema: Schema, outcomes: list[Decision], now:
         kept = {(r.id, r.lease_token) for r in conn.execute(
             select(o.c.id, o.c.lease_token).where(o.c.id.in_([x.item.id for x in outcomes]), o.c.status != "claimed"))}
         done = [(x.item.id, x.item.token) in kept for x in outcomes]
-    attempts = [dict(outbox_id=x.item.id, attempt=x.item.attempts, at=now, outcome=x.outcome or x.status,
-                     detail=x.detail, worker=worker) for x, ok in zip(outcomes, done) if ok]
-    execute_many(conn, _insert_attempt(schema), attempts)
+    _attempts(conn, schema, [x for x, ok in zip(outcomes, done) if ok], now, worker)
     return done
+
+
+def _attempts(conn: Connection, schema: Schema, recorded: list[Decision], now: datetime, worker: str | None) -> None:
+    execute_many(conn, _insert_attempt(schema), [dict(outbox_id=x.item.id, attempt=x.item.attempts, at=now,
+                                                      outcome=x.outcome or x.status, detail=x.detail, worker=worker)
+                                                 for x in recorded])
+
+
+@lru_cache(maxsize=32)
+def _defer(schema: Schema) -> Any:
+    """A claimed action a frequency cap holds back: pending again until the window allows, its claim's attempt
+    not counted, the reason in `note`."""
+    o = schema.outbox
+    return (update(o).where(o.c.id == bindparam("b_id"), o.c.lease_token == bindparam("b_token"),
+                            o.c.status == "claimed")
+            .values(status="pending", lease_owner=None, lease_until=None, attempts=o.c.attempts - 1,
+                    not_before=bindparam("b_retry", type_=DateTime), expires_at=bindparam("b_expires", type_=DateTime),
+                    note=bindparam("b_note"), updated_at=bindparam("b_now", type_=DateTime)))
 
 
 @lru_cache(maxsize=32)

@@ -157,12 +157,18 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("created_at", DateTime, nullable=False),
         Column("updated_at", DateTime, nullable=False),
         Column("finished_at", DateTime, nullable=True),
-        Column("account_id", String, nullable=True),        # the subject's account (frequency caps per account)
-        Column("policy", String, nullable=True),            # customer | exempt | NULL (internal): the contact policy
+        # the contact policy (engine/contact_policy.py), set when config.yaml has one:
+        Column("policy", String, nullable=True),            # customer | exempt | NULL (internal)
+        Column("account_id", String, nullable=True),        # the recipient's account and contact (for the caps)
+        Column("contact_id", String, nullable=True),
+        Column("zone", String, nullable=True),              # the recipient's time zone
         Column("note", Text, nullable=True),                # why it waits: quiet hours, business days, a cap
         UniqueConstraint("dedup_key", name="uq_outbox_dedup_key"),
     )
     Index("ix_outbox_due", outbox.c.status, outbox.c.not_before)
+    customer = outbox.c.policy == "customer"    # only customer-facing rows: previews count what waits per recipient
+    Index("ix_outbox_customer_contact", outbox.c.contact_id, sqlite_where=customer, postgresql_where=customer)
+    Index("ix_outbox_customer_account", outbox.c.account_id, sqlite_where=customer, postgresql_where=customer)
     # customer-facing messages sent (or about to be: reserved) per contact and account, for frequency caps
     contact_sends = Table(
         "contact_sends", md,

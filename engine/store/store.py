@@ -7,8 +7,8 @@ transaction) with every repository bound to it as an attribute:
         tx.outbox.enqueue(rows)
         tx.episodes.apply(...)
 
-Repositories (episodes, runs, scans, changes, windows, subjects, outbox, tasks, suppressions, leases,
-entities, stats) hold the SQL of one part of the schema; `dialect.py` holds what differs between SQLite
+Repositories (episodes, runs, scans, changes, windows, subjects, outbox, contact_sends, tasks, suppressions,
+leases, entities, stats) hold the SQL of one part of the schema; `dialect.py` holds what differs between SQLite
 and PostgreSQL. A tick's playbooks share a write batch (`Store.batch`, batch.py) whose units are Txs too."""
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from engine.store.schema import Schema
 
 if TYPE_CHECKING:
     from engine.store.changes import Changes
+    from engine.store.contact_sends import ContactSends
     from engine.store.entities import Entities
     from engine.store.episodes import Episodes, Runs
     from engine.store.leases import Leases
@@ -75,6 +76,11 @@ class Tx:
     def outbox(self) -> Outbox:
         from engine.store.outbox import Outbox
         return Outbox(self.conn, self.schema)
+
+    @cached_property
+    def contact_sends(self) -> ContactSends:
+        from engine.store.contact_sends import ContactSends
+        return ContactSends(self.conn, self.schema)
 
     @cached_property
     def tasks(self) -> Tasks:

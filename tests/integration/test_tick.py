@@ -215,7 +215,8 @@ def test_templates_see_subject_rows_in_local_time_in_every_playbook(tmp_path) ->
     ws.data("contacts", [{"id": "C1", "account_id": "A1", "email": "c@acme.example", "name": "C", "role": "champion",
                           "created_at": "2026-02-01T00:15:00+00:00", "unsubscribed": "false"}])
     ws.sync()
-    ws.run("2026-03-01T09:00")
+    ran = ws.cli("run", "--now", "2026-03-01T09:00", expect=1)      # one action not rendered: reported, exit 1
+    assert "removed: not planned, rendering failed" in ran.stderr
     rows = {(r["playbook_id"], r["kind"]): r for r in ws.outbox_rows()}
     for pid in ("first", "second"):
         assert rows[(pid, "slack")]["payload"]["text"] == "2026-02-01T05:30:00+09:00"

@@ -1,5 +1,5 @@
-"""activation (baselined episodes, active playbooks), the contact policy (outbox account, policy and note; the
-customer-facing messages sent per contact and account), tasks a person marked done or snoozed
+"""activation (baselined episodes, active playbooks), the contact policy (the outbox's policy, recipient, zone and note;
+the customer-facing messages sent per contact and account), tasks a person marked done or snoozed
 
 Playbooks already evaluated stay active: their next evaluation is not an activation.
 
@@ -21,9 +21,16 @@ def upgrade() -> None:
     op.add_column("episodes", sa.Column("baselined", sa.Boolean(), nullable=False, server_default=sa.false()))
     op.add_column("playbook_state", sa.Column("active", sa.Boolean(), nullable=False, server_default=sa.true()))
     op.add_column("playbook_state", sa.Column("activated_at", sa.DateTime(), nullable=True))
-    op.add_column("outbox", sa.Column("account_id", sa.String(), nullable=True))
     op.add_column("outbox", sa.Column("policy", sa.String(), nullable=True))
+    op.add_column("outbox", sa.Column("account_id", sa.String(), nullable=True))
+    op.add_column("outbox", sa.Column("contact_id", sa.String(), nullable=True))
+    op.add_column("outbox", sa.Column("zone", sa.String(), nullable=True))
     op.add_column("outbox", sa.Column("note", sa.Text(), nullable=True))
+    customer = sa.text("policy = 'customer'")
+    op.create_index("ix_outbox_customer_contact", "outbox", ["contact_id"], sqlite_where=customer,
+                    postgresql_where=customer)
+    op.create_index("ix_outbox_customer_account", "outbox", ["account_id"], sqlite_where=customer,
+                    postgresql_where=customer)
     op.add_column("tasks", sa.Column("note", sa.Text(), nullable=True))
     op.add_column("tasks", sa.Column("snoozed_until", sa.DateTime(), nullable=True))
     op.create_table(
@@ -45,10 +52,14 @@ def downgrade() -> None:
     with op.batch_alter_table("tasks") as batch:
         batch.drop_column("snoozed_until")
         batch.drop_column("note")
+    op.drop_index("ix_outbox_customer_account", "outbox")
+    op.drop_index("ix_outbox_customer_contact", "outbox")
     with op.batch_alter_table("outbox") as batch:
         batch.drop_column("note")
-        batch.drop_column("policy")
+        batch.drop_column("zone")
+        batch.drop_column("contact_id")
         batch.drop_column("account_id")
+        batch.drop_column("policy")
     with op.batch_alter_table("playbook_state") as batch:
         batch.drop_column("activated_at")
         batch.drop_column("active")
