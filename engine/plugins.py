@@ -140,7 +140,18 @@ class Registry:
 
         if isinstance(item.payload, Payload):
             return item
+        if set(item.payload) == {"error"}:          # planning could not render it (engine/planner.py)
+            raise Unrendered(item.payload["error"])
         return replace(item, payload=self.payload_type(item.kind).from_json(item.payload))
+
+
+class Unrendered(ValueError):
+    """An outbox row that holds why its templates failed to render instead of a payload: never delivered;
+    `playbook outbox retry --rerender` renders it again."""
+
+    def __str__(self) -> str:
+        return (f"it was never rendered ({self.args[0]}); fix the template, then "
+                f"`playbook outbox retry --rerender`")
 
 
 @cache
