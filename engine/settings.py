@@ -9,8 +9,8 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo,
+                      create_model, field_validator, model_validator)
 
 from engine.clock import check_cron, parse_duration
 from engine.datamodel import BOOKKEEPING, CORE_FIELDS, Entity, FieldType, SubjectEntity
@@ -39,6 +39,8 @@ class Source(Model):
         None, description="snapshot: rows absent are removed; incremental: upsert only. "
                           "Default: the source's own (incremental for a SQL query that uses :since).")
     schedule: str | None = None
+
+    _cron = field_validator("schedule")(classmethod(lambda cls, v: check_cron(v)))
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
@@ -74,6 +76,14 @@ class DeliverySettings(Model):
     backoff_max: str = "1h"
     expire_after: str = "3d"
     lease: str = "5m"
+
+    @field_validator("backoff_base", "backoff_max", "expire_after", "lease")
+    @classmethod
+    def _duration(cls, v: str, info: ValidationInfo) -> str:
+        if not parse_duration(v) and info.field_name in ("expire_after", "lease"):
+            raise ValueError(f"`{v}` is zero; write a duration such as "
+                             + ("3d" if info.field_name == "expire_after" else "5m"))
+        return v
 
 
 class Defaults(Model):
@@ -122,6 +132,16 @@ class Settings(Model):
             raise ValueError(f"unknown time zone `{v}`: "
                              + (f"did you mean `{close}`?" if close else "use an IANA name such as Europe/Paris")
                              ) from None
+        return v
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        from engine.store.database import url_problem
+
+        problem = url_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("fields")

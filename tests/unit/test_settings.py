@@ -1,0 +1,62 @@
+"""The configuration: what `load_settings` accepts is usable at run time, and what it rejects is said at its line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.clock import parse_duration
+from engine.errors import ConfigError
+from engine.settings import Settings, load_settings
+
+
+def load(tmp_path: Path, text: str) -> Settings:
+    (tmp_path / "config.yaml").write_text(text, encoding="utf-8")
+    return load_settings(tmp_path / "config.yaml", env={})
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    return [str(d).replace(str(tmp_path / "config.yaml"), "config.yaml") for d in info.value.diagnostics]
+
+
+def test_delivery_durations_that_load_are_the_durations_the_dispatcher_reads(tmp_path: Path) -> None:
+    s = load(tmp_path, "delivery: {backoff_base: 45s, backoff_max: 2h, expire_after: 1mo, lease: 90s}\n")
+    d = s.delivery
+    assert [parse_duration(v).approx_seconds() for v in (d.backoff_base, d.backoff_max, d.expire_after, d.lease)] \
+        == [45, 7200, 30 * 86400, 90]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("delivery: {backoff_max: 1 hour}\n",
+     "config.yaml:1:25: delivery.backoff_max: `1 hour` is not a duration; write e.g. 30m, 12h, 3d, 2w or 1mo"),
+    ("delivery:\n  backoff_base: abc\n",
+     "config.yaml:2:17: delivery.backoff_base: `abc` is not a duration; write e.g. 30m, 12h, 3d, 2w or 1mo"),
+    ("delivery: {expire_after: 0d}\n",
+     "config.yaml:1:26: delivery.expire_after: `0d` is zero; write a duration such as 3d"),
+    ("defaults: {sync_schedule: daily}\n",
+     "config.yaml:1:27: defaults.sync_schedule: `daily` is not a cron expression (Wrong number of fields; got 1, "
+     "expected 5); write five fields: minute hour day month weekday"),
+])
+def test_a_setting_the_engine_could_not_use_is_an_error_at_its_line(tmp_path: Path, text: str, message: str) -> None:
+    assert problems(tmp_path, text) == [message]
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("not a url", "is not a database URL; write e.g. sqlite:///playbook.db or postgresql+psycopg://user@host/db"),
+    ("oracle://scott:tiger@db/orcl", "the engine runs on SQLite or PostgreSQL, not oracle"),
+    ("postgresql+nodriver://scott:tiger@db/cs", "`postgresql+nodriver` is not a database driver SQLAlchemy knows"),
+])
+def test_a_database_url_the_engine_cannot_open_is_an_error_that_never_shows_the_password(
+        tmp_path: Path, url: str, message: str) -> None:
+    [problem] = problems(tmp_path, f"database: '{url}'\n")
+    assert problem == f"config.yaml:1:11: database: {message}"
+    assert "tiger" not in problem
+
+
+@pytest.mark.parametrize("url", ["sqlite:///playbook.db", "sqlite:///:memory:", "sqlite:////tmp/x.db",
+                                 "postgresql+psycopg://cs@db.internal/cs"])
+def test_sqlite_and_postgresql_urls_load(tmp_path: Path, url: str) -> None:
+    assert load(tmp_path, f"database: '{url}'\n").database == url
