@@ -60,3 +60,44 @@ def test_a_database_url_the_engine_cannot_open_is_an_error_that_never_shows_the_
                                  "postgresql+psycopg://cs@db.internal/cs"])
 def test_sqlite_and_postgresql_urls_load(tmp_path: Path, url: str) -> None:
     assert load(tmp_path, f"database: '{url}'\n").database == url
+
+
+def test_values_are_declared_for_core_and_custom_string_fields_and_metrics_for_usage(tmp_path: Path) -> None:
+    s = load(tmp_path, "fields: {accounts: {segment_name: string}}\n"
+                       "values:\n"
+                       "  contacts.role: [champion, user]\n"
+                       "  accounts.segment_name: [smb, enterprise]\n"
+                       "  goals.status: [open, achieved, missed]\n"
+                       "metrics: [logins, api_calls]\n")
+    assert s.declared_values("contacts") == {"role": ("champion", "user")}
+    assert s.declared_values("accounts") == {"segment_name": ("smb", "enterprise")}
+    assert s.declared_values("goals") == {"status": ("open", "achieved", "missed")}
+    assert s.declared_values("usage") == {"metric": ("logins", "api_calls")}
+    assert load(tmp_path, "timezone: UTC\n").declared_values("usage") == {}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("values:\n  contacts.rol: [a]\n",
+     "config.yaml:2:3: values.contacts.rol: unknown field `rol` of contacts (did you mean `role`?)"),
+    ("values: {accounts.tier: [a], usage.metric: [logins]}\n",
+     "config.yaml:1:30: values.usage.metric: usage metrics are declared under `metrics:` "
+     "(e.g. metrics: [logins, active_users])"),
+    ("values:\n  goals.due_date: ['2026-01-01']\n",
+     "config.yaml:2:3: values.goals.due_date: `goals.due_date` is of type date; only string fields have declared "
+     "values"),
+    ("values:\n  role: [a]\n",
+     "config.yaml:2:3: values.role: write the key as ENTITY.FIELD (e.g. contacts.role or accounts.lifecycle_stage)"),
+    ("values:\n  contacts.role: []\n",
+     "config.yaml:2:18: values.contacts.role: must not be empty (add at least one item under `values.contacts.role:`)"),
+    ("metrics: []\n", "config.yaml:1:10: metrics: must not be empty (add at least one item under `metrics:`)"),
+])
+def test_a_values_key_that_names_no_string_field_is_an_error_at_the_key(tmp_path: Path, text: str,
+                                                                        message: str) -> None:
+    assert problems(tmp_path, text) == [message]
+
+
+def test_a_values_key_is_not_checked_against_fields_that_are_invalid_themselves(tmp_path: Path) -> None:
+    assert problems(tmp_path, "fields: {accounts: {segment_name: strin}}\nvalues: {accounts.segment_name: [a]}\n") \
+        == ["config.yaml:1:35: fields.accounts.segment_name: `strin` is not one of 'string', 'integer', 'number', "
+            "'boolean', 'date' or 'datetime' (did you mean `string`?)"]
+
