@@ -13,7 +13,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Fiel
                       ValidationInfo, create_model, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
-from engine.clock import check_cron, parse_duration
+from engine.clock import check_cron, parse_duration, suggest_zone
 from engine.datamodel import BOOKKEEPING, CORE_FIELDS, ENTITY_OF, Entity, FieldType, SubjectEntity, fields_of
 from engine.errors import ConfigError, Diagnostic
 from engine.plugins import LocalSink, Registry, registry
@@ -163,9 +163,7 @@ class Settings(Model):
         try:
             zoneinfo.ZoneInfo(v)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            from engine.errors import suggest
-
-            close = suggest(v, zoneinfo.available_timezones())
+            close = suggest_zone(v)
             raise ValueError(f"unknown time zone `{v}`: "
                              + (f"did you mean `{close}`?" if close else "use an IANA name such as Europe/Paris")
                              ) from None

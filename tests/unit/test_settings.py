@@ -101,3 +101,7 @@ def test_a_values_key_is_not_checked_against_fields_that_are_invalid_themselves(
         == ["config.yaml:1:35: fields.accounts.segment_name: `strin` is not one of 'string', 'integer', 'number', "
             "'boolean', 'date' or 'datetime' (did you mean `string`?)"]
 
+
+def test_the_config_time_zone_suggests_the_iana_name_for_an_abbreviation(tmp_path: Path) -> None:
+    assert problems(tmp_path, "timezone: JST\n") == [
+        "config.yaml:1:11: timezone: unknown time zone `JST`: did you mean `Asia/Tokyo`?"]
