@@ -73,3 +73,10 @@ def suggest(name: str, candidates: list[str] | set[str] | tuple[str, ...]) -> st
 
     matches = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
     return matches[0] if matches else None
+
+
+def declared_hint(value: str, declared: tuple[str, ...] | list[str], noun: str) -> str:
+    """The hint for a value its declaration (`values:` or `metrics:`, §17) does not list: the nearest declared one,
+    else the declared `noun` (values, metrics)."""
+    near = suggest(value, declared)
+    return f"did you mean '{near}'?" if near else f"declared {noun}: " + ", ".join(declared)

@@ -10,23 +10,25 @@ from pydantic import ValidationError
 
 from engine.actions import CompileContext, CompiledAction
 from engine.datamodel import ENTITY_OF, SUBJECT_TYPES, fields_of
-from engine.errors import Diagnostic, ExpressionError, UserError
+from engine.errors import Diagnostic, ExpressionError, UserError, declared_hint
 from engine.lang import Scope, compile_expression
 from engine.plugins import Unroutable, registry, route
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook, Condition, InvalidPlaybook, PlaybookSet
 from engine.spec.diagnostics import validation_diagnostics
 from engine.spec.models import Playbook, playbook_model
-from engine.spec.triggers import trigger_expression
+from engine.spec.triggers import option_at, trigger_expression
 from engine.spec.yamlfile import Positions, load_yaml
 from engine.templating import Templates, TemplateProblem
 
 
 def scope_for(settings: Settings, subject: str) -> Scope:
-    """The names an expression of a playbook about `subject` may use."""
+    """The names an expression of a playbook about `subject` may use, and the declared values and metrics."""
     custom = settings.custom_fields()
     fields = {stype: fields_of(entity, custom) for stype, entity in ENTITY_OF.items()}
-    return Scope(subject=subject, fields=fields, segments=dict(settings.segments))
+    values = {stype: declared for stype, entity in ENTITY_OF.items() if (declared := settings.declared_values(entity))}
+    return Scope(subject=subject, fields=fields, segments=dict(settings.segments), values=values,
+                 metrics=tuple(settings.metrics) if settings.metrics is not None else None)
 
 
 def playbook_files(directory: Path) -> list[Path]:
@@ -129,10 +131,14 @@ def _raw_expression_problems(data: dict, settings: Settings, positions: Position
 
 
 def _compile_one(expr_text: str, path: tuple[Any, ...], literal: bool, kind: str, scope: Scope, positions: Positions,
-                 text: str, problems: list[Diagnostic]) -> Any:
+                 text: str, problems: list[Diagnostic], trigger: Any = None) -> Any:
     try:
         return compile_expression(expr_text, scope)
     except ExpressionError as exc:
+        option = option_at(trigger, expr_text, exc.col) if trigger is not None and exc.col else None
+        if option is not None:              # the problem is a value the trigger's option gave: say it there
+            problems.append(positions.diagnostic(path + (option,), exc.message, exc.hint))
+            return None
         line, col = positions.at(path)
         if literal and exc.col and line is not None and col is not None:
             col += exc.col - 1 + _quote_offset(text, line, col)
@@ -150,7 +156,8 @@ def _compile_conditions(spec: Playbook, settings: Settings, positions: Positions
         (f"trigger ({kind})", trigger_expression(spec.trigger), ("trigger", kind), kind == "when")]
     items += [(f"where[{i}]", w, ("where", i), True) for i, w in enumerate(spec.where)]
     for label, expr_text, path, literal in items:
-        expr = _compile_one(expr_text, path, literal, kind, scope, positions, text, problems)
+        trigger = spec.trigger if path[0] == "trigger" and not literal else None
+        expr = _compile_one(expr_text, path, literal, kind, scope, positions, text, problems, trigger)
         if expr is not None:
             out.append(Condition(label, expr_text, expr))
     return out
@@ -186,5 +193,31 @@ def _compile_actions(actions: list[Any], key: str, spec: Playbook, settings: Set
                 _display(settings.templates / name, settings.base_dir), exc.line, None, exc.message,
                 f"used by {positions.file} line {positions.at(path + ('template',))[0]}")))
         fields, files = kind.compile(action.options, ctx)
+        _check_roles(kind.contact_roles(action.options), kind.dump(action.options), path, settings, positions,
+                     problems)
         out.append(CompiledAction(index, action.kind, action.options, fields, files, connector))
     return out
+
+
+def _check_roles(roles: list[str], options: dict[str, Any], path: tuple[Any, ...], settings: Settings,
+                 positions: Positions, problems: list[Diagnostic]) -> None:
+    """The contact roles an action addresses must be declared values of contacts.role, when it has them (§17)."""
+    declared = settings.declared_values("contacts").get("role")
+    if declared is None:
+        return
+    for role in dict.fromkeys(roles):
+        if role not in declared:
+            problems.append(positions.diagnostic(path + _where(options, role), f"'{role}' is not a declared value of "
+                                                 "contact.role", declared_hint(role, declared, "values")))
+
+
+def _where(value: Any, wanted: str, at: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    """The path of the first string `wanted` inside a nested structure of options (() when it holds none)."""
+    if value == wanted:
+        return at
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _where(item, wanted, at + (key,))
+        if found:
+            return found
+    return ()

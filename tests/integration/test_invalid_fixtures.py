@@ -33,7 +33,11 @@ def check(expected_file: Path, lines: list[str]) -> None:
 def test_invalid_playbook(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(FIX)
     settings = Settings(playbooks=FIX / "playbooks", templates=FIX / "templates", base_dir=FIX,
-                        segments={"high_touch": "account.arr >= 100000"})
+                        segments={"high_touch": "account.arr >= 100000",
+                                  "renewing": "account.lifecycle_stage == 'renewl'"},
+                        values={"contacts.role": ["champion", "decision_maker", "admin", "user"],
+                                "accounts.lifecycle_stage": ["onboarding", "adoption", "expansion", "renewal"]},
+                        metrics=["logins", "active_users", "api_calls"])
     pset = load_playbooks(settings, [Path("playbooks") / path.name])
     assert not pset.valid
     check(path.with_suffix(".expected"), [str(d) for d in pset.diagnostics])
