@@ -81,9 +81,8 @@ class DeliverySettings(Model):
     @field_validator("backoff_base", "backoff_max", "expire_after", "lease")
     @classmethod
     def _duration(cls, v: str, info: ValidationInfo) -> str:
-        if not parse_duration(v) and info.field_name in ("expire_after", "lease"):
-            raise ValueError(f"`{v}` is zero; write a duration such as "
-                             + ("3d" if info.field_name == "expire_after" else "5m"))
+        if not parse_duration(v) and info.field_name == "lease":     # another worker could take it back at once
+            raise ValueError(f"`{v}` is zero; write a duration such as 5m")
         return v
 
 

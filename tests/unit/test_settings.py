@@ -34,8 +34,7 @@ def test_delivery_durations_that_load_are_the_durations_the_dispatcher_reads(tmp
      "config.yaml:1:25: delivery.backoff_max: `1 hour` is not a duration; write e.g. 30m, 12h, 3d, 2w or 1mo"),
     ("delivery:\n  backoff_base: abc\n",
      "config.yaml:2:17: delivery.backoff_base: `abc` is not a duration; write e.g. 30m, 12h, 3d, 2w or 1mo"),
-    ("delivery: {expire_after: 0d}\n",
-     "config.yaml:1:26: delivery.expire_after: `0d` is zero; write a duration such as 3d"),
+    ("delivery: {lease: 0s}\n", "config.yaml:1:19: delivery.lease: `0s` is zero; write a duration such as 5m"),
     ("defaults: {sync_schedule: daily}\n",
      "config.yaml:1:27: defaults.sync_schedule: `daily` is not a cron expression (Wrong number of fields; got 1, "
      "expected 5); write five fields: minute hour day month weekday"),
