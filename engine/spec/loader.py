@@ -19,7 +19,7 @@ from engine.spec.diagnostics import validation_diagnostics
 from engine.spec.models import Playbook, playbook_model
 from engine.spec.triggers import option_at, trigger_expression
 from engine.spec.yamlfile import Positions, load_yaml
-from engine.templating import Templates, TemplateProblem
+from engine.templating import PLAYBOOK_FIELDS, Templates, TemplateProblem
 
 
 def scope_for(settings: Settings, subject: str) -> Scope:
@@ -31,6 +31,14 @@ def scope_for(settings: Settings, subject: str) -> Scope:
                  metrics=tuple(settings.metrics) if settings.metrics is not None else None)
 
 
+def template_fields(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """What a template may read of each object of its context: the fields of account, contact and goal (core and
+    declared), and the playbook's id, name and description."""
+    custom = settings.custom_fields()
+    return {**{stype: tuple(fields_of(entity, custom)) for stype, entity in ENTITY_OF.items()},
+            "playbook": PLAYBOOK_FIELDS}
+
+
 def playbook_files(directory: Path) -> list[Path]:
     """The playbook files of a directory, in a stable order."""
     return sorted(p for p in directory.glob("*.y*ml") if p.suffix in (".yaml", ".yml") and p.is_file())
@@ -38,7 +46,7 @@ def playbook_files(directory: Path) -> list[Path]:
 
 def load_playbooks(settings: Settings, paths: list[Path] | None = None) -> PlaybookSet:
     """Load and compile every playbook; invalid ones are kept apart with their diagnostics."""
-    templates = Templates(settings.templates if settings.templates.is_dir() else None)
+    templates = Templates(settings.templates if settings.templates.is_dir() else None, template_fields(settings))
     files = paths if paths is not None else (
         playbook_files(settings.playbooks) if settings.playbooks.is_dir() else [])
     valid: list[CompiledPlaybook] = []
