@@ -297,7 +297,7 @@ class _Translator:
         for literal, col in zip(literals, cols):
             if isinstance(literal, A.Literal) and isinstance(literal.value, str) and literal.value not in allowed:
                 raise ExpressionError(f"'{literal.value}' is not a declared value of {field.entity}.{field.name}",
-                                      col, declared_hint(literal.value, allowed, "values"))
+                                      col, declared_hint(literal.value, allowed, "declared values"))
 
     def _Filter(self, node: nodes.Filter) -> tuple[A.Expr, int | None]:
         if node.node is None:

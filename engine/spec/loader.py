@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from engine.actions import CompileContext, CompiledAction
 from engine.datamodel import ENTITY_OF, SUBJECT_TYPES, fields_of
 from engine.errors import Diagnostic, ExpressionError, UserError, declared_hint
 from engine.lang import Scope, compile_expression
+from engine.lang.ast import Metric, MetricChange, walk
 from engine.plugins import Unroutable, registry, route
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook, Condition, InvalidPlaybook, PlaybookSet
@@ -44,13 +46,16 @@ def playbook_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.y*ml") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_playbooks(settings: Settings, paths: list[Path] | None = None) -> PlaybookSet:
-    """Load and compile every playbook; invalid ones are kept apart with their diagnostics."""
+def load_playbooks(settings: Settings, paths: list[Path] | None = None, *,
+                   synced_metrics: Collection[str] | None = None) -> PlaybookSet:
+    """Load and compile every playbook; invalid ones are kept apart with their diagnostics. With `synced_metrics`
+    (the metrics of the synced usage rows), a metric a valid playbook reads that none of them has is a warning."""
     templates = Templates(settings.templates if settings.templates.is_dir() else None, template_fields(settings))
     files = paths if paths is not None else (
         playbook_files(settings.playbooks) if settings.playbooks.is_dir() else [])
     valid: list[CompiledPlaybook] = []
     invalid: list[InvalidPlaybook] = []
+    warnings: list[Diagnostic] = []
     seen: dict[str, str] = {}
     for path in files:
         shown = _display(path, settings.base_dir)
@@ -62,9 +67,49 @@ def load_playbooks(settings: Settings, paths: list[Path] | None = None) -> Playb
         if isinstance(result, CompiledPlaybook):
             seen[result.id] = shown
             valid.append(result)
+            if synced_metrics is not None:
+                warnings += _unsynced_metrics(result, path, synced_metrics)
         else:
             invalid.append(result)
-    return PlaybookSet(tuple(valid), tuple(invalid))
+    return PlaybookSet(tuple(valid), tuple(invalid), tuple(warnings))
+
+
+def _unsynced_metrics(pb: CompiledPlaybook, path: Path, synced: Collection[str]) -> list[Diagnostic]:
+    """A warning for each metric a playbook's conditions read (its segments' included) that no synced usage row
+    has, at the metric's name where the playbook spells it out, else at the condition."""
+    text = path.read_text(encoding="utf-8")
+    _, positions = load_yaml(text, pb.file)
+    out: list[Diagnostic] = []
+    for condition, where in zip(pb.conditions, _condition_paths(pb)):
+        names = dict.fromkeys(n.name for n in walk(condition.expr) if isinstance(n, (Metric, MetricChange)))
+        for name in names:
+            if name in synced:
+                continue
+            line, col = positions.at(where)
+            at = _quoted(condition.text, name)
+            if at is not None and where[0] == "trigger" and pb.spec.trigger.kind != "when":
+                option = option_at(pb.spec.trigger, condition.text, at + 1)     # the trigger's option names it
+                if option is not None:
+                    line, col = positions.at(where + (option,))
+            elif at is not None and line is not None and col is not None:
+                col += at + _quote_offset(text, line, col)
+            out.append(Diagnostic(pb.file, line, col, f"no synced usage row has the metric '{name}'",
+                                  declared_hint(name, sorted(synced), "synced metrics")))
+    return out
+
+
+def _condition_paths(pb: CompiledPlaybook) -> list[tuple[Any, ...]]:
+    """Where each of a playbook's conditions is written: the trigger, then each `where` item."""
+    return [("trigger", pb.spec.trigger.kind)] + [("where", i) for i in range(len(pb.spec.where))]
+
+
+def _quoted(expression: str, name: str) -> int | None:
+    """The 0-based offset of `name` written as a quoted string in an expression, or None."""
+    for quote in "'\"":
+        at = expression.find(quote + name + quote)
+        if at >= 0:
+            return at
+    return None
 
 
 def _display(path: Path, base: Path) -> str:
@@ -216,7 +261,7 @@ def _check_roles(roles: list[str], options: dict[str, Any], path: tuple[Any, ...
     for role in dict.fromkeys(roles):
         if role not in declared:
             problems.append(positions.diagnostic(path + _where(options, role), f"'{role}' is not a declared value of "
-                                                 "contact.role", declared_hint(role, declared, "values")))
+                                                 "contact.role", declared_hint(role, declared, "declared values")))
 
 
 def _where(value: Any, wanted: str, at: tuple[Any, ...] = ()) -> tuple[Any, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.pool import StaticPool
 
@@ -41,6 +43,18 @@ def url_problem(url: str) -> str | None:
                 if dialect.name == "postgresql" else "")
         return f"the driver of `{parsed.drivername}` is not installed ({exc}){hint}"
     return None
+
+
+def database_exists(url: str) -> bool:
+    """Whether the database may already hold data: a SQLite file that exists, or any server database (asked
+    when it is opened); never an in-memory one. Lets a command read a database without creating it."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    path = parsed.database or ""
+    return bool(path) and path != ":memory:" and not path.startswith("file:") and Path(path).is_file()
 
 
 def make_engine(url: str) -> Engine:

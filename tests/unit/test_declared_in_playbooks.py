@@ -56,3 +56,17 @@ def test_a_trigger_whose_own_literal_is_undeclared_says_what_it_expands_to(tmp_p
     assert problem.startswith("p.yaml:4:26: 'achieved' is not a declared value of goal.status (in `(goal.status == "
                               "'achieved' or ")
     assert problem.endswith("which goal_achieved expands to) (declared values: open, done)")
+
+
+def test_a_metric_no_synced_row_has_is_a_warning_where_it_is_spelled_out_or_at_its_condition(tmp_path: Path) -> None:
+    playbook = EMAIL.replace("trigger: {when: account.arr > 1}",
+                             "trigger:\n  when: segment('busy') or metric(\"logins\") > 1\n"
+                             "where:\n  - \"metric_change('logins') < 0 and metric('api_call') > 0\"")
+    (tmp_path / "p.yaml").write_text(playbook, encoding="utf-8")
+    settings = Settings(playbooks=tmp_path, templates=tmp_path / "t", base_dir=tmp_path,
+                        segments={"busy": "metric('active_user', 7) > 10"})
+    pset = load_playbooks(settings, [tmp_path / "p.yaml"], synced_metrics={"logins", "active_users", "api_calls"})
+    assert pset.diagnostics == [] and [w.warning().replace(str(tmp_path) + "/", "") for w in pset.warnings] == [
+        "p.yaml:4:9: warning: no synced usage row has the metric 'active_user' (did you mean 'active_users'?)",
+        "p.yaml:6:45: warning: no synced usage row has the metric 'api_call' (did you mean 'api_calls'?)"]
+    assert load_playbooks(settings, [tmp_path / "p.yaml"]).warnings == ()          # nothing synced to compare with
