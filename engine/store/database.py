@@ -20,21 +20,22 @@ PAGE_CACHE_KIB = 32 * 1024
 SUPPORTED = ("sqlite", "postgresql")     # the dialects dialect.py writes statements for
 
 
-def url_problem(url: str) -> str | None:
+def url_problem(url: str, supported: tuple[str, ...] | None = SUPPORTED) -> str | None:
     """What keeps the engine from opening a database URL, said without echoing the URL (it may hold a
-    password): not a URL, a database other than SQLite or PostgreSQL, or a driver that is not installed."""
+    password): not a URL, a database other than those `supported` (None: any), or a driver that is not
+    installed."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return "is not a database URL; write e.g. sqlite:///playbook.db or postgresql+psycopg://user@host/db"
+        return "not a database URL; write e.g. sqlite:///playbook.db or postgresql+psycopg://user@host/db"
     try:
         dialect = parsed.get_dialect()
     except NoSuchModuleError:
         return f"`{parsed.drivername}` is not a database driver SQLAlchemy knows"
-    if dialect.name not in SUPPORTED:
+    if supported is not None and dialect.name not in supported:
         return f"the engine runs on SQLite or PostgreSQL, not {dialect.name}"
     try:
         dialect.import_dbapi()

@@ -44,7 +44,7 @@ def test_a_setting_the_engine_could_not_use_is_an_error_at_its_line(tmp_path: Pa
 
 
 @pytest.mark.parametrize(("url", "message"), [
-    ("not a url", "is not a database URL; write e.g. sqlite:///playbook.db or postgresql+psycopg://user@host/db"),
+    ("not a url", "not a database URL; write e.g. sqlite:///playbook.db or postgresql+psycopg://user@host/db"),
     ("oracle://scott:tiger@db/orcl", "the engine runs on SQLite or PostgreSQL, not oracle"),
     ("postgresql+nodriver://scott:tiger@db/cs", "`postgresql+nodriver` is not a database driver SQLAlchemy knows"),
 ])
@@ -104,3 +104,31 @@ def test_a_values_key_is_not_checked_against_fields_that_are_invalid_themselves(
 def test_the_config_time_zone_suggests_the_iana_name_for_an_abbreviation(tmp_path: Path) -> None:
     assert problems(tmp_path, "timezone: JST\n") == [
         "config.yaml:1:11: timezone: unknown time zone `JST`: did you mean `Asia/Tokyo`?"]
+
+
+@pytest.mark.parametrize(("block", "message"), [
+    ("email: {smtp: {host: h}, from: 'Customer Success cs@example.com'}",
+     "connectors.email.from: `Customer Success cs@example.com` is not an email address"),
+    ("email: {smtp: {host: h}, from: cs@example.com, reply_to: 'cs at example.com'}",
+     "connectors.email.reply_to: `cs at example.com` is not an email address"),
+    ("email: {smtp: {host: h, port: 70000}, from: cs@example.com}",
+     "connectors.email.smtp.port: Input should be less than or equal to 65535"),
+    ("email: {smtp: {host: h}, from: cs@example.com, unsubscribe_url: cs.example.com/u}",
+     "connectors.email.unsubscribe_url: the URL must start with http:// or https://"),
+    ("slack: {token: ''}", "connectors.slack: the slack connector needs `token` (a bot token) or `webhook_url`"),
+    ("slack: {webhook_url: 'hooks.slack.com/services/T/B/secret'}",
+     "connectors.slack.webhook_url: the URL must start with http:// or https://"),
+    ("webhook: {timeout: 0}", "connectors.webhook.timeout: Input should be greater than 0"),
+    ("hubspot: {token: t, base_url: api.hubapi.com}",
+     "connectors.hubspot.base_url: the URL must start with http:// or https://"),
+])
+def test_a_connector_block_its_connector_could_not_use_is_an_error(tmp_path: Path, block: str, message: str) -> None:
+    [problem] = problems(tmp_path, f"connectors:\n  {block}\n")
+    assert problem.split(": ", 1)[1] == message and "secret" not in problem
+
+
+def test_a_sql_source_url_must_be_a_url_with_its_driver_installed(tmp_path: Path) -> None:
+    assert problems(tmp_path, "sources:\n  - {entity: usage, sql: {url: warehouse, query: 'select 1'}}\n") == [
+        "config.yaml:2:32: sources.0.sql.url: not a database URL; write e.g. sqlite:///playbook.db or "
+        "postgresql+psycopg://user@host/db"]
+    assert load(tmp_path, "sources:\n  - {entity: usage, sql: {url: 'sqlite:///w.db', query: 'select 1'}}\n").sources
