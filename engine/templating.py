@@ -101,7 +101,6 @@ class Templates:
         template.globals = dict(template.globals)
         return template
 
-
     def _check(self, env: ImmutableSandboxedEnvironment, source: str, subject: str, name: str | None,
                extra: frozenset[str], including: tuple[str, ...]) -> nodes.Template:
         """Parse a template and check everything it uses; raise TemplateProblem at the first problem."""
@@ -219,9 +218,8 @@ def _check_calls(ast: nodes.Template, free: set[str], names: set[str], name: str
         if called in names:
             raise TemplateProblem(f"`{called}` is not a function", node.lineno, name)
         close = suggest(called, sorted(HELPERS))
-        raise TemplateProblem(f"unknown function `{called}` "
-                              + (f"(did you mean `{close}`?)" if close else f"(functions: {', '.join(sorted(HELPERS))})"),
-                              node.lineno, name)
+        hint = f"did you mean `{close}`?" if close else f"functions: {', '.join(sorted(HELPERS))}"
+        raise TemplateProblem(f"unknown function `{called}` ({hint})", node.lineno, name)
 
 
 def _bound_names(ast: nodes.Template) -> frozenset[str]:

@@ -46,7 +46,8 @@ def check_call(name: str, args: list[Arg], kwargs: list[Keyword], col: int | Non
     if not isinstance(metric, str) or not metric:
         raise ExpressionError(f"{name}() needs a metric name in quotes, e.g. {name}('logins')", mcol)
     if metrics is not None and metric not in metrics:
-        raise ExpressionError(f"'{metric}' is not a declared metric", mcol, declared_hint(metric, metrics, "declared metrics"))
+        raise ExpressionError(f"'{metric}' is not a declared metric", mcol,
+                              declared_hint(metric, metrics, "declared metrics"))
     days, dcol = values["days"]
     if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= MAX_DAYS:
         raise ExpressionError(f"`days` of {name}() must be a whole number from 1 to {MAX_DAYS}", dcol)

@@ -98,7 +98,8 @@ def undeclared_problem(entity: str, name: str, value: str, declared: tuple[str, 
     if entity == "usage" and name == "metric":
         hint = f"did you mean {show(near)}?" if near else "metrics: " + _listed(declared)
         return f"metric: {show(value)} is not a declared metric ({hint})"
-    return f"{name}: {show(value)} is not one of {_listed(declared)}" + (f" (did you mean {show(near)}?)" if near else "")
+    suffix = f" (did you mean {show(near)}?)" if near else ""
+    return f"{name}: {show(value)} is not one of {_listed(declared)}{suffix}"
 
 
 def zone_problem(name: str, value: str) -> str:

@@ -37,7 +37,8 @@ def test_invalid_playbook(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                                   "renewing": "account.lifecycle_stage == 'renewl'"},
                         values={"contacts.role": ["champion", "decision_maker", "admin", "user"],
                                 "accounts.lifecycle_stage": ["onboarding", "adoption", "expansion", "renewal"]},
-                        metrics=["logins", "active_users", "api_calls"], fields={"accounts": {"health_score": "number"}})
+                        metrics=["logins", "active_users", "api_calls"],
+                        fields={"accounts": {"health_score": "number"}})
     pset = load_playbooks(settings, [Path("playbooks") / path.name])
     assert not pset.valid
     check(path.with_suffix(".expected"), [str(d) for d in pset.diagnostics])
