@@ -50,6 +50,7 @@ class RowChecker:
         self.required = required_fields(entity)
         self.declared = {name: (frozenset(allowed), tuple(allowed)) for name, allowed in (declared or {}).items()}
         self.zones = tuple(name for name in ZONE_FIELDS if name in self.fields)
+        self.zone_names = zone_names()
 
     def check(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], tuple[Any, ...] | None]:
         """(typed values, problems, key or None when the key itself is unusable); the values are to be stored
@@ -81,7 +82,7 @@ class RowChecker:
                 problems.append(undeclared_problem(self.entity, name, value, listed))
         for name in self.zones:
             value = values.get(name)
-            if value is not None and value not in zone_names():
+            if value is not None and value not in self.zone_names:
                 problems.append(zone_problem(name, value))
         if self.entity == "goals" and isinstance(values.get("direction"), str):
             direction = values["direction"].strip().lower()
