@@ -15,9 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from connectors.email_message import build_message
+from connectors.email_message import build_message, mailbox
+from connectors.http import http_url
 from engine.actions import ActionKind, CompileContext, CompiledAction, Payload, PlanContext, SendCheck
 from engine.consent import unsubscribe_url
 from engine.delivery import BaseConnector, Outcome, Receipt
@@ -207,12 +208,12 @@ EMAIL = EmailKind()
 class SmtpSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     host: str
-    port: int = 587
+    port: int = Field(587, ge=1, le=65535)
     starttls: bool = True
     ssl: bool = False
     username: str | None = None
     password: SecretStr | None = None
-    timeout: float = 30.0
+    timeout: float = Field(30.0, gt=0)
 
 
 class EmailConfig(BaseModel):
@@ -224,6 +225,15 @@ class EmailConfig(BaseModel):
     reply_to: str | None = None
     unsubscribe_url: str | None = Field(None, description="base URL of the one-click unsubscribe endpoint")
     unsubscribe_secret: SecretStr | None = None
+
+    @field_validator("from_", "reply_to")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None:
+            mailbox(v)          # the SMTP connector sends from it: one mailbox, `a@b.example` or `Name <a@b.example>`
+        return v
+
+    _url = field_validator("unsubscribe_url")(classmethod(lambda cls, v: http_url(v)))
 
 
 class EmailSink(BaseConnector):

@@ -1,10 +1,12 @@
-"""Build RFC 5322 messages safely: policy.default, no header injection, stable Message-ID, List-Unsubscribe."""
+"""Build RFC 5322 messages safely: policy.default, no header injection, stable Message-ID, List-Unsubscribe; and
+the strict parser of one mailbox (`mailbox`) that sender, recipient and reply-to addresses go through."""
 
 from __future__ import annotations
 
 import re
 import secrets
-from email.headerregistry import BaseHeader, HeaderRegistry
+from email.errors import HeaderParseError
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from email.utils import formatdate
@@ -138,3 +140,33 @@ def _boundary(*parts: str) -> str:
         boundary = f"=_{secrets.token_hex(16)}"
         if not any(boundary in p for p in parts):
             return boundary
+
+
+_ANGLE = re.compile(r"(?P<name>.*?)\s*<(?P<addr>[^<>]*)>")
+_ADDR_SPEC = re.compile(r'[^\s<>(),;:"@\[\]\\]+@[^\s<>(),;:"@\[\]\\]+')
+
+
+class AddressError(ValueError):
+    """A planned address that is not exactly one mailbox."""
+
+
+def mailbox(value: str | None) -> Address:
+    """'a@b.example' or 'Name <a@b.example>' as one Address; AddressError for anything else.
+
+    Strict on purpose: the envelope recipient comes from here, never from re-parsing a header, so text
+    such as 'a@b.example\\r\\nBcc: evil@x' can neither add a header nor a recipient.
+    """
+    text = header_safe(value)
+    angle = _ANGLE.fullmatch(text)
+    name, spec = (angle.group("name").strip(), angle.group("addr").strip()) if angle else ("", text)
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        name = re.sub(r'\\(.)', r"\1", name[1:-1])
+    if not _ADDR_SPEC.fullmatch(spec):
+        raise AddressError(f"`{text}` is not an email address")
+    try:
+        if spec.isascii():
+            return Address(display_name=name, addr_spec=spec)
+        local, domain = spec.rsplit("@", 1)   # international (SMTPUTF8); the parser refuses these
+        return Address(display_name=name, username=local, domain=domain)
+    except (ValueError, IndexError, HeaderParseError):
+        raise AddressError(f"`{text}` is not an email address") from None

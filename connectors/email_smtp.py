@@ -26,55 +26,26 @@ from __future__ import annotations
 import base64
 import functools
 import logging
-import re
 import smtplib
 import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
-from email.errors import HeaderParseError
 from email.headerregistry import Address
 from typing import Any, Callable
 
 from connectors.email import DEFAULT_SENDER, EMAIL, EmailConfig, EmailPayload, EmailSink, Mail
-from connectors.email_message import SMTP_POLICY, SMTPUTF8_POLICY, build_message, header_safe
+from connectors.email_message import (SMTP_POLICY, SMTPUTF8_POLICY, AddressError, build_message, header_safe,
+                                      mailbox)
 from engine.delivery import BaseConnector, Connector, Outcome, Receipt
 from engine.plugins import ConnectorEnv, ConnectorPlugin
 from engine.store.outbox import Claimed
 
 log = logging.getLogger("playbook.email")
 
-_ANGLE = re.compile(r"(?P<name>.*?)\s*<(?P<addr>[^<>]*)>")
-_ADDR_SPEC = re.compile(r'[^\s<>(),;:"@\[\]\\]+@[^\s<>(),;:"@\[\]\\]+')
 _OK_RCPT = (250, 251)
 _SESSION_STAGES = ("connect", "EHLO", "STARTTLS", "AUTH")
 _SHOWN = 5   # refusals spelled out in a detail
-
-
-class AddressError(ValueError):
-    """A planned address that is not exactly one mailbox."""
-
-
-def mailbox(value: str | None) -> Address:
-    """'a@b.example' or 'Name <a@b.example>' as one Address; AddressError for anything else.
-
-    Strict on purpose: the envelope recipient comes from here, never from re-parsing a header, so text
-    such as 'a@b.example\\r\\nBcc: evil@x' can neither add a header nor a recipient.
-    """
-    text = header_safe(value)
-    angle = _ANGLE.fullmatch(text)
-    name, spec = (angle.group("name").strip(), angle.group("addr").strip()) if angle else ("", text)
-    if len(name) >= 2 and name[0] == name[-1] == '"':
-        name = re.sub(r'\\(.)', r"\1", name[1:-1])
-    if not _ADDR_SPEC.fullmatch(spec):
-        raise AddressError(f"`{text}` is not an email address")
-    try:
-        if spec.isascii():
-            return Address(display_name=name, addr_spec=spec)
-        local, domain = spec.rsplit("@", 1)   # international (SMTPUTF8); the parser refuses these
-        return Address(display_name=name, username=local, domain=domain)
-    except (ValueError, IndexError, HeaderParseError):
-        raise AddressError(f"`{text}` is not an email address") from None
 
 
 @functools.cache

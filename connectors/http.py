@@ -59,6 +59,14 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
+def http_url(value: str | None) -> str | None:
+    """A configured URL http_call can use: http:// or https://, else ValueError (the URL itself is not repeated:
+    it may carry a token)."""
+    if value is not None and urlsplit(value).scheme not in ("http", "https"):
+        raise ValueError("the URL must start with http:// or https://")
+    return value
+
+
 def http_call(method: str, url: str, *, body: bytes | None = None, headers: Mapping[str, str] | None = None,
               timeout: float) -> HttpResponse:
     """One HTTP request; any status comes back as an HttpResponse, a missing answer raises NetworkError.

@@ -23,10 +23,10 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import quote, urlencode
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
 from connectors.tasks import TaskConnectorPlugin, TaskPayload, close_task, record_task
-from connectors.http import Failed, HttpResponse, bearer_json_call, failure, retry_after
+from connectors.http import Failed, HttpResponse, bearer_json_call, failure, http_url, retry_after
 from engine.actions import ClosePayload
 from engine.delivery import BaseConnector, Connector, Outcome, Receipt
 from engine.plugins import ConnectorEnv
@@ -48,6 +48,8 @@ class HubspotConfig(BaseModel):
     token: SecretStr
     base_url: str = "https://api.hubapi.com"
     owner_by_email: bool = True
+
+    _url = field_validator("base_url")(classmethod(lambda cls, v: http_url(v)))
 
 
 class HubspotTasks(BaseConnector):

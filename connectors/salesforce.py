@@ -25,10 +25,10 @@ from datetime import datetime
 from typing import Any, Callable
 from urllib.parse import quote, urlencode
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
 from connectors.tasks import TaskConnectorPlugin, TaskPayload, close_task, record_task
-from connectors.http import Failed, HttpResponse, bearer_json_call, failure
+from connectors.http import Failed, HttpResponse, bearer_json_call, failure, http_url
 from engine.actions import ClosePayload
 from engine.delivery import BaseConnector, Connector, Outcome, Receipt
 from engine.plugins import ConnectorEnv
@@ -55,6 +55,8 @@ class SalesforceConfig(BaseModel):
     token: SecretStr
     api_version: str = "v60.0"
     external_id_field: str = "Playbook_Key__c"
+
+    _url = field_validator("instance_url")(classmethod(lambda cls, v: http_url(v)))
 
 
 class SalesforceTasks(BaseConnector):

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import timezone
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from connectors.http import retry_after
+from connectors.http import http_url, retry_after
 from engine.actions import ActionKind, Payload
 from engine.delivery import BaseConnector, Connector, Outcome, Receipt
 from engine.plugins import ConnectorEnv, ConnectorPlugin
@@ -103,7 +103,22 @@ class SlackConfig(BaseModel):
     token: SecretStr | None = None
     base_url: str = "https://slack.com/api/"
     webhook_url: SecretStr | None = None
-    timeout: float = 30.0
+    timeout: float = Field(30.0, gt=0)
+
+    _url = field_validator("base_url")(classmethod(lambda cls, v: http_url(v)))
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value():
+            http_url(v.get_secret_value())
+        return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SlackConfig:
+        if not any(s is not None and s.get_secret_value() for s in (self.token, self.webhook_url)):
+            raise ValueError("the slack connector needs `token` (a bot token) or `webhook_url`")
+        return self
 
 
 class SlackConnector(BaseConnector):

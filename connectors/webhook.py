@@ -83,7 +83,7 @@ class WebhookConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     secret: SecretStr | None = None
-    timeout: float = 10.0
+    timeout: float = Field(10.0, gt=0)
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:

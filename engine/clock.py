@@ -5,17 +5,57 @@ The store keeps instants as naive UTC datetimes; a person gives and reads them i
 from __future__ import annotations
 
 import calendar
+import difflib
 import re
+import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import cache
+from zoneinfo import ZoneInfo
 
 from engine.errors import UserError
 
 DURATION = re.compile(r"^(\d+)(mo|[smhdw])$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_DURATION_DAYS = 100 * 366       # a century: longer is a typo, and past datetime's range from now
+
+# What people write for a time zone that is not an IANA name, and the zone it usually means (abbreviations that
+# name several zones, such as CST or IST, are left out).
+ZONE_ALIASES = {
+    "JST": "Asia/Tokyo", "日本": "Asia/Tokyo", "東京": "Asia/Tokyo", "KST": "Asia/Seoul", "SGT": "Asia/Singapore",
+    "HKT": "Asia/Hong_Kong", "PST": "America/Los_Angeles", "PDT": "America/Los_Angeles", "MDT": "America/Denver",
+    "CDT": "America/Chicago", "EDT": "America/New_York", "BST": "Europe/London", "CEST": "Europe/Paris",
+    "AEST": "Australia/Sydney", "AEDT": "Australia/Sydney",
+}
+
+
+@cache
+def zone_names() -> frozenset[str]:
+    """Every IANA time zone name this system knows."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+@cache
+def _sorted_zones() -> tuple[str, ...]:
+    return tuple(sorted(zone_names()))
+
+
+def suggest_zone(text: str) -> str | None:
+    """The IANA name someone most likely meant by a time zone that is not one: a common abbreviation (JST), the
+    name in another case (asia/tokyo), a city (Tokyo), or a close spelling (Asia/Tokio); None when nothing fits."""
+    names = _sorted_zones()
+    given = text.strip()
+    if given.upper() in ZONE_ALIASES or given in ZONE_ALIASES:
+        return ZONE_ALIASES.get(given.upper()) or ZONE_ALIASES[given]
+    folded = given.lower().replace(" ", "_")
+    for name in names:
+        city = "/" in name and not name.startswith("Etc/")   # Etc/GMT+9 is nine hours *behind* GMT: never guessed
+        if name.lower() == folded or (city and name.lower().rsplit("/", 1)[-1] == folded):
+            return name
+    if "/" in given:        # only an Area/Location spelling is compared letter by letter (Mumbai is not Cuba)
+        close = difflib.get_close_matches(given, names, n=1, cutoff=0.6)
+        return close[0] if close else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -32,14 +72,9 @@ class Clock:
         return value.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(self.timezone))
 
 
-@lru_cache(maxsize=1024)
 def known_zone(name: str) -> bool:
-    """Whether `name` is an IANA time zone (`Asia/Tokyo`; not `JST` or `+09:00`)."""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return "/" in name or name == "UTC"
+    """Whether `name` is an IANA time zone name (`Asia/Tokyo`; not `JST` or `+09:00`)."""
+    return name in zone_names()
 
 
 def wall_clock() -> datetime:

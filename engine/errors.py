@@ -16,12 +16,19 @@ class Diagnostic:
     hint: str | None = None
 
     def __str__(self) -> str:
+        return self._text("")
+
+    def warning(self) -> str:
+        """The diagnostic as a warning: `file:line:col: warning: message (hint)`."""
+        return self._text("warning: ")
+
+    def _text(self, kind: str) -> str:
         where = self.file
         if self.line is not None:
             where += f":{self.line}"
             if self.col is not None:
                 where += f":{self.col}"
-        text = f"{where}: {self.message}"
+        text = f"{where}: {kind}{self.message}"
         if self.hint:
             text += f" ({self.hint})"
         return text
@@ -73,3 +80,10 @@ def suggest(name: str, candidates: list[str] | set[str] | tuple[str, ...]) -> st
 
     matches = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
     return matches[0] if matches else None
+
+
+def declared_hint(value: str, known: tuple[str, ...] | list[str], listing: str) -> str:
+    """The hint for a value that is not among the `known` ones (declared values or metrics, §17, or the synced
+    metrics): the nearest of them, else all of them after `listing` ("declared values", …)."""
+    near = suggest(value, known)
+    return f"did you mean '{near}'?" if near else f"{listing}: " + ", ".join(known)

@@ -9,12 +9,13 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model,
-                      field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      ValidationInfo, create_model, field_validator, model_validator)
+from pydantic_core import PydanticCustomError
 
-from engine.clock import check_cron, parse_duration
+from engine.clock import check_cron, parse_duration, suggest_zone
 from engine.contact_policy import ContactPolicyConfig
-from engine.datamodel import BOOKKEEPING, CORE_FIELDS, Entity, FieldType, SubjectEntity
+from engine.datamodel import BOOKKEEPING, CORE_FIELDS, ENTITY_OF, Entity, FieldType, SubjectEntity, fields_of
 from engine.errors import ConfigError, Diagnostic
 from engine.plugins import LocalSink, Registry, registry
 from engine.spec.diagnostics import validation_diagnostics
@@ -40,6 +41,8 @@ class Source(Model):
         None, description="snapshot: rows absent are removed; incremental: upsert only. "
                           "Default: the source's own (incremental for a SQL query that uses :since).")
     schedule: str | None = None
+
+    _cron = field_validator("schedule")(classmethod(lambda cls, v: check_cron(v)))
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
@@ -76,6 +79,13 @@ class DeliverySettings(Model):
     expire_after: str = "3d"
     lease: str = "5m"
 
+    @field_validator("backoff_base", "backoff_max", "expire_after", "lease")
+    @classmethod
+    def _duration(cls, v: str, info: ValidationInfo) -> str:
+        if not parse_duration(v) and info.field_name == "lease":     # another worker could take it back at once
+            raise ValueError(f"`{v}` is zero; write a duration such as 5m")
+        return v
+
 
 class Defaults(Model):
     schedule: str = "0 9 * * 1-5"
@@ -94,6 +104,38 @@ class Defaults(Model):
     _cron = field_validator("schedule", "sync_schedule")(classmethod(lambda cls, v: check_cron(v)))
 
 
+def _value_key(key: str, info: ValidationInfo) -> str:
+    """A `values:` key: `entity.field`, a string field (core, or declared under `fields:`) of accounts, contacts
+    or goals. Problems are reported at the key, with the nearest name."""
+    from engine.errors import suggest
+
+    entity, dot, name = key.partition(".")
+    entities = tuple(ENTITY_OF.values())
+    if not dot or not name:
+        raise PydanticCustomError("value_error", "write the key as ENTITY.FIELD",
+                                  {"hint": "e.g. contacts.role or accounts.lifecycle_stage"})
+    if entity == "usage" and name == "metric":
+        raise PydanticCustomError("value_error", "usage metrics are declared under `metrics:`",
+                                  {"hint": "e.g. metrics: [logins, active_users]"})
+    if entity not in entities:
+        near = suggest(entity, entities)
+        raise PydanticCustomError("value_error", f"`{entity}` is not accounts, contacts or goals",
+                                  {"hint": f"did you mean `{near}.{name}`?" if near else
+                                   "declared values are for fields of accounts, contacts and goals"})
+    if "fields" not in info.data:               # `fields:` is invalid itself (and reported): nothing to check against
+        return key
+    fields = fields_of(entity, {e: dict(f) for e, f in info.data["fields"].items()})
+    if name not in fields:
+        near = suggest(name, [f for f, t in fields.items() if t == "string"])
+        raise PydanticCustomError("value_error", f"unknown field `{name}` of {entity}",
+                                  {"hint": f"did you mean `{near}`?" if near else
+                                   f"declare it under fields.{entity}, or use one of its string fields"})
+    if fields[name] != "string":
+        raise PydanticCustomError("value_error", f"`{entity}.{name}` is of type {fields[name]}; only string fields "
+                                  "have declared values", {})
+    return key
+
+
 class Settings(Model):
     """The whole configuration; paths are absolute (resolved against the config file's folder)."""
 
@@ -104,6 +146,10 @@ class Settings(Model):
     outbox_dir: Path = Path("outbox")
     fields: dict[SubjectEntity, dict[str, FieldType]] = Field(default_factory=dict)
     segments: dict[str, str] = Field(default_factory=dict)
+    values: dict[Annotated[str, AfterValidator(_value_key)], Annotated[list[str], Field(min_length=1)]] = Field(
+        default_factory=dict, description="`entity.field` -> the values that string field may hold (§17)")
+    metrics: Annotated[list[str], Field(min_length=1)] | None = Field(
+        None, description="the usage metrics data may hold; unset: any (§17)")
     sources: list[Source] = Field(default_factory=list)
     connectors: Any = Field(None, description="connector name -> its block (engine/plugins.py)")
     defaults: Defaults = Field(default_factory=Defaults)
@@ -119,12 +165,20 @@ class Settings(Model):
         try:
             zoneinfo.ZoneInfo(v)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            from engine.errors import suggest
-
-            close = suggest(v, zoneinfo.available_timezones())
+            close = suggest_zone(v)
             raise ValueError(f"unknown time zone `{v}`: "
                              + (f"did you mean `{close}`?" if close else "use an IANA name such as Europe/Paris")
                              ) from None
+        return v
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        from engine.store.database import url_problem
+
+        problem = url_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("fields")
@@ -171,6 +225,14 @@ class Settings(Model):
 
     def custom_fields(self) -> dict[str, dict[str, str]]:
         return {k: dict(v) for k, v in self.fields.items()}
+
+    def declared_values(self, entity: str) -> dict[str, tuple[str, ...]]:
+        """field -> its declared values, for the fields of `entity` that have them (`values:`; for usage, the
+        metric from `metrics:`)."""
+        if entity == "usage":
+            return {"metric": tuple(self.metrics)} if self.metrics is not None else {}
+        prefix = entity + "."
+        return {key[len(prefix):]: tuple(v) for key, v in self.values.items() if key.startswith(prefix)}
 
 
 def settings_model() -> type[Settings]:

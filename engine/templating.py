@@ -1,15 +1,23 @@
-"""The sandboxed Jinja2 environment for action templates (§9): compiled at load, bounded at render."""
+"""The sandboxed Jinja2 environment for action templates (§9): compiled and checked at load, bounded at render.
+
+Everything a template uses is checked when it compiles (§16): its names, the fields it reads of `account`,
+`contact`, `goal` and `playbook`, its filters and tests, the functions it calls and the templates it includes,
+so that a template `validate` accepts fails at render time only for what the data holds."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from jinja2 import (FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound, TemplateSyntaxError,
                     UndefinedError, meta, nodes)
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
+
+from engine.datamodel import CORE_FIELDS, ENTITY_OF
+from engine.errors import suggest
 
 MAX_OUTPUT = 256 * 1024  # characters one rendered template may produce
 CONTEXT_NAMES = {
@@ -17,7 +25,10 @@ CONTEXT_NAMES = {
     "contact": {"account", "contact", "playbook", "now", "today", "unsubscribe_url"},
     "goal": {"account", "goal", "playbook", "now", "today", "unsubscribe_url"},
 }
-HELPERS = {"days_until", "days_since"}
+HELPERS = {"days_until", "days_since", "range"}             # the functions a template may call (context_helpers)
+PLAYBOOK_FIELDS = ("id", "name", "description")             # `playbook.…` (planner.base_context)
+CORE_TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
+    **{stype: tuple(CORE_FIELDS[entity]) for stype, entity in ENTITY_OF.items()}, "playbook": PLAYBOOK_FIELDS}
 
 
 class TemplateProblem(Exception):
@@ -41,9 +52,12 @@ def make_environment(templates_dir: Path | None, *, html: bool = False) -> Immut
 
 @dataclass
 class Templates:
-    """Compiled templates of one templates directory: a text and an HTML environment."""
+    """Compiled templates of one templates directory: a text and an HTML environment. `fields` names what a template
+    may read of each context object (`account`, `contact`, `goal`: their fields; `playbook`: id, name,
+    description); by default the core fields."""
 
     directory: Path | None
+    fields: Mapping[str, Collection[str]] = field(default_factory=lambda: CORE_TEMPLATE_FIELDS)
 
     def __post_init__(self) -> None:
         self.text_env = make_environment(self.directory, html=False)
@@ -72,26 +86,7 @@ class Templates:
 
     def _compile(self, env: ImmutableSandboxedEnvironment, source: str, subject: str, name: str | None,
                  extra: frozenset[str] = frozenset()) -> Any:
-        try:
-            ast = env.parse(source, name=name)
-        except TemplateSyntaxError as exc:
-            raise TemplateProblem(f"template syntax error: {exc.message}", exc.lineno, name) from None
-        _check_safe(ast, name)
-        allowed = CONTEXT_NAMES[subject] | extra | HELPERS | {"loop", "range"}
-        for var in sorted(meta.find_undeclared_variables(ast)):
-            if var not in allowed:
-                from engine.errors import suggest
-
-                where = {"contact": "contact playbooks", "goal": "goal playbooks"}.get(var)
-                close = suggest(var, sorted(CONTEXT_NAMES[subject] | extra | HELPERS))
-                hint = (f"`{var}` is only available in {where}" if where else f"did you mean `{close}`?" if close
-                        else f"available: {', '.join(sorted(CONTEXT_NAMES[subject] | extra | HELPERS))}")
-                raise TemplateProblem(f"unknown name `{var}` in {'an' if subject[0] in 'aeiou' else 'a'} {subject} "
-                                      f"playbook ({hint})",
-                                      _line_of(ast, var), name)
-        for ref in meta.find_referenced_templates(ast):
-            if ref is None:
-                raise TemplateProblem("templates may only include or extend templates by a literal name", None, name)
+        ast = self._check(env, source, subject, name, extra, ())
         constant = _constant(ast)
         if constant is not None and len(constant) <= MAX_OUTPUT:
             return constant
@@ -105,6 +100,144 @@ class Templates:
         # context every render creates cheaper (it takes the set of their names)
         template.globals = dict(template.globals)
         return template
+
+    def _check(self, env: ImmutableSandboxedEnvironment, source: str, subject: str, name: str | None,
+               extra: frozenset[str], including: tuple[str, ...]) -> nodes.Template:
+        """Parse a template and check everything it uses; raise TemplateProblem at the first problem."""
+        try:
+            ast = env.parse(source, name=name)
+        except TemplateSyntaxError as exc:
+            raise TemplateProblem(f"template syntax error: {exc.message}", exc.lineno, name) from None
+        _check_safe(ast, name)
+        _check_filters(ast, env, name)
+        try:
+            undeclared = meta.find_undeclared_variables(ast)
+        except TemplateSyntaxError as exc:      # what Jinja's code generator refuses beyond the checks above
+            raise TemplateProblem(f"template error: {exc.message}", exc.lineno, name) from None
+        names = CONTEXT_NAMES[subject] | extra
+        bound = _bound_names(ast)
+        _check_calls(ast, undeclared - bound, names, name)
+        for var in sorted(undeclared):
+            if var not in names | HELPERS:
+                where = {"contact": "contact playbooks", "goal": "goal playbooks"}.get(var)
+                close = suggest(var, sorted(names | HELPERS))
+                hint = (f"`{var}` is only available in {where}" if where else f"did you mean `{close}`?" if close
+                        else f"available: {', '.join(sorted(names | HELPERS))}")
+                raise TemplateProblem(f"unknown name `{var}` in {'an' if subject[0] in 'aeiou' else 'a'} {subject} "
+                                      f"playbook ({hint})",
+                                      _line_of(ast, var), name)
+        self._check_fields(ast, (names & undeclared) - bound, name)
+        for refs, line, optional in _references(ast):
+            if refs is None:
+                raise TemplateProblem("templates may only include or extend templates by a literal name", line, name)
+            self._check_reference(env, refs, line, optional, subject, name, extra | bound, including)
+        return ast
+
+    def _check_fields(self, ast: nodes.Template, objects: set[str], name: str | None) -> None:
+        """`account.x`, `contact.x`, `goal.x`, `playbook.x` (or `account['x']`) must name a field of that object."""
+        for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+            base = node.node
+            if not (isinstance(base, nodes.Name) and base.name in objects and base.name in self.fields):
+                continue
+            if isinstance(node, nodes.Getattr):
+                attr = node.attr
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                attr = node.arg.value
+            else:
+                continue
+            known = self.fields[base.name]
+            if attr not in known:
+                close = suggest(attr, sorted(known))
+                raise TemplateProblem(f"unknown field `{base.name}.{attr}`"
+                                      + (f" (did you mean `{close}`?)" if close else ""), node.lineno, name)
+
+    def _check_reference(self, env: ImmutableSandboxedEnvironment, refs: tuple[str, ...], line: int,
+                         optional: bool, subject: str, name: str | None, extra: frozenset[str],
+                         including: tuple[str, ...]) -> None:
+        """A template included, extended or imported must exist (the first that does, of a list), and is checked
+        like the one that names it."""
+        ref = next((r for r in refs if _source(env, r) is not None), None)
+        if ref is None:
+            if optional:                    # `ignore missing`
+                return
+            near = suggest(refs[0], [p.name for p in self.directory.glob("*.j2")]) if self.directory else None
+            raise TemplateProblem(f"template `{refs[0]}` not found" + (f" (did you mean `{near}`?)" if near else ""),
+                                  line, name)
+        if ref in including or ref == name:
+            return
+        source = _source(env, ref) or ""
+        try:
+            self._check(env, source, subject, ref, extra, (*including, *(n for n in (name,) if n)))
+        except TemplateProblem as exc:
+            where = f" line {exc.line}" if exc.line else ""
+            raise TemplateProblem(f"in `{ref}`{where}: {exc.message}", line, name) from None
+
+
+def _source(env: ImmutableSandboxedEnvironment, ref: str) -> str | None:
+    """The text of a template the environment's loader finds (never outside the templates folder), or None."""
+    if env.loader is None:
+        return None
+    try:
+        return env.loader.get_source(env, ref)[0]
+    except TemplateNotFound:
+        return None
+
+
+def _references(ast: nodes.Template) -> list[tuple[tuple[str, ...] | None, int, bool]]:
+    """(names, line, ignore missing) of each template an include, extends, import or from-import names: one name,
+    or a list of which the first that exists is used; None when they are not literals."""
+    out: list[tuple[tuple[str, ...] | None, int, bool]] = []
+    for node in ast.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)):
+        target, optional = node.template, bool(getattr(node, "ignore_missing", False))
+        if isinstance(target, nodes.Const) and isinstance(target.value, str):
+            out.append(((target.value,), node.lineno, optional))
+        elif isinstance(target, (nodes.Tuple, nodes.List)) and target.items and all(
+                isinstance(i, nodes.Const) and isinstance(i.value, str) for i in target.items):
+            out.append((tuple(i.value for i in target.items), node.lineno, optional))
+        else:
+            out.append((None, node.lineno, optional))
+    return out
+
+
+def _check_filters(ast: nodes.Template, env: ImmutableSandboxedEnvironment, name: str | None) -> None:
+    """Every filter and test must exist (Jinja only says so when it generates code: a traceback at load)."""
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        table, what = (env.filters, "filter") if isinstance(node, nodes.Filter) else (env.tests, "test")
+        if node.name not in table:
+            close = suggest(node.name, sorted(n for n in table if n != "attr"))
+            raise TemplateProblem(f"unknown {what} `{node.name}`" + (f" (did you mean `{close}`?)" if close else ""),
+                                  node.lineno, name)
+
+
+def _check_calls(ast: nodes.Template, free: set[str], names: set[str], name: str | None) -> None:
+    """A call of a name from the context (not a macro or variable the template defines) must call a helper."""
+    for node in ast.find_all(nodes.Call):
+        if not isinstance(node.node, nodes.Name) or node.node.name not in free or node.node.name in HELPERS:
+            continue
+        called = node.node.name
+        if called in names:
+            raise TemplateProblem(f"`{called}` is not a function", node.lineno, name)
+        close = suggest(called, sorted(HELPERS))
+        hint = f"did you mean `{close}`?" if close else f"functions: {', '.join(sorted(HELPERS))}"
+        raise TemplateProblem(f"unknown function `{called}` ({hint})", node.lineno, name)
+
+
+def _bound_names(ast: nodes.Template) -> frozenset[str]:
+    """The names the template binds itself (set, for, with, macro and call arguments, imports)."""
+    bound: set[str] = set()
+    for node in ast.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.With, nodes.Macro, nodes.CallBlock,
+                              nodes.Import, nodes.FromImport)):
+        if isinstance(node, nodes.Macro):
+            bound.add(node.name)
+        if isinstance(node, nodes.Import):
+            bound.add(node.target)
+        elif isinstance(node, nodes.FromImport):
+            bound.update(n if isinstance(n, str) else n[1] for n in node.names)
+        targets = [node.target] if isinstance(node, (nodes.Assign, nodes.AssignBlock, nodes.For)) else (
+            list(node.targets) if isinstance(node, nodes.With) else list(getattr(node, "args", [])))
+        for target in targets:
+            bound.update(n.name for n in ([target] if isinstance(target, nodes.Name) else target.find_all(nodes.Name)))
+    return frozenset(bound)
 
 
 def _check_safe(ast: nodes.Template, name: str | None) -> None:
@@ -178,6 +311,7 @@ def _as_date(d: date | datetime) -> date:
 
 
 def context_helpers(today: date) -> dict[str, Any]:
-    """days_until / days_since bound to the evaluation's `today` (not the wall clock)."""
+    """The functions a template may call (HELPERS): days_until / days_since bound to the evaluation's `today` (not
+    the wall clock), and the sandbox's bounded range."""
     return {"days_until": lambda d: _days_until(d, _today=today),
-            "days_since": lambda d: _days_since(d, _today=today), "today": today}
+            "days_since": lambda d: _days_since(d, _today=today), "today": today, "range": safe_range}

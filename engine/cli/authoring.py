@@ -7,6 +7,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -37,25 +38,54 @@ def init(directory: str, accounts: int) -> None:
 @FORMAT
 @command
 def validate(app: App, paths: tuple[str, ...], fmt: str) -> None:
-    """Check config, playbooks and templates; print file:line:col: message; exit 1 on errors."""
+    """Check config, playbooks and templates; print file:line:col: message; exit 1 on errors. Warnings (metrics no
+    synced usage row has, when `metrics:` does not declare them) go to stderr and do not fail."""
     from engine.spec.loader import load_playbooks, playbook_files
 
     files: list[Path] = []
     for p in paths:
         files += playbook_files(Path(p)) if Path(p).is_dir() else [Path(p)]
-    pset = load_playbooks(app.settings, files or None)
+    synced = synced_metrics(app.settings) if app.settings.metrics is None else None
+    pset = load_playbooks(app.settings, files or None, synced_metrics=synced)
     diags = pset.diagnostics
     if fmt == "json":
         print_json({"valid": [p.id for p in pset.valid],
                     "errors": [{"file": d.file, "line": d.line, "col": d.col, "message": d.message,
-                                "hint": d.hint} for d in diags]})
+                                "hint": d.hint} for d in diags],
+                    "warnings": [{"file": d.file, "line": d.line, "col": d.col, "message": d.message,
+                                  "hint": d.hint} for d in pset.warnings]})
     else:
+        err.file.write("".join(w.warning() + "\n" for w in pset.warnings))
+        err.file.flush()
         print_diagnostics(diags, stream=out)
         n = len(pset.valid) + len(pset.invalid)
         summary = f"{len(pset.valid)} of {n} playbook(s) valid"
         out.print(("[green]✓[/] " if not diags else "[red]✗[/] ") + summary
                   + (f", {len(diags)} problem(s)" if diags else ""))
     sys.exit(1 if diags else 0)
+
+
+def synced_metrics(settings: Any) -> set[str] | None:
+    """The metrics of the synced usage rows, read without creating or migrating the database; None when the
+    database does not exist, cannot be read or holds no usage row (nothing to compare the playbooks with)."""
+    from engine.errors import UserError
+    from engine.store import DatabaseError, open_store
+    from engine.store.database import database_exists
+
+    url = settings.database_url()
+    if not database_exists(url):
+        return None
+    try:
+        store = open_store(url, settings.custom_fields(), migrate=False)
+    except UserError:
+        return None
+    try:
+        with store.read() as tx:
+            return set(tx.subjects.metric_names()) or None
+    except DatabaseError:
+        return None
+    finally:
+        store.dispose()
 
 
 @click.command()

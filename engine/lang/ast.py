@@ -12,11 +12,15 @@ from typing import Iterator, Union
 
 @dataclass(frozen=True)
 class Scope:
-    """What an expression may refer to: the subject kind, the fields of each entity, the segments."""
+    """What an expression may refer to: the subject kind, the fields of each entity, the segments; and what the
+    configuration declares (§17): the values of string fields (entity -> field -> values; a string literal
+    compared with such a field must be one of them) and the usage metrics (None: any name)."""
 
     subject: str
     fields: dict[str, dict[str, str]]
     segments: dict[str, str] = field(default_factory=dict)
+    values: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    metrics: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

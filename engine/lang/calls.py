@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable
 
-from engine.errors import ExpressionError, suggest
+from engine.errors import ExpressionError, declared_hint, suggest
 from engine.lang import ast as A
 from engine.lang.types import DATE, DATETIME, INTEGER, NUMBER, STRING, describe, parse_iso
 
@@ -25,8 +25,9 @@ _PARAMS: dict[str, tuple[tuple[str, object], ...]] = {
 
 
 def check_call(name: str, args: list[Arg], kwargs: list[Keyword], col: int | None,
-               segment: Callable[[str, int | None], A.Segment]) -> A.Expr:
-    """The typed node of a call to a built-in function; ExpressionError when it is unknown or misused."""
+               segment: Callable[[str, int | None], A.Segment], metrics: tuple[str, ...] | None = None) -> A.Expr:
+    """The typed node of a call to a built-in function; ExpressionError when it is unknown or misused, or names a
+    metric `metrics` (the declared ones, when declared) does not list."""
     if name not in FUNCTIONS:
         near = suggest(name, FUNCTIONS)
         raise ExpressionError(f"unknown function `{name}`", col,
@@ -44,6 +45,9 @@ def check_call(name: str, args: list[Arg], kwargs: list[Keyword], col: int | Non
     metric, mcol = values["name"]
     if not isinstance(metric, str) or not metric:
         raise ExpressionError(f"{name}() needs a metric name in quotes, e.g. {name}('logins')", mcol)
+    if metrics is not None and metric not in metrics:
+        raise ExpressionError(f"'{metric}' is not a declared metric", mcol,
+                              declared_hint(metric, metrics, "declared metrics"))
     days, dcol = values["days"]
     if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= MAX_DAYS:
         raise ExpressionError(f"`days` of {name}() must be a whole number from 1 to {MAX_DAYS}", dcol)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from jinja2 import nodes
 
 from engine.datamodel import SUBJECT_TYPES
-from engine.errors import ExpressionError, suggest
+from engine.errors import ExpressionError, declared_hint, suggest
 from engine.lang import ast as A
 from engine.lang.calls import FUNCTIONS, check_call
 from engine.lang.parse import Locator, parse
@@ -61,6 +63,7 @@ class _Translator:
         self.loc = locator
         self.stack = stack
         self.segments = segments
+        self.item_cols: dict[int, list[int | None]] = {}    # id of a ListLiteral -> the column of each item
 
     def expr(self, node: nodes.Node) -> tuple[A.Expr, int | None]:
         """Translate one Jinja2 node."""
@@ -129,8 +132,10 @@ class _Translator:
     def _List(self, node: nodes.List | nodes.Tuple) -> tuple[A.Expr, int | None]:
         col = self.loc.peek()
         items: list[A.Literal] = []
+        cols: list[int | None] = []
         for item in node.items:
             expr, icol = self.expr(item)
+            cols.append(icol)
             if not isinstance(expr, A.Literal):
                 raise ExpressionError("list items must be literals", icol)
             if expr.type == NONE:
@@ -143,7 +148,9 @@ class _Translator:
             raise ExpressionError("the list is empty", col)
         types = {item.type for item in items}
         elem = NUMBER if types == {INTEGER, NUMBER} else items[0].type
-        return A.ListLiteral(tuple(items), elem), col
+        result = A.ListLiteral(tuple(items), elem)
+        self.item_cols[id(result)] = cols
+        return result, col
 
     _Tuple = _List
 
@@ -243,7 +250,14 @@ class _Translator:
         if left.type == LIST:
             raise ExpressionError("a list can only be on the right of `in`", lcol)
         if op in ("in", "not in"):
+            if isinstance(left, A.Field) and isinstance(right, A.ListLiteral):
+                self._declared(left, right.items, self.item_cols.get(id(right)) or [rcol] * len(right.items))
             return self._membership(op, left, right, cols)
+        if op in ("==", "!="):
+            if isinstance(left, A.Field):
+                self._declared(left, (right,), [rcol])
+            if isinstance(right, A.Field):
+                self._declared(right, (left,), [lcol])
         left = _coerce(left, right.type, lcol)
         right = _coerce(right, left.type, rcol)
         if {left.type, right.type} == {DATE, DATETIME}:
@@ -274,6 +288,16 @@ class _Translator:
             return left, right
         raise ExpressionError(f"`{op}` needs a list literal or a string on its right, got {describe(right.type)}",
                               rcol or col)
+
+    def _declared(self, field: A.Field, literals: tuple[A.Expr, ...], cols: list[int | None]) -> None:
+        """A string literal compared with a field whose values are declared must be one of them (§17)."""
+        allowed = self.scope.values.get(field.entity, {}).get(field.name)
+        if allowed is None:
+            return
+        for literal, col in zip(literals, cols):
+            if isinstance(literal, A.Literal) and isinstance(literal.value, str) and literal.value not in allowed:
+                raise ExpressionError(f"'{literal.value}' is not a declared value of {field.entity}.{field.name}",
+                                      col, declared_hint(literal.value, allowed, "declared values"))
 
     def _Filter(self, node: nodes.Filter) -> tuple[A.Expr, int | None]:
         if node.node is None:
@@ -312,7 +336,7 @@ class _Translator:
             raise ExpressionError("`*` and `**` arguments are not supported", col)
         args = [self.expr(arg) for arg in node.args]
         kwargs = self._keywords(node)
-        return check_call(node.node.name, args, kwargs, col, self._segment), col
+        return check_call(node.node.name, args, kwargs, col, self._segment, self.scope.metrics), col
 
     def _keywords(self, node: nodes.Call | nodes.Filter) -> list[tuple[str, int | None, A.Expr, int | None]]:
         out = []
@@ -331,7 +355,7 @@ class _Translator:
             cycle = " -> ".join([*self.stack[self.stack.index(name):], name])
             raise SegmentCycle(f"segment `{name}` refers to itself: {cycle}", col)
         if name not in self.segments:
-            scope = A.Scope("account", {"account": self.scope.fields.get("account", {})}, self.scope.segments)
+            scope = replace(self.scope, subject="account", fields={"account": self.scope.fields.get("account", {})})
             try:
                 self.segments[name] = compile_in(self.scope.segments[name], scope, True,
                                                  (*self.stack, name), self.segments)

@@ -56,6 +56,7 @@ class PlaybookSet:
 
     valid: tuple[CompiledPlaybook, ...]
     invalid: tuple[InvalidPlaybook, ...]
+    warnings: tuple[Diagnostic, ...] = ()       # what may be wrong but does not make a playbook invalid
 
     def get(self, playbook_id: str) -> CompiledPlaybook | None:
         return next((p for p in self.valid if p.id == playbook_id), None)

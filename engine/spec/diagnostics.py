@@ -89,6 +89,8 @@ def validation_diagnostics(exc: ValidationError, model: type[BaseModel], positio
     seen: set[tuple[Any, ...]] = set()
     for err in exc.errors(include_url=False):
         full = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        at_key = full[-1:] == ("[key]",)            # the problem is a mapping's key, not its value
+        full = full[:-1] if at_key else full
         loc = tuple(p for p in full if not _is_tag(p))
         path = prefix + loc
         kind = err["type"]
@@ -119,10 +121,8 @@ def validation_diagnostics(exc: ValidationError, model: type[BaseModel], positio
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, "):]
             field = ".".join(str(p) for p in loc) or "document"
-            if ctx.get("hint"):
-                out.append(positions.diagnostic(path, f"{field}: {msg}", str(ctx["hint"])))
-            else:
-                out.append(positions.diagnostic(path, f"{field}: {msg}"))
+            out.append(positions.diagnostic(path, f"{field}: {msg}", str(ctx["hint"]) if ctx.get("hint") else None,
+                                            key=at_key))
         key = (path, kind)
         if key in seen:
             out.pop()

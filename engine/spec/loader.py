@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -10,23 +11,34 @@ from pydantic import ValidationError
 
 from engine.actions import CompileContext, CompiledAction
 from engine.datamodel import ENTITY_OF, SUBJECT_TYPES, fields_of
-from engine.errors import Diagnostic, ExpressionError, UserError
+from engine.errors import Diagnostic, ExpressionError, UserError, declared_hint
 from engine.lang import Scope, compile_expression
+from engine.lang.ast import Metric, MetricChange, walk
 from engine.plugins import Unroutable, registry, route
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook, Condition, InvalidPlaybook, PlaybookSet
 from engine.spec.diagnostics import validation_diagnostics
 from engine.spec.models import Playbook, playbook_model
-from engine.spec.triggers import trigger_expression
+from engine.spec.triggers import option_at, trigger_expression
 from engine.spec.yamlfile import Positions, load_yaml
-from engine.templating import Templates, TemplateProblem
+from engine.templating import PLAYBOOK_FIELDS, Templates, TemplateProblem
 
 
 def scope_for(settings: Settings, subject: str) -> Scope:
-    """The names an expression of a playbook about `subject` may use."""
+    """The names an expression of a playbook about `subject` may use, and the declared values and metrics."""
     custom = settings.custom_fields()
     fields = {stype: fields_of(entity, custom) for stype, entity in ENTITY_OF.items()}
-    return Scope(subject=subject, fields=fields, segments=dict(settings.segments))
+    values = {stype: declared for stype, entity in ENTITY_OF.items() if (declared := settings.declared_values(entity))}
+    return Scope(subject=subject, fields=fields, segments=dict(settings.segments), values=values,
+                 metrics=tuple(settings.metrics) if settings.metrics is not None else None)
+
+
+def template_fields(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """What a template may read of each object of its context: the fields of account, contact and goal (core and
+    declared), and the playbook's id, name and description."""
+    custom = settings.custom_fields()
+    return {**{stype: tuple(fields_of(entity, custom)) for stype, entity in ENTITY_OF.items()},
+            "playbook": PLAYBOOK_FIELDS}
 
 
 def playbook_files(directory: Path) -> list[Path]:
@@ -34,13 +46,16 @@ def playbook_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.y*ml") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_playbooks(settings: Settings, paths: list[Path] | None = None) -> PlaybookSet:
-    """Load and compile every playbook; invalid ones are kept apart with their diagnostics."""
-    templates = Templates(settings.templates if settings.templates.is_dir() else None)
+def load_playbooks(settings: Settings, paths: list[Path] | None = None, *,
+                   synced_metrics: Collection[str] | None = None) -> PlaybookSet:
+    """Load and compile every playbook; invalid ones are kept apart with their diagnostics. With `synced_metrics`
+    (the metrics of the synced usage rows), a metric a valid playbook reads that none of them has is a warning."""
+    templates = Templates(settings.templates if settings.templates.is_dir() else None, template_fields(settings))
     files = paths if paths is not None else (
         playbook_files(settings.playbooks) if settings.playbooks.is_dir() else [])
     valid: list[CompiledPlaybook] = []
     invalid: list[InvalidPlaybook] = []
+    warnings: list[Diagnostic] = []
     seen: dict[str, str] = {}
     for path in files:
         shown = _display(path, settings.base_dir)
@@ -52,9 +67,49 @@ def load_playbooks(settings: Settings, paths: list[Path] | None = None) -> Playb
         if isinstance(result, CompiledPlaybook):
             seen[result.id] = shown
             valid.append(result)
+            if synced_metrics is not None:
+                warnings += _unsynced_metrics(result, path, synced_metrics)
         else:
             invalid.append(result)
-    return PlaybookSet(tuple(valid), tuple(invalid))
+    return PlaybookSet(tuple(valid), tuple(invalid), tuple(warnings))
+
+
+def _unsynced_metrics(pb: CompiledPlaybook, path: Path, synced: Collection[str]) -> list[Diagnostic]:
+    """A warning for each metric a playbook's conditions read (its segments' included) that no synced usage row
+    has, at the metric's name where the playbook spells it out, else at the condition."""
+    text = path.read_text(encoding="utf-8")
+    _, positions = load_yaml(text, pb.file)
+    out: list[Diagnostic] = []
+    for condition, where in zip(pb.conditions, _condition_paths(pb)):
+        names = dict.fromkeys(n.name for n in walk(condition.expr) if isinstance(n, (Metric, MetricChange)))
+        for name in names:
+            if name in synced:
+                continue
+            line, col = positions.at(where)
+            at = _quoted(condition.text, name)
+            if at is not None and where[0] == "trigger" and pb.spec.trigger.kind != "when":
+                option = option_at(pb.spec.trigger, condition.text, at + 1)     # the trigger's option names it
+                if option is not None:
+                    line, col = positions.at(where + (option,))
+            elif at is not None and line is not None and col is not None:
+                col += at + _quote_offset(text, line, col)
+            out.append(Diagnostic(pb.file, line, col, f"no synced usage row has the metric '{name}'",
+                                  declared_hint(name, sorted(synced), "synced metrics")))
+    return out
+
+
+def _condition_paths(pb: CompiledPlaybook) -> list[tuple[Any, ...]]:
+    """Where each of a playbook's conditions is written: the trigger, then each `where` item."""
+    return [("trigger", pb.spec.trigger.kind)] + [("where", i) for i in range(len(pb.spec.where))]
+
+
+def _quoted(expression: str, name: str) -> int | None:
+    """The 0-based offset of `name` written as a quoted string in an expression, or None."""
+    for quote in "'\"":
+        at = expression.find(quote + name + quote)
+        if at >= 0:
+            return at
+    return None
 
 
 def _display(path: Path, base: Path) -> str:
@@ -129,10 +184,14 @@ def _raw_expression_problems(data: dict, settings: Settings, positions: Position
 
 
 def _compile_one(expr_text: str, path: tuple[Any, ...], literal: bool, kind: str, scope: Scope, positions: Positions,
-                 text: str, problems: list[Diagnostic]) -> Any:
+                 text: str, problems: list[Diagnostic], trigger: Any = None) -> Any:
     try:
         return compile_expression(expr_text, scope)
     except ExpressionError as exc:
+        option = option_at(trigger, expr_text, exc.col) if trigger is not None and exc.col else None
+        if option is not None:              # the problem is a value the trigger's option gave: say it there
+            problems.append(positions.diagnostic(path + (option,), exc.message, exc.hint))
+            return None
         line, col = positions.at(path)
         if literal and exc.col and line is not None and col is not None:
             col += exc.col - 1 + _quote_offset(text, line, col)
@@ -150,7 +209,8 @@ def _compile_conditions(spec: Playbook, settings: Settings, positions: Positions
         (f"trigger ({kind})", trigger_expression(spec.trigger), ("trigger", kind), kind == "when")]
     items += [(f"where[{i}]", w, ("where", i), True) for i, w in enumerate(spec.where)]
     for label, expr_text, path, literal in items:
-        expr = _compile_one(expr_text, path, literal, kind, scope, positions, text, problems)
+        trigger = spec.trigger if path[0] == "trigger" and not literal else None
+        expr = _compile_one(expr_text, path, literal, kind, scope, positions, text, problems, trigger)
         if expr is not None:
             out.append(Condition(label, expr_text, expr))
     return out
@@ -186,7 +246,33 @@ def _compile_actions(actions: list[Any], key: str, spec: Playbook, settings: Set
                 _display(settings.templates / name, settings.base_dir), exc.line, None, exc.message,
                 f"used by {positions.file} line {positions.at(path + ('template',))[0]}")))
         fields, files = kind.compile(action.options, ctx)
+        _check_roles(kind.contact_roles(action.options), kind.dump(action.options), path, settings, positions,
+                     problems)
         facing = action.customer_facing
         out.append(CompiledAction(index, action.kind, action.options, fields, files, connector,
                                   kind.customer_facing(action.options) if facing is None else facing))
     return out
+
+
+def _check_roles(roles: list[str], options: dict[str, Any], path: tuple[Any, ...], settings: Settings,
+                 positions: Positions, problems: list[Diagnostic]) -> None:
+    """The contact roles an action addresses must be declared values of contacts.role, when it has them (§17)."""
+    declared = settings.declared_values("contacts").get("role")
+    if declared is None:
+        return
+    for role in dict.fromkeys(roles):
+        if role not in declared:
+            problems.append(positions.diagnostic(path + _where(options, role), f"'{role}' is not a declared value of "
+                                                 "contact.role", declared_hint(role, declared, "declared values")))
+
+
+def _where(value: Any, wanted: str, at: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    """The path of the first string `wanted` inside a nested structure of options (() when it holds none)."""
+    if value == wanted:
+        return at
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _where(item, wanted, at + (key,))
+        if found:
+            return found
+    return ()

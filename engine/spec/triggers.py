@@ -37,3 +37,13 @@ def trigger_expression(trigger: Trigger) -> str:
             return f"{reached} and glob(goal.name, {_lit(o.name)})"
         return f"{reached} and goal.name == {_lit(o.name)}"
     raise AssertionError(f"unknown trigger {kind}")  # pragma: no cover - models forbid it
+
+
+def option_at(trigger: Trigger, expression: str, col: int) -> str | None:
+    """The trigger option whose value the expression it stands for holds at 1-based column `col` (a problem there is
+    the option's), or None."""
+    options = trigger.options.model_dump() if hasattr(trigger.options, "model_dump") else {}
+    for key, value in options.items():
+        if isinstance(value, str) and expression.startswith(_lit(value), col - 1):
+            return key
+    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.pool import StaticPool
 
@@ -13,6 +15,47 @@ from engine.store.schema import FIELD_TYPES, Schema, build_schema
 # (outbox, episode and match-bit index pages all over their b-trees); with the default, SQLite spills
 # them to the WAL mid-transaction and writes many twice. The cache only grows as pages are read.
 PAGE_CACHE_KIB = 32 * 1024
+
+
+SUPPORTED = ("sqlite", "postgresql")     # the dialects dialect.py writes statements for
+
+
+def url_problem(url: str, supported: tuple[str, ...] | None = SUPPORTED) -> str | None:
+    """What keeps the engine from opening a database URL, said without echoing the URL (it may hold a
+    password): not a URL, a database other than those `supported` (None: any), or a driver that is not
+    installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "not a database URL; write e.g. sqlite:///playbook.db or postgresql+psycopg://user@host/db"
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        return f"`{parsed.drivername}` is not a database driver SQLAlchemy knows"
+    if supported is not None and dialect.name not in supported:
+        return f"the engine runs on SQLite or PostgreSQL, not {dialect.name}"
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        hint = ("; write postgresql+psycopg://… and pip install 'playbook-engine[postgres]'"
+                if dialect.name == "postgresql" else "")
+        return f"the driver of `{parsed.drivername}` is not installed ({exc}){hint}"
+    return None
+
+
+def database_exists(url: str) -> bool:
+    """Whether the database may already hold data: a SQLite file that exists, or any server database (asked
+    when it is opened); never an in-memory one. Lets a command read a database without creating it."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    path = parsed.database or ""
+    return bool(path) and path != ":memory:" and not path.startswith("file:") and Path(path).is_file()
 
 
 def make_engine(url: str) -> Engine:

@@ -6,7 +6,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from engine.datamodel import ENTITY_OF, SUBJECT_TYPES
 from engine.store.dialect import in_list
@@ -115,6 +115,15 @@ class Subjects(Repository):
         for metric, day, value in self.conn.execute(q):
             out.setdefault(metric, {})[day] = value
         return out
+
+    def metric_names(self) -> list[str]:
+        """The distinct metrics of the usage rows, in name order: one index lookup per metric (a recursive
+        `min(metric) > previous` over ix_usage_metric_account_day), not a scan of every row."""
+        u = self.schema.usage
+        found = select(func.min(u.c.metric).label("metric")).cte("found", recursive=True)
+        following = select(func.min(u.c.metric)).where(u.c.metric > found.c.metric).scalar_subquery()
+        found = found.union_all(select(following).where(found.c.metric.is_not(None)))
+        return [m for (m,) in self.conn.execute(select(found.c.metric).where(found.c.metric.is_not(None)))]
 
     def find(self, subject_id: str) -> list[str]:
         """Which subject types hold this id: ['account', …]."""

@@ -199,7 +199,7 @@ class _EntitySync:
         self.first_stamp = self.stamp = tx.entities.next_stamp(self.entity, self.now)
         self.before = tx.entities.count(self.entity)
         since = tx.entities.last_synced(self.entity) or EPOCH
-        checker = RowChecker(self.entity, self.fields, self.settings.tz)
+        checker = RowChecker(self.entity, self.fields, self.settings.tz, self.settings.declared_values(self.entity))
         readers = [open_source(s, self.settings, label, since) for label, s in self.sources]
         totals: list[int | None] = []
         done = 0

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -27,6 +27,16 @@ class SqlSource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     url: str
     query: str
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from engine.store.database import url_problem
+
+        problem = url_problem(v, supported=None)      # any database SQLAlchemy can read, with its driver
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 class SqlReader(Reader):

@@ -1,4 +1,5 @@
-"""Validation of synced rows: typed fields, required keys, known accounts, duplicate keys.
+"""Validation of synced rows: typed fields, required keys, declared values, time zones, known accounts, duplicate
+keys.
 
 `RowChecker.check` turns one raw row into the typed values to store, or the list of problems
 (`field: problem`) that make it invalid. A key that appears twice in one source is found by the
@@ -9,11 +10,13 @@ runner (within a chunk of rows) and by the database (across chunks: `store.upser
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import date, tzinfo
 from typing import Any
 
+from engine.clock import suggest_zone, zone_names
 from engine.datamodel import KEYS, fields_of
+from engine.errors import suggest
 from engine.sync.coerce import CoerceError, Coercer, coercer, show
 
 # Fields every row of an entity must have, beyond its key.
@@ -21,6 +24,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "accounts": (), "contacts": ("account_id",), "goals": ("account_id",), "usage": ("value",),
 }
 DIRECTIONS = ("increase", "decrease")
+ZONE_FIELDS = ("timezone",)     # fields whose values are IANA time zone names (accounts, contacts: §13)
+SHOWN_VALUES = 12               # declared values listed in a message, at most
 
 
 def entity_fields(entity: str, custom: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
@@ -36,12 +41,16 @@ def required_fields(entity: str) -> tuple[str, ...]:
 class RowChecker:
     """Validates the rows of one entity in one sync."""
 
-    def __init__(self, entity: str, fields: Mapping[str, str], tz: tzinfo):
+    def __init__(self, entity: str, fields: Mapping[str, str], tz: tzinfo,
+                 declared: Mapping[str, Collection[str]] | None = None):
         self.entity = entity
         self.fields = dict(fields)
         self.coercers: dict[str, Coercer] = {name: coercer(t, tz) for name, t in fields.items()}
         self.key = KEYS[entity]
         self.required = required_fields(entity)
+        self.declared = {name: (frozenset(allowed), tuple(allowed)) for name, allowed in (declared or {}).items()}
+        self.zones = tuple(name for name in ZONE_FIELDS if name in self.fields)
+        self.zone_names = zone_names()
 
     def check(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], tuple[Any, ...] | None]:
         """(typed values, problems, key or None when the key itself is unusable); the values are to be stored
@@ -67,6 +76,14 @@ class RowChecker:
         key: tuple[Any, ...] | None = tuple(map(values.get, self.key))
         if None in key:  # type: ignore[operator]
             key = None
+        for name, (allowed, listed) in self.declared.items():
+            value = values.get(name)
+            if value is not None and value not in allowed:
+                problems.append(undeclared_problem(self.entity, name, value, listed))
+        for name in self.zones:
+            value = values.get(name)
+            if value is not None and value not in self.zone_names:
+                problems.append(zone_problem(name, value))
         if self.entity == "goals" and isinstance(values.get("direction"), str):
             direction = values["direction"].strip().lower()
             if direction in DIRECTIONS:
@@ -74,6 +91,28 @@ class RowChecker:
             else:
                 problems.append(f"direction: {show(values['direction'])} is not increase or decrease")
         return values, problems, key
+
+
+def undeclared_problem(entity: str, name: str, value: str, declared: tuple[str, ...]) -> str:
+    """The problem of a value its field's declaration (`values:`, or `metrics:` for a usage row) does not list."""
+    near = suggest(value, declared)
+    if entity == "usage" and name == "metric":
+        hint = f"did you mean {show(near)}?" if near else "metrics: " + _listed(declared)
+        return f"metric: {show(value)} is not a declared metric ({hint})"
+    suffix = f" (did you mean {show(near)}?)" if near else ""
+    return f"{name}: {show(value)} is not one of {_listed(declared)}{suffix}"
+
+
+def zone_problem(name: str, value: str) -> str:
+    """The problem of a time zone field whose value is not an IANA name, with the name to write when one fits."""
+    close = suggest_zone(value)
+    what = f"write {show(close)}" if close else 'write a name such as "Asia/Tokyo" or "America/New_York"'
+    return f"{name}: {show(value)} is not an IANA time zone ({what})"
+
+
+def _listed(values: tuple[str, ...]) -> str:
+    shown = ", ".join(values[:SHOWN_VALUES])
+    return shown + (f" and {len(values) - SHOWN_VALUES} more" if len(values) > SHOWN_VALUES else "")
 
 
 def unknown_account_problem(account_id: str) -> str:

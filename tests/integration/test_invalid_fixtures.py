@@ -33,7 +33,12 @@ def check(expected_file: Path, lines: list[str]) -> None:
 def test_invalid_playbook(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(FIX)
     settings = Settings(playbooks=FIX / "playbooks", templates=FIX / "templates", base_dir=FIX,
-                        segments={"high_touch": "account.arr >= 100000"})
+                        segments={"high_touch": "account.arr >= 100000",
+                                  "renewing": "account.lifecycle_stage == 'renewl'"},
+                        values={"contacts.role": ["champion", "decision_maker", "admin", "user"],
+                                "accounts.lifecycle_stage": ["onboarding", "adoption", "expansion", "renewal"]},
+                        metrics=["logins", "active_users", "api_calls"],
+                        fields={"accounts": {"health_score": "number"}})
     pset = load_playbooks(settings, [Path("playbooks") / path.name])
     assert not pset.valid
     check(path.with_suffix(".expected"), [str(d) for d in pset.diagnostics])
@@ -51,10 +56,12 @@ def test_invalid_config(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("case", sorted(p for p in (FIX / "data").iterdir() if p.is_dir()), ids=lambda p: p.name)
 def test_invalid_data(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(case, tmp_path / "data", ignore=shutil.ignore_patterns("expected"))
+    shutil.copytree(case, tmp_path / "data", ignore=shutil.ignore_patterns("expected", "config.yaml"))
     entities = [e for e in ("accounts", "contacts", "usage", "goals") if (case / f"{e}.csv").exists()]
     sources = "\n".join(f"  - {{entity: {e}, csv: data/{e}.csv}}" for e in entities)
-    (tmp_path / "config.yaml").write_text(f"database: sqlite:///db.sqlite\nsources:\n{sources}\n")
+    extra = (case / "config.yaml").read_text(encoding="utf-8") if (case / "config.yaml").exists() else ""
+    (tmp_path / "config.yaml").write_text(f"database: sqlite:///db.sqlite\n{extra}sources:\n{sources}\n",
+                                          encoding="utf-8")
     settings = load_settings("config.yaml")
     db = Db(settings.database_url(), settings.custom_fields())
     try:

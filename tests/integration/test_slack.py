@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 import pytest
+from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -191,6 +192,8 @@ def test_incoming_webhook_errors(httpserver: HTTPServer, status: int, body: str,
         assert d.retry_after == 7
 
 
-def test_unconfigured_is_permanent() -> None:
-    d = SlackConnector(SlackSettings()).deliver(claimed({"channel": "#x", "text": "x"}))
+def test_unconfigured_is_a_config_error_and_permanent_if_built_anyway() -> None:
+    with pytest.raises(ValidationError, match="needs `token` \\(a bot token\\) or `webhook_url`"):
+        SlackSettings(token="")
+    d = SlackConnector(SlackSettings.model_construct()).deliver(claimed({"channel": "#x", "text": "x"}))
     assert d.outcome == Outcome.PERMANENT and "webhook_url" in d.detail

@@ -421,6 +421,53 @@ def test_skip_invalid_loads_good_rows_and_reports_the_rest(ws: Workspace) -> Non
     assert "C3" not in ws.by_id("contacts")
 
 
+def test_declared_values_metrics_and_time_zones_are_row_errors_that_skip_invalid_skips(ws: Workspace) -> None:
+    ws.config("""
+        values:
+          contacts.role: [champion, decision_maker, admin, user]
+          accounts.lifecycle_stage: [onboarding, adoption, expansion, renewal]
+        metrics: [logins, active_users]
+        sources:
+          - {entity: accounts, csv: accounts.csv}
+          - {entity: contacts, jsonl: contacts.jsonl}
+          - {entity: usage, csv: usage.csv}
+    """)
+    ws.write("accounts.csv", """
+        id,name,lifecycle_stage,timezone
+        A1,Acme,adoption,Asia/Tokyo
+        A2,Globex,,
+        A3,Initech,Renewal,
+        A4,Hooli,expansion,JST
+    """)
+    ws.jsonl("contacts.jsonl", [{"id": "C1", "account_id": "A1", "role": "champion", "timezone": "Europe/Paris"},
+                                {"id": "C2", "account_id": "A1", "role": "チャンピオン"},
+                                {"id": "C3", "account_id": "A2"},
+                                {"id": "C4", "account_id": "A2", "role": "user", "timezone": "tokyo"}])
+    ws.write("usage.csv", """
+        account_id,metric,day,value
+        A1,logins,2024-04-30,3
+        A1,login,2024-04-30,4
+        A2,active_users,2024-04-30,1
+    """)
+    with pytest.raises(SyncFailed) as info:
+        ws.sync(entities=["accounts"])
+    assert [str(d) for d in info.value.diagnostics] == [
+        'accounts.csv:4: lifecycle_stage: "Renewal" is not one of onboarding, adoption, expansion, renewal '
+        '(did you mean "renewal"?)',
+        'accounts.csv:5: timezone: "JST" is not an IANA time zone (write "Asia/Tokyo")']
+    assert ws.rows("accounts") == []                            # atomic: nothing of the entity changed
+    report = ws.sync(now=T1, skip_invalid=True)
+    assert not report.failed and [str(p) for p in report.problems] == [
+        'accounts.csv:4: lifecycle_stage: "Renewal" is not one of onboarding, adoption, expansion, renewal '
+        '(did you mean "renewal"?)',
+        'accounts.csv:5: timezone: "JST" is not an IANA time zone (write "Asia/Tokyo")',
+        'contacts.jsonl:2: role: "チャンピオン" is not one of champion, decision_maker, admin, user',
+        'contacts.jsonl:4: timezone: "tokyo" is not an IANA time zone (write "Asia/Tokyo")',
+        'usage.csv:3: metric: "login" is not a declared metric (did you mean "logins"?)']
+    assert set(ws.by_id("accounts")) == {"A1", "A2"} and set(ws.by_id("contacts")) == {"C1", "C3"}
+    assert sorted((r["metric"], r["value"]) for r in ws.rows("usage")) == [("active_users", 1.0), ("logins", 3.0)]
+
+
 def test_a_source_that_cannot_be_read_fails_its_entity_even_with_skip_invalid(ws: Workspace) -> None:
     basic(ws)
     ws.sync()

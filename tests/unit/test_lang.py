@@ -110,6 +110,47 @@ def test_subject_decides_which_entities_exist() -> None:
     assert compile_expression("goal.current >= goal.target", goal).type == "boolean"
 
 
+DECLARED = Scope("contact", ACCOUNT.fields, {"renewing": "account.tier == 'enterprse'", "big": "account.arr > 1"},
+                 values={"contact": {"role": ("champion", "decision_maker", "admin", "user")},
+                         "account": {"tier": ("smb", "mid", "enterprise")}},
+                 metrics=("logins", "active_users"))
+
+
+@pytest.mark.parametrize(("text", "message", "col", "hint"), [
+    ("contact.role == 'champoin'", "'champoin' is not a declared value of contact.role", 17,
+     "did you mean 'champion'?"),
+    ("'champoin' != contact.role", "'champoin' is not a declared value of contact.role", 1,
+     "did you mean 'champion'?"),
+    ("account.arr > 1 and account.tier in ['smb', 'enterprse']", "'enterprse' is not a declared value of "
+     "account.tier", 45, "did you mean 'enterprise'?"),
+    ("account.tier not in ('mid', 'owner')", "'owner' is not a declared value of account.tier", 29,
+     "declared values: smb, mid, enterprise"),
+    ("contact.role == 'admin' == account.tier", "'admin' is not a declared value of account.tier", 17,
+     "declared values: smb, mid, enterprise"),
+    ("segment('renewing')", "in segment `renewing`: 'enterprse' is not a declared value of account.tier", 1,
+     "did you mean 'enterprise'?"),
+    ("metric('login', 7) > 1", "'login' is not a declared metric", 8, "did you mean 'logins'?"),
+    ("metric_change(name='api_calls') < 0", "'api_calls' is not a declared metric", 20,
+     "declared metrics: logins, active_users"),
+])
+def test_a_literal_or_metric_that_is_not_declared_is_an_error(text: str, message: str, col: int, hint: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        compile_expression(text, DECLARED)
+    assert (info.value.message, info.value.col, info.value.hint) == (message, col, hint)
+
+
+@pytest.mark.parametrize("text", [
+    "contact.role == 'champion' and 'smb' != account.tier", "account.tier in ['smb', 'mid']",
+    "contact.role not in ['user']", "account.name == 'owner'",           # name has no declared values
+    "contact.role|upper == 'ADMIN'", "'champ' in contact.role",           # not the field's value as it is
+    "contact.role == account.name", "metric('active_users', 7) > metric_change('logins')", "segment('big')",
+])
+def test_declared_values_and_metrics_leave_everything_else_as_it_was(text: str) -> None:
+    assert compile_expression(text, DECLARED).type == "boolean"
+    plain = Scope("contact", ACCOUNT.fields, DECLARED.segments)
+    assert compile_expression("contact.role == 'owner' and metric('page_views') > 1", plain).type == "boolean"
+
+
 @settings(max_examples=400, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(list("()[]{}|.,'\"+-*/%<>=!~ 0129_") + [
