@@ -6,10 +6,11 @@ import click
 
 from engine.app import App
 from engine.cli.common import FORMAT, command
-from engine.cli.output import jsonable, out, print_json, table
+from engine.cli.output import jsonable, local_time, out, print_json, table
 from engine.clock import wall_clock
 
 STATUSES = ["pending", "claimed", "held", "sent", "failed", "suppressed", "cancelled"]
+WAITING = ("pending", "claimed", "held")          # not delivered yet: their due time still matters
 
 
 @click.command()
@@ -57,14 +58,18 @@ def outbox_list(app: App, status: str | None, playbook_id: str | None, limit: in
     with app.store.read() as tx:
         rows = tx.outbox.list(status=status, playbook_id=playbook_id, limit=limit)
         counts = tx.outbox.counts()
+    tz = app.settings.timezone
     if fmt == "json":
-        print_json({"counts": counts, "actions": [jsonable({k: v for k, v in r.items() if k != "payload"})
+        print_json({"counts": counts, "actions": [jsonable({k: v for k, v in r.items() if k != "payload"}, tz)
                                                   for r in rows]})
         return
-    out.print(table("Outbox", ["#", "status", "kind", "connector", "dedup key", "attempts", "ambiguous", "last error"],
-                    [[r["id"], r["status"], r["kind"], r["connector"], r["dedup_key"], r["attempts"],
-                      "yes" if r["ambiguous"] else "", (r["last_error"] or "")[:60]] for r in rows],
-                    caption=", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))))
+    out.print(table("Outbox", ["#", "status", "kind", "connector", "dedup key", "created", "due", "attempts",
+                               "last error"],
+                    [[r["id"], r["status"] + (" (ambiguous)" if r["ambiguous"] else ""), r["kind"], r["connector"],
+                      r["dedup_key"], local_time(r["created_at"], tz),
+                      local_time(r["not_before"], tz) if r["status"] in WAITING else "", r["attempts"],
+                      (r["last_error"] or "")[:60]] for r in rows],
+                    caption=", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), nowrap=("created", "due")))
 
 
 @outbox.command("retry")
@@ -96,13 +101,14 @@ def tasks(app: App, show_all: bool, assignee: str | None, fmt: str) -> None:
     """Tasks created by playbooks (open ones by default)."""
     with app.store.read() as tx:
         rows = tx.tasks.list(status=None if show_all else "open", assignee=assignee)
+    tz = app.settings.timezone
     if fmt == "json":
-        print_json({"tasks": [jsonable(r) for r in rows]})
+        print_json({"tasks": [jsonable(r, tz) for r in rows]})
         return
-    out.print(table("Tasks", ["#", "status", "due (UTC)", "priority", "assignee", "title", "subject", "connector"],
-                    [[r["id"], r["status"], f"{r['due_at']:%Y-%m-%d}" if r["due_at"] else "", r["priority"],
+    out.print(table("Tasks", ["#", "status", "due", "priority", "assignee", "title", "subject", "connector"],
+                    [[r["id"], r["status"], local_time(r["due_at"], tz), r["priority"],
                       r["assignee"], r["title"], f"{r['subject_type']}:{r['subject_id']}", r["connector"]]
-                     for r in rows]))
+                     for r in rows], nowrap=("due",)))
 
 
 @click.command()
@@ -128,11 +134,13 @@ def unsubscribe(app: App, emails: tuple[str, ...], remove: bool, show: bool, fmt
     if emails:
         out.print(f"{len(emails)} address(es) {'resubscribed' if remove else 'suppressed'}")
     if show:
+        tz = app.settings.timezone
         if fmt == "json":
-            print_json({"suppressed": [{**r, "at": r["at"].isoformat()} for r in rows]})
+            print_json({"suppressed": [jsonable(r, tz) for r in rows]})
         else:
-            out.print(table("Suppression list", ["email", "reason", "since (UTC)", "detail"],
-                            [[r["email"], r["reason"], f"{r['at']:%Y-%m-%d %H:%M}", r["detail"]] for r in rows]))
+            out.print(table("Suppression list", ["email", "reason", "since", "detail"],
+                            [[r["email"], r["reason"], local_time(r["at"], tz), r["detail"]] for r in rows],
+                            nowrap=("since",)))
 
 
 COMMANDS = [dispatch, worker, outbox, tasks, unsubscribe]

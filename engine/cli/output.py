@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import date, datetime
 from typing import Any, Iterable
 
 from rich.console import Console
 from rich.table import Table
 
+from engine.clock import localize, show_time
 from engine.errors import Diagnostic
 
 out = Console(highlight=False, soft_wrap=False,
@@ -34,10 +36,13 @@ def print_diagnostics(diags: Iterable[Diagnostic], *, stream: Console = err, lim
     target.flush()
 
 
-def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]], *, caption: str | None = None) -> Table:
+def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]], *, caption: str | None = None,
+          nowrap: Iterable[str] = ()) -> Table:
+    """A table for people; the `nowrap` columns (times) are never broken across lines."""
+    keep = set(nowrap)
     t = Table(title=title, caption=caption, show_lines=False, header_style="bold")
     for c in columns:
-        t.add_column(c, overflow="fold")
+        t.add_column(c, overflow="fold", no_wrap=c in keep)
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
     return t
@@ -60,6 +65,23 @@ def sync_rows(report: Any) -> list[dict[str, Any]]:
             for r in report.entities.values()]
 
 
-def jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    """A database row for --format json: dates and datetimes as ISO strings."""
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+def local_time(value: datetime | str | None, tz: str, *, seconds: bool = False) -> str:
+    """An instant for a person, in the config time zone with its offset: `2026-12-07 09:00 +09:00` (naive
+    values, and ISO strings without an offset, are UTC as the store keeps them); empty for None."""
+    if value is None:
+        return ""
+    return show_time(datetime.fromisoformat(value) if isinstance(value, str) else value, tz, seconds=seconds)
+
+
+def iso_time(value: datetime | str | None, tz: str) -> str | None:
+    """An instant for --format json: ISO 8601 with the offset of the config time zone (naive = UTC)."""
+    if value is None:
+        return None
+    return localize(datetime.fromisoformat(value) if isinstance(value, str) else value, tz).isoformat()
+
+
+def jsonable(row: dict[str, Any], tz: str) -> dict[str, Any]:
+    """A database row for --format json: instants as ISO 8601 with the offset of time zone `tz` (the store's
+    are naive UTC), dates as ISO dates."""
+    return {k: iso_time(v, tz) if isinstance(v, datetime) else v.isoformat() if isinstance(v, date) else v
+            for k, v in row.items()}
