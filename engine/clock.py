@@ -50,6 +50,19 @@ def parse_instant(text: str, tz: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=ZoneInfo(tz))
 
 
+def parse_when(text: str, now: datetime, tz: str) -> datetime:
+    """A time a person gives: a duration from `now` (`3d`, `1mo`; naive UTC) or an ISO date or date-time (no
+    offset = `tz`), as naive UTC; ValueError saying how to write one."""
+    if DURATION.match(text.strip()):
+        return parse_duration(text).after(now, tz)
+    try:
+        moment = parse_instant(text, tz)
+    except ValueError:
+        raise ValueError(f"`{text}` is neither a date-time nor a duration; write e.g. 2026-12-10, "
+                         "2026-12-10T09:00 or 3d") from None
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
 def wall_clock() -> datetime:
     """Current time as naive UTC (how the store keeps instants)."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
