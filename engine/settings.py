@@ -9,8 +9,8 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
+                      create_model, field_validator, model_validator)
 
 from engine.clock import check_cron, parse_duration
 from engine.datamodel import BOOKKEEPING, CORE_FIELDS, Entity, FieldType, SubjectEntity
@@ -109,6 +109,7 @@ class Settings(Model):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     base_dir: Path = Field(Path("."), exclude=True)
     config_file: str = Field("config.yaml", exclude=True)
+    _positions: Positions | None = PrivateAttr(None)      # where each key is in the file, for warnings
 
     @field_validator("timezone")
     @classmethod
@@ -168,6 +169,30 @@ class Settings(Model):
 
     def custom_fields(self) -> dict[str, dict[str, str]]:
         return {k: dict(v) for k, v in self.fields.items()}
+
+    @property
+    def sync_cron(self) -> str | None:
+        """The cron `playbook start` syncs on: `defaults.sync_schedule`, else hourly when a source sets its own
+        `schedule`; None when it never syncs."""
+        if self.defaults.sync_schedule:
+            return self.defaults.sync_schedule
+        return "0 * * * *" if any(s.schedule for s in self.sources) else None
+
+    def warnings(self) -> list[Diagnostic]:
+        """What is valid but probably not meant, at its place in the config file (`playbook validate`)."""
+        found = []
+        if self.sources and self.sync_cron is None:
+            found.append(self._diagnostic(
+                ("sources",), "`playbook start` will evaluate the playbooks but never sync these sources: "
+                "neither `defaults.sync_schedule` nor any source's `schedule` is set",
+                'add `sync_schedule: "0 * * * *"` under `defaults:` to sync hourly, or a `schedule:` to a '
+                "source, or run `playbook sync` yourself"))
+        return found
+
+    def _diagnostic(self, path: tuple[str, ...], message: str, hint: str) -> Diagnostic:
+        if self._positions is None:
+            return Diagnostic(self.config_file, None, None, message, hint)
+        return self._positions.diagnostic(path, message, hint, key=True)
 
 
 def settings_model() -> type[Settings]:
@@ -253,9 +278,11 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         settings = model.model_validate({**data, "base_dir": file.resolve().parent, "config_file": shown})
     except ValidationError as exc:
         raise ConfigError(validation_diagnostics(exc, model, positions)) from None
-    return settings.model_copy(update={
+    settings = settings.model_copy(update={
         "playbooks": settings.resolve(settings.playbooks),
         "templates": settings.resolve(settings.templates),
         "outbox_dir": settings.resolve(settings.outbox_dir),
     })
+    settings._positions = positions
+    return settings
 

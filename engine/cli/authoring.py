@@ -12,7 +12,7 @@ import click
 
 from engine.app import App
 from engine.cli.common import FORMAT, command
-from engine.cli.output import err, out, print_diagnostics, print_json, table
+from engine.cli.output import diagnostic_json, err, out, print_diagnostics, print_json, table
 
 
 @click.command()
@@ -37,7 +37,7 @@ def init(directory: str, accounts: int) -> None:
 @FORMAT
 @command
 def validate(app: App, paths: tuple[str, ...], fmt: str) -> None:
-    """Check config, playbooks and templates; print file:line:col: message; exit 1 on errors."""
+    """Check config, playbooks and templates; print file:line:col: message; exit 1 on errors (not on warnings)."""
     from engine.spec.loader import load_playbooks, playbook_files
 
     files: list[Path] = []
@@ -45,16 +45,18 @@ def validate(app: App, paths: tuple[str, ...], fmt: str) -> None:
         files += playbook_files(Path(p)) if Path(p).is_dir() else [Path(p)]
     pset = load_playbooks(app.settings, files or None)
     diags = pset.diagnostics
+    warnings = app.settings.warnings()
     if fmt == "json":
-        print_json({"valid": [p.id for p in pset.valid],
-                    "errors": [{"file": d.file, "line": d.line, "col": d.col, "message": d.message,
-                                "hint": d.hint} for d in diags]})
+        print_json({"valid": [p.id for p in pset.valid], "errors": [diagnostic_json(d) for d in diags],
+                    "warnings": [diagnostic_json(d) for d in warnings]})
     else:
         print_diagnostics(diags, stream=out)
+        print_diagnostics(warnings, label="warning")
         n = len(pset.valid) + len(pset.invalid)
         summary = f"{len(pset.valid)} of {n} playbook(s) valid"
         out.print(("[green]✓[/] " if not diags else "[red]✗[/] ") + summary
-                  + (f", {len(diags)} problem(s)" if diags else ""))
+                  + (f", {len(diags)} problem(s)" if diags else "")
+                  + (f", {len(warnings)} warning(s)" if warnings else ""))
     sys.exit(1 if diags else 0)
 
 

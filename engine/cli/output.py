@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any, Iterable
 
@@ -24,16 +25,23 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
-def print_diagnostics(diags: Iterable[Diagnostic], *, stream: Console = err, limit: int | None = None) -> None:
-    """file:line:col: message lines, plain and unwrapped so editors and CI can parse them (at most `limit`)."""
+def print_diagnostics(diags: Iterable[Diagnostic], *, stream: Console = err, limit: int | None = None,
+                      label: str | None = None) -> None:
+    """file:line:col: message lines, plain and unwrapped so editors and CI can parse them (at most `limit`);
+    a `label` goes before the message: `file:line:col: warning: message`."""
     target = stream.file
     diags = list(diags)
     shown = diags if limit is None or len(diags) <= limit else diags[:limit]
     for d in shown:
-        target.write(str(d) + "\n")
+        target.write(str(replace(d, message=f"{label}: {d.message}") if label else d) + "\n")
     if len(shown) < len(diags):
         target.write(f"... and {len(diags) - len(shown)} more\n")
     target.flush()
+
+
+def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
+    """A problem or warning for --format json."""
+    return {"file": d.file, "line": d.line, "col": d.col, "message": d.message, "hint": d.hint}
 
 
 def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]], *, caption: str | None = None,
