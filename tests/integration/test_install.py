@@ -4,6 +4,7 @@ and the example playbooks come from the package (`init`, `demo`), the plugins fr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,10 @@ IGNORE = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "b
 
 
 def run(*args: str | Path, cwd: Path) -> str:
-    """Run a command; its stdout, or the test fails with everything it printed."""
-    done = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    """Run a command (without PYTHONPATH, which would put the source tree before the installed wheel); its
+    stdout, or the test fails with everything it printed."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, f"{' '.join(map(str, args))} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
