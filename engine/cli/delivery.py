@@ -152,7 +152,8 @@ def tasks_done(app: App, task_id: int, note: str | None) -> None:
     """Mark a task done (built-in task list); a resolve no longer closes it."""
     with app.store.write() as tx:
         _open_task(tx, task_id, "mark it done", app.settings.timezone)
-        tx.tasks.mark_done(task_id, wall_clock(), note)
+        if not tx.tasks.mark_done(task_id, wall_clock(), note):      # a resolve closed it meanwhile
+            _open_task(tx, task_id, "mark it done", app.settings.timezone)
     out.print(f"task #{task_id} done")
 
 
@@ -172,7 +173,8 @@ def tasks_snooze(app: App, task_id: int, until: str) -> None:
         raise UserError(f"--until: {local_time(moment, tz)} is in the past; give a later time")
     with app.store.write() as tx:
         _open_task(tx, task_id, "snooze it", tz)
-        tx.tasks.snooze(task_id, moment)
+        if not tx.tasks.snooze(task_id, moment):                     # a resolve closed it meanwhile
+            _open_task(tx, task_id, "snooze it", tz)
     out.print(f"task #{task_id} snoozed until {local_time(moment, tz)}")
 
 
