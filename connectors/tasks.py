@@ -17,6 +17,7 @@ from engine.delivery import BaseConnector, Connector, Outcome, Receipt
 from engine.plugins import ConnectorEnv, ConnectorPlugin
 from engine.store import Store
 from engine.store.outbox import Claimed
+from engine.store.tasks import BUILTIN
 
 
 class TaskAction(BaseModel):
@@ -105,7 +106,7 @@ class BuiltinTasks(BaseConnector):
     on_ambiguous = "resend"
     batch_safe = True
 
-    def __init__(self, store: Store, clock: Callable[[], datetime], name: str = "builtin"):
+    def __init__(self, store: Store, clock: Callable[[], datetime], name: str = BUILTIN):
         self.store, self.clock, self.name = store, clock, name
         self._creates: list[dict] = []
         self._closes: list[str] = []
@@ -139,7 +140,7 @@ class TaskConnectorPlugin(ConnectorPlugin):
 
 
 class BuiltinPlugin(TaskConnectorPlugin):
-    name = "builtin"
+    name = BUILTIN
     standalone = True          # the built-in task list needs no configuration
 
     def connector(self, config: Any, env: ConnectorEnv) -> Connector:

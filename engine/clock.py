@@ -68,8 +68,40 @@ class Clock:
 
     def local(self, instant: datetime | None = None) -> datetime:
         """An instant (naive UTC; default `now`) as an aware datetime in the config time zone."""
-        value = self.now if instant is None else instant
-        return value.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(self.timezone))
+        return localize(self.now if instant is None else instant, self.timezone)
+
+
+def localize(instant: datetime, tz: str) -> datetime:
+    """An instant (naive UTC, as the store keeps it, or aware) as an aware datetime in time zone `tz`."""
+    aware = instant if instant.tzinfo else instant.replace(tzinfo=timezone.utc)
+    return aware.astimezone(ZoneInfo(tz))
+
+
+def show_time(instant: datetime, tz: str, *, seconds: bool = False) -> str:
+    """An instant as a person reads it, in time zone `tz` with its offset: `2026-12-07 09:00 +09:00`."""
+    local = localize(instant, tz)
+    offset = local.strftime("%z")
+    return local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M") + f" {offset[:3]}:{offset[3:5]}"
+
+
+def parse_instant(text: str, tz: str) -> datetime:
+    """An ISO date or date-time a person wrote, as an aware datetime (one without an offset is read in `tz`; a
+    date is its midnight); ValueError when it is not ISO."""
+    parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=ZoneInfo(tz))
+
+
+def parse_when(text: str, now: datetime, tz: str) -> datetime:
+    """A time a person gives: a duration from `now` (`3d`, `1mo`; naive UTC) or an ISO date or date-time (no
+    offset = `tz`), as naive UTC; ValueError saying how to write one."""
+    if DURATION.match(text.strip()):
+        return parse_duration(text).after(now, tz)
+    try:
+        moment = parse_instant(text, tz)
+    except ValueError:
+        raise ValueError(f"`{text}` is neither a date-time nor a duration; write e.g. 2026-12-10, "
+                         "2026-12-10T09:00 or 3d") from None
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def known_zone(name: str) -> bool:
@@ -93,11 +125,10 @@ def make_clock(tz_name: str, now: str | datetime | None = None) -> Clock:
         instant = now if now.tzinfo else now.replace(tzinfo=tz)
     else:
         try:
-            parsed = datetime.fromisoformat(now.strip().replace("Z", "+00:00"))
+            instant = parse_instant(now, tz_name)
         except ValueError:
             raise UserError(f"--now: `{now}` is not an ISO date-time (e.g. 2026-03-01T09:00 or "
                             f"2026-03-01T09:00:00+09:00)") from None
-        instant = parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
     utc = instant.astimezone(timezone.utc)
     return Clock(now=utc.replace(tzinfo=None), today=utc.astimezone(tz).date(), timezone=tz_name)
 

@@ -16,19 +16,13 @@ class Diagnostic:
     hint: str | None = None
 
     def __str__(self) -> str:
-        return self._text("")
-
-    def warning(self) -> str:
-        """The diagnostic as a warning: `file:line:col: warning: message (hint)`."""
-        return self._text("warning: ")
-
-    def _text(self, kind: str) -> str:
+        """`file:line:col: message (hint)`; a problem with no file (a command's argument) is its message alone."""
         where = self.file
-        if self.line is not None:
+        if where and self.line is not None:
             where += f":{self.line}"
             if self.col is not None:
                 where += f":{self.col}"
-        text = f"{where}: {kind}{self.message}"
+        text = f"{where}: {self.message}" if where else self.message
         if self.hint:
             text += f" ({self.hint})"
         return text
@@ -49,7 +43,7 @@ class UserError(PlaybookEngineError):
         elif isinstance(diagnostics, Diagnostic):
             diagnostics = [diagnostics]
         self.diagnostics: list[Diagnostic] = list(diagnostics)
-        super().__init__("\n".join(_render(d) for d in self.diagnostics))
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
 
 
 class ConfigError(UserError):
@@ -68,10 +62,6 @@ class ExpressionError(PlaybookEngineError):
         self.col = col
         self.hint = hint
         super().__init__(message)
-
-
-def _render(d: Diagnostic) -> str:
-    return str(d) if d.file else (d.message + (f" ({d.hint})" if d.hint else ""))
 
 
 def suggest(name: str, candidates: list[str] | set[str] | tuple[str, ...]) -> str | None:

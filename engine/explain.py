@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from engine.clock import Clock
+from engine.clock import Clock, localize, show_time
 from engine.episodes import Policy, Transition, verdict
 from engine.lang import PyEnv, evaluate_traced, metric_calls, python_metric
 from engine.settings import Settings
@@ -63,16 +63,19 @@ class Explanation:
     deliveries: list[dict[str, Any]] = field(default_factory=list)   # each message if it fired now (§13)
     waiting: list[dict[str, Any]] = field(default_factory=list)      # its actions in the outbox not yet done
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, tz: str = "UTC") -> dict[str, Any]:
+        """For --format json; instants as ISO 8601 with the offset of time zone `tz`."""
         return {"playbook": self.playbook, "subject": self.subject, "matches": self.matches,
                 "verdict": self.verdict, "reason": self.reason, "sql_agrees": self.sql_agrees,
                 "deliveries": self.deliveries, "waiting": self.waiting,
-                "conditions": [{"label": c.label, "expression": c.text, "value": _jsonable(c.value),
-                                "details": [{"expression": t, "value": _jsonable(v)} for t, v in c.details()]}
+                "conditions": [{"label": c.label, "expression": c.text, "value": _jsonable(c.value, tz),
+                                "details": [{"expression": t, "value": _jsonable(v, tz)} for t, v in c.details()]}
                                for c in self.conditions]}
 
 
-def _jsonable(v: Any) -> Any:
+def _jsonable(v: Any, tz: str) -> Any:
+    if isinstance(v, datetime):
+        return localize(v, tz).isoformat()
     return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
 
 
@@ -97,7 +100,7 @@ def explain(store: Store, pb: CompiledPlaybook, subject_id: str, clock: Clock,
                                                   [subject_id], changed=False)]
         stored = tx.episodes.get(pb.id, pb.subject, subject_id)
     v = verdict(stored, matches, removed, clock.now, Policy.of(pb.spec, clock.timezone), _not_matching(conds),
-                show=lambda instant: clock.local(instant).isoformat(timespec="minutes"))
+                show=lambda instant: show_time(instant, clock.timezone))
     out = Explanation(pb.id, label, conds, matches, v.name, v.reason, bool(scanned and scanned[0]) == matches)
     if settings is not None and settings.contact_policy is not None:
         out.deliveries = _deliveries(store, settings, pb, subject_id, clock)

@@ -9,8 +9,8 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
-                      ValidationInfo, create_model, field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag,
+                      ValidationError, ValidationInfo, create_model, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from engine.clock import check_cron, parse_duration, suggest_zone
@@ -158,6 +158,7 @@ class Settings(Model):
         None, description="time zones, quiet hours, business days and frequency caps for messages to customers")
     base_dir: Path = Field(Path("."), exclude=True)
     config_file: str = Field("config.yaml", exclude=True)
+    _positions: Positions | None = PrivateAttr(None)      # where each key is in the file, for warnings
 
     @field_validator("timezone")
     @classmethod
@@ -169,6 +170,25 @@ class Settings(Model):
             raise ValueError(f"unknown time zone `{v}`: "
                              + (f"did you mean `{close}`?" if close else "use an IANA name such as Europe/Paris")
                              ) from None
+        return v
+
+    @field_validator("contact_policy")
+    @classmethod
+    def _zone_fields(cls, v: ContactPolicyConfig | None, info: ValidationInfo) -> ContactPolicyConfig | None:
+        """`timezone_from` names string fields of contacts or accounts (core, or declared under `fields:`)."""
+        if v is None or "fields" not in info.data:
+            return v
+        from engine.errors import suggest
+
+        declared = {e: dict(f) for e, f in info.data["fields"].items()}
+        for name in v.timezone_from:
+            entity, _, field = name.partition(".")
+            fields = fields_of(ENTITY_OF[entity], declared)
+            if fields.get(field) != "string":
+                near = suggest(field, [f for f, t in fields.items() if t == "string"])
+                raise PydanticCustomError(
+                    "value_error", f"timezone_from: `{name}` is not a string field of {ENTITY_OF[entity]}",
+                    {"hint": f"did you mean `{entity}.{near}`?" if near else f"declare it under fields.{entity}"})
         return v
 
     @field_validator("database")
@@ -233,6 +253,30 @@ class Settings(Model):
             return {"metric": tuple(self.metrics)} if self.metrics is not None else {}
         prefix = entity + "."
         return {key[len(prefix):]: tuple(v) for key, v in self.values.items() if key.startswith(prefix)}
+
+    @property
+    def sync_cron(self) -> str | None:
+        """The cron `playbook start` syncs on: `defaults.sync_schedule`, else hourly when a source sets its own
+        `schedule`; None when it never syncs."""
+        if self.defaults.sync_schedule:
+            return self.defaults.sync_schedule
+        return "0 * * * *" if any(s.schedule for s in self.sources) else None
+
+    def warnings(self) -> list[Diagnostic]:
+        """What is valid but probably not meant, at its place in the config file (`playbook validate`)."""
+        found = []
+        if self.sources and self.sync_cron is None:
+            found.append(self._diagnostic(
+                ("sources",), "`playbook start` will evaluate the playbooks but never sync these sources: "
+                "neither `defaults.sync_schedule` nor any source's `schedule` is set",
+                'add `sync_schedule: "0 * * * *"` under `defaults:` to sync hourly, or a `schedule:` to a '
+                "source, or run `playbook sync` yourself"))
+        return found
+
+    def _diagnostic(self, path: tuple[str, ...], message: str, hint: str) -> Diagnostic:
+        if self._positions is None:
+            return Diagnostic(self.config_file, None, None, message, hint)
+        return self._positions.diagnostic(path, message, hint, key=True)
 
 
 def settings_model() -> type[Settings]:
@@ -318,9 +362,11 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         settings = model.model_validate({**data, "base_dir": file.resolve().parent, "config_file": shown})
     except ValidationError as exc:
         raise ConfigError(validation_diagnostics(exc, model, positions)) from None
-    return settings.model_copy(update={
+    settings = settings.model_copy(update={
         "playbooks": settings.resolve(settings.playbooks),
         "templates": settings.resolve(settings.templates),
         "outbox_dir": settings.resolve(settings.outbox_dir),
     })
+    settings._positions = positions
+    return settings
 

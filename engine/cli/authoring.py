@@ -13,7 +13,7 @@ import click
 
 from engine.app import App
 from engine.cli.common import FORMAT, command
-from engine.cli.output import err, out, print_diagnostics, print_json, table
+from engine.cli.output import diagnostic_json, err, out, print_diagnostics, print_json, table
 
 
 @click.command()
@@ -38,8 +38,9 @@ def init(directory: str, accounts: int) -> None:
 @FORMAT
 @command
 def validate(app: App, paths: tuple[str, ...], fmt: str) -> None:
-    """Check config, playbooks and templates; print file:line:col: message; exit 1 on errors. Warnings (metrics no
-    synced usage row has, when `metrics:` does not declare them) go to stderr and do not fail."""
+    """Check config, playbooks and templates; print file:line:col: message; exit 1 on errors. Warnings (what is
+    valid but probably not meant: metrics no synced usage row has, sources `start` never syncs) go to stderr
+    and do not fail."""
     from engine.spec.loader import load_playbooks, playbook_files
 
     files: list[Path] = []
@@ -48,20 +49,18 @@ def validate(app: App, paths: tuple[str, ...], fmt: str) -> None:
     synced = synced_metrics(app.settings) if app.settings.metrics is None else None
     pset = load_playbooks(app.settings, files or None, synced_metrics=synced)
     diags = pset.diagnostics
+    warnings = app.settings.warnings() + list(pset.warnings)
     if fmt == "json":
-        print_json({"valid": [p.id for p in pset.valid],
-                    "errors": [{"file": d.file, "line": d.line, "col": d.col, "message": d.message,
-                                "hint": d.hint} for d in diags],
-                    "warnings": [{"file": d.file, "line": d.line, "col": d.col, "message": d.message,
-                                  "hint": d.hint} for d in pset.warnings]})
+        print_json({"valid": [p.id for p in pset.valid], "errors": [diagnostic_json(d) for d in diags],
+                    "warnings": [diagnostic_json(d) for d in warnings]})
     else:
-        err.file.write("".join(w.warning() + "\n" for w in pset.warnings))
-        err.file.flush()
         print_diagnostics(diags, stream=out)
+        print_diagnostics(warnings, label="warning")
         n = len(pset.valid) + len(pset.invalid)
         summary = f"{len(pset.valid)} of {n} playbook(s) valid"
         out.print(("[green]✓[/] " if not diags else "[red]✗[/] ") + summary
-                  + (f", {len(diags)} problem(s)" if diags else ""))
+                  + (f", {len(diags)} problem(s)" if diags else "")
+                  + (f", {len(warnings)} warning(s)" if warnings else ""))
     sys.exit(1 if diags else 0)
 
 

@@ -1,15 +1,22 @@
-"""Delivery commands: dispatch (once), worker (continuously), outbox (list, retry, cancel), tasks, unsubscribe."""
+"""Delivery commands: dispatch (once), worker (continuously), outbox (list, retry, cancel), tasks (list, done,
+snooze), unsubscribe."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import click
 
 from engine.app import App
-from engine.cli.common import FORMAT, command
-from engine.cli.output import jsonable, out, print_json, table
-from engine.clock import wall_clock
+from engine.cli.common import FORMAT, command, config_option
+from engine.cli.output import jsonable, local_time, out, print_json, table
+from engine.clock import parse_when, wall_clock
+from engine.errors import UserError
+from engine.store import Tx
+from engine.store.tasks import BUILTIN
 
 STATUSES = ["pending", "claimed", "held", "sent", "failed", "suppressed", "cancelled"]
+WAITING = ("pending", "claimed", "held")          # not delivered yet: their due time still matters
 
 
 @click.command()
@@ -57,15 +64,24 @@ def outbox_list(app: App, status: str | None, playbook_id: str | None, limit: in
     with app.store.read() as tx:
         rows = tx.outbox.list(status=status, playbook_id=playbook_id, limit=limit)
         counts = tx.outbox.counts()
+    tz = app.settings.timezone
     if fmt == "json":
-        print_json({"counts": counts, "actions": [jsonable({k: v for k, v in r.items() if k != "payload"})
+        print_json({"counts": counts, "actions": [jsonable({k: v for k, v in r.items() if k != "payload"}, tz)
                                                   for r in rows]})
         return
-    out.print(table("Outbox", ["#", "status", "kind", "connector", "dedup key", "attempts", "ambiguous", "why"],
-                    [[r["id"], r["status"], r["kind"], r["connector"], r["dedup_key"], r["attempts"],
-                      "yes" if r["ambiguous"] else "", (r["note"] if r["status"] == "pending" and r["note"]
-                                                        else r["last_error"] or "")[:90]] for r in rows],
-                    caption=", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))))
+    out.print(table("Outbox", ["#", "status", "kind", "connector", "dedup key", "created", "due", "attempts",
+                               "why"],
+                    [[r["id"], r["status"] + (" (ambiguous)" if r["ambiguous"] else ""), r["kind"], r["connector"],
+                      r["dedup_key"], local_time(r["created_at"], tz),
+                      local_time(r["not_before"], tz) if r["status"] in WAITING else "", r["attempts"],
+                      _why(r)] for r in rows],
+                    caption=", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), nowrap=("created", "due")))
+
+
+def _why(row: dict) -> str:
+    """Why an action waits (its contact-policy note) or how it ended (its last error)."""
+    text = row["note"] if row["status"] in WAITING and row.get("note") else row["last_error"] or ""
+    return text[:90]
 
 
 @outbox.command("retry")
@@ -107,22 +123,98 @@ def outbox_cancel(app: App, ids: tuple[int, ...]) -> None:
     out.print(f"{n} action(s) cancelled")
 
 
-@click.command()
-@click.option("--all", "show_all", is_flag=True, help="closed tasks too")
-@click.option("--assignee", help="only tasks for this assignee")
+def _list_options(fn: Callable) -> Callable:
+    fn = click.option("--assignee", help="only tasks for this assignee")(fn)
+    return click.option("--all", "show_all", is_flag=True, help="snoozed, done and closed tasks too")(fn)
+
+
+@click.group(invoke_without_command=True)
+@_list_options
+@FORMAT
+@config_option
+@click.pass_context
+def tasks(ctx: click.Context, show_all: bool, assignee: str | None, fmt: str, config: str | None) -> None:
+    """Tasks created by playbooks: list them (the default), mark one done, snooze one."""
+    if config:
+        ctx.find_root().obj["config"] = config
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(tasks_list, show_all=show_all, assignee=assignee, fmt=fmt)
+    elif show_all or assignee or fmt != "table":
+        raise click.UsageError(f"--all, --assignee and --format belong to `tasks list`, not `tasks "
+                               f"{ctx.invoked_subcommand}`")
+
+
+@tasks.command("list")
+@_list_options
 @FORMAT
 @command
-def tasks(app: App, show_all: bool, assignee: str | None, fmt: str) -> None:
-    """Tasks created by playbooks (open ones by default)."""
+def tasks_list(app: App, show_all: bool, assignee: str | None, fmt: str) -> None:
+    """Open tasks, not those snoozed (or --all), by due date."""
+    now, tz = wall_clock(), app.settings.timezone
     with app.store.read() as tx:
-        rows = tx.tasks.list(status=None if show_all else "open", assignee=assignee)
+        rows = tx.tasks.list(status=None if show_all else "open", assignee=assignee,
+                             awake_at=None if show_all else now)
     if fmt == "json":
-        print_json({"tasks": [jsonable(r) for r in rows]})
+        print_json({"tasks": [jsonable(r, tz) for r in rows]})
         return
-    out.print(table("Tasks", ["#", "status", "due (UTC)", "priority", "assignee", "title", "subject", "connector"],
-                    [[r["id"], r["status"], f"{r['due_at']:%Y-%m-%d}" if r["due_at"] else "", r["priority"],
-                      r["assignee"], r["title"], f"{r['subject_type']}:{r['subject_id']}", r["connector"]]
-                     for r in rows]))
+    asleep = {r["id"]: local_time(r["snoozed_until"], tz) for r in rows
+              if r["status"] == "open" and r["snoozed_until"] is not None and r["snoozed_until"] > now}
+    noted = any(r["note"] for r in rows)
+    columns = ["#", "status", *(["snoozed until"] if asleep else []), "due", "priority", "assignee", "title",
+               "subject", "connector", *(["note"] if noted else [])]
+    out.print(table("Tasks", columns,
+                    [[r["id"], r["status"], *([asleep.get(r["id"], "")] if asleep else []),
+                      local_time(r["due_at"], tz), r["priority"], r["assignee"], r["title"],
+                      f"{r['subject_type']}:{r['subject_id']}", r["connector"], *([r["note"]] if noted else [])]
+                     for r in rows], nowrap=("due", "snoozed until")))
+
+
+@tasks.command("done")
+@click.argument("task_id", type=int)
+@click.option("--note", help="what was done, kept with the task")
+@command
+def tasks_done(app: App, task_id: int, note: str | None) -> None:
+    """Mark a task done (built-in task list); a resolve no longer closes it."""
+    with app.store.write() as tx:
+        _open_task(tx, task_id, "mark it done", app.settings.timezone)
+        if not tx.tasks.mark_done(task_id, wall_clock(), note):      # a resolve closed it meanwhile
+            _open_task(tx, task_id, "mark it done", app.settings.timezone)
+    out.print(f"task #{task_id} done")
+
+
+@tasks.command("snooze")
+@click.argument("task_id", type=int)
+@click.option("--until", "until", required=True,
+              help="an ISO date or date-time (config timezone) or a duration from now, e.g. 3d")
+@command
+def tasks_snooze(app: App, task_id: int, until: str) -> None:
+    """Leave a task out of the list until later (built-in task list)."""
+    now, tz = wall_clock(), app.settings.timezone
+    try:
+        moment = parse_when(until, now, tz)
+    except ValueError as exc:
+        raise UserError(f"--until: {exc}") from None
+    if moment <= now:
+        raise UserError(f"--until: {local_time(moment, tz)} is in the past; give a later time")
+    with app.store.write() as tx:
+        _open_task(tx, task_id, "snooze it", tz)
+        if not tx.tasks.snooze(task_id, moment):                     # a resolve closed it meanwhile
+            _open_task(tx, task_id, "snooze it", tz)
+    out.print(f"task #{task_id} snoozed until {local_time(moment, tz)}")
+
+
+def _open_task(tx: Tx, task_id: int, what: str, tz: str) -> None:
+    """Raise a UserError unless the task exists, belongs to the built-in task list and is open."""
+    task = tx.tasks.get(task_id)
+    if task is None:
+        raise UserError(f"no task #{task_id} (`playbook tasks --all` lists every task)")
+    if task["connector"] != BUILTIN:
+        raise UserError(f"task #{task_id} is a {task['connector']} task: {what} in {task['connector']} "
+                        "(`playbook tasks done` and `snooze` change the built-in task list only)")
+    if task["status"] != "open":
+        how = "marked done" if task["status"] == "done" else "closed when its episode resolved"
+        when = f" ({local_time(task['closed_at'], tz)})" if task["closed_at"] else ""
+        raise UserError(f"task #{task_id} is not open: it was {how}{when}")
 
 
 @click.command()
@@ -148,11 +240,13 @@ def unsubscribe(app: App, emails: tuple[str, ...], remove: bool, show: bool, fmt
     if emails:
         out.print(f"{len(emails)} address(es) {'resubscribed' if remove else 'suppressed'}")
     if show:
+        tz = app.settings.timezone
         if fmt == "json":
-            print_json({"suppressed": [{**r, "at": r["at"].isoformat()} for r in rows]})
+            print_json({"suppressed": [jsonable(r, tz) for r in rows]})
         else:
-            out.print(table("Suppression list", ["email", "reason", "since (UTC)", "detail"],
-                            [[r["email"], r["reason"], f"{r['at']:%Y-%m-%d %H:%M}", r["detail"]] for r in rows]))
+            out.print(table("Suppression list", ["email", "reason", "since", "detail"],
+                            [[r["email"], r["reason"], local_time(r["at"], tz), r["detail"]] for r in rows],
+                            nowrap=("since",)))
 
 
 COMMANDS = [dispatch, worker, outbox, tasks, unsubscribe]

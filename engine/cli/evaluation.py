@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from typing import Any
 
 import click
 
 from engine.app import App
 from engine.cli.common import FORMAT, NOW, command, report_invalid
-from engine.cli.output import action_summary, err, jsonable, out, print_json, table
+from engine.cli.output import action_summary, err, jsonable, local_time, out, print_json, table
 
 
 @click.command()
@@ -48,7 +49,7 @@ def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...],
     if fmt == "json":
         print_json(result.as_json())
     else:
-        title = ("Dry run at " if result.dry_run else "Run at ") + result.as_json()["now"]
+        title = ("Dry run at " if result.dry_run else "Run at ") + local_time(clock.now, clock.timezone)
         rows = [[e.playbook, e.subject, e.event, e.episode, action_summary(e.actions)] for e in result.events]
         out.print(table(title, ["playbook", "subject", "event", "episode", "actions"], rows,
                         caption=f"{len(rows)} event(s)" + (" — nothing was changed" if result.dry_run else "")))
@@ -71,13 +72,14 @@ def explain(app: App, subject_id: str, playbook_ids: tuple[str, ...], now: str |
     clock = app.clock(now)
     sid, results = explain_subject(app.store, app.playbooks, subject_id, playbook_ids, clock, app.settings)
     if fmt == "json":
-        print_json({"now": clock.local().isoformat(), "subject": sid, "playbooks": [r.as_json() for r in results]})
+        print_json({"now": clock.local().isoformat(), "subject": sid,
+                    "playbooks": [r.as_json(clock.timezone) for r in results]})
         return
     for r in results:
         rows = []
         for c in r.conditions:
-            rows.append([c.label, c.text, _show(c.value)])
-            rows += [["", f"  ↳ {text}", _show(value)] for text, value in c.details()]
+            rows.append([c.label, c.text, _show(c.value, clock.timezone)])
+            rows += [["", f"  ↳ {text}", _show(value, clock.timezone)] for text, value in c.details()]
         colour = {"fires": "green", "repeats": "green"}.get(r.verdict, "yellow")
         out.print(table(f"{r.playbook} — {r.subject}", ["condition", "expression", "value"], rows,
                         caption=f"[{colour}]{r.verdict}[/]: {r.reason}"))
@@ -92,13 +94,15 @@ def explain(app: App, subject_id: str, playbook_ids: tuple[str, ...], now: str |
             err.print("[red]warning:[/] the SQL and Python back ends disagree for this subject — please report it")
 
 
-def _show(v: Any) -> str:
+def _show(v: Any, tz: str) -> str:
     if v is None:
         return "empty (unknown)"
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, float):
         return f"{v:.4g}"
+    if isinstance(v, datetime):
+        return local_time(v, tz, seconds=True)
     return str(v)
 
 
@@ -112,24 +116,25 @@ def _show(v: Any) -> str:
 def history(app: App, playbook_id: str | None, subject: str | None, show_attempts: bool, limit: int,
             fmt: str) -> None:
     """What fired (events), or with --attempts each delivery attempt; newest first."""
+    tz = app.settings.timezone
     if show_attempts:
         with app.store.read() as tx:
             rows = tx.outbox.attempts(playbook_id=playbook_id, subject=subject, limit=limit)
         if fmt == "json":
-            print_json({"attempts": [jsonable(r) for r in rows]})
+            print_json({"attempts": [jsonable(r, tz) for r in rows]})
             return
-        out.print(table("Delivery attempts", ["at (UTC)", "dedup key", "#", "outcome", "worker", "detail"],
-                        [[f"{r['at']:%Y-%m-%d %H:%M:%S}", r["dedup_key"], r["attempt"], r["outcome"], r["worker"],
-                          (r["detail"] or "")[:70]] for r in rows]))
+        out.print(table("Delivery attempts", ["at", "dedup key", "#", "outcome", "worker", "detail"],
+                        [[local_time(r["at"], tz, seconds=True), r["dedup_key"], r["attempt"], r["outcome"],
+                          r["worker"], (r["detail"] or "")[:70]] for r in rows], nowrap=("at",)))
         return
     with app.store.read() as tx:
         rows = tx.episodes.history(playbook_id=playbook_id, subject=subject, limit=limit)
     if fmt == "json":
-        print_json({"events": [jsonable(r) for r in rows]})
+        print_json({"events": [jsonable(r, tz) for r in rows]})
         return
-    out.print(table("History", ["at (UTC)", "playbook", "subject", "event", "episode", "firing"],
-                    [[f"{r['at']:%Y-%m-%d %H:%M}", r["playbook_id"], f"{r['subject_type']}:{r['subject_id']}",
-                      r["event"], r["episode"], r["firing"]] for r in rows]))
+    out.print(table("History", ["at", "playbook", "subject", "event", "episode", "firing"],
+                    [[local_time(r["at"], tz), r["playbook_id"], f"{r['subject_type']}:{r['subject_id']}",
+                      r["event"], r["episode"], r["firing"]] for r in rows], nowrap=("at",)))
 
 
 COMMANDS = [run, explain, history]

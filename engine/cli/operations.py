@@ -8,7 +8,7 @@ import click
 
 from engine.app import App
 from engine.cli.common import FORMAT, command
-from engine.cli.output import err, out, print_json, table
+from engine.cli.output import err, iso_time, local_time, out, print_json, table
 
 
 @click.command()
@@ -39,22 +39,28 @@ def status(app: App, fmt: str) -> None:
     """Last run of every playbook, queue depth by state, failures, next scheduled times, the leader."""
     from engine.service import status_report
 
+    tz = app.settings.timezone
     doc = status_report(app)
+    if doc["leader"]:
+        doc["leader"] = {**doc["leader"], "until": iso_time(doc["leader"]["until"], tz)}
+    doc["synced"] = {k: iso_time(v, tz) for k, v in doc["synced"].items()}
     if fmt == "json":
         print_json(doc)
         return
     rows = doc["playbooks"]
     out.print(table("Playbooks", ["playbook", "schedule", "last run", "status", "next run"],
                     [[r["playbook"] + ("" if r["enabled"] else " (disabled)"), r["schedule"],
-                      (r["last_run"] or "never")[:16], (r["status"] or "") + (f": {r['detail'].get('reason')}"
-                      if r["detail"] and r["detail"].get("reason") else ""), (r["next_run"] or "")[:16]]
-                     for r in rows]))
+                      local_time(r["last_run"], tz) or "never", (r["status"] or "") + (f": {r['detail'].get('reason')}"
+                      if r["detail"] and r["detail"].get("reason") else ""), local_time(r["next_run"], tz)]
+                     for r in rows], nowrap=("last run", "next run")))
     out.print(table("Outbox", ["state", "actions"], sorted(doc["queue"].items())))
     if doc["recent_failures"]:
         out.print(table("Recent failures", ["#", "dedup key", "error"],
                         [[f["id"], f["dedup_key"], (f["error"] or "")[:80]] for f in doc["recent_failures"]]))
-    out.print(f"leader: {doc['leader']['owner'] + ' until ' + doc['leader']['until'] if doc['leader'] else 'none'}; "
-              f"last sync: " + (", ".join(f"{k} {v[:16]}" for k, v in doc["synced"].items()) or "never"))
+    leader = doc["leader"]
+    out.print(f"leader: {leader['owner'] + ' until ' + local_time(leader['until'], tz) if leader else 'none'}; "
+              "last sync: " + (", ".join(f"{k} {local_time(v, tz)}" for k, v in doc["synced"].items()) or "never"),
+              soft_wrap=True)
     if doc["invalid"]:
         err.file.write("invalid playbooks (not running): " + ", ".join(doc["invalid"]) + "\n")
 

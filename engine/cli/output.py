@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
+from datetime import date, datetime
 from typing import Any, Iterable
 
 from rich.console import Console
 from rich.table import Table
 
+from engine.clock import localize, show_time
 from engine.errors import Diagnostic
 
 out = Console(highlight=False, soft_wrap=False,
@@ -22,22 +25,32 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
-def print_diagnostics(diags: Iterable[Diagnostic], *, stream: Console = err, limit: int | None = None) -> None:
-    """file:line:col: message lines, plain and unwrapped so editors and CI can parse them (at most `limit`)."""
+def print_diagnostics(diags: Iterable[Diagnostic], *, stream: Console = err, limit: int | None = None,
+                      label: str | None = None) -> None:
+    """file:line:col: message lines, plain and unwrapped so editors and CI can parse them (at most `limit`);
+    a `label` goes before the message: `file:line:col: warning: message`."""
     target = stream.file
     diags = list(diags)
     shown = diags if limit is None or len(diags) <= limit else diags[:limit]
     for d in shown:
-        target.write(str(d) + "\n")
+        target.write(str(replace(d, message=f"{label}: {d.message}") if label else d) + "\n")
     if len(shown) < len(diags):
         target.write(f"... and {len(diags) - len(shown)} more\n")
     target.flush()
 
 
-def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]], *, caption: str | None = None) -> Table:
+def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
+    """A problem or warning for --format json."""
+    return {"file": d.file, "line": d.line, "col": d.col, "message": d.message, "hint": d.hint}
+
+
+def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]], *, caption: str | None = None,
+          nowrap: Iterable[str] = ()) -> Table:
+    """A table for people; the `nowrap` columns (times) are never broken across lines."""
+    keep = set(nowrap)
     t = Table(title=title, caption=caption, show_lines=False, header_style="bold")
     for c in columns:
-        t.add_column(c, overflow="fold")
+        t.add_column(c, overflow="fold", no_wrap=c in keep)
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
     return t
@@ -63,6 +76,23 @@ def sync_rows(report: Any) -> list[dict[str, Any]]:
             for r in report.entities.values()]
 
 
-def jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    """A database row for --format json: dates and datetimes as ISO strings."""
-    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+def local_time(value: datetime | str | None, tz: str, *, seconds: bool = False) -> str:
+    """An instant for a person, in the config time zone with its offset: `2026-12-07 09:00 +09:00` (naive
+    values, and ISO strings without an offset, are UTC as the store keeps them); empty for None."""
+    if value is None:
+        return ""
+    return show_time(datetime.fromisoformat(value) if isinstance(value, str) else value, tz, seconds=seconds)
+
+
+def iso_time(value: datetime | str | None, tz: str) -> str | None:
+    """An instant for --format json: ISO 8601 with the offset of the config time zone (naive = UTC)."""
+    if value is None:
+        return None
+    return localize(datetime.fromisoformat(value) if isinstance(value, str) else value, tz).isoformat()
+
+
+def jsonable(row: dict[str, Any], tz: str) -> dict[str, Any]:
+    """A database row for --format json: instants as ISO 8601 with the offset of time zone `tz` (the store's
+    are naive UTC), dates as ISO dates."""
+    return {k: iso_time(v, tz) if isinstance(v, datetime) else v.isoformat() if isinstance(v, date) else v
+            for k, v in row.items()}

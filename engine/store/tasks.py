@@ -7,12 +7,14 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from engine.store import dialect as sql_dialect
 from engine.store.bulk import execute_many
 from engine.store.dialect import in_list
 from engine.store.schema import Repository, Schema
+
+BUILTIN = "builtin"     # the connector of the built-in task list's own tasks (the others are in a CRM)
 
 
 class Tasks(Repository):
@@ -50,15 +52,38 @@ class Tasks(Repository):
         t = self.schema.tasks
         self.conn.execute(update(t).where(t.c.dedup_key == dedup_key).values(external_id=external_id))
 
-    def list(self, *, status: str | None = "open", assignee: str | None = None, limit: int = 100) -> list[dict]:
-        """Tasks by due date (undated last)."""
+    def list(self, *, status: str | None = "open", assignee: str | None = None, awake_at: datetime | None = None,
+             limit: int = 100) -> list[dict]:
+        """Tasks by due date (undated last); with `awake_at`, not those snoozed past that instant."""
         t = self.schema.tasks
         q = select(t).order_by(t.c.due_at.is_(None), t.c.due_at, t.c.id).limit(limit)
         if status:
             q = q.where(t.c.status == status)
         if assignee:
             q = q.where(t.c.assignee == assignee)
+        if awake_at is not None:
+            q = q.where(or_(t.c.snoozed_until.is_(None), t.c.snoozed_until <= awake_at))
         return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def get(self, task_id: int) -> dict | None:
+        """One task by its id."""
+        t = self.schema.tasks
+        row = self.conn.execute(select(t).where(t.c.id == task_id)).mappings().first()
+        return dict(row) if row else None
+
+    def mark_done(self, task_id: int, now: datetime, note: str | None) -> bool:
+        """A person did an open task: it is `done` (a resolve no longer closes it), with their note."""
+        t = self.schema.tasks
+        res = self.conn.execute(update(t).where(t.c.id == task_id, t.c.status == "open")
+                                .values(status="done", closed_at=now, note=note))
+        return (res.rowcount or 0) > 0
+
+    def snooze(self, task_id: int, until: datetime) -> bool:
+        """Leave an open task out of the open list until `until` (naive UTC)."""
+        t = self.schema.tasks
+        res = self.conn.execute(update(t).where(t.c.id == task_id, t.c.status == "open")
+                                .values(snoozed_until=until))
+        return (res.rowcount or 0) > 0
 
 
 @lru_cache(maxsize=32)

@@ -4,6 +4,9 @@ Each field type has a coercer: a function of one raw value that returns the type
 an empty value) or raises `CoerceError` whose text is the problem as a user reads it, e.g.
 `"abc" is not a number`. Datetimes are returned as naive UTC; one without an offset is read in the
 configured time zone.
+
+A source may write its text values its own way (`ValueFormats`, from its reader): dates in a strptime
+format, a decimal comma, thousands separators. ISO dates are still accepted from such a source.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -27,6 +31,50 @@ _FALSE = {"false", "0", "no"}
 
 class CoerceError(ValueError):
     """A raw value that does not fit its field type; the text is the problem for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class ValueFormats:
+    """How a source writes text values when not as ISO and Python do: `date_format` (strptime) for its dates
+    and datetimes, the `decimal` separator, and a `thousands` separator to ignore in numbers."""
+
+    date_format: str | None = None
+    decimal: str = "."
+    thousands: str | None = None
+
+    def numbers(self) -> str:
+        """How this source writes numbers, for a problem message."""
+        return f"this source writes decimals with {show(self.decimal)}" + (
+            f" and thousands with {show(self.thousands)}" if self.thousands else " and no thousands separator")
+
+
+ISO = ValueFormats()
+_TIME_DIRECTIVES = ("%H", "%I", "%M", "%S", "%X", "%c")
+
+
+def check_date_format(text: str) -> str:
+    """A strptime format naming the year, month and day; ValueError saying what is wrong otherwise."""
+    sample = datetime(2026, 12, 31, 23, 59, 58)
+    try:
+        back = datetime.strptime(sample.strftime(text), text)
+    except ValueError as exc:
+        raise ValueError(f"`{text}` is not a date format ({exc}); write it with strptime codes, "
+                         "e.g. %Y/%m/%d or %d.%m.%Y") from None
+    if back.date() != sample.date():
+        raise ValueError(f"`{text}` does not name the year, month and day; write e.g. %Y/%m/%d or %d.%m.%Y")
+    return text
+
+
+def check_separator(name: str, sep: str, other: str | None = None) -> str:
+    """A decimal or thousands separator: one character, not part of a number, not `other` (the other
+    separator); ValueError saying what is wrong otherwise."""
+    if len(sep) != 1:
+        raise ValueError(f"`{name}` must be one character, not {show(sep)}")
+    if sep.isdigit() or sep in "+-eE":
+        raise ValueError(f"`{name}` cannot be {show(sep)}, which is part of a number")
+    if sep == other:
+        raise ValueError(f"`decimal` and `thousands` are both {show(sep)}; they must differ")
+    return sep
 
 
 def show(value: Any) -> str:
@@ -148,6 +196,33 @@ def to_boolean(value: Any) -> bool | None:
     raise CoerceError(f"{show(value)} is not a boolean (use true/false, yes/no or 1/0)")
 
 
+def _separated(convert: Coercer, what: str, formats: ValueFormats) -> Coercer:
+    """`convert` for text written with the source's decimal and thousands separators (groups of three digits);
+    values that are not text are converted as they are."""
+    decimal, thousands = formats.decimal, formats.thousands
+
+    def coerce(value: Any) -> Any:
+        if not isinstance(value, str):
+            return convert(value)
+        body = value.strip()
+        if not body:
+            return None
+        sign = body[0] if body[0] in "+-" else ""
+        whole, point, rest = body[len(sign):].partition(decimal)
+        if thousands and thousands in whole:
+            groups = whole.split(thousands)
+            if 1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:]):
+                whole = "".join(groups)
+        if decimal == "." or "." not in whole + rest:
+            try:
+                return convert(sign + whole + ("." + rest if point else ""))
+            except CoerceError:
+                pass
+        raise CoerceError(f"{show(value)} is not {what} ({formats.numbers()})")
+
+    return coerce
+
+
 def to_date(value: Any) -> date | None:
     """A calendar date written YYYY-MM-DD (or a SQL date; a SQL datetime only at midnight)."""
     if isinstance(value, str):
@@ -171,8 +246,54 @@ def to_date(value: Any) -> date | None:
     raise CoerceError(f"expected a date, got {_kind(value)}")
 
 
-def datetime_coercer(tz: tzinfo) -> Coercer:
-    """A coercer of ISO 8601 date-times to naive UTC; one without an offset is read in `tz`."""
+def date_coercer(date_format: str) -> Coercer:
+    """A coercer of dates written in `date_format` (strptime) or ISO (YYYY-MM-DD)."""
+
+    def coerce(value: Any) -> date | None:
+        if not isinstance(value, str):
+            return to_date(value)
+        text = value.strip()
+        if not text:
+            return None
+        if _DATE.match(text):
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                pass
+        try:
+            moment = datetime.strptime(text, date_format)
+        except ValueError:
+            raise CoerceError(f"{show(value)} is not a date (use {date_format} or YYYY-MM-DD)") from None
+        if moment.time() != datetime.min.time():
+            raise CoerceError(f"{show(value)} is not a date (it has a time of day)")
+        return moment.date()
+
+    return coerce
+
+
+def datetime_coercer(tz: tzinfo, date_format: str | None = None) -> Coercer:
+    """A coercer of ISO 8601 date-times to naive UTC; one without an offset is read in `tz`. With a
+    `date_format` (strptime), text in that format is read too: the format alone (midnight), or followed by a
+    time `HH:MM` or `HH:MM:SS` when it has none of its own."""
+    formats: tuple[str, ...] = ()
+    usage = "use ISO 8601, e.g. 2024-05-01T09:30:00+02:00"
+    if date_format:
+        timed = any(d in date_format for d in _TIME_DIRECTIVES)
+        formats = (date_format,) if timed else (date_format, date_format + " %H:%M", date_format + " %H:%M:%S")
+        usage = f"use {date_format}{'' if timed else ' with an optional HH:MM[:SS]'} or ISO 8601"
+
+    def read(value: str) -> datetime:
+        text = value.strip()
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        for fmt in formats:
+            try:
+                return datetime.strptime(text, fmt)
+            except ValueError:
+                continue
+        raise CoerceError(f"{show(value)} is not a date-time ({usage})")
 
     def to_datetime(value: Any) -> datetime | None:
         if _empty(value):
@@ -182,11 +303,7 @@ def datetime_coercer(tz: tzinfo) -> Coercer:
         elif isinstance(value, date):
             moment = datetime(value.year, value.month, value.day)
         elif isinstance(value, str):
-            try:
-                moment = datetime.fromisoformat(value.strip())
-            except ValueError:
-                raise CoerceError(f"{show(value)} is not a date-time "
-                                  "(use ISO 8601, e.g. 2024-05-01T09:30:00+02:00)") from None
+            moment = read(value)
         else:
             raise CoerceError(f"expected a date-time, got {_kind(value)}")
         if moment.tzinfo is None:
@@ -196,9 +313,15 @@ def datetime_coercer(tz: tzinfo) -> Coercer:
     return to_datetime
 
 
-def coercer(field_type: str, tz: tzinfo) -> Coercer:
-    """The coercer of one field type (string, integer, number, boolean, date, datetime)."""
+def coercer(field_type: str, tz: tzinfo, formats: ValueFormats = ISO) -> Coercer:
+    """The coercer of one field type (string, integer, number, boolean, date, datetime), for values written as
+    `formats` says."""
     if field_type == "datetime":
-        return datetime_coercer(tz)
+        return datetime_coercer(tz, formats.date_format)
+    if field_type == "date" and formats.date_format:
+        return date_coercer(formats.date_format)
+    if field_type in ("integer", "number") and (formats.decimal != "." or formats.thousands):
+        convert, what = (to_integer, "an integer") if field_type == "integer" else (to_number, "a number")
+        return _separated(convert, what, formats)
     return {"string": to_string, "integer": to_integer, "number": to_number,
             "boolean": to_boolean, "date": to_date}[field_type]

@@ -1,38 +1,97 @@
 """The file sync sources: `csv` (a header row, then one row per record) and `jsonl` (one JSON object per line).
 
 `{entity: accounts, csv: data/accounts.csv}`, or the long form `csv: {path: data/accounts.csv}`; a relative
-path is read against the config file's folder. Files are UTF-8 (a leading BOM is dropped)."""
+path is read against the config file's folder. Files are UTF-8 unless the long form names an `encoding` (any
+Python codec); a leading BOM is dropped. A CSV file exported from a spreadsheet may also say how it writes
+dates and numbers: `csv: {path: …, encoding: cp932, date_format: "%Y/%m/%d", decimal: ",", thousands: "."}`."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Iterator
+from encodings import normalize_encoding
+from encodings.aliases import aliases
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
+from engine.errors import suggest
 from engine.plugins import SourceEnv, SourcePlugin
+from engine.sync.coerce import ValueFormats, check_date_format, check_separator
 from engine.sync.reader import Reader, Row, Unreadable
+
+UTF8 = "utf-8"
 
 
 class FileSource(BaseModel):
-    """A file source's options: its path (a plain string is the path)."""
+    """A file source's options: its path (a plain string is the path) and its text encoding."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     path: str
+    encoding: str = UTF8
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return {"path": data} if isinstance(data, str) else data
 
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str) -> str:
+        return check_encoding(v)
+
+
+class CsvFileSource(FileSource):
+    """A CSV source's options: those of a file, and how it writes dates and numbers (ISO dates, a decimal
+    point and no thousands separator unless it says otherwise)."""
+
+    date_format: str | None = None
+    decimal: str = "."
+    thousands: str | None = None
+
+    @field_validator("date_format")
+    @classmethod
+    def _date_format(cls, v: str | None) -> str | None:
+        return None if v is None else check_date_format(v)
+
+    @field_validator("decimal")
+    @classmethod
+    def _decimal(cls, v: str) -> str:
+        return check_separator("decimal", v)
+
+    @field_validator("thousands")
+    @classmethod
+    def _thousands(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return None if v is None else check_separator("thousands", v, info.data.get("decimal", "."))
+
+    def formats(self) -> ValueFormats:
+        return ValueFormats(self.date_format, self.decimal, self.thousands)
+
+
+def check_encoding(name: str) -> str:
+    """A Python text codec's name, or ValueError naming the nearest one."""
+    usage = "use a Python codec name such as utf-8, cp932, latin-1 or utf-16"
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        near = suggest(normalize_encoding(name).lower(), set(aliases) | set(aliases.values()))
+        raise ValueError(f"unknown encoding `{name}`" + (f" (did you mean `{near}`?)" if near else "")
+                         + f"; {usage}") from None
+    try:
+        "a".encode(name)
+    except LookupError:                        # base64, rot13, zlib: codecs, but not of text
+        raise ValueError(f"`{name}` is not a text encoding; {usage}") from None
+    return name
+
 
 class _FileReader(Reader):
-    def __init__(self, path: Path, label: str):
+    def __init__(self, path: Path, label: str, options: FileSource):
         self.path = path
         self.label = label
+        self.encoding = options.encoding
         self._fh: Any = None
 
     def open(self) -> None:
@@ -56,19 +115,48 @@ class _FileReader(Reader):
         return count
 
     def _lines(self) -> Iterator[str]:
-        """The file's lines as text (UTF-8, a leading BOM dropped); a line that is not UTF-8 fails the source."""
-        for number, raw in enumerate(self._fh, 1):
+        """The file's lines as text in its encoding, each with its newline (a leading BOM dropped); a line that
+        does not decode fails the source. The bytes are decoded incrementally, so an encoding whose characters
+        may hold a newline byte (UTF-16) reads right too."""
+        decode = codecs.getincrementaldecoder(self.encoding)(errors="strict").decode
+        number, pending = 0, ""
+        for raw in self._fh:
             try:
-                text_line = raw.decode("utf-8")
+                text = pending + decode(raw)
             except UnicodeDecodeError:
-                raise self.fail("the file is not UTF-8 text", number, "save or export it as UTF-8") from None
-            if number == 1 and text_line.startswith("\ufeff"):
-                text_line = text_line[1:]
-            yield text_line
+                raise self._not_decodable(number + 1) from None
+            if text.endswith("\n") and text.count("\n") == 1:
+                pending, lines = "", [text]
+            else:
+                *lines, pending = text.split("\n")
+                lines = [line + "\n" for line in lines]
+            for line in lines:
+                number += 1
+                yield line[1:] if number == 1 and line.startswith("\ufeff") else line
+        try:
+            pending += decode(b"", True)
+        except UnicodeDecodeError:
+            raise self._not_decodable(number + 1) from None
+        if pending:
+            number += 1
+            yield pending[1:] if number == 1 and pending.startswith("\ufeff") else pending
+
+    def _not_decodable(self, line: int) -> Exception:
+        if codecs.lookup(self.encoding).name == UTF8:
+            return self.fail("the file is not UTF-8 text", line,
+                             "save or export it as UTF-8, or name its encoding in the source, "
+                             "e.g. `encoding: cp932`")
+        return self.fail(f"the file is not {self.encoding} text", line,
+                         f"is `encoding: {self.encoding}` the file's encoding? name the right one, "
+                         f"or save the file as {self.encoding}")
 
 
 class CsvReader(_FileReader):
     """A CSV file with a header row; a row shorter than the header has its last columns empty."""
+
+    def __init__(self, path: Path, label: str, options: CsvFileSource):
+        super().__init__(path, label, options)
+        self.formats = options.formats()
 
     def open(self) -> None:
         super().open()
@@ -144,11 +232,12 @@ class FileSourcePlugin(SourcePlugin):
         return config.path
 
     def open(self, config: FileSource, env: SourceEnv) -> Reader:
-        return self.reader(env.resolve(config.path), env.label)
+        return self.reader(env.resolve(config.path), env.label, config)  # type: ignore[call-arg]
 
 
 class CsvSource(FileSourcePlugin):
     name = "csv"
+    config = CsvFileSource
     reader = CsvReader
 
 

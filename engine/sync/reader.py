@@ -5,6 +5,8 @@ None for JSON lines, whose keys vary per line) and iterates `(location, raw)` pa
 is the file line number (a CSV header is line 1) or the result row number, and raw is a dict of
 column -> raw value, or an `Unreadable` when the row cannot be read at all.
 A problem with the source as a whole (missing file, failing query) raises `SourceError`.
+A reader's `formats` say how its text values are written when not as ISO and Python do (a date format,
+a decimal comma, thousands separators); the runner types that reader's rows with them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from engine.errors import Diagnostic
+from engine.sync.coerce import ISO, ValueFormats
 
 EPOCH = datetime(1970, 1, 1)
 
@@ -43,6 +46,7 @@ class Reader:
 
     label: str
     columns: tuple[str, ...] | None = None
+    formats: ValueFormats = ISO
 
     def __enter__(self) -> Reader:
         self.open()

@@ -5,7 +5,8 @@ sync in one transaction (a key may appear in several sources: later sources upda
 they name; within one source a key may appear once). Rows stream from the sources, are validated,
 and valid rows are upserted in chunks inside that transaction, each source's rows with its own stamp;
 a key seen twice in one source is found within the chunk, or by the database when an earlier chunk
-of the source stamped it (so memory does not grow with the rows). If any row is invalid (and
+of the source stamped it (so memory does not grow with the rows). Each source's rows are typed with the
+value formats its reader declares (a date format, decimal and thousands separators). If any row is invalid (and
 `skip_invalid` is off) or a source cannot be read, the transaction is rolled back so nothing of
 the entity changes; the rows are still written until then, so every duplicate is found and counted.
 Other entities still sync and commit; `run_sync` then raises `SyncFailed` (a DataError) listing the
@@ -199,12 +200,13 @@ class _EntitySync:
         self.first_stamp = self.stamp = tx.entities.next_stamp(self.entity, self.now)
         self.before = tx.entities.count(self.entity)
         since = tx.entities.last_synced(self.entity) or EPOCH
-        checker = RowChecker(self.entity, self.fields, self.settings.tz, self.settings.declared_values(self.entity))
         readers = [open_source(s, self.settings, label, since) for label, s in self.sources]
         totals: list[int | None] = []
         done = 0
         for index, reader in enumerate(readers):
             self.stamp = self.first_stamp + timedelta(microseconds=index)
+            checker = RowChecker(self.entity, self.fields, self.settings.tz, reader.formats,
+                                 self.settings.declared_values(self.entity))
             with reader:
                 totals.append(reader.estimate_total() if self.progress is not no_progress else None)
                 total = None if None in totals else sum(t or 0 for t in totals)

@@ -17,7 +17,7 @@ from typing import Any
 from engine.clock import suggest_zone, zone_names
 from engine.datamodel import KEYS, fields_of
 from engine.errors import suggest
-from engine.sync.coerce import CoerceError, Coercer, coercer, show
+from engine.sync.coerce import ISO, CoerceError, Coercer, ValueFormats, coercer, show
 
 # Fields every row of an entity must have, beyond its key.
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -39,13 +39,13 @@ def required_fields(entity: str) -> tuple[str, ...]:
 
 
 class RowChecker:
-    """Validates the rows of one entity in one sync."""
+    """Validates the rows of one entity from one source (whose values are written as `formats` says)."""
 
-    def __init__(self, entity: str, fields: Mapping[str, str], tz: tzinfo,
+    def __init__(self, entity: str, fields: Mapping[str, str], tz: tzinfo, formats: ValueFormats = ISO,
                  declared: Mapping[str, Collection[str]] | None = None):
         self.entity = entity
         self.fields = dict(fields)
-        self.coercers: dict[str, Coercer] = {name: coercer(t, tz) for name, t in fields.items()}
+        self.coercers: dict[str, Coercer] = {name: coercer(t, tz, formats) for name, t in fields.items()}
         self.key = KEYS[entity]
         self.required = required_fields(entity)
         self.declared = {name: (frozenset(allowed), tuple(allowed)) for name, allowed in (declared or {}).items()}

@@ -550,7 +550,82 @@ def test_a_file_that_is_not_utf8_fails_its_entity(ws: Workspace) -> None:
     (ws.root / "accounts.csv").write_bytes("id,name\nA1,Acm\xe9\n".encode("latin-1"))
     with pytest.raises(DataError) as info:
         ws.sync(skip_invalid=True)
-    assert str(info.value) == "accounts.csv:2: the file is not UTF-8 text (save or export it as UTF-8)"
+    assert str(info.value) == ("accounts.csv:2: the file is not UTF-8 text (save or export it as UTF-8, or name "
+                               "its encoding in the source, e.g. `encoding: cp932`)")
+
+
+@pytest.mark.parametrize("encoding", ["cp932", "utf-16", "latin-1", "utf-8-sig"])
+def test_a_source_reads_the_encoding_it_names(ws: Workspace, encoding: str) -> None:
+    name = "Café" if encoding == "latin-1" else "株式会社アクメ"
+    ws.config(f"sources:\n  - {{entity: accounts, csv: {{path: accounts.csv, encoding: {encoding}}}}}\n"
+              f"  - {{entity: contacts, jsonl: {{path: contacts.jsonl, encoding: {encoding}}}}}\n")
+    (ws.root / "accounts.csv").write_bytes(f"id,name\r\nA1,{name}\r\nA2,\"two\nlines\"\r\n".encode(encoding))
+    (ws.root / "contacts.jsonl").write_bytes(
+        (json.dumps({"id": "C1", "account_id": "A1", "name": name}, ensure_ascii=False) + "\n").encode(encoding))
+    ws.sync()
+    assert {k: v["name"] for k, v in ws.by_id("accounts").items()} == {"A1": name, "A2": "two\nlines"}
+    assert ws.by_id("contacts")["C1"]["name"] == name
+
+
+def test_bytes_that_do_not_decode_name_the_encoding_and_the_line(ws: Workspace) -> None:
+    ws.config("sources:\n  - {entity: accounts, csv: {path: accounts.csv, encoding: cp932}}\n")
+    (ws.root / "accounts.csv").write_bytes("id,name\nA1,アクメ\nA2,".encode("cp932") + b"\x82\xff\n")
+    with pytest.raises(DataError) as info:
+        ws.sync(skip_invalid=True)
+    assert str(info.value) == ("accounts.csv:3: the file is not cp932 text (is `encoding: cp932` the file's "
+                               "encoding? name the right one, or save the file as cp932)")
+    assert ws.rows("accounts") == []
+
+
+def test_a_csv_source_reads_dates_and_numbers_as_it_writes_them(ws: Workspace) -> None:
+    ws.config("""
+        fields:
+          accounts: {nps: integer, health_score: number, onboarding_done_at: date, last_login: datetime}
+        sources:
+          - entity: accounts
+            csv: {path: accounts.csv, date_format: "%d.%m.%Y", decimal: ",", thousands: "."}
+          - {entity: usage, csv: usage.csv}
+    """, timezone="Europe/Berlin")
+    ws.write("accounts.csv", """
+        id,arr,nps,health_score,onboarding_done_at,last_login,renewal_date
+        A1,"12.000,50",1.000,"87,5",31.12.2025,01.02.2026 09:30,2026-12-01
+        A2,"-3,25",-7,"0,5",1.2.2026,01.02.2026,
+    """)
+    ws.write("usage.csv", "account_id,metric,day,value\nA1,logins,2026-02-01,1.5\n")
+    ws.sync()
+    a1, a2 = ws.by_id("accounts")["A1"], ws.by_id("accounts")["A2"]
+    assert (a1["arr"], a1["nps"], a1["health_score"]) == (12000.5, 1000, 87.5)
+    assert a1["onboarding_done_at"] == date(2025, 12, 31) and a1["renewal_date"] == date(2026, 12, 1)
+    assert a1["last_login"] == datetime(2026, 2, 1, 8, 30)          # Berlin, naive: read in the config zone
+    assert (a2["arr"], a2["nps"], a2["health_score"]) == (-3.25, -7, 0.5)
+    assert a2["onboarding_done_at"] == date(2026, 2, 1) and a2["last_login"] == datetime(2026, 1, 31, 23, 0)
+    assert ws.rows("usage")[0]["value"] == 1.5                      # another source keeps the decimal point
+
+
+def test_values_that_do_not_fit_the_source_formats_are_row_problems(ws: Workspace) -> None:
+    ws.config("""
+        fields:
+          accounts: {nps: integer, onboarding_done_at: date, last_login: datetime}
+        sources:
+          - {entity: accounts, csv: {path: accounts.csv, date_format: "%Y/%m/%d", thousands: ","}}
+    """)
+    ws.write("accounts.csv", """
+        id,arr,nps,onboarding_done_at,last_login
+        A1,"1,5",1,2026/02/30,2026/02/01 25:00
+        A2,"12,000",,2026/02/01 10:00,
+        A3,"12,000.5","1,000.5",,
+    """)
+    with pytest.raises(DataError) as info:
+        ws.sync()
+    assert str(info.value).splitlines() == [
+        'accounts.csv:2: arr: "1,5" is not a number (this source writes decimals with "." and thousands with ",")',
+        'accounts.csv:2: onboarding_done_at: "2026/02/30" is not a date (use %Y/%m/%d or YYYY-MM-DD)',
+        'accounts.csv:2: last_login: "2026/02/01 25:00" is not a date-time (use %Y/%m/%d with an optional '
+        'HH:MM[:SS] or ISO 8601)',
+        'accounts.csv:3: onboarding_done_at: "2026/02/01 10:00" is not a date (use %Y/%m/%d or YYYY-MM-DD)',
+        'accounts.csv:4: nps: "1,000.5" is not an integer (this source writes decimals with "." and thousands '
+        'with ",")',
+    ]
 
 
 # --------------------------------------------------------------------------- snapshots

@@ -29,7 +29,11 @@ actions:
 """
 
 
+SYNCED = 'defaults: {sync_schedule: "0 * * * *"}\n'      # `start` syncs: no warning about that
+
+
 def workspace(ws: Workspace) -> Workspace:
+    ws.configure(SYNCED)
     ws.playbook("usage", USAGE)
     ws.playbook("renewal", RENEWAL)
     ws.data("accounts", [{"id": "A1", "name": "Acme", "arr": 10}])
@@ -67,7 +71,7 @@ def test_without_usage_rows_there_is_nothing_to_warn_about(ws: Workspace) -> Non
 def test_declared_metrics_make_an_unknown_metric_an_error_not_a_warning(ws_sqlite: Workspace) -> None:
     ws = workspace(ws_sqlite)
     ws.sync()
-    ws.configure("metrics: [logins, active_users, api_calls]\n")
+    ws.configure(SYNCED + "metrics: [logins, active_users, api_calls]\n")
     result = ws.cli("validate", expect=1)
     assert result.stderr == ""
     assert result.stdout.splitlines()[:2] == [

@@ -14,7 +14,7 @@ ROLES = ("champion", "decision_maker", "admin", "user")
 
 
 def problems(entity: str, row: dict, declared: dict | None = None) -> list[str]:
-    checker = RowChecker(entity, fields_of(entity, {}), timezone.utc, declared)
+    checker = RowChecker(entity, fields_of(entity, {}), timezone.utc, declared=declared)
     return checker.check(row)[1]
 
 
