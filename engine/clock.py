@@ -198,3 +198,12 @@ def check_cron(text: str | None) -> str | None:
             raise ValueError(f"`{text}` is not a cron expression ({exc}); "
                              "write five fields: minute hour day month weekday") from None
     return text
+
+
+def scheduled_between(cron: str, start: datetime, end: datetime, tz: str) -> bool:
+    """Whether the cron schedule (read in time zone `tz`) has a time in (start, end] (naive UTC instants)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    after = start.replace(tzinfo=timezone.utc) + timedelta(microseconds=1)
+    due = CronTrigger.from_crontab(cron, timezone=ZoneInfo(tz)).get_next_fire_time(None, after)
+    return due is not None and due <= end.replace(tzinfo=timezone.utc)

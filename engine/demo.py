@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from engine.app import App
+from engine.clock import scheduled_between
 from engine.demo_data import LOCAL
 from engine.errors import UserError
 
@@ -26,6 +27,7 @@ class DemoReport:
     emails: int                                                 # .eml files written to the local sink
     slack: int                                                  # Slack messages in the local sink
     outbox_dir: Path
+    not_due: dict[str, str]                                     # playbook -> its own schedule, not due in the demo
 
 
 def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = lambda _: None) -> DemoReport:
@@ -52,13 +54,18 @@ def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = la
         as_of(data, yesterday.local())
         run_sync(app.settings, app.store, now=yesterday.now)
         say("evaluate")
-        switched_on = run_tick(app.store, app.settings, app.playbooks, yesterday)
+        # a playbook with a schedule of its own (the monthly report) is evaluated only if that schedule came
+        # round during the demo's day, as `playbook start` would; the others as a daily run would
+        unscheduled = {pb.id for pb in app.playbooks.valid if pb.spec.schedule and not scheduled_between(
+            pb.spec.schedule, yesterday.now, clock.now, app.settings.timezone)}
+        due = {pb.id for pb in app.playbooks.valid if pb.spec.enabled} - unscheduled
+        switched_on = run_tick(app.store, app.settings, app.playbooks, yesterday, only=due)
         deliver_due(app.store, app.settings, yesterday)
         for name, content in todays.items():
             (data / name).write_bytes(content)
         report = run_sync(app.settings, app.store, now=clock.now)
         synced = {name: r.read for name, r in report.entities.items()}
-        result = run_tick(app.store, app.settings, app.playbooks, clock)
+        result = run_tick(app.store, app.settings, app.playbooks, clock, only=due)
         say("dispatch")
         deliver_due(app.store, app.settings, clock)
         with app.store.read() as tx:
@@ -67,7 +74,8 @@ def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = la
         app.close()
     by_pb: dict[str, Counter] = {}
     for r in rows:
-        by_pb.setdefault(r["playbook_id"], Counter())[f"{r['kind']} {r['status']}"] += 1
+        status = "deferred" if r["status"] == "pending" and r.get("note") else r["status"]   # contact policy
+        by_pb.setdefault(r["playbook_id"], Counter())[f"{r['kind']} {status}"] += 1
     fired = Counter(e.playbook for run in (switched_on, result) for e in run.events
                     if e.event in ("enter", "repeat"))
     baselined = {o.playbook: o.counts["baseline"] for o in switched_on.playbooks}
@@ -76,7 +84,8 @@ def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = la
     box = app.settings.outbox_dir
     emails = len(list((box / "email").glob("*.eml"))) if (box / "email").exists() else 0
     slack = sum(1 for _ in open(box / "slack.jsonl", encoding="utf-8")) if (box / "slack.jsonl").exists() else 0
-    return DemoReport(synced, playbooks, emails, slack, box)
+    not_due = {pb.id: pb.spec.schedule for pb in app.playbooks.valid if pb.id in unscheduled}
+    return DemoReport(synced, playbooks, emails, slack, box, not_due)
 
 
 def as_of(data: Path, moment: datetime) -> None:

@@ -14,7 +14,7 @@ from engine.episodes import Transition
 from engine.plugins import registry
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook
-from engine.templating import TemplateProblem, context_helpers
+from engine.templating import PLAYBOOK_FIELDS, TemplateProblem, context_helpers
 
 
 @dataclass
@@ -59,7 +59,7 @@ def template_rows(tz: ZoneInfo) -> Callable[[dict[str, Any]], dict[str, Any]]:
 
 def base_context(pb: CompiledPlaybook, clock: Clock) -> dict[str, Any]:
     """The part of the template context every subject of one evaluation shares."""
-    ctx: dict[str, Any] = {"playbook": {"id": pb.id, "name": pb.spec.name, "description": pb.spec.description or ""},
+    ctx: dict[str, Any] = {"playbook": {name: getattr(pb.spec, name) or "" for name in PLAYBOOK_FIELDS},
                            "now": localize(clock.now, ZoneInfo(clock.timezone)), "unsubscribe_url": ""}
     ctx.update(context_helpers(clock.today))
     return ctx

@@ -26,7 +26,7 @@ CONTEXT_NAMES = {
     "goal": {"account", "goal", "playbook", "now", "today", "unsubscribe_url"},
 }
 HELPERS = {"days_until", "days_since", "range"}             # the functions a template may call (context_helpers)
-PLAYBOOK_FIELDS = ("id", "name", "description")             # `playbook.…` (planner.base_context)
+PLAYBOOK_FIELDS = ("id", "name", "description")             # `playbook.…`: what templates see of the playbook
 CORE_TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
     **{stype: tuple(CORE_FIELDS[entity]) for stype, entity in ENTITY_OF.items()}, "playbook": PLAYBOOK_FIELDS}
 

@@ -123,7 +123,7 @@ sources:
 
 HEADERS = {
     "accounts": ["id", "name", "arr", "seats", "csm_email", "renewal_date", "created_at", "health_score", "nps",
-                 "timezone"],
+                 "timezone", "lifecycle_stage"],
     "contacts": ["id", "account_id", "email", "name", "role", "created_at", "unsubscribed", "timezone"],
     "usage": ["account_id", "metric", "day", "value"],
     "goals": ["id", "account_id", "name", "metric", "direction", "baseline", "target", "current", "due_date",

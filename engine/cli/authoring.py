@@ -117,12 +117,15 @@ def demo(keep: str | None, accounts: int) -> None:
         print_diagnostics(exc.diagnostics)
         sys.exit(1)
     out.print("synced: " + ", ".join(f"{n} {entity}" for entity, n in report.synced.items()))
-    rows = [[pid, subject, fired, baselined, ", ".join(f"{n} {what}" for what, n in actions.items()) or "—"]
+    rows = [[pid, subject, fired, baselined,
+             f"not due today: its schedule is {report.not_due[pid]}" if pid in report.not_due else
+             ", ".join(f"{n} {what}" for what, n in actions.items()) or "—"]
             for pid, subject, fired, baselined, actions in report.playbooks]
     out.print(table("Demo summary", ["playbook", "subject", "fired", "baselined", "actions (kind status)"], rows,
                     caption="switched on yesterday, run again today: `baselined` already matched at the "
                             "switch-on (activation: baseline) and got nothing; `fired` counts the switch-on's "
-                            "backfills (activation: fire) and today's new matches"))
+                            "backfills (activation: fire) and today's new matches; `deferred` emails wait for the recipient's next "
+                            "allowed moment (contact_policy in config.yaml)"))
     box = report.outbox_dir
     out.print(f"where the messages went: {report.emails} email file(s) in {box / 'email'}, {report.slack} Slack "
               f"message(s) in {box / 'slack.jsonl'}, tasks in the built-in task list (`playbook tasks`)")

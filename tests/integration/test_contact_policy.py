@@ -127,3 +127,28 @@ def test_caps_hold_across_playbooks_and_show_in_dry_runs_and_explain(ws: Workspa
     if on_cap == "defer":
         ws.run("2027-01-19T10:05")                          # a week later the window has room again
         assert sum(delivered(ws).values()) == 9
+
+
+def test_the_monthly_report_example_goes_out_every_first_at_the_next_business_morning(ws_sqlite: Workspace) -> None:
+    ws = ws_sqlite
+    ws.timezone = "Asia/Tokyo"
+    ws.configure(POLICY)
+    example = Path(__file__).parents[2] / "playbooks"
+    ws.playbook("monthly-value-report", (example / "monthly-value-report.yaml").read_text())
+    for part in ("subject", "txt", "html"):
+        name = f"monthly-value-report.{part}.j2"
+        ws.template(name, (example / "templates" / name).read_text())
+    ws.data("accounts", [{"id": "A1", "name": "Acme", "arr": 5000, "seats": 12, "renewal_date": "2027-09-30",
+                          "timezone": "Asia/Tokyo", "lifecycle_stage": "adoption"}])
+    ws.data("contacts", [{"id": "C1", "account_id": "A1", "email": "boss@acme.jp", "name": "Boss",
+                          "role": "decision_maker"}])
+    ws.sync()
+    sends = {}
+    for first in ("2027-01-01", "2027-02-01", "2027-03-01", "2027-04-01"):
+        events = ws.run(f"{first}T10:00")["events"]
+        assert [e["event"] for e in events] == (["enter"] if first == "2027-01-01" else ["repeat"])
+        sends[first] = events[0]["actions"][0]["send_at"]
+    # New Year's Day is a holiday and the 2nd and 3rd a weekend; 1 February and 1 March 2027 are business
+    # days; 1 April is a Thursday: the report goes out at once, or the next business morning at 09:00
+    assert sends == {"2027-01-01": "2027-01-04T09:00:00+09:00", "2027-02-01": "2027-02-01T10:00:00+09:00",
+                     "2027-03-01": "2027-03-01T10:00:00+09:00", "2027-04-01": "2027-04-01T10:00:00+09:00"}

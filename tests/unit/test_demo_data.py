@@ -129,6 +129,8 @@ def expected_matches(d: Data) -> dict[str, set[str]]:
         "goal-achieved": {g["id"] for g in d.goals if _goal_reached(g)},
         "expansion-signal": {a["id"] for a in accounts
                              if d.metric(a["id"], "active_users", 7, "max") >= a["seats"] * 0.9},
+        "monthly-value-report": {a["id"] for a in accounts if not _segment(a, "high_touch")
+                                 and a["lifecycle_stage"] in ("adoption", "expansion", "renewal")},
     }
 
 
@@ -147,6 +149,8 @@ PINNED: dict[str, tuple[str, dict[str, Any], list[str]]] = {
                         ["not segment('high_touch')", "account.health_score >= 60"]),
     "goal-achieved": ("goal", {"goal_achieved": {}}, []),
     "expansion-signal": ("account", {"when": "metric('active_users', 7, 'max') >= account.seats * 0.9"}, []),
+    "monthly-value-report": ("account", {"when": "account.lifecycle_stage in ['adoption', 'expansion', 'renewal']"},
+                             ["not segment('high_touch')"]),
 }
 
 
