@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
 from engine.actions import ActionKind, CompiledAction, PlanContext
 from engine.actions import Payload
-from engine.clock import parse_duration
+from engine.clock import DurationText, parse_duration
 from engine.delivery import BaseConnector, Connector, Outcome, Receipt
 from engine.plugins import ConnectorEnv, ConnectorPlugin
 from engine.store import Store
@@ -27,16 +27,9 @@ class TaskAction(BaseModel):
     title: str
     description: str | None = None
     assignee: str | None = None
-    due_in: str | None = None
+    due_in: DurationText | None = None
     priority: Literal["low", "normal", "high"] = "normal"
     close_on_resolve: bool = True
-
-    @field_validator("due_in")
-    @classmethod
-    def _due(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_duration(v)
-        return v
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,13 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        return open_store(self.settings.database_url(), self.settings.custom_fields())
+        from engine.errors import ConfigError
+        from engine.store.database import DatabaseUnavailable
+
+        try:
+            return open_store(self.settings.database_url(), self.settings.custom_fields())
+        except DatabaseUnavailable as exc:         # at the line of config.yaml that names the database
+            raise ConfigError(self.settings.diagnostic(exc.key, exc.message, exc.hint)) from None
 
     @cached_property
     def playbooks(self) -> PlaybookSet:

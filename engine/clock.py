@@ -11,13 +11,17 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from functools import cache
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
+
+from pydantic import AfterValidator
 
 from engine.errors import UserError
 
 DURATION = re.compile(r"^(\d+)(mo|[smhdw])$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_DURATION_DAYS = 100 * 366       # a century: longer is a typo, and past datetime's range from now
+FIRST_YEAR, LAST_YEAR = 1900, 2999  # the instants a person may give (--now, --until)
 
 # What people write for a time zone that is not an IANA name, and the zone it usually means (abbreviations that
 # name several zones, such as CST or IST, are left out).
@@ -86,9 +90,16 @@ def show_time(instant: datetime, tz: str, *, seconds: bool = False) -> str:
 
 def parse_instant(text: str, tz: str) -> datetime:
     """An ISO date or date-time a person wrote, as an aware datetime (one without an offset is read in `tz`; a
-    date is its midnight); ValueError when it is not ISO."""
+    date is its midnight); ValueError when it is not ISO, or outside the years 1900 to 2999 (where every
+    duration the engine adds or subtracts, up to a century, still gives a date)."""
     parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if not FIRST_YEAR <= parsed.year <= LAST_YEAR:
+        raise OutOfRange(f"`{text}` is not between the years {FIRST_YEAR} and {LAST_YEAR}")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=ZoneInfo(tz))
+
+
+class OutOfRange(ValueError):
+    """An instant a person gave that is ISO, but too far in the past or future."""
 
 
 def parse_when(text: str, now: datetime, tz: str) -> datetime:
@@ -98,6 +109,8 @@ def parse_when(text: str, now: datetime, tz: str) -> datetime:
         return parse_duration(text).after(now, tz)
     try:
         moment = parse_instant(text, tz)
+    except OutOfRange:
+        raise
     except ValueError:
         raise ValueError(f"`{text}` is neither a date-time nor a duration; write e.g. 2026-12-10, "
                          "2026-12-10T09:00 or 3d") from None
@@ -126,6 +139,8 @@ def make_clock(tz_name: str, now: str | datetime | None = None) -> Clock:
     else:
         try:
             instant = parse_instant(now, tz_name)
+        except OutOfRange as exc:
+            raise UserError(f"--now: {exc}") from None
         except ValueError:
             raise UserError(f"--now: `{now}` is not an ISO date-time (e.g. 2026-03-01T09:00 or "
                             f"2026-03-01T09:00:00+09:00)") from None
@@ -187,17 +202,44 @@ def parse_duration(text: str) -> Duration:
     return Duration(months=n) if unit == "mo" else Duration(seconds=n * UNIT_SECONDS[unit])
 
 
+def check_duration(text: str) -> str:
+    """A duration as written (`3d`), or ValueError saying how to write one."""
+    parse_duration(text)
+    return text
+
+
 def check_cron(text: str | None) -> str | None:
-    """A five-field cron expression, or ValueError saying how to write one."""
+    """A five-field cron expression that fires at some time, or ValueError saying how to write one."""
     if text is not None:
         from apscheduler.triggers.cron import CronTrigger
 
         try:
-            CronTrigger.from_crontab(text)
+            trigger = CronTrigger.from_crontab(text, timezone=timezone.utc)
         except ValueError as exc:
             raise ValueError(f"`{text}` is not a cron expression ({exc}); "
                              "write five fields: minute hour day month weekday") from None
+        if not _ever_fires(trigger):
+            raise ValueError(f"`{text}` never fires: no date has that day in that month; "
+                             "check the day and month fields")
     return text
+
+
+def _ever_fires(trigger: Any) -> bool:
+    """Whether a cron's month, day and weekday fields match some date: any day of the 28 years from 2000 (every
+    date falls on every weekday in them, 29 February included). APScheduler itself would search until the year
+    9999 to find that a cron never fires."""
+    fields = [f for f in trigger.fields if f.name in ("month", "day", "day_of_week")]
+    day = datetime(2000, 1, 1)
+    while day.year < 2028:
+        if all(f.get_next_value(day) == f.get_value(day) for f in fields):
+            return True
+        day += timedelta(days=1)
+    return False
+
+# The types of configuration and playbook values that are a duration or a cron expression: every such value is
+# checked when it is loaded (so by `playbook validate`), and tests find them all by these types.
+DurationText = Annotated[str, AfterValidator(check_duration)]
+CronText = Annotated[str, AfterValidator(check_cron)]
 
 
 def scheduled_between(cron: str, start: datetime, end: datetime, tz: str) -> bool:

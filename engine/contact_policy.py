@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.clock import Duration, known_zone, parse_duration
+from engine.clock import Duration, DurationText, known_zone, parse_duration
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -83,9 +83,7 @@ class Cap(_Model):
 
     per: Literal["contact", "account"]
     max: int = Field(ge=1)
-    within: str = Field(description="the window, a duration such as 7d or 1mo")
-
-    _within = field_validator("within")(classmethod(lambda cls, v: (parse_duration(v), v)[1]))
+    within: DurationText = Field(description="the window, a duration such as 7d or 1mo")
 
     @property
     def window(self) -> Duration:

@@ -259,6 +259,8 @@ class Service:
             log.exception("could not record which playbooks are switched off")
 
     def _report_invalid(self, pset: PlaybookSet) -> None:
+        for d in pset.warnings:
+            log.warning("%s", d)
         for inv in pset.invalid:
             for d in inv.diagnostics:
                 log.error("invalid playbook: %s", d, extra={"file": inv.file})

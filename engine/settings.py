@@ -13,13 +13,14 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Fiel
                       ValidationError, ValidationInfo, create_model, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
-from engine.clock import check_cron, parse_duration, suggest_zone
+from engine.clock import CronText, DurationText, parse_duration, suggest_zone
 from engine.contact_policy import ContactPolicyConfig
 from engine.datamodel import BOOKKEEPING, CORE_FIELDS, ENTITY_OF, Entity, FieldType, SubjectEntity, fields_of
-from engine.errors import ConfigError, Diagnostic
+from engine.errors import ConfigError, Diagnostic, UserError
 from engine.plugins import LocalSink, Registry, registry
 from engine.spec.diagnostics import validation_diagnostics
 from engine.spec.yamlfile import Positions, load_yaml
+from engine.textfile import read_text
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -40,9 +41,7 @@ class Source(Model):
     mode: Literal["snapshot", "incremental"] | None = Field(
         None, description="snapshot: rows absent are removed; incremental: upsert only. "
                           "Default: the source's own (incremental for a SQL query that uses :since).")
-    schedule: str | None = None
-
-    _cron = field_validator("schedule")(classmethod(lambda cls, v: check_cron(v)))
+    schedule: CronText | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
@@ -74,34 +73,26 @@ class Source(Model):
 
 class DeliverySettings(Model):
     max_attempts: int = Field(8, ge=1)
-    backoff_base: str = "30s"
-    backoff_max: str = "1h"
-    expire_after: str = "3d"
-    lease: str = "5m"
+    backoff_base: DurationText = "30s"
+    backoff_max: DurationText = "1h"
+    expire_after: DurationText = "3d"
+    lease: DurationText = "5m"
 
-    @field_validator("backoff_base", "backoff_max", "expire_after", "lease")
+    @field_validator("lease")
     @classmethod
-    def _duration(cls, v: str, info: ValidationInfo) -> str:
-        if not parse_duration(v) and info.field_name == "lease":     # another worker could take it back at once
+    def _lease(cls, v: str) -> str:
+        if not parse_duration(v):           # another worker could take the action back at once
             raise ValueError(f"`{v}` is zero; write a duration such as 5m")
         return v
 
 
 class Defaults(Model):
-    schedule: str = "0 9 * * 1-5"
-    sync_schedule: str | None = Field(None, description="cron for syncing every source without its own schedule")
+    schedule: CronText = "0 9 * * 1-5"
+    sync_schedule: CronText | None = Field(None, description="cron for syncing every source without its own "
+                                                             "schedule")
     max_actions_per_run: int | None = Field(None, ge=1)
-    max_data_age: str | None = Field(None, description="a playbook does not evaluate when the data it reads "
-                                                       "was synced longer ago than this (e.g. 2d)")
-
-    @field_validator("max_data_age")
-    @classmethod
-    def _age(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_duration(v)
-        return v
-
-    _cron = field_validator("schedule", "sync_schedule")(classmethod(lambda cls, v: check_cron(v)))
+    max_data_age: DurationText | None = Field(None, description="a playbook does not evaluate when the data it "
+                                                                "reads was synced longer ago than this (e.g. 2d)")
 
 
 def _value_key(key: str, info: ValidationInfo) -> str:
@@ -266,14 +257,15 @@ class Settings(Model):
         """What is valid but probably not meant, at its place in the config file (`playbook validate`)."""
         found = []
         if self.sources and self.sync_cron is None:
-            found.append(self._diagnostic(
+            found.append(self.diagnostic(
                 ("sources",), "`playbook start` will evaluate the playbooks but never sync these sources: "
                 "neither `defaults.sync_schedule` nor any source's `schedule` is set",
                 'add `sync_schedule: "0 * * * *"` under `defaults:` to sync hourly, or a `schedule:` to a '
                 "source, or run `playbook sync` yourself"))
         return found
 
-    def _diagnostic(self, path: tuple[str, ...], message: str, hint: str) -> Diagnostic:
+    def diagnostic(self, path: tuple[str, ...], message: str, hint: str | None = None) -> Diagnostic:
+        """A problem with the value at `path` in the configuration file, at its key's line and column."""
         if self._positions is None:
             return Diagnostic(self.config_file, None, None, message, hint)
         return self._positions.diagnostic(path, message, hint, key=True)
@@ -348,7 +340,10 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     if not file.exists():
         raise ConfigError(Diagnostic(shown, None, None, "configuration file not found",
                                      "pass --config PATH, set PLAYBOOK_CONFIG, or run `playbook init DIR`"))
-    data, positions = load_yaml(file.read_text(encoding="utf-8"), shown)
+    try:
+        data, positions = load_yaml(read_text(file, shown), shown)
+    except UserError as exc:
+        raise ConfigError(exc.diagnostics) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

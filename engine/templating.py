@@ -18,6 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_ra
 
 from engine.datamodel import CORE_FIELDS, ENTITY_OF
 from engine.errors import suggest
+from engine.textfile import not_utf8
 
 MAX_OUTPUT = 256 * 1024  # characters one rendered template may produce
 CONTEXT_NAMES = {
@@ -72,7 +73,11 @@ class Templates:
         env = self.html_env if ".html" in name else self.text_env
         if self.directory is None or not (self.directory / name).is_file():
             raise TemplateProblem(f"template `{name}` not found in {self.directory}", None, name)
-        source = (self.directory / name).read_text(encoding="utf-8")
+        data = (self.directory / name).read_bytes()
+        try:
+            source = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(name, exc) from None
         return self._compile(env, source, subject, name, extra)
 
     def names(self) -> list[str]:
@@ -181,6 +186,14 @@ def _source(env: ImmutableSandboxedEnvironment, ref: str) -> str | None:
         return env.loader.get_source(env, ref)[0]
     except TemplateNotFound:
         return None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(ref, exc) from None
+
+
+def _not_utf8(name: str, exc: UnicodeDecodeError) -> TemplateProblem:
+    """The problem of a template file that is not UTF-8, at the line of its first byte that is not."""
+    problem = not_utf8(name, exc.object, exc.start)
+    return TemplateProblem(f"{problem.message} ({problem.hint})", problem.line, name)
 
 
 def _references(ast: nodes.Template) -> list[tuple[tuple[str, ...] | None, int, bool]]:

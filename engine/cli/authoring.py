@@ -14,11 +14,14 @@ import click
 from engine.app import App
 from engine.cli.common import FORMAT, command
 from engine.cli.output import diagnostic_json, err, out, print_diagnostics, print_json, table
+from engine.errors import Diagnostic, UserError
+
+ACCOUNTS = click.IntRange(0, 1_000_000)
 
 
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--accounts", default=300, show_default=True, help="how many sample accounts to generate")
+@click.option("--accounts", default=300, show_default=True, type=ACCOUNTS, help="how many sample accounts to generate")
 def init(directory: str, accounts: int) -> None:
     """Scaffold a working directory (config, playbooks, templates, sample data)."""
     from engine.workspace import scaffold
@@ -27,7 +30,11 @@ def init(directory: str, accounts: int) -> None:
     if (target / "config.yaml").exists():
         err.print(f"{target / 'config.yaml'} already exists; choose an empty directory")
         sys.exit(1)
-    counts = scaffold(target, accounts=accounts)
+    try:
+        counts = scaffold(target, accounts=accounts)
+    except OSError as exc:
+        raise UserError(Diagnostic(str(target), None, None, f"cannot write the working directory: "
+                                   f"{exc.strerror or exc}", "choose a folder you can write to")) from None
     out.print(f"Created {target}/ with config.yaml, playbooks/ and data/ "
               f"({', '.join(f'{v} {k}' for k, v in counts.items())}).")
     out.print(f"Next: cd {target} && playbook validate && playbook sync && playbook run --dry-run")
@@ -45,7 +52,10 @@ def validate(app: App, paths: tuple[str, ...], fmt: str) -> None:
 
     files: list[Path] = []
     for p in paths:
-        files += playbook_files(Path(p)) if Path(p).is_dir() else [Path(p)]
+        found = playbook_files(Path(p)) if Path(p).is_dir() else [Path(p)]
+        if not found:
+            raise click.UsageError(f"{p}: no playbook files (*.yaml, *.yml) in this folder")
+        files += found
     synced = synced_metrics(app.settings) if app.settings.metrics is None else None
     pset = load_playbooks(app.settings, files or None, synced_metrics=synced)
     diags = pset.diagnostics
@@ -67,7 +77,6 @@ def validate(app: App, paths: tuple[str, ...], fmt: str) -> None:
 def synced_metrics(settings: Any) -> set[str] | None:
     """The metrics of the synced usage rows, read without creating or migrating the database; None when the
     database does not exist, cannot be read or holds no usage row (nothing to compare the playbooks with)."""
-    from engine.errors import UserError
     from engine.store import DatabaseError, open_store
     from engine.store.database import database_exists
 
@@ -95,18 +104,20 @@ def schema(output: str | None) -> None:
 
     text = json.dumps(playbook_json_schema(), indent=2) + "\n"
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise click.FileError(output, hint=exc.strerror or str(exc)) from None
     else:
         sys.stdout.write(text)
 
 
 @click.command()
 @click.option("--keep", type=click.Path(file_okay=False), help="work in this directory instead of a temporary one")
-@click.option("--accounts", default=300, show_default=True)
+@click.option("--accounts", default=300, show_default=True, type=ACCOUNTS)
 def demo(keep: str | None, accounts: int) -> None:
     """Offline end-to-end run on the bundled example data and playbooks, with a summary."""
     from engine.demo import run_demo
-    from engine.errors import UserError
 
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="playbook-demo-"))
     started = time.perf_counter()
@@ -116,6 +127,9 @@ def demo(keep: str | None, accounts: int) -> None:
     except UserError as exc:
         print_diagnostics(exc.diagnostics)
         sys.exit(1)
+    except OSError as exc:
+        raise UserError(Diagnostic(str(work), None, None, f"cannot write the demo's directory: "
+                                   f"{exc.strerror or exc}", "choose a folder you can write to")) from None
     out.print("synced: " + ", ".join(f"{n} {entity}" for entity, n in report.synced.items()))
     rows = [[pid, subject, fired, baselined,
              f"not due today: its schedule is {report.not_due[pid]}" if pid in report.not_due else

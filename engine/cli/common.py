@@ -17,6 +17,8 @@ from engine.errors import UserError
 FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
                       show_default=True, help="table for people, json for machines")
 NOW = click.option("--now", help="at this ISO date-time (no offset = config timezone)")
+ID = click.IntRange(1, 2**63 - 1)            # an outbox action's or a task's number (a database integer)
+LIMIT = click.IntRange(1, 2**63 - 1)
 
 
 def config_option(fn: Callable) -> Callable:
@@ -44,11 +46,35 @@ def command(fn: Callable) -> Callable:
 
 
 def report_invalid(app: App) -> int:
-    """Say which playbooks are skipped as invalid (with their diagnostics); returns how many."""
+    """Say which playbooks are skipped as invalid (with their diagnostics), after the warnings of their loading
+    (no playbooks folder); returns how many are skipped."""
     from engine.cli.output import err
 
     invalid = app.playbooks.invalid
+    print_diagnostics(app.playbooks.warnings, label="warning")
     for inv in invalid:
         err.file.write(f"skipped {inv.file}: invalid playbook\n")
         print_diagnostics(inv.diagnostics)
     return len(invalid)
+
+
+def check_playbook_ids(app: App, ids: tuple[str, ...] | list[str], *, invalid_ok: bool = False) -> None:
+    """A usage error (exit 2) for each id that is no valid playbook's (with the nearest one), saying so when the
+    playbook exists but is invalid; with `invalid_ok`, only for ids no playbook file has (a filter of what
+    happened may name a playbook that is invalid now)."""
+    from engine.errors import suggest
+
+    known = [p.id for p in app.playbooks.valid]
+    invalid = {inv.id: inv.file for inv in app.playbooks.invalid if inv.id}
+    problems = []
+    for pid in ids:
+        if pid in known or (invalid_ok and pid in invalid):
+            continue
+        if pid in invalid:
+            problems.append(f"playbook `{pid}` is invalid ({invalid[pid]}; `playbook validate` says why)")
+            continue
+        near = suggest(pid, known)
+        problems.append(f"unknown playbook id `{pid}`" + (f" (did you mean `{near}`?)" if near else ""))
+    if problems:
+        raise click.UsageError("; ".join(problems) + (f"; known: {', '.join(known)}" if known else
+                                                      "; no playbook is valid"))

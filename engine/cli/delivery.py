@@ -8,10 +8,10 @@ from collections.abc import Callable
 import click
 
 from engine.app import App
-from engine.cli.common import FORMAT, command, config_option
+from engine.cli.common import FORMAT, ID, LIMIT, check_playbook_ids, command, config_option
 from engine.cli.output import jsonable, local_time, out, print_json, table
 from engine.clock import parse_when, wall_clock
-from engine.errors import UserError
+from engine.errors import Diagnostic, UserError
 from engine.store import Tx
 from engine.store.tasks import BUILTIN
 
@@ -20,7 +20,7 @@ WAITING = ("pending", "claimed", "held")          # not delivered yet: their due
 
 
 @click.command()
-@click.option("--limit", default=None, type=click.IntRange(min=1), help="deliver at most this many actions")
+@click.option("--limit", default=None, type=LIMIT, help="deliver at most this many actions")
 @FORMAT
 @command
 def dispatch(app: App, limit: int | None, fmt: str) -> None:
@@ -35,8 +35,10 @@ def dispatch(app: App, limit: int | None, fmt: str) -> None:
 
 
 @click.command()
-@click.option("--interval", default=1.0, show_default=True, help="seconds to wait when nothing is due")
-@click.option("--max-idle", default=None, type=float, help="exit after this many idle seconds (for scripts)")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="seconds to wait when nothing is due")
+@click.option("--max-idle", default=None, type=click.FloatRange(min=0),
+              help="exit after this many idle seconds (for scripts)")
 @click.option("--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True)
 @command
 def worker(app: App, interval: float, max_idle: float | None, log_format: str) -> None:
@@ -56,7 +58,7 @@ def outbox() -> None:
 @outbox.command("list")
 @click.option("--status", type=click.Choice(STATUSES))
 @click.option("--playbook", "playbook_id")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=LIMIT)
 @FORMAT
 @command
 def outbox_list(app: App, status: str | None, playbook_id: str | None, limit: int, fmt: str) -> None:
@@ -64,6 +66,8 @@ def outbox_list(app: App, status: str | None, playbook_id: str | None, limit: in
     with app.store.read() as tx:
         rows = tx.outbox.list(status=status, playbook_id=playbook_id, limit=limit)
         counts = tx.outbox.counts()
+    if not rows and playbook_id:
+        check_playbook_ids(app, [playbook_id], invalid_ok=True)     # nothing planned: is it a playbook's id?
     tz = app.settings.timezone
     if fmt == "json":
         print_json({"counts": counts, "actions": [jsonable({k: v for k, v in r.items() if k != "payload"}, tz)
@@ -85,14 +89,12 @@ def _why(row: dict) -> str:
 
 
 @outbox.command("retry")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=ID, required=True)
 @click.option("--rerender", is_flag=True, help="render the actions again from the current templates and data "
                                                "(failed, held or pending ones)")
 @command
 def outbox_retry(app: App, ids: tuple[int, ...], rerender: bool) -> None:
     """Make failed or held actions due again."""
-    from engine.errors import Diagnostic, UserError
-
     if rerender:
         from engine.rerender import rerender as render_again
 
@@ -102,6 +104,7 @@ def outbox_retry(app: App, ids: tuple[int, ...], rerender: bool) -> None:
             raise SystemExit(1)
         return
     with app.store.write() as tx:
+        _refuse_others(tx, ids, ("failed", "held"), "retried")
         unrendered = tx.outbox.unrendered(list(ids))
         if unrendered:
             raise UserError(Diagnostic(
@@ -114,13 +117,26 @@ def outbox_retry(app: App, ids: tuple[int, ...], rerender: bool) -> None:
 
 
 @outbox.command("cancel")
-@click.argument("ids", nargs=-1, type=int, required=True)
+@click.argument("ids", nargs=-1, type=ID, required=True)
 @command
 def outbox_cancel(app: App, ids: tuple[int, ...]) -> None:
     """Cancel pending or held actions."""
     with app.store.write() as tx:
+        _refuse_others(tx, ids, ("pending", "held"), "cancelled")
         n = tx.outbox.set_status(list(ids), "cancelled", wall_clock(), ("pending", "held"))
     out.print(f"{n} action(s) cancelled")
+
+
+def _refuse_others(tx: Tx, ids: tuple[int, ...], statuses: tuple[str, ...], done: str) -> None:
+    """A UserError, before anything changes, naming each action that does not exist or is not in one of
+    `statuses` (so a typo in an id never passes as "0 action(s) …")."""
+    found = {r["id"]: r["status"] for r in tx.outbox.by_ids(list(ids))}
+    problems = [f"#{i} does not exist" if i not in found else f"#{i} is {found[i]}"
+                for i in dict.fromkeys(ids) if found.get(i) not in statuses]
+    if problems:
+        raise UserError(Diagnostic("", None, None, "; ".join(problems) + f": only {' or '.join(statuses)} "
+                                   f"actions can be {done}, so nothing was changed",
+                                   "`playbook outbox list` shows each action and its status"))
 
 
 def _list_options(fn: Callable) -> Callable:
@@ -170,7 +186,7 @@ def tasks_list(app: App, show_all: bool, assignee: str | None, fmt: str) -> None
 
 
 @tasks.command("done")
-@click.argument("task_id", type=int)
+@click.argument("task_id", type=ID)
 @click.option("--note", help="what was done, kept with the task")
 @command
 def tasks_done(app: App, task_id: int, note: str | None) -> None:
@@ -183,7 +199,7 @@ def tasks_done(app: App, task_id: int, note: str | None) -> None:
 
 
 @tasks.command("snooze")
-@click.argument("task_id", type=int)
+@click.argument("task_id", type=ID)
 @click.option("--until", "until", required=True,
               help="an ISO date or date-time (config timezone) or a duration from now, e.g. 3d")
 @command

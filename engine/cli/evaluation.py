@@ -9,8 +9,9 @@ from typing import Any
 import click
 
 from engine.app import App
-from engine.cli.common import FORMAT, NOW, command, report_invalid
+from engine.cli.common import FORMAT, LIMIT, NOW, check_playbook_ids, command, report_invalid
 from engine.cli.output import action_summary, err, jsonable, local_time, out, print_json, table
+from engine.datamodel import SUBJECT_TYPES
 
 
 @click.command()
@@ -28,10 +29,7 @@ def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...],
 
     clock = app.clock(now)
     invalid = report_invalid(app)
-    unknown = [p for p in playbook_ids if app.playbooks.get(p) is None]
-    if unknown:
-        raise click.UsageError(f"unknown playbook id(s): {', '.join(unknown)}; "
-                               f"known: {', '.join(p.id for p in app.playbooks.valid)}")
+    check_playbook_ids(app, playbook_ids)
     if not dry_run:
         record_presence(app.store, app.playbooks)
     result = run_tick(app.store, app.settings, app.playbooks, clock, dry_run=dry_run,
@@ -69,7 +67,13 @@ def explain(app: App, subject_id: str, playbook_ids: tuple[str, ...], now: str |
     """Each condition's value for SUBJECT_ID (an id, or type:id) and why each playbook fires or not."""
     from engine.explain import explain_subject
 
+    stype, _, bare = subject_id.rpartition(":")
+    if stype and stype not in SUBJECT_TYPES:
+        raise click.UsageError(f"`{stype}` is not a subject type; write ID, or account:ID, contact:ID or goal:ID")
+    if not bare.strip():
+        raise click.UsageError("give the id of an account, contact or goal (or account:ID, contact:ID, goal:ID)")
     clock = app.clock(now)
+    check_playbook_ids(app, playbook_ids)
     sid, results = explain_subject(app.store, app.playbooks, subject_id, playbook_ids, clock, app.settings)
     if fmt == "json":
         print_json({"now": clock.local().isoformat(), "subject": sid,
@@ -110,7 +114,7 @@ def _show(v: Any, tz: str) -> str:
 @click.option("--playbook", "playbook_id", help="only this playbook")
 @click.option("--subject", help="only this subject (id or type:id)")
 @click.option("--attempts", "show_attempts", is_flag=True, help="every delivery attempt instead of events")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=LIMIT)
 @FORMAT
 @command
 def history(app: App, playbook_id: str | None, subject: str | None, show_attempts: bool, limit: int,
@@ -120,6 +124,8 @@ def history(app: App, playbook_id: str | None, subject: str | None, show_attempt
     if show_attempts:
         with app.store.read() as tx:
             rows = tx.outbox.attempts(playbook_id=playbook_id, subject=subject, limit=limit)
+        if not rows and playbook_id:
+            check_playbook_ids(app, [playbook_id], invalid_ok=True)
         if fmt == "json":
             print_json({"attempts": [jsonable(r, tz) for r in rows]})
             return
@@ -129,6 +135,8 @@ def history(app: App, playbook_id: str | None, subject: str | None, show_attempt
         return
     with app.store.read() as tx:
         rows = tx.episodes.history(playbook_id=playbook_id, subject=subject, limit=limit)
+    if not rows and playbook_id:
+        check_playbook_ids(app, [playbook_id], invalid_ok=True)     # nothing fired: is it a playbook's id?
     if fmt == "json":
         print_json({"events": [jsonable(r, tz) for r in rows]})
         return

@@ -8,16 +8,20 @@ import click
 
 from engine.app import App
 from engine.cli.common import FORMAT, command
-from engine.cli.output import err, iso_time, local_time, out, print_json, table
+from engine.cli.output import err, iso_time, local_time, out, print_diagnostics, print_json, table
+
+PORT = click.IntRange(1, 65535)
 
 
 @click.command()
-@click.option("--workers", default=2, show_default=True, help="dispatch threads in this process")
-@click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
-@click.option("--unsubscribe-port", type=int, default=None, help="serve the one-click unsubscribe endpoint")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="dispatch threads in this process")
+@click.option("--metrics-port", type=PORT, default=None, help="serve Prometheus /metrics on this port")
+@click.option("--unsubscribe-port", type=PORT, default=None, help="serve the one-click unsubscribe endpoint")
 @click.option("--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True)
-@click.option("--lease", default=15.0, show_default=True, help="leader lease in seconds (take-over time)")
-@click.option("--every", type=float, default=None, hidden=True,
+@click.option("--lease", default=15.0, show_default=True, type=click.FloatRange(min=1),
+              help="leader lease in seconds (take-over time)")
+@click.option("--every", type=click.FloatRange(min=0, min_open=True), default=None, hidden=True,
               help="evaluate every N seconds instead of the cron schedules (tests, demos)")
 @command
 def start(app: App, workers: int, metrics_port: int | None, unsubscribe_port: int | None, log_format: str,
@@ -63,6 +67,7 @@ def status(app: App, fmt: str) -> None:
               soft_wrap=True)
     if doc["invalid"]:
         err.file.write("invalid playbooks (not running): " + ", ".join(doc["invalid"]) + "\n")
+    print_diagnostics(app.playbooks.warnings, label="warning")
 
 
 COMMANDS = [start, status]

@@ -78,8 +78,9 @@ def _unwrap(tp: Any) -> Any:
 
 
 def allowed_keys(model: type[BaseModel]) -> list[str]:
-    """The keys a model accepts in YAML (aliases where set)."""
-    return [f.alias or name for name, f in model.model_fields.items()]
+    """The keys a model accepts in YAML (aliases where set; not the fields the engine fills in itself, which
+    are excluded from the model's output, such as the configuration's own folder)."""
+    return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
 
 
 def validation_diagnostics(exc: ValidationError, model: type[BaseModel], positions: Positions,

@@ -22,6 +22,7 @@ from engine.spec.models import Playbook, playbook_model
 from engine.spec.triggers import option_at, trigger_expression
 from engine.spec.yamlfile import Positions, load_yaml
 from engine.templating import PLAYBOOK_FIELDS, Templates, TemplateProblem
+from engine.textfile import read_text
 
 
 def scope_for(settings: Settings, subject: str) -> Scope:
@@ -53,9 +54,9 @@ def load_playbooks(settings: Settings, paths: list[Path] | None = None, *,
     templates = Templates(settings.templates if settings.templates.is_dir() else None, template_fields(settings))
     files = paths if paths is not None else (
         playbook_files(settings.playbooks) if settings.playbooks.is_dir() else [])
+    warnings: list[Diagnostic] = [] if paths is not None else _folder_warnings(settings)
     valid: list[CompiledPlaybook] = []
     invalid: list[InvalidPlaybook] = []
-    warnings: list[Diagnostic] = []
     seen: dict[str, str] = {}
     for path in files:
         shown = _display(path, settings.base_dir)
@@ -74,10 +75,21 @@ def load_playbooks(settings: Settings, paths: list[Path] | None = None, *,
     return PlaybookSet(tuple(valid), tuple(invalid), tuple(warnings))
 
 
+def _folder_warnings(settings: Settings) -> list[Diagnostic]:
+    """A warning when the configured playbooks folder is missing or not a folder: a typo in `playbooks:` would
+    otherwise run nothing, silently."""
+    folder = settings.playbooks
+    if folder.is_dir():
+        return []
+    what = "is a file, not a folder" if folder.exists() else "does not exist"
+    return [settings.diagnostic(("playbooks",), f"no playbooks: `{_display(folder, settings.base_dir)}` {what}",
+                                "correct `playbooks:`, or create the folder")]
+
+
 def _unsynced_metrics(pb: CompiledPlaybook, path: Path, synced: Collection[str]) -> list[Diagnostic]:
     """A warning for each metric a playbook's conditions read (its segments' included) that no synced usage row
     has, at the metric's name where the playbook spells it out, else at the condition."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, pb.file)
     _, positions = load_yaml(text, pb.file)
     out: list[Diagnostic] = []
     for condition, where in zip(pb.conditions, _condition_paths(pb)):
@@ -124,7 +136,7 @@ def _display(path: Path, base: Path) -> str:
 
 def _id_pos(path: Path) -> tuple[int | None, int | None]:
     try:
-        _, positions = load_yaml(path.read_text(encoding="utf-8"), str(path))
+        _, positions = load_yaml(read_text(path, str(path)), str(path))
         return positions.at(("id",))
     except UserError:
         return (None, None)
@@ -133,10 +145,7 @@ def _id_pos(path: Path) -> tuple[int | None, int | None]:
 def load_one(path: Path, shown: str, settings: Settings, templates: Templates) -> CompiledPlaybook | InvalidPlaybook:
     """Load one playbook file; never raises for a user's mistake."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return InvalidPlaybook(shown, None, (Diagnostic(shown, None, None, f"cannot read file: {exc}"),))
-    try:
+        text = read_text(path, shown)
         data, positions = load_yaml(text, shown)
     except UserError as exc:
         return InvalidPlaybook(shown, None, tuple(exc.diagnostics))

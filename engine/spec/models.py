@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from engine.clock import Duration, check_cron, parse_duration
+from engine.clock import CronText, Duration, DurationText, parse_duration
 from engine.datamodel import SubjectType
 from engine.plugins import Registry, registry
 
@@ -56,12 +56,6 @@ class OneOf(Model):
         return getattr(self, self.kind)
 
 
-def _duration(v: str | None) -> str | None:
-    if v is not None:
-        parse_duration(str(v))
-    return v
-
-
 class LowUsage(Model):
     metric: str
     days: int = Field(30, ge=1, le=3660)
@@ -102,11 +96,11 @@ class Playbook(Model):
     description: str | None = None
     enabled: bool = True
     subject: SubjectType = "account"
-    schedule: str | None = None
+    schedule: CronText | None = None
     trigger: Trigger
     where: list[str] = Field(default_factory=list)
-    repeat: str | None = None
-    cooldown: str | None = None
+    repeat: DurationText | None = None
+    cooldown: DurationText | None = None
     max_episodes: int | None = Field(None, ge=1)
     max_actions_per_run: int | None = Field(None, ge=1)
     activation: Literal["baseline", "fire"] = Field(
@@ -120,8 +114,6 @@ class Playbook(Model):
     actions: list[Any] = Field(min_length=1)
     on_resolve: list[Any] = Field(default_factory=list)
 
-    _durations = field_validator("repeat", "cooldown")(classmethod(lambda cls, v: _duration(v)))
-
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
@@ -130,8 +122,6 @@ class Playbook(Model):
             raise ValueError(f"`{v}` is not a valid id: use lower-case letters, digits and -"
                              + (f" (e.g. `{suggestion}`)" if suggestion else ""))
         return v
-
-    _cron = field_validator("schedule")(classmethod(lambda cls, v: check_cron(v)))
 
     @property
     def repeat_duration(self) -> Duration | None:

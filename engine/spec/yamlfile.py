@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,9 @@ def load_yaml(text: str, file: str) -> tuple[Any, Positions]:
                                    "check indentation and quoting on this line")) from None
     except yaml.YAMLError as exc:  # pragma: no cover - defensive
         raise UserError(Diagnostic(file, None, None, f"YAML error: {exc}")) from None
+    except RecursionError:          # the composer recurses once per level of [ and {
+        raise UserError(Diagnostic(file, None, None, "the YAML is nested too deeply to read",
+                                   f"nest lists and mappings at most {MAX_DEPTH} levels deep")) from None
     if node is None:
         return None, positions
     errors: list[Diagnostic] = []
@@ -61,10 +65,20 @@ def load_yaml(text: str, file: str) -> tuple[Any, Positions]:
 
 
 _constructor = yaml.SafeLoader(stream="")
+MAX_DEPTH = 64          # deeper is no configuration or playbook: an alias inside the value it names, or a mistake
+# What PyYAML's scalar constructors raise when a scalar does not fit its tag (`!!int abc`, a date such as
+# 2026-02-30, `!!bool maybe`), besides ConstructorError for a tag that has no constructor.
+_SCALAR_ERRORS = (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, OverflowError)
+_DATE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}")
 
 
 def _build(node: yaml.Node, path: Path, positions: Positions, errors: list[Diagnostic]) -> Any:
-    positions.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    line, col = node.start_mark.line + 1, node.start_mark.column + 1
+    positions.values[path] = (line, col)
+    if len(path) > MAX_DEPTH:
+        errors.append(Diagnostic(positions.file, line, col, f"nested more than {MAX_DEPTH} levels deep",
+                                 "does an alias (*name) stand inside the value it names?"))
+        return None
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -91,4 +105,21 @@ def _build(node: yaml.Node, path: Path, positions: Positions, errors: list[Diagn
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_build(child, path + (i,), positions, errors) for i, child in enumerate(node.value)]
-    return _constructor.construct_object(node, deep=True)
+    try:
+        return _constructor.construct_object(node, deep=True)
+    except _SCALAR_ERRORS:
+        errors.append(_scalar_problem(node, positions.file))
+        return None
+
+
+def _scalar_problem(node: yaml.Node, file: str) -> Diagnostic:
+    """Why a scalar cannot be read: an unknown tag, a date that does not exist, or text its tag cannot hold."""
+    line, col = node.start_mark.line + 1, node.start_mark.column + 1
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    if node.tag not in _constructor.yaml_constructors:
+        return Diagnostic(file, line, col, f"unknown YAML tag `{tag}`", "remove the tag")
+    if tag == "!!timestamp" and _DATE.match(node.value):
+        return Diagnostic(file, line, col, f"`{node.value}` is not a date that exists",
+                          "write a real date as YYYY-MM-DD, or quote it to keep it as text")
+    return Diagnostic(file, line, col, f"`{node.value}` is not a valid {tag}",
+                      f"remove the tag {tag}, or fix the value")

@@ -108,6 +108,15 @@ def _savepoint_journal(conn: Connection, *, in_memory: bool) -> None:
         conn.info["temp_store"] = want
 
 
+class DatabaseUnavailable(ConfigError):
+    """The database cannot be opened, or is not one this version can use. `key` is what the configuration
+    says that this is about (`database:`, or a custom field), for the caller to point at its line."""
+
+    def __init__(self, message: str, hint: str, key: tuple[str, ...] = ("database",)):
+        super().__init__(Diagnostic("", None, None, message, hint))
+        self.message, self.hint, self.key = message, hint, key
+
+
 def open_engine(url: str, custom_fields: dict[str, dict[str, str]] | None = None, *,
                 migrate: bool = True) -> tuple[Engine, Schema]:
     """Open (and by default migrate) the database; add columns for newly declared custom fields."""
@@ -117,15 +126,40 @@ def open_engine(url: str, custom_fields: dict[str, dict[str, str]] | None = None
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any driver error means the same thing to a user
-        raise ConfigError(Diagnostic("config", None, None,
-                                     f"cannot open database: {type(exc).__name__}: {_first_line(exc)}",
-                                     "check `database:` in config.yaml")) from None
+        engine.dispose()
+        raise _cannot_open(engine, exc) from None
     if migrate:
-        from engine.store.migrate import upgrade
+        from engine.store.migrate import upgrade, upgrade_problem
 
+        problem = upgrade_problem(engine, schema.metadata.tables)
+        if problem:
+            engine.dispose()
+            raise DatabaseUnavailable(f"{_shown(engine)}: {problem}",
+                                      "point `database:` at a database of this version of playbook-engine, or "
+                                      "a new one")
         upgrade(engine)
         ensure_custom_columns(engine, schema, custom_fields or {})
     return engine, schema
+
+
+def _shown(engine: Engine) -> str:
+    """The database as a person recognises it: a SQLite file's path, or the URL with its password hidden."""
+    if engine.dialect.name == "sqlite" and engine.url.database:
+        return engine.url.database
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _cannot_open(engine: Engine, exc: Exception) -> DatabaseUnavailable:
+    """Why a database cannot be opened, said with the driver's own words (never the password)."""
+    reason = _first_line(getattr(exc, "orig", None) or exc)
+    if engine.dialect.name != "sqlite":
+        hint = "is the server running, and are the host, port, database, user and password in `database:` right?"
+    elif "not a database" in reason or "malformed" in reason:
+        hint = "the file is damaged or not a SQLite database: restore it from a backup, or point `database:` at " \
+               "a new file"
+    else:
+        hint = "does its folder exist, and may this user write there?"
+    return DatabaseUnavailable(f"cannot open the database {_shown(engine)}: {reason}", hint)
 
 
 def ensure_custom_columns(engine: Engine, schema: Schema, custom: dict[str, dict[str, str]]) -> None:
@@ -140,10 +174,10 @@ def ensure_custom_columns(engine: Engine, schema: Schema, custom: dict[str, dict
                 want = FIELD_TYPES[ftype]().compile(dialect=engine.dialect)
                 have = existing[name]["type"].compile(dialect=engine.dialect)
                 if _norm(want) != _norm(have):
-                    raise ConfigError(Diagnostic(
-                        "config", None, None,
+                    raise DatabaseUnavailable(
                         f"custom field {entity}.{name} is declared `{ftype}` but the database holds it as {have}",
-                        "keep the old type, or rename the field (a new name gets a new column)"))
+                        "keep the old type, or rename the field (a new name gets a new column)",
+                        ("fields", entity, name))
                 continue
             coltype = col.type.compile(dialect=engine.dialect)
             with engine.begin() as conn:

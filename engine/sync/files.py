@@ -160,11 +160,15 @@ class CsvReader(_FileReader):
 
     def open(self) -> None:
         super().open()
-        self._reader = csv.reader(self._lines())
+        # strict: a quote that is never closed, or text after a closing quote, is an error, not a value that
+        # swallows the rest of the file (in a snapshot, the rows after it would be removed)
+        self._reader = csv.reader(self._lines(), strict=True)
         try:
             header = next(self._reader)
         except StopIteration:
             raise self.fail("the file is empty (a CSV source needs a header row)") from None
+        except csv.Error as exc:
+            raise self._malformed(exc, 1) from None
         names = [name.strip() for name in header]
         seen: set[str] = set()
         for name in names:
@@ -183,7 +187,7 @@ class CsvReader(_FileReader):
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise self.fail(f"cannot parse CSV: {exc}", previous + 1) from None
+                raise self._malformed(exc, previous + 1) from None
             line, previous = previous + 1, self._reader.line_num
             if not values or (len(values) == 1 and not values[0].strip() and width != 1):
                 continue  # blank line
@@ -198,6 +202,14 @@ class CsvReader(_FileReader):
 
     def estimate_total(self) -> int | None:
         return max(self._count_lines() - 1, 0)
+
+    def _malformed(self, exc: csv.Error, line: int) -> Exception:
+        """The problem of a row the csv module cannot split (`line` is where the row starts)."""
+        if "unexpected end of data" in str(exc):
+            return self.fail("a quoted value that starts in this row is never closed", line,
+                             'close the quote ("), and write "" for a quote inside a quoted value')
+        return self.fail(f"cannot parse CSV: {exc}", line,
+                         'a quoted value is quoted whole, with "" for a quote inside it: "say ""hi"""')
 
 
 class JsonlReader(_FileReader):

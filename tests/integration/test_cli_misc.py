@@ -100,5 +100,15 @@ def test_no_warning_when_start_syncs(ws_sqlite: Workspace, extra: str) -> None:
 
 def test_no_warning_without_sources(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("timezone: UTC\n")
+    (tmp_path / "playbooks").mkdir()
     r = CliRunner().invoke(main, ["--config", str(tmp_path / "config.yaml"), "validate"])
     assert r.exit_code == 0 and r.stderr == ""
+
+
+def test_a_missing_playbooks_folder_is_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("timezone: UTC\nplaybooks: playbok/\n")
+    for args in (["validate"], ["run", "--dry-run"]):
+        r = CliRunner().invoke(main, ["--config", str(tmp_path / "config.yaml"), *args])
+        assert r.exit_code == 0
+        assert "config.yaml:2:1: warning: no playbooks: `playbok` does not exist (correct " \
+               "`playbooks:`, or create the folder)" in r.stderr

@@ -106,7 +106,7 @@ def test_data_is_never_rendered_twice(ws_sqlite: Workspace) -> None:
 def test_unknown_playbook_is_a_usage_error(ws_sqlite: Workspace) -> None:
     _setup(ws_sqlite)
     r = ws_sqlite.cli("run", "--playbook", "nope", expect=2)
-    assert "unknown playbook id(s): nope" in r.stderr
+    assert "unknown playbook id `nope`; known: a, b" in r.stderr
 
 
 def test_bad_now_is_a_clear_error(ws_sqlite: Workspace) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 
-def record_figure(name: str, value: Any) -> None:
-    """Print a measured figure, and merge it into $PLAYBOOK_RELIABILITY_FIGURES when that names a file."""
-    print(f"[reliability] {name}: {value}")
+def record_figure(name: str, value: Any, suite: str = "reliability") -> None:
+    """Print a measured figure (labelled with its `suite`), and merge it into $PLAYBOOK_RELIABILITY_FIGURES when
+    that names a file."""
+    print(f"[{suite}] {name}: {value}")
     target = os.environ.get("PLAYBOOK_RELIABILITY_FIGURES")
     if not target:
         return
