@@ -1,4 +1,5 @@
-"""Small HTTP client helpers shared by the HTTP connectors (stdlib urllib, no redirects, Retry-After)."""
+"""Small HTTP client helpers shared by the HTTP connectors (stdlib urllib, no redirects, Retry-After), and the
+request to a URL built from a playbook or its data, made only to an address the `outbound` rule allows."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import email.utils
 import json
 import http.client
 import math
+import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +18,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from engine.delivery import Outcome, Receipt
+from engine.outbound import Outbound
 
 MAX_BODY = 1 << 20          # read at most 1 MiB of any answer
 TRANSIENT_STATUSES = {408, 425, 429}
@@ -92,6 +96,83 @@ def http_call(method: str, url: str, *, body: bytes | None = None, headers: Mapp
         raise NetworkError(f"timed out after {timeout:g}s") from None
     except (OSError, http.client.HTTPException) as exc:
         raise NetworkError(f"{type(exc).__name__}: {exc}") from None
+
+
+def pinned_call(method: str, url: str, outbound: Outbound, *, body: bytes | None = None,
+                headers: Mapping[str, str] | None = None, timeout: float) -> HttpResponse:
+    """One HTTP request to a URL from a playbook or its data: its host is resolved once, the addresses the
+    `outbound` rule refuses are left out, and the connection goes to an address that was checked (TLS still
+    verifies the host name). No proxy, no redirects.
+
+    Raises engine.outbound.Refused (nothing was sent), ValueError for a URL that cannot be requested, NetworkError for no answer.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("the URL must start with http:// or https://")
+    try:
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ValueError("the URL's port is not a number from 1 to 65535") from None
+    if not host:
+        raise ValueError("the URL names no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the URL holds credentials (user:password@); send them in a header instead")
+    try:
+        addresses = outbound.resolve(host, port)
+    except (OSError, UnicodeError) as exc:
+        raise NetworkError(f"cannot resolve {host}: {getattr(exc, 'strerror', None) or exc}") from None
+    cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+    conn = cls(host, port, timeout=timeout)
+    conn.addresses = addresses
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request(method, target, body=body, headers=dict(headers or {}))
+        resp = conn.getresponse()
+        return HttpResponse(resp.status, _lower(resp.headers), resp.read(MAX_BODY))
+    except TimeoutError:
+        raise NetworkError(f"timed out after {timeout:g}s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise NetworkError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def _connect(addresses: list[tuple[int, tuple]], timeout: float | None) -> socket.socket:
+    """A socket connected to the first of these (checked) addresses that answers."""
+    error: OSError | None = None
+    for family, sockaddr in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or OSError("no address to connect to")
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """An HTTP connection to checked addresses (the Host header still names the URL's host)."""
+
+    addresses: list[tuple[int, tuple]] = []
+
+    def connect(self) -> None:
+        self.sock = _connect(self.addresses, self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """An HTTPS connection to checked addresses; the certificate is verified for the URL's host name."""
+
+    addresses: list[tuple[int, tuple]] = []
+
+    def __init__(self, host: str, port: int, *, timeout: float):
+        self.tls = ssl.create_default_context()
+        super().__init__(host, port, timeout=timeout, context=self.tls)
+
+    def connect(self) -> None:
+        sock = _connect(self.addresses, self.timeout)
+        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
 
 
 def _lower(headers: Any) -> dict[str, str]:

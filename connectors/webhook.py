@@ -20,6 +20,12 @@ rendered `headers` plus:
 HTTP-date); other statuses — redirects included, which are never followed — are permanent.
 Connection errors and timeouts are transient. Details name the host only: URLs and headers may
 carry credentials.
+
+The URL may be built from data, so it only reaches what the `outbound:` rule allows (engine/outbound.py): a
+host whose text already says it is refused (`127.0.0.1`, `localhost`, `[::1]`, …) is refused when the playbook is
+validated (a URL written in it) or the action planned (one rendered from data); a name is resolved once at send
+time and the request goes to an allowed address it resolved to. A refusal is a permanent failure, with the
+reason; nothing is sent.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from connectors.http import NetworkError, failure, http_call
-from engine.actions import ActionKind, Payload
+from connectors.http import NetworkError, failure, pinned_call
+from engine.actions import ActionKind, CompileContext, CompiledAction, Payload, PlanContext, Refusal
 from engine.delivery import BaseConnector, Connector, Outcome, Receipt
+from engine.outbound import Outbound, Refused
 from engine.plugins import ConnectorEnv, ConnectorPlugin
 from engine.store.outbox import Claimed
 
@@ -71,6 +78,22 @@ class WebhookKind(ActionKind):
     payload = WebhookPayload
     literal = frozenset({"method"})
 
+    def compile(self, options: BaseModel, ctx: CompileContext) -> tuple[Any, dict[str, Any]]:
+        fields, files = super().compile(options, ctx)
+        url = fields.get("url")
+        if isinstance(url, str):            # written in the playbook, no template: checked now
+            why = _outbound(ctx.settings).check_url(url)
+            if why:
+                ctx.problem(("url",), f"webhook to {why}")
+        return fields, files
+
+    def plan(self, action: CompiledAction, ctx: PlanContext) -> WebhookPayload:
+        payload = super().plan(action, ctx)
+        why = _outbound(ctx.settings).check_url(str(payload.url or ""))
+        if why:
+            raise Refusal(f"webhook to {why}")
+        return payload
+
     def summary(self, payload: WebhookPayload) -> dict[str, Any]:
         return {"to": [payload.url]}
 
@@ -86,6 +109,10 @@ class WebhookConfig(BaseModel):
     timeout: float = Field(10.0, gt=0)
 
 
+def _outbound(settings: Any) -> Outbound:
+    return Outbound(getattr(settings, "outbound", None))
+
+
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     """The X-Playbook-Signature value for a body sent at `timestamp`."""
     return "sha256=" + hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
@@ -97,7 +124,9 @@ class WebhookConnector(BaseConnector):
     name = "webhook"
     on_ambiguous = "resend"
 
-    def __init__(self, conf: WebhookConfig | None = None, *, now: Callable[[], float] = time.time):
+    def __init__(self, conf: WebhookConfig | None = None, *, outbound: Outbound | None = None,
+                 now: Callable[[], float] = time.time):
+        self.outbound = outbound or Outbound()
         self.timeout = conf.timeout if conf is not None else 10.0
         self._secret = conf.secret.get_secret_value().encode() if conf is not None and conf.secret else None
         self._now = now
@@ -119,7 +148,9 @@ class WebhookConnector(BaseConnector):
             headers["X-Playbook-Timestamp"] = stamp
             headers["X-Playbook-Signature"] = sign(self._secret, stamp, body)
         try:
-            resp = http_call(method, url, body=body, headers=headers, timeout=self.timeout)
+            resp = pinned_call(method, url, self.outbound, body=body, headers=headers, timeout=self.timeout)
+        except Refused as exc:
+            return Receipt(Outcome.PERMANENT, f"refused: webhook to {exc}")
         except NetworkError as exc:
             return Receipt(Outcome.TRANSIENT, f"webhook to {host}: {exc}")
         except ValueError as exc:
@@ -136,7 +167,7 @@ class WebhookPlugin(ConnectorPlugin):
     standalone = True      # delivers without a config block (unsigned)
 
     def connector(self, config: Any, env: ConnectorEnv) -> Connector:
-        return WebhookConnector(config)
+        return WebhookConnector(config, outbound=_outbound(env.settings))
 
 
 plugin = WebhookPlugin()

@@ -66,6 +66,14 @@ def _load(kind: type[Payload], value: Any) -> Any:
     return kind.from_json(value) if isinstance(value, dict) else value
 
 
+class Refusal(TemplateProblem):
+    """An action rendered, but what it rendered to may not be sent (a webhook URL the `outbound` rule refuses, an
+    email recipient from data that is not one address): recorded failed with the reason, like a template that
+    fails to render."""
+
+    label = "refused"
+
+
 @dataclass(frozen=True, slots=True)
 class ClosePayload(Payload):
     """Closing what an episode's action created (a task) when the episode resolves: the dedup key of the action

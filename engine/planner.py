@@ -113,7 +113,8 @@ class Planner:
         except TemplateProblem as exc:
             if self.describe and event is not None:
                 event.actions.append({"kind": action.kind, "to": [], "error": exc.message})
-            return [self.unrendered(self.base_row(key, t, str(firing), action), exc.message)]
+            return [self.unrendered(self.base_row(key, t, str(firing), action), exc.message,
+                                    getattr(exc, "label", "rendering failed"))]
         rows = []
         for part_key, part, policy in self.deliveries(action, kind, key, payload, ctx.records, ctx.contacts):
             row = self.base_row(part_key, t, str(firing), action)
@@ -126,11 +127,12 @@ class Planner:
             rows.append(row)
         return rows
 
-    def unrendered(self, row: dict[str, Any], message: str) -> dict[str, Any]:
-        """An action whose templates failed to render: recorded failed with the reason, never delivered;
-        `playbook outbox retry --rerender` renders it again once the template is fixed."""
+    def unrendered(self, row: dict[str, Any], message: str, label: str = "rendering failed") -> dict[str, Any]:
+        """An action whose templates failed to render (or rendered to something that may not be sent): recorded
+        failed with the reason, never delivered; `playbook outbox retry --rerender` renders it again once the
+        template or data is fixed."""
         self.failures.append((row["dedup_key"], message))
-        row.update(payload={"error": message}, status="failed", last_error=f"rendering failed: {message}",
+        row.update(payload={"error": message}, status="failed", last_error=f"{label}: {message}",
                    finished_at=self.planned_at)
         return row
 

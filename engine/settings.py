@@ -17,6 +17,7 @@ from engine.clock import CronText, DurationText, parse_duration, suggest_zone
 from engine.contact_policy import ContactPolicyConfig
 from engine.datamodel import BOOKKEEPING, CORE_FIELDS, ENTITY_OF, Entity, FieldType, SubjectEntity, fields_of
 from engine.errors import ConfigError, Diagnostic, UserError
+from engine.outbound import OutboundConfig
 from engine.plugins import LocalSink, Registry, registry
 from engine.spec.diagnostics import validation_diagnostics
 from engine.spec.yamlfile import Positions, load_yaml
@@ -143,6 +144,8 @@ class Settings(Model):
         None, description="the usage metrics data may hold; unset: any (§17)")
     sources: list[Source] = Field(default_factory=list)
     connectors: Any = Field(None, description="connector name -> its block (engine/plugins.py)")
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig,
+                                     description="the non-public hosts and networks a webhook may reach")
     defaults: Defaults = Field(default_factory=Defaults)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     contact_policy: ContactPolicyConfig | None = Field(

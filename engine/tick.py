@@ -211,8 +211,8 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
                 result.planned += unit.outbox.enqueue(rows) if not dry_run else len(rows)
         result.events.sort(key=lambda e: (e.subject, e.event))
         if result.unrendered:
-            log.warning("playbook %s: %d actions could not be rendered and were not planned (first: %s); fix the "
-                        "template, then `playbook outbox retry --rerender`", pb.id, len(result.unrendered),
+            log.warning("playbook %s: %d actions could not be rendered or were refused, and are recorded failed "
+                        "(first: %s); fix the template or the data, then `playbook outbox retry --rerender`", pb.id, len(result.unrendered),
                         result.unrendered[0][1], extra={"playbook": pb.id})
         if result.held:
             # the subjects held back changed no data: only a full scan finds them again at the next run

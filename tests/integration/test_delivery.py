@@ -46,7 +46,7 @@ def accounts(ws: Workspace, n: int = 1) -> None:
 def test_429_is_rescheduled_after_retry_after_without_sleeping(ws_sqlite: Workspace, httpserver) -> None:  # noqa: ANN001
     ws = ws_sqlite
     httpserver.expect_request("/hook").respond_with_response(Response("slow down", 429, {"Retry-After": "120"}))
-    ws.configure("connectors:\n  webhook: {timeout: 5}\ndelivery: {backoff_base: 1s}\n")
+    ws.configure("outbound: {allow: [127.0.0.1]}\nconnectors:\n  webhook: {timeout: 5}\ndelivery: {backoff_base: 1s}\n")
     ws.playbook("hook", HOOK.format(url=httpserver.url_for("/hook")))
     accounts(ws)
     before = wall_clock()
@@ -61,7 +61,7 @@ def test_429_is_rescheduled_after_retry_after_without_sleeping(ws_sqlite: Worksp
 def test_retry_budget_then_failed_and_operator_retry(ws_sqlite: Workspace, httpserver) -> None:  # noqa: ANN001
     ws = ws_sqlite
     httpserver.expect_request("/hook").respond_with_data("boom", status=503)
-    ws.configure("connectors:\n  webhook: {timeout: 5}\ndelivery: {max_attempts: 2, backoff_base: 0s}\n")
+    ws.configure("outbound: {allow: [127.0.0.1]}\nconnectors:\n  webhook: {timeout: 5}\ndelivery: {max_attempts: 2, backoff_base: 0s}\n")
     ws.playbook("hook", HOOK.format(url=httpserver.url_for("/hook")))
     accounts(ws)
     ws.cli("run", "--now", "2026-03-02T09:00")
@@ -78,7 +78,7 @@ def test_retry_budget_then_failed_and_operator_retry(ws_sqlite: Workspace, https
 
 def test_expired_actions_fail_instead_of_arriving_late(ws_sqlite: Workspace, httpserver) -> None:  # noqa: ANN001
     ws = ws_sqlite
-    ws.configure("connectors:\n  webhook: {timeout: 5}\ndelivery: {expire_after: 0s}\n")
+    ws.configure("outbound: {allow: [127.0.0.1]}\nconnectors:\n  webhook: {timeout: 5}\ndelivery: {expire_after: 0s}\n")
     ws.playbook("hook", HOOK.format(url=httpserver.url_for("/hook")))
     accounts(ws)
     ws.cli("run", "--now", "2026-03-02T09:00")
@@ -151,7 +151,7 @@ def test_one_click_unsubscribe_endpoint(ws_sqlite: Workspace, monkeypatch: pytes
 
 def test_playbook_using_an_unconfigured_connector_fails_validation(ws_sqlite: Workspace) -> None:
     ws = ws_sqlite
-    ws.configure("connectors:\n  webhook: {timeout: 5}\n")
+    ws.configure("outbound: {allow: [127.0.0.1]}\nconnectors:\n  webhook: {timeout: 5}\n")
     ws.playbook("s", "id: s\nname: S\nactivation: fire\ntrigger: {when: account.arr < 1}\nactions:\n"
                      "  - slack: {channel: '#x', text: hi}\n")
     r = ws.cli("validate", expect=1)

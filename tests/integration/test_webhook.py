@@ -15,6 +15,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from engine.delivery import Outcome
+from engine.outbound import Outbound, OutboundConfig
 from engine.plugins import registry
 from connectors.http import retry_after
 from connectors.webhook import WebhookConnector
@@ -22,6 +23,7 @@ from connectors.webhook import WebhookConfig as WebhookSettings
 from engine.store.outbox import Claimed
 
 SECRET = "s3cret-webhook-key"
+LOCAL = Outbound(OutboundConfig(allow=["127.0.0.1"]))      # the test server listens on the loopback interface
 
 
 def claimed(payload: dict[str, Any], key: str = "pb/account:a1/1/0/0") -> Claimed:
@@ -35,7 +37,8 @@ def payload(server: HTTPServer, path: str = "/hook", **extra: Any) -> dict[str, 
 
 
 def connector(secret: str | None = SECRET, timeout: float = 2.0) -> WebhookConnector:
-    return WebhookConnector(WebhookSettings(secret=secret, timeout=timeout), now=lambda: 1_700_000_000)
+    return WebhookConnector(WebhookSettings(secret=secret, timeout=timeout), outbound=LOCAL,
+                            now=lambda: 1_700_000_000)
 
 
 def test_post_carries_headers_idempotency_key_and_a_verifiable_signature(httpserver: HTTPServer) -> None:
@@ -75,7 +78,7 @@ def test_payload_headers_cannot_override_ours_and_no_signature_without_secret(ht
 
 def test_default_construction_without_config(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/hook", method="PATCH").respond_with_data("ok")
-    d = WebhookConnector(None).deliver(claimed(payload(httpserver, method="PATCH")))
+    d = WebhookConnector(None, outbound=LOCAL).deliver(claimed(payload(httpserver, method="PATCH")))
     assert d.outcome == Outcome.SENT
 
 
