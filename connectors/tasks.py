@@ -127,6 +127,7 @@ class TaskConnectorPlugin(ConnectorPlugin):
     """Base of the task connectors: they deliver `task` actions, and locally into the built-in task list."""
 
     kind = TASK
+    sink_in_store = True
 
     def local_sink(self, env: ConnectorEnv) -> Connector:
         return BuiltinTasks(env.store, env.clock, self.name)

@@ -26,6 +26,8 @@ class PlannedEvent:
     event: str
     episode: int
     actions: list[dict[str, Any]] = field(default_factory=list)
+    payloads: list[dict[str, Any]] = field(default_factory=list)   # each action's dedup key and payload
+                                                                   # (Planner keep_payloads)
 
     def as_json(self) -> dict[str, Any]:
         return {"playbook": self.playbook, "subject": self.subject, "event": self.event,
@@ -71,9 +73,10 @@ class Planner:
     becomes one row per recipient, due at the recipient's first allowed moment (engine/contact_policy.py)."""
 
     def __init__(self, settings: Settings, pb: CompiledPlaybook, clock: Clock, *, describe: bool = True,
-                 caps: CapPreview | None = None, written_at: datetime | None = None):
+                 caps: CapPreview | None = None, written_at: datetime | None = None, keep_payloads: bool = False):
         self.settings, self.pb, self.clock = settings, pb, clock
         self.describe = describe        # fill each event's short action list (what `run` shows)
+        self.keep_payloads = keep_payloads and describe    # and each action's whole payload (`playbook test`)
         self.caps = caps                # what the caps would do to each message (dry runs, explain)
         self.planned_at = clock.now     # the run's clock: a run at --now T plans as if T had come
         # an action expires `expire_after` from when it may first go out, and never before it was written
@@ -113,6 +116,8 @@ class Planner:
         except TemplateProblem as exc:
             if self.describe and event is not None:
                 event.actions.append({"kind": action.kind, "to": [], "error": exc.message})
+                if self.keep_payloads:
+                    event.payloads.append({"dedup_key": key})
             return [self.unrendered(self.base_row(key, t, str(firing), action), exc.message,
                                     getattr(exc, "label", "rendering failed"))]
         rows = []
@@ -124,6 +129,8 @@ class Planner:
                 row.update(status="suppressed", last_error=empty, finished_at=self.planned_at)
             if self.describe and event is not None:
                 event.actions.append({"kind": action.kind, **kind.summary(part), **self.shown(row, empty)})
+                if self.keep_payloads:
+                    event.payloads.append({"dedup_key": part_key, **row["payload"]})
             rows.append(row)
         return rows
 

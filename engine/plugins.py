@@ -59,6 +59,7 @@ class ConnectorPlugin:
     kind: ClassVar[ActionKind]
     config: ClassVar[type[BaseModel] | None] = None
     standalone: ClassVar[bool] = False
+    sink_in_store: ClassVar[bool] = False     # its local sink writes only to the engine's own store (task lists)
 
     def connector(self, config: BaseModel | None, env: ConnectorEnv) -> Connector:
         """The connector for a config block (None when the plugin takes no config)."""

@@ -85,11 +85,11 @@ class Stopwatch(dict):
 
 def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Clock, *, dry_run: bool = False,
              only: set[str] | None = None, kind: str = "run", keep_events: bool = True,
-             on_playbook: Callable[[str], None] | None = None) -> TickResult:
+             on_playbook: Callable[[str], None] | None = None, keep_payloads: bool = False) -> TickResult:
     """Evaluate the enabled (or selected) playbooks at `clock` and plan their actions.
 
     With keep_events=False (the service, the benchmark) only counts are kept, so memory does not
-    grow with the number of transitions."""
+    grow with the number of transitions; keep_payloads also keeps each event's action payloads (tests)."""
     selected = [p for p in playbooks.valid if (p.id in only if only else p.spec.enabled)]
     watch = Stopwatch()
     run_id = None
@@ -113,7 +113,9 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
                    for pb in selected}
     synced = _last_synced(store, settings)
     records = template_cache(store, clock)      # subject rows, read once for all playbooks
-    caps = cap_preview(store, settings, clock) if keep_events else None
+    # what the caps would do to each message, shown by `run` (not by `playbook test`, whose in-memory database is
+    # one connection, busy with the batch: its dispatch applies the caps instead)
+    caps = cap_preview(store, settings, clock) if keep_events and not keep_payloads else None
     done: dict[str, PlaybookResult] = {}
     with store.batch(dry_run=dry_run, on_commit=lambda s: watch.add("commit", s)) as batch:
         # one subject type (and bit word) at a time: its scan, then its playbooks; only its candidates are in
@@ -135,7 +137,7 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
                 done[pb.id] = evaluate_playbook(batch, settings, pb, clock, run_id=run_id, slot=slots[pb.id],
                                                 candidates=mine, synced=synced, scan_state=scan_states[pb.id],
                                                 watch=watch, keep_events=keep_events, records=records,
-                                                activating=not active, caps=caps,
+                                                activating=not active, caps=caps, keep_payloads=keep_payloads,
                                                 was_active=bool((states.get(pb.id) or {}).get("active")))
     results = [done[pb.id] for pb in selected]
     with watch("record"):
@@ -170,7 +172,7 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
                       synced: dict[str, datetime], scan_state: dict[str, Any] | None = None,
                       watch: Stopwatch | None = None, keep_events: bool = True,
                       records: Any = None, activating: bool = False, was_active: bool = True,
-                      caps: CapPreview | None = None) -> PlaybookResult:
+                      caps: CapPreview | None = None, keep_payloads: bool = False) -> PlaybookResult:
     """One playbook as one unit of the tick's write batch (all or nothing): transitions, episode writes,
     events and outbox rows.
 
@@ -199,7 +201,8 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
                 enters_left -= sum(1 for t in transitions if t.event == "enter")
                 result.held += held
             with watch("plan actions"):
-                rows = _plan(unit, settings, pb, clock, transitions, result, keep_events, records, caps)
+                rows = _plan(unit, settings, pb, clock, transitions, result, keep_events, records, caps,
+                             keep_payloads)
             planned_actions += sum(1 for r in rows if not r["kind"].endswith(CLOSE))
             if limit is not None and planned_actions > limit:
                 unit.discard()
@@ -343,8 +346,8 @@ def _stale(settings: Settings, pb: CompiledPlaybook, synced: dict[str, datetime]
 
 
 def _plan(tx: Tx, settings: Settings, pb: CompiledPlaybook, clock: Clock, transitions: list[Transition],
-          result: PlaybookResult, keep_events: bool, cache: Any, caps: CapPreview | None = None
-          ) -> list[dict[str, Any]]:
+          result: PlaybookResult, keep_events: bool, cache: Any, caps: CapPreview | None = None,
+          keep_payloads: bool = False) -> list[dict[str, Any]]:
     """The outbox rows of a chunk of transitions (and the events `run` shows). Baselined transitions plan
     nothing; a baseline is shown by dry runs, the repeats and resolve of a baselined episode not at all."""
     for t in transitions:
@@ -356,7 +359,8 @@ def _plan(tx: Tx, settings: Settings, pb: CompiledPlaybook, clock: Clock, transi
     if not transitions:
         return []
     recs, contacts = plan_inputs(tx, pb, [t.subject_id for t in transitions], cache)
-    planner = Planner(settings, pb, clock, describe=keep_events, caps=caps, written_at=wall_clock())
+    planner = Planner(settings, pb, clock, describe=keep_events, caps=caps, written_at=wall_clock(),
+                      keep_payloads=keep_payloads)
     closes = _close_tasks(tx, pb, [t for t in transitions if t.event == "resolve"], planner, clock)
     rows: list[dict[str, Any]] = []
     for t in transitions:

@@ -37,7 +37,7 @@ def init(directory: str, accounts: int) -> None:
                                    f"{exc.strerror or exc}", "choose a folder you can write to")) from None
     out.print(f"Created {target}/ with config.yaml, playbooks/ and data/ "
               f"({', '.join(f'{v} {k}' for k, v in counts.items())}).")
-    out.print(f"Next: cd {target} && playbook validate && playbook sync && playbook run --dry-run")
+    out.print(f"Next: cd {target} && playbook validate && playbook test && playbook sync && playbook run --dry-run")
 
 
 @click.command()
@@ -147,4 +147,65 @@ def demo(keep: str | None, accounts: int) -> None:
               f"explain A0001 | history | tasks")
 
 
-COMMANDS = [init, validate, schema, demo]
+@click.command("test")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@FORMAT
+@command
+def test(app: App, paths: tuple[str, ...], fmt: str) -> None:
+    """Run playbook test files (default: playbook-tests/*.test.yaml beside the config): data and runs at chosen
+    instants on an in-memory database, nothing delivered; each run's events against what it expects. Exit 1 on
+    any failure (docs/testing.md)."""
+    from engine.testfile import test_files
+    from engine.testrun import results_json, run_files
+
+    default = app.settings.base_dir / "playbook-tests"
+    files = test_files([Path(p) for p in paths], default)
+    if not files:
+        raise UserError(Diagnostic(str(default), None, None, "no test files (*.test.yaml) found",
+                                   "write one (docs/testing.md), or name the files or folders to run"))
+    results = run_files(app.settings, files)
+    if fmt == "json":
+        print_json(results_json(results))
+    else:
+        _print_tests(results, app.settings.timezone)
+    sys.exit(0 if all(r.passed for r in results) else 1)
+
+
+def _print_tests(results: list[Any], tz: str) -> None:
+    """PASS/FAIL per case, then each failure at its line with its diff (plain text: editors and CI read it)."""
+    from engine.clock import show_time
+
+    write = out.file.write
+    passed = failed = 0
+    for f in results:
+        if f.errors:
+            failed += 1
+            write(f"FAIL  {f.file}: cannot be read\n")
+            for d in f.errors:
+                write(f"  {d}\n")
+            continue
+        for c in f.cases:
+            runs = len(c.runs)
+            if c.passed:
+                passed += 1
+                write(f"PASS  {f.file}  {c.case.name} ({runs} run{'s' if runs != 1 else ''})\n")
+                continue
+            failed += 1
+            write(f"FAIL  {f.file}  {c.case.name}\n")
+            for d in c.errors:
+                write(f"  {d}\n")
+            for r in c.runs:
+                if r.passed:
+                    continue
+                write(f"  run at {show_time(r.run.at, tz)} ({f.file}:{r.run.line}):\n")
+                for note in r.notes:
+                    write(f"    note: {note}\n")
+                for p in r.problems:
+                    write(f"    {f.file}:{p.line}: {p.message}\n")
+                    for line in p.diff:
+                        write(f"        {line}\n")
+    write(f"{passed + failed} case(s): {passed} passed, {failed} failed\n")
+    out.file.flush()
+
+
+COMMANDS = [init, validate, schema, test, demo]
