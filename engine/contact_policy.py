@@ -262,9 +262,10 @@ class CapPreview:
     the messages already sent or waiting for its contact and account (`history(per, id)`, ascending naive UTC)
     and the ones this preview saw before it."""
 
-    def __init__(self, policy: ContactPolicy, history: Any):
+    def __init__(self, policy: ContactPolicy, history: Any,
+                 seen: dict[tuple[str, str], list[datetime]] | None = None):
         self.policy, self.history = policy, history
-        self._seen: dict[tuple[str, str], list[datetime]] = {}
+        self._seen: dict[tuple[str, str], list[datetime]] = {} if seen is None else seen   # (per, id) -> times
 
     def check(self, row: dict[str, Any]) -> str | None:
         """"frequency cap: 2 per contact in 7d (drop)", or "… (waits until T)", or None when no cap stops it."""

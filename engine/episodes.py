@@ -136,6 +136,20 @@ def repeats(due: Iterable[Episode], resolving: Collection[str]) -> list[Transiti
             for e in due if e.subject_id not in resolving]
 
 
+def advance(stored: Episode | None, t: Transition, now: datetime) -> Episode:
+    """The episode row after transition `t` at `now` (what the store's `Episodes.apply` writes; a backtest keeps
+    its episodes in memory with this)."""
+    if stored is None:
+        return Episode(t.subject_id, True, t.episode, t.firing, now, now, None, t.baselined)
+    if t.event in ("enter", "baseline"):
+        return Episode(t.subject_id, True, t.episode, t.firing, now, now, stored.resolved_at, t.event == "baseline")
+    if t.event == "repeat":
+        return Episode(t.subject_id, True, t.episode, t.firing, stored.started_at, now, stored.resolved_at,
+                       stored.baselined)
+    return Episode(t.subject_id, False, t.episode, t.firing, stored.started_at, stored.last_fired_at, now,
+                   stored.baselined)
+
+
 def held_back(transitions: list[Transition], allowed: int) -> tuple[list[Transition], int]:
     """At most `allowed` enters (in the given order: lowest subject ids first), the others held back for a later
     run (`max_enters_per_run`); returns the transitions kept and how many enters were held back."""

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from engine.store.leases import Leases
     from engine.store.metric_cache import MetricWindows
     from engine.store.outbox import Outbox
+    from engine.store.replay import Replay
     from engine.store.scans import Scans
     from engine.store.stats import Stats
     from engine.store.subjects import Subjects
@@ -71,6 +72,11 @@ class Tx:
     def subjects(self) -> Subjects:
         from engine.store.subjects import Subjects
         return Subjects(self.conn, self.schema)
+
+    @cached_property
+    def replay(self) -> Replay:
+        from engine.store.replay import Replay
+        return Replay(self.conn, self.schema)
 
     @cached_property
     def outbox(self) -> Outbox:

@@ -1,0 +1,229 @@
+"""`playbook backtest`: what the playbooks would have done over a past period (§18), read from the data as it
+was synced at each moment, writing nothing and delivering nothing.
+
+Each playbook is evaluated at its scheduled times in the period, as `playbook start` would have run it. At each
+such moment the playbooks due are evaluated together, like one tick: the subjects matching each of them on the
+data synced by then (one statement per subject type, engine/store/replay.py), the episode policy
+(engine/episodes.py: enter, repeat, resolve, cooldown, max_episodes, activation at the first evaluation,
+max_enters_per_run), max_actions_per_run, and the planner (engine/planner.py: rendered actions, recipients,
+the contact policy's send times) — the same functions a tick calls. Episodes live in memory, one small record per
+(playbook, subject) that ever matched; events go to the caller as they happen and are otherwise only counted."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from engine import episodes
+from engine.clock import Clock, make_clock
+from engine.contact_policy import CapPreview, ContactPolicy
+from engine.datamodel import SUBJECT_TYPES
+from engine.episodes import Episode, Policy, Transition
+from engine.planner import PlannedEvent, Planner, contact_roles, template_rows
+from engine.plugins import CLOSE
+from engine.settings import Settings
+from engine.spec.compiled import CompiledPlaybook, PlaybookSet
+from engine.store import Store
+
+BITS = 62        # playbooks evaluated by one matching statement (one bit each in a 64-bit integer)
+
+
+@dataclass(frozen=True)
+class BacktestEvent:
+    """One event a run at `at` would have produced, with the actions it would have planned."""
+
+    at: datetime                 # the scheduled run (naive UTC)
+    event: PlannedEvent
+    csm: str | None              # the subject's account's CSM then
+
+    def as_json(self, tz: str) -> dict[str, Any]:
+        at = self.at.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(tz))
+        return {"at": at.isoformat(), **self.event.as_json()}
+
+
+@dataclass
+class Summary:
+    """What a backtest counts: events and actions per playbook, per week (of the config zone; weeks start on
+    Monday) and per CSM, and the runs it replayed."""
+
+    runs: int = 0
+    evaluations: int = 0
+    playbooks: dict[str, Counter] = field(default_factory=dict)      # playbook -> event/action kind -> count
+    weeks: dict[tuple[date, str], Counter] = field(default_factory=dict)
+    csms: dict[str, Counter] = field(default_factory=dict)
+    recipients: Counter = field(default_factory=Counter)             # (action kind, recipient) -> actions
+    blocked: list[tuple[datetime, str, str]] = field(default_factory=list)   # (run, playbook, why)
+    held: Counter = field(default_factory=Counter)                   # playbook -> enters held back
+
+    def count(self, e: BacktestEvent, tz: str) -> None:
+        local = e.at.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(tz)).date()
+        week = local - timedelta(days=local.weekday())
+        keys = [e.event.event] + [f"action:{a['kind']}" for a in e.event.actions]
+        for bucket in (self.playbooks.setdefault(e.event.playbook, Counter()),
+                       self.weeks.setdefault((week, e.event.playbook), Counter()),
+                       self.csms.setdefault(e.csm or "(none)", Counter())):
+            bucket.update(keys)
+        for a in e.event.actions:
+            for to in a.get("to") or [a.get("channel") or "(none)"]:
+                self.recipients[(a["kind"], str(to))] += 1
+
+
+def scheduled_times(cron: str, start: datetime, end: datetime, tz: str) -> list[datetime]:
+    """The times (naive UTC) cron `cron` (read in zone `tz`) fires in [start, end)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    trigger = CronTrigger.from_crontab(cron, timezone=ZoneInfo(tz))
+    out: list[datetime] = []
+    probe = start.replace(tzinfo=timezone.utc) - timedelta(microseconds=1)
+    while (nxt := trigger.get_next_fire_time(None, probe + timedelta(microseconds=1))) is not None:
+        moment = nxt.astimezone(timezone.utc).replace(tzinfo=None)
+        if moment >= end:
+            break
+        out.append(moment)
+        probe = nxt
+    return out
+
+
+class _PlaybookState:
+    """One playbook's episodes in memory and whether its activation happened."""
+
+    def __init__(self, pb: CompiledPlaybook, tz: str):
+        self.pb = pb
+        self.policy = Policy.of(pb.spec, tz)
+        self.episodes: dict[str, Episode] = {}
+        self.open: set[str] = set()
+        self.active = False
+
+
+def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start: datetime, end: datetime, *,
+                 only: set[str] | None = None, on_event: Callable[[BacktestEvent], None] | None = None,
+                 on_run: Callable[[datetime, int], None] | None = None) -> Summary:
+    """Replay the enabled (or selected) playbooks at their scheduled times in [start, end) (naive UTC); each
+    event goes to `on_event` as it happens; returns the counts."""
+    tz = settings.timezone
+    selected = [p for p in playbooks.valid if (p.id in only if only else p.spec.enabled)]
+    default = settings.defaults.schedule
+    due: dict[datetime, list[CompiledPlaybook]] = {}
+    for pb in selected:
+        for moment in scheduled_times(pb.spec.schedule or default, start, end, tz):
+            due.setdefault(moment, []).append(pb)
+    states = {pb.id: _PlaybookState(pb, tz) for pb in selected}
+    summary = Summary()
+    caps = _Caps(settings)
+    order = {pb.id: i for i, pb in enumerate(selected)}
+    for moment in sorted(due):
+        clock = make_clock(tz, moment.replace(tzinfo=timezone.utc))
+        pbs = sorted(due[moment], key=lambda p: (SUBJECT_TYPES.index(p.subject), order[p.id]))
+        summary.runs += 1
+        if on_run:
+            on_run(moment, len(pbs))
+        with store.read() as tx:
+            matching = _matching(tx, pbs, clock)
+            preview = caps.preview()
+            for pb in pbs:
+                summary.evaluations += 1
+                for e in _evaluate(tx, settings, states[pb.id], clock, matching.pop(pb.id), preview, summary):
+                    summary.count(e, tz)
+                    if on_event:
+                        on_event(e)
+    return summary
+
+
+def _matching(tx: Any, pbs: list[CompiledPlaybook], clock: Clock) -> dict[str, set[str]]:
+    """playbook id -> the subjects matching it at `clock`: one statement per subject type and 62 playbooks."""
+    out: dict[str, set[str]] = {pb.id: set() for pb in pbs}
+    for subject in SUBJECT_TYPES:
+        mine = [pb for pb in pbs if pb.subject == subject]
+        for i in range(0, len(mine), BITS):
+            group = mine[i:i + BITS]
+            conditions = {b: [c.expr for c in pb.conditions] for b, pb in enumerate(group)}
+            for sid, bits in tx.replay.matching(subject, conditions, clock):
+                while bits:
+                    bit = bits & -bits
+                    bits ^= bit
+                    out[group[bit.bit_length() - 1].id].add(sid)
+    return out
+
+
+def _evaluate(tx: Any, settings: Settings, state: _PlaybookState, clock: Clock, matching: set[str],
+              caps: CapPreview | None, summary: Summary) -> Iterator[BacktestEvent]:
+    """One playbook at one run, as the tick evaluates it (engine/tick.py `evaluate_playbook`): transitions in
+    subject order (enters held back past max_enters_per_run), then repeats; nothing at all when it would plan
+    more than max_actions_per_run."""
+    pb, policy = state.pb, state.policy
+    baseline = not state.active and pb.spec.activation == "baseline"
+    enter = sorted(matching - state.open)
+    resolve = sorted(state.open - matching)
+    decided = episodes.decide(enter, resolve, state.episodes, clock.now, policy, baseline=baseline).transitions
+    if pb.spec.max_enters_per_run is not None:
+        decided, held = episodes.held_back(decided, pb.spec.max_enters_per_run)
+        summary.held[pb.id] += held
+    after = dict((t.subject_id, episodes.advance(state.episodes.get(t.subject_id), t, clock.now)) for t in decided)
+    cutoff = policy.repeat_cutoff(clock.now)
+    repeats: list[Transition] = []
+    if cutoff is not None:
+        resolving = {t.subject_id for t in decided if t.event == "resolve"}
+        due = sorted((e for sid in state.open | {s for s, e in after.items() if e.is_open}
+                      if (e := after.get(sid) or state.episodes[sid]).is_open
+                      and e.last_fired_at is not None and e.last_fired_at <= cutoff), key=lambda e: e.subject_id)
+        repeats = episodes.repeats(due, resolving)
+    transitions = decided + repeats
+    events, planned = _plan(tx, settings, pb, clock, transitions, caps)
+    limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
+    if limit is not None and planned > limit:
+        summary.blocked.append((clock.now, pb.id, f"would plan {planned} actions, more than max_actions_per_run "
+                                                  f"({limit}): nothing planned"))
+        return
+    for t in transitions:
+        e = episodes.advance(state.episodes.get(t.subject_id), t, clock.now)
+        state.episodes[t.subject_id] = e
+        (state.open.add if e.is_open else state.open.discard)(t.subject_id)
+    state.active = True
+    events.sort(key=lambda x: (x.event.subject, x.event.event))
+    yield from events
+
+
+def _plan(tx: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock, transitions: list[Transition],
+          caps: CapPreview | None) -> tuple[list[BacktestEvent], int]:
+    """The events of these transitions (baselines included) and how many outbox rows they would plan."""
+    events = [BacktestEvent(clock.now, PlannedEvent(pb.id, f"{pb.subject}:{t.subject_id}", "baseline", t.episode),
+                            None) for t in transitions if t.baselined and t.event == "baseline"]
+    loud = [t for t in transitions if not t.baselined]
+    if not loud:
+        return events, 0
+    ids = [t.subject_id for t in loud]
+    shape = template_rows(ZoneInfo(clock.timezone))
+    raw = tx.replay.records(pb.subject, ids, clock.now)
+    recs = {sid: {k: shape(v) if v else v for k, v in r.items()} for sid, r in raw.items()}
+    roles = contact_roles((*pb.actions, *pb.on_resolve))
+    contacts: dict[str, list[dict]] = {}
+    if roles:
+        accounts = {r["account"]["id"] for r in recs.values() if r.get("account")}
+        contacts = {a: [shape(c) for c in rows]
+                    for a, rows in tx.replay.contacts_with_roles(accounts, roles, clock.now).items()}
+    planner = Planner(settings, pb, clock, caps=caps, written_at=clock.now)
+    planned = 0
+    for t in loud:
+        rec = recs.get(t.subject_id, {})
+        event, rows = planner.plan(t, rec, contacts)
+        planned += sum(1 for r in rows if not r["kind"].endswith(CLOSE))
+        events.append(BacktestEvent(clock.now, event, (rec.get("account") or {}).get("csm_email")))
+    return events, planned
+
+
+class _Caps:
+    """The frequency caps (§13) as a run shows them: each customer-facing message is counted against those the
+    backtest planned before it that no cap stopped, from when each was due to go out."""
+
+    def __init__(self, settings: Settings):
+        self.policy = ContactPolicy(settings.contact_policy, settings.timezone)
+        self.seen: dict[tuple[str, str], list[datetime]] = {}
+
+    def preview(self) -> CapPreview | None:
+        if not self.policy.caps:
+            return None
+        return CapPreview(self.policy, lambda per, who: [], self.seen)

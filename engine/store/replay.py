@@ -1,0 +1,144 @@
+"""Reading the synced data as it was at a past moment, for a backtest (engine/backtest.py): which subjects
+matched each playbook then, and their rows as the templates saw them. Reads only.
+
+Everything here goes through `as_of(entity, at)`: the rows of accounts, contacts, goals (with their
+`removed_at`) and usage as a tick at `at` saw them. It is the one place that knows where past data lives.
+The matching statement mirrors the tick's scan (engine/store/scans.py) — the same compiled conditions, the
+same liveness, metric windows with the semantics of engine/store/metric_cache.py — over those rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Float, and_, case, cast, func, literal, select
+
+from engine.clock import Clock
+from engine.datamodel import ENTITY_OF
+from engine.lang import MetricRef, SqlContext, correlated_metric, metric_calls, to_sql
+from engine.store.dialect import filters_aggregates, in_list
+from engine.store.schema import Repository
+
+
+class Replay(Repository):
+    """The data as synced at a past moment: matching subjects, subject rows and contacts."""
+
+    def as_of(self, entity: str, at: datetime) -> Any:
+        """The rows of `entity` as a tick at `at` (naive UTC) saw them, with the live table's columns."""
+        return self.schema.entity(entity).alias(entity)
+
+    def matching(self, subject: str, conditions: dict[int, list[Any]], clock: Clock) -> Iterator[tuple[str, int]]:
+        """(subject id, bits) of the live subjects matching at least one of the playbooks given (bit number ->
+        compiled conditions), on the data as synced at `clock.now`; each playbook's bit set when it matches."""
+        at = clock.now
+        accounts = self.as_of("accounts", at)
+        if subject == "account":
+            from_, id_col, live = accounts, accounts.c.id, [accounts.c.removed_at.is_(None)]
+            tables = {"account": accounts}
+        else:
+            own = self.as_of(ENTITY_OF[subject], at)
+            from_ = own.join(accounts, own.c.account_id == accounts.c.id)
+            id_col, live = own.c.id, [own.c.removed_at.is_(None), accounts.c.removed_at.is_(None)]
+            tables = {"account": accounts, subject: own}
+        refs = {r for exprs in conditions.values() for e in exprs for r in metric_calls(e)}
+        usage = self.as_of("usage", at) if refs else None
+        windows: dict[MetricRef, Any] = {}
+        for i, (name, mine) in enumerate(sorted(_by_metric(refs).items())):
+            sub, cols = _window_query(usage, name, mine, clock.today, self.dialect, f"w{i}")
+            from_ = from_.outerjoin(sub, sub.c.account_id == accounts.c.id)
+            windows.update(cols)
+
+        def metric(ref: MetricRef) -> Any:
+            if ref.agg == "last":
+                return correlated_metric(usage, accounts.c.id, ref, clock.today)
+            return windows[ref]
+
+        ctx = SqlContext(columns=lambda entity, field: tables[entity].c[field], today=clock.today, now=clock.now,
+                         timezone=clock.timezone, dialect=self.dialect, metric=metric)
+        bits = [case((and_(*live, *[to_sql(e, ctx) for e in exprs]), literal(1 << b)), else_=literal(0))
+                for b, exprs in sorted(conditions.items())]
+        new = bits[0]
+        for term in bits[1:]:
+            new = new + term
+        for sid, value in self.conn.execute(select(id_col, new).select_from(from_).where(new != 0)):
+            yield sid, int(value)
+
+    def records(self, subject: str, ids: Iterable[str], at: datetime) -> dict[str, dict[str, dict]]:
+        """subject id -> {'account': row, 'contact'|'goal': row} as synced at `at` (removed rows included)."""
+        ids = sorted(set(ids))
+        if not ids:
+            return {}
+        if subject == "account":
+            return {i: {"account": row} for i, row in self._rows("accounts", ids, at).items()}
+        own = self._rows(ENTITY_OF[subject], ids, at)
+        accounts = self._rows("accounts", {row["account_id"] for row in own.values()}, at)
+        return {i: {subject: row, "account": accounts.get(row["account_id"], {})} for i, row in own.items()}
+
+    def contacts_with_roles(self, account_ids: Iterable[str], roles: list[str], at: datetime
+                            ) -> dict[str, list[dict]]:
+        """account id -> its live contacts with one of `roles` as synced at `at`, unsubscribed ones left out, in
+        id order."""
+        account_ids = sorted(set(account_ids))
+        if not account_ids or not roles:
+            return {}
+        c = self.as_of("contacts", at)
+        cols = [col for col in c.c if col.name != "synced_at"]
+        q = (select(*cols).where(in_list(c.c.account_id, "ids", self.dialect), c.c.removed_at.is_(None),
+                                 c.c.unsubscribed.isnot(True), c.c.role.in_(sorted(roles))).order_by(c.c.id))
+        out: dict[str, list[dict]] = {}
+        for values in self.conn.execute(q, {"ids": account_ids}):
+            row = dict(zip([col.name for col in cols], values))
+            out.setdefault(row["account_id"], []).append(row)
+        return out
+
+    def _rows(self, entity: str, ids: Iterable[str], at: datetime) -> dict[str, dict]:
+        t = self.as_of(entity, at)
+        cols = [col for col in t.c if col.name != "synced_at"]
+        q = select(*cols).where(in_list(t.c.id, "ids", self.dialect))
+        keys = [col.name for col in cols]
+        return {row[0]: dict(zip(keys, row)) for row in self.conn.execute(q, {"ids": sorted(set(ids))})}
+
+
+def _by_metric(refs: Iterable[MetricRef]) -> dict[str, list[MetricRef]]:
+    groups: dict[str, list[MetricRef]] = {}
+    for ref in sorted(refs, key=lambda r: (r.name, r.days, r.agg, r.offset_days)):
+        if ref.agg != "last":
+            groups.setdefault(ref.name, []).append(ref)
+    return groups
+
+
+def _window_query(usage: Any, metric: str, refs: list[MetricRef], today: date, dialect: str,
+                  name: str) -> tuple[Any, dict[MetricRef, Any]]:
+    """One GROUP BY over one metric's usage rows giving every window of `refs` per account (the semantics of
+    engine/store/metric_cache.py: missing days count as 0 for sum/avg/min/max), and each window's value."""
+    u = usage.c
+    spans = {r: (today - timedelta(days=r.offset_days + r.days - 1), today - timedelta(days=r.offset_days))
+             for r in refs}
+    start, end = min(s for s, _ in spans.values()), max(e for _, e in spans.values())
+    filtered = filters_aggregates(dialect)
+
+    def agg(fn: Any, value: Any, ref: MetricRef) -> Any:
+        s, e = spans[ref]
+        inside = [c for c in (u.day >= s if s > start else None, u.day <= e if e < end else None) if c is not None]
+        if not inside:
+            return fn(value)
+        return fn(value).filter(and_(*inside)) if filtered else fn(case((and_(*inside), value)))
+
+    selects = [u.account_id]
+    for i, ref in enumerate(refs):
+        n = agg(func.count, u.value, ref)
+        if ref.agg in ("sum", "avg"):
+            expr = cast(func.coalesce(agg(func.sum, u.value, ref), 0.0), Float)
+            expr = expr / float(ref.days) if ref.agg == "avg" else expr
+        elif ref.agg == "count":
+            expr = n
+        else:
+            extreme = agg(func.min if ref.agg == "min" else func.max, u.value, ref)
+            beyond = extreme < 0.0 if ref.agg == "min" else extreme > 0.0
+            expr = cast(case((n < ref.days, case((beyond, extreme), else_=0.0)), else_=extreme), Float)
+        selects.append(expr.label(f"c{i}"))
+    sub = (select(*selects).where(u.metric == metric, u.day >= start, u.day <= end, u.value.is_not(None))
+           .group_by(u.account_id).subquery(name))
+    return sub, {ref: func.coalesce(sub.c[f"c{i}"], literal(0 if ref.agg == "count" else 0.0))
+                 for i, ref in enumerate(refs)}

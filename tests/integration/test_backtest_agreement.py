@@ -1,0 +1,206 @@
+"""A backtest agrees exactly with the runs it replays (§18).
+
+Hypothesis generates accounts, contacts, goals and usage, a day-by-day series of syncs that change them, and
+playbooks with random thresholds, schedules, repeats, cooldowns, max_episodes, activation and
+max_enters_per_run (and a contact policy with quiet hours). One database receives the syncs, each recorded at
+its own moment, and between them a `run` at every time a playbook was scheduled, for the playbooks due then —
+what `playbook start` would have done. A backtest of the whole period on that database must then give exactly
+the events and actions those runs gave, and change nothing in the database.
+
+`make test` runs a fixed set of examples (derandomized); the slow tier runs many random ones:
+`PLAYBOOK_BACKTEST_EXAMPLES=300 pytest tests/integration/test_backtest_agreement.py -m slow`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from sqlalchemy import select
+
+from conftest import Workspace
+from engine.app import App
+from engine.backtest import run_backtest, scheduled_times
+from engine.sync.runner import run_sync
+from engine.tick import run_tick
+
+TZ = "Asia/Tokyo"
+START = date(2026, 11, 2)                 # a Monday
+SCHEDULES = ["0 9 * * *", "0 9 * * mon-fri", "0 */12 * * *", "30 18 * * *", "0 9 * * mon"]
+POLICY = """
+contact_policy:
+  quiet_hours: {start: "19:00", end: "09:00"}
+  business_days: {weekdays: [mon, tue, wed, thu, fri]}
+"""
+HISTORY = bool(getattr(__import__("engine.store.schema", fromlist=["x"]).build_schema(), "history", None))
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One generated scenario."""
+
+    playbooks: list[str]
+    days: list[dict[str, list[dict]]]           # the data synced each day (06:00 local)
+
+
+def _playbook(i: int, kind: str, threshold: int, schedule: str, repeat: str | None, cooldown: str | None,
+              max_episodes: int | None, activation: str, max_enters: int | None) -> str:
+    subject, trigger = {
+        "arr": ("account", f"{{when: \"account.arr < {threshold * 1000}\"}}"),
+        "health": ("account", f"{{when: \"account.health_score < {threshold} or account.health_score is none\"}}"),
+        "logins": ("account", f"{{low_usage: {{metric: logins, days: 3, agg: sum, below: {threshold}}}}}"),
+        "renewal": ("account", f"{{renewal_approaching: {{within_days: {threshold}}}}}"),
+        "champion": ("contact", f"{{when: \"contact.role == 'champion' and account.arr >= {threshold * 1000}\"}}"),
+        "goal": ("goal", "{goal_achieved: {}}"),
+    }[kind]
+    lines = [f"id: pb-{i}", f"name: pb {i}", f"subject: {subject}", f"schedule: \"{schedule}\"",
+             f"activation: {activation}", f"trigger: {trigger}"]
+    if repeat:
+        lines.append(f"repeat: {repeat}")
+    if cooldown:
+        lines.append(f"cooldown: {cooldown}")
+    if max_episodes:
+        lines.append(f"max_episodes: {max_episodes}")
+    if max_enters:
+        lines.append(f"max_enters_per_run: {max_enters}")
+    lines += ["actions:",
+              "  - slack: {channel: \"#cs\", text: \"{{ account.name }} arr {{ account.arr }}\"}",
+              "  - email: {to: {role: champion}, subject: \"Hi {{ account.name }}\", body: \"arr {{ account.arr }}\"}",
+              "on_resolve:",
+              "  - slack: {to: \"{{ account.csm_email }}\", text: \"{{ account.name }} resolved\"}"]
+    return "\n".join(lines) + "\n"
+
+
+playbook_st = st.builds(
+    _playbook, st.just(0), st.sampled_from(["arr", "health", "logins", "renewal", "champion", "goal"]),
+    st.integers(1, 60), st.sampled_from(SCHEDULES), st.sampled_from([None, None, "1d", "2d", "12h"]),
+    st.sampled_from([None, None, "1d", "3d"]), st.sampled_from([None, None, 1, 2]),
+    st.sampled_from(["baseline", "fire"]), st.sampled_from([None, None, 1, 2]))
+
+
+@st.composite
+def scenarios(draw: Any) -> Shape:
+    n = draw(st.integers(1, 6))
+    pbs = [draw(playbook_st).replace("pb-0", f"pb-{i}").replace("pb 0", f"pb {i}")
+           for i in range(draw(st.integers(1, 4)))]
+    days = draw(st.integers(2, 6)) if HISTORY else 1
+    accounts = {f"A{i}": {"id": f"A{i}", "name": f"Acme {i}", "arr": draw(st.integers(0, 60)) * 1000,
+                          "health_score": draw(st.sampled_from([None, 10, 40, 70])),
+                          "renewal_date": (START + timedelta(days=draw(st.integers(-3, 40)))).isoformat(),
+                          "csm_email": draw(st.sampled_from(["c1@x.example", "c2@x.example"])),
+                          "timezone": draw(st.sampled_from(["", "America/New_York"]))} for i in range(n)}
+    contacts = {f"C{i}{k}": {"id": f"C{i}{k}", "account_id": f"A{i}", "email": f"c{k}@a{i}.example",
+                             "name": f"C{k}", "role": draw(st.sampled_from(["champion", "user"])),
+                             "unsubscribed": "false"} for i in range(n) for k in range(draw(st.integers(0, 2)))}
+    goals = {f"G{i}": {"id": f"G{i}", "account_id": f"A{i}", "name": "Seats", "metric": "logins",
+                       "direction": "increase", "baseline": 0, "target": 10, "current": draw(st.integers(5, 12)),
+                       "status": "open"} for i in range(n) if draw(st.booleans())}
+    usage: dict[tuple[str, str], dict] = {}
+    for i in range(n):
+        for back in range(1, 4):
+            day = (START - timedelta(days=back)).isoformat()
+            usage[(f"A{i}", day)] = {"account_id": f"A{i}", "metric": "logins", "day": day,
+                                     "value": draw(st.integers(0, 9))}
+    series = []
+    for d in range(days):
+        if d:      # each later day: some fields change, a row may go away or come back, yesterday's usage arrives
+            for a in accounts.values():
+                if draw(st.integers(0, 3)) == 0:
+                    a["arr"] = draw(st.integers(0, 60)) * 1000
+                if draw(st.integers(0, 4)) == 0:
+                    a["health_score"] = draw(st.sampled_from([None, 10, 40, 70]))
+            for c in contacts.values():
+                if draw(st.integers(0, 4)) == 0:
+                    c["role"] = draw(st.sampled_from(["champion", "user"]))
+            for g in goals.values():
+                g["current"] = min(12, g["current"] + draw(st.integers(0, 2)))
+            day = (START + timedelta(days=d - 1)).isoformat()
+            for i in range(n):
+                if draw(st.integers(0, 3)):
+                    usage[(f"A{i}", day)] = {"account_id": f"A{i}", "metric": "logins", "day": day,
+                                             "value": draw(st.integers(0, 9))}
+        gone = {f"A{i}" for i in range(n) if d and draw(st.integers(0, 7)) == 0}
+        series.append({"accounts": [dict(a) for k, a in accounts.items() if k not in gone],
+                       "contacts": [dict(c) for c in contacts.values() if c["account_id"] not in gone],
+                       "goals": [dict(g) for g in goals.values() if g["account_id"] not in gone],
+                       "usage": [dict(u) for u in usage.values()]})
+    return Shape(pbs, series)
+
+
+def _dump(app: App) -> dict[str, list[tuple]]:
+    """Every row of every table: what a backtest must leave as it was."""
+    with app.store.read() as tx:
+        return {t.name: sorted(map(tuple, tx.conn.execute(select(t))), key=repr)
+                for t in app.store.schema.metadata.sorted_tables}
+
+
+def check(shape: Shape, root: Path) -> int:
+    """Replay `shape` as syncs and runs, then backtest it; returns how many events were compared."""
+    ws = Workspace(root, f"sqlite:///{root / 'db.sqlite'}", timezone=TZ)
+    ws.configure(POLICY)
+    for i, text in enumerate(shape.playbooks):
+        ws.playbook(f"pb-{i}", text)
+    tz = ZoneInfo(TZ)
+    start = datetime.combine(START, datetime.min.time(), tz)
+    end = start + timedelta(days=len(shape.days))
+    utc = lambda m: m.astimezone(timezone.utc).replace(tzinfo=None)       # noqa: E731
+    app = App(ws.config)
+    pbs = app.playbooks
+    assert not pbs.invalid, [d for i in pbs.invalid for d in i.diagnostics]
+    timeline: list[tuple[datetime, int, Any]] = []
+    for d, data in enumerate(shape.days):
+        sync_at = start + timedelta(days=d, hours=6) if d else start - timedelta(hours=1)
+        timeline.append((utc(sync_at), 0, data))
+    runs: dict[datetime, list[str]] = {}
+    for pb in pbs.valid:
+        for moment in scheduled_times(pb.spec.schedule, utc(start), utc(end), TZ):
+            runs.setdefault(moment, []).append(pb.id)
+    timeline += [(m, 1, ids) for m, ids in runs.items()]
+    expected: list[dict] = []
+    for moment, what, payload in sorted(timeline, key=lambda x: (x[0], x[1])):
+        if what == 0:
+            for entity, rows in payload.items():
+                ws.data(entity, rows)
+            report = run_sync(app.settings, app.store, now=moment)
+            assert not report.failed
+            continue
+        clock = app.clock(moment.replace(tzinfo=timezone.utc))
+        result = run_tick(app.store, app.settings, pbs, clock, only=set(payload))
+        at = clock.local().isoformat()
+        expected += [{"at": at, **e.as_json()} for e in result.events]
+    before = _dump(app)
+    got: list[dict] = []
+    run_backtest(app.store, app.settings, pbs, utc(start), utc(end),
+                 on_event=lambda e: got.append(e.as_json(TZ)) if e.event.event != "baseline" else None)
+    assert _dump(app) == before
+    app.close()
+    assert got == expected
+    return len(expected)
+
+
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@settings(max_examples=12, derandomize=True, **SETTINGS)
+@given(scenarios())
+def test_a_backtest_agrees_with_the_runs_it_replays(shape: Shape) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        check(shape, Path(tmp))
+
+
+EXAMPLES = int(os.environ.get("PLAYBOOK_BACKTEST_EXAMPLES", "0"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EXAMPLES, reason="set PLAYBOOK_BACKTEST_EXAMPLES=N to run N random backtest examples")
+@settings(max_examples=max(EXAMPLES, 1), **SETTINGS)
+@given(scenarios())
+def test_a_backtest_agrees_with_the_runs_it_replays_many(shape: Shape) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        check(shape, Path(tmp))
