@@ -3,7 +3,10 @@
 delivering over SMTP, is connectors/email_smtp.py.
 
 Recipients are the subject contact (`to: contact`), the subject account's contacts with a role
-(`to: {role: champion}`, unsubscribed ones left out), or addresses (templated). Each recipient gets its own
+(`to: {role: champion}`, unsubscribed ones left out), or addresses (templated). Only the playbook's author makes
+a list of addresses (a YAML list, or commas in a string without expressions): a string with expressions must
+render to exactly one address, so a value from data such as `csm@example.com, evil@attacker.example` fails the
+action with the reason, and nobody gets the message. Each recipient gets its own
 message, rendered with `contact` bound to that recipient, under a stable Message-ID; the suppression list is
 checked again when the message is sent."""
 
@@ -17,9 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from connectors.email_message import build_message, mailbox
+from connectors.email_message import AddressError, build_message, mailbox
 from connectors.http import http_url
-from engine.actions import ActionKind, CompileContext, CompiledAction, Payload, PlanContext, SendCheck
+from engine.actions import ActionKind, CompileContext, CompiledAction, Payload, PlanContext, Refusal, SendCheck
 from engine.consent import unsubscribe_url
 from engine.delivery import BaseConnector, Outcome, Receipt
 from engine.store.outbox import Claimed
@@ -99,6 +102,13 @@ class EmailKind(ActionKind):
             ctx.problem(("to",), "`to: contact` needs `subject: contact`",
                         "use a role filter such as `to: {role: champion}`")
         extra = frozenset({"contact"}) if isinstance(options.to, RoleFilter) else frozenset()
+        for key in ("to", "cc"):
+            value = getattr(options, key)
+            for i, text in enumerate(value if isinstance(value, list) else [value]):
+                if isinstance(text, str) and _comma_beside_expression(text, ctx):
+                    ctx.problem((key, i) if isinstance(value, list) else (key,),
+                                "a templated address is one address: commas here would split what the data holds",
+                                "write several addresses as a YAML list, one template each")
         fields = ctx.structure(self.dump(options), self.literal, extra)
         return fields, (self._files(options.template, ctx, extra) if options.template else {})
 
@@ -129,8 +139,8 @@ class EmailKind(ActionKind):
 
     def plan(self, action: CompiledAction, ctx: PlanContext) -> EmailPayload:
         spec, files = action.spec, action.files
-        recipients = self._recipients(spec.to, action.fields.get("to"), ctx)
-        cc = ([address for address, _ in self._recipients(spec.cc, action.fields.get("cc"), ctx)]
+        recipients = self._recipients(spec.to, action.fields.get("to"), ctx, "to")
+        cc = ([address for address, _ in self._recipients(spec.cc, action.fields.get("cc"), ctx, "cc")]
               if spec.cc is not None else [])
         messages = []
         for n, (address, contact) in enumerate(recipients):
@@ -147,10 +157,12 @@ class EmailKind(ActionKind):
                 text, html = render(action.fields["body"], mctx), None
             messages.append(Mail(address, " ".join(subject.split()), message_id(ctx.key, n), text, html,
                                  contact["id"] if contact else None, link))
-        reply_to = ctx.render(action.fields["reply_to"]) if spec.reply_to else None
+        reply_to = ctx.render(action.fields["reply_to"]).strip() if spec.reply_to else None
+        if reply_to and not isinstance(action.fields["reply_to"], str):
+            _check_address(reply_to, "reply_to")
         return EmailPayload(messages, cc, reply_to)
 
-    def _recipients(self, spec_to: Any, compiled: Any, ctx: PlanContext) -> list[tuple[str, dict | None]]:
+    def _recipients(self, spec_to: Any, compiled: Any, ctx: PlanContext, key: str) -> list[tuple[str, dict | None]]:
         if spec_to == "contact":
             c = ctx.records.get("contact")
             return [(c["email"], c)] if c and c.get("email") and not c.get("unsubscribed") else []
@@ -160,9 +172,13 @@ class EmailKind(ActionKind):
             return [(c["email"], c) for c in ctx.contacts.get(account_id, []) if c.get("email") and c["role"] in roles]
         out = []
         for item in (compiled if isinstance(compiled, list) else [compiled]):
-            for address in ctx.render(item).split(","):
-                if address.strip():
-                    out.append((address.strip(), None))
+            if isinstance(item, str):           # written by the author, no expression: a list they wrote
+                out += [(a.strip(), None) for a in item.split(",") if a.strip()]
+                continue
+            address = ctx.render(item).strip()  # rendered from data: one address, never split
+            if address:
+                _check_address(address, key)
+                out.append((address, None))
         return out
 
     def nothing_to_send(self, payload: EmailPayload) -> str | None:
@@ -203,6 +219,30 @@ class EmailKind(ActionKind):
 
 
 EMAIL = EmailKind()
+
+
+def _comma_beside_expression(text: str, ctx: CompileContext) -> bool:
+    """Whether a templated address string has a comma in its literal text (`"{{ a }}, {{ b }}"`)."""
+    from jinja2 import TemplateSyntaxError, nodes
+
+    if "{" not in text:
+        return False
+    try:
+        ast = ctx.templates.text_env.parse(text)
+    except TemplateSyntaxError:
+        return False                            # reported when the string is compiled
+    constant = all(isinstance(node, nodes.Output) and all(isinstance(c, nodes.TemplateData) for c in node.nodes)
+                   for node in ast.body)
+    return not constant and any("," in n.data for n in ast.find_all(nodes.TemplateData))
+
+
+def _check_address(address: str, key: str) -> None:
+    """A rendered address must be exactly one mailbox: Refusal (the action fails, nothing is sent) otherwise."""
+    try:
+        mailbox(address)
+    except AddressError:
+        raise Refusal(f"email `{key}` rendered from data must be exactly one address, not `{address}` (several "
+                      "addresses are written as a YAML list in the playbook)") from None
 
 
 class SmtpSettings(BaseModel):

@@ -161,6 +161,9 @@ def mailbox(value: str | None) -> Address:
     name, spec = (angle.group("name").strip(), angle.group("addr").strip()) if angle else ("", text)
     if len(name) >= 2 and name[0] == name[-1] == '"':
         name = re.sub(r'\\(.)', r"\1", name[1:-1])
+    elif any(c in name for c in '<>,;"'):      # a second address (`a <x@y>, b <z@w>`) or a stray quote
+        raise AddressError(f"`{text}` is not one email address (a display name with `,`, `;`, `<` or `>` is "
+                           'written in quotes: "Doe, Jane" <jane@example.com>)')
     if not _ADDR_SPEC.fullmatch(spec):
         raise AddressError(f"`{text}` is not an email address")
     try:

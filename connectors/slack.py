@@ -12,6 +12,11 @@ im:history plus channels:read / groups:read for that check.
 With only `webhook_url`, messages go to the webhook's own channel; nothing can be checked there,
 so an ambiguous attempt is resent.
 
+The message's `text`, and the `text` of each `mrkdwn` object in `blocks`, escape what their expressions output
+(`&`, `<`, `>`, Slack's escaping): a value such as `<!channel>`, `<@U0123>` or `<https://x.example|click>` shows
+as typed and never mentions anyone or links; mentions and links the playbook's author writes in the template
+itself work as usual.
+
 The SDK's own retry handlers are switched off: a failed call is returned to dispatch as transient
 (with Slack's Retry-After on HTTP 429) and rescheduled, never slept on in the worker.
 """
@@ -28,7 +33,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors.http import http_url, retry_after
-from engine.actions import ActionKind, Payload
+from engine.actions import ActionKind, CompileContext, Payload
 from engine.delivery import BaseConnector, Connector, Outcome, Receipt
 from engine.plugins import ConnectorEnv, ConnectorPlugin
 from engine.store.outbox import Claimed
@@ -89,8 +94,28 @@ class SlackKind(ActionKind):
     options = SlackAction
     payload = SlackPayload
 
+    def compile(self, options: BaseModel, ctx: CompileContext) -> tuple[Any, dict[str, Any]]:
+        data = self.dump(options)
+        fields = {k: ctx.structure(v, self.literal, path=(k,)) for k, v in data.items() if k not in ("text", "blocks")}
+        fields["text"] = ctx.structure(data["text"], self.literal, path=("text",), markup="slack")
+        if "blocks" in data:
+            fields["blocks"] = _blocks(data["blocks"], ctx, ("blocks",))
+        return fields, {}
+
     def summary(self, payload: SlackPayload) -> dict[str, Any]:
         return {"to": [payload.channel or payload.to], "text": payload.text}
+
+
+def _blocks(value: Any, ctx: CompileContext, path: tuple[Any, ...]) -> Any:
+    """Block Kit with its templates compiled: the `text` of a `mrkdwn` object (which Slack reads for mentions and
+    links) escapes what its expressions output; other strings (plain text, URLs, ids) are rendered as they are."""
+    if isinstance(value, dict):
+        slack_text = value.get("type") == "mrkdwn"
+        return {k: (ctx.structure(v, frozenset(), path=path + (k,), markup="slack")
+                    if slack_text and k == "text" else _blocks(v, ctx, path + (k,))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_blocks(v, ctx, path + (i,)) for i, v in enumerate(value)]
+    return ctx.structure(value, frozenset(), path=path)
 
 
 SLACK = SlackKind()

@@ -111,17 +111,18 @@ class CompileContext:
     template_problem: Callable[[str, TemplateProblem], None]     # (template file name, problem) of a template file
 
     def structure(self, value: Any, literal: frozenset[str], extra: frozenset[str] = frozenset(),
-                  path: tuple[Any, ...] = ()) -> Any:
+                  path: tuple[Any, ...] = (), markup: str = "text") -> Any:
         """A nested structure of options with each string compiled as an inline template, except the values of
-        the keys in `literal`; `extra` names template variables besides the subject's."""
+        the keys in `literal`; `extra` names template variables besides the subject's; `markup` is how what
+        expressions output is escaped (engine/templating.py: Templates.compile_inline)."""
         if isinstance(value, dict):
-            return {k: (v if k in literal else self.structure(v, literal, extra, path + (k,)))
+            return {k: (v if k in literal else self.structure(v, literal, extra, path + (k,), markup))
                     for k, v in value.items()}
         if isinstance(value, list):
-            return [self.structure(v, literal, extra, path + (i,)) for i, v in enumerate(value)]
+            return [self.structure(v, literal, extra, path + (i,), markup) for i, v in enumerate(value)]
         if isinstance(value, str):
             try:
-                return self.templates.compile_inline(value, self.subject, extra)
+                return self.templates.compile_inline(value, self.subject, extra, markup)
             except TemplateProblem as exc:
                 self.problem(path, exc.message)
                 return None

@@ -40,11 +40,14 @@ class TemplateProblem(Exception):
         super().__init__(message)
 
 
-def make_environment(templates_dir: Path | None, *, html: bool = False) -> ImmutableSandboxedEnvironment:
-    """A sandboxed environment: StrictUndefined, no file access beyond `templates_dir`."""
+def make_environment(templates_dir: Path | None, *, html: bool = False, slack: bool = False
+                     ) -> ImmutableSandboxedEnvironment:
+    """A sandboxed environment: StrictUndefined, no file access beyond `templates_dir`; `html` escapes what
+    expressions output for HTML, `slack` for Slack's message formatting (see `render`)."""
     loader = FileSystemLoader(str(templates_dir)) if templates_dir else None
-    env = ImmutableSandboxedEnvironment(loader=loader, undefined=StrictUndefined, autoescape=html,
+    env = ImmutableSandboxedEnvironment(loader=loader, undefined=StrictUndefined, autoescape=html or slack,
                                         keep_trailing_newline=False, auto_reload=False)
+    env.slack = slack  # type: ignore[attr-defined]
     env.globals.clear()
     env.globals.update(days_until=_days_until, days_since=_days_since)
     env.filters.pop("attr", None)
@@ -63,10 +66,13 @@ class Templates:
     def __post_init__(self) -> None:
         self.text_env = make_environment(self.directory, html=False)
         self.html_env = make_environment(self.directory, html=True)
+        self.slack_env = make_environment(self.directory, slack=True)
 
-    def compile_inline(self, source: str, subject: str, extra: frozenset[str] = frozenset()) -> Any:
-        """Compile a templated string from a playbook (plain text, no autoescape)."""
-        return self._compile(self.text_env, source, subject, None, extra)
+    def compile_inline(self, source: str, subject: str, extra: frozenset[str] = frozenset(),
+                       markup: str = "text") -> Any:
+        """Compile a templated string from a playbook: plain text (no escaping), or `slack` text, where what
+        expressions output is escaped for Slack so that data cannot mention or link."""
+        return self._compile(self.slack_env if markup == "slack" else self.text_env, source, subject, None, extra)
 
     def compile_file(self, name: str, subject: str, extra: frozenset[str] = frozenset()) -> Any:
         """Compile a template file by name; `.html.j2` files autoescape."""
@@ -300,7 +306,8 @@ def render(template: Any, context: dict[str, Any]) -> str:
             if size > MAX_OUTPUT:
                 raise TemplateProblem(f"template output exceeds {MAX_OUTPUT} characters")
             out.append(chunk)
-        return "".join(out)
+        text = "".join(out)
+        return _slack_quotes(text) if getattr(template.environment, "slack", False) else text
     except UndefinedError as exc:
         raise TemplateProblem(f"template error: {exc.message}") from None
     except SecurityError as exc:
@@ -309,6 +316,13 @@ def render(template: Any, context: dict[str, Any]) -> str:
         raise TemplateProblem(f"template error: {exc}") from None
     except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
         raise TemplateProblem(f"template error: {type(exc).__name__}: {exc}") from None
+
+
+def _slack_quotes(text: str) -> str:
+    """Slack text escaped the HTML way turned into Slack's escaping: Slack reads `&amp;`, `&lt;` and `&gt;` (so a
+    value's `<!channel>`, `<@U0123>` or `<https://x|click>` shows as typed, never mentions or links) but not
+    `&#34;` and `&#39;`, which autoescaping also writes for quotes (the author's own text is never escaped)."""
+    return text.replace("&#34;", '"').replace("&#39;", "'")
 
 
 def _days_until(d: date | datetime | None, *, _today: date | None = None) -> int | None:
