@@ -113,28 +113,53 @@ class EmailKind(ActionKind):
         return fields, (self._files(options.template, ctx, extra) if options.template else {})
 
     def _files(self, name: str, ctx: CompileContext, extra: frozenset[str]) -> dict[str, Any]:
-        """NAME.subject.j2 and NAME.html.j2 and/or NAME.txt.j2, compiled."""
-        templates, files = ctx.templates, {}
-        for part, suffix in PARTS.items():
-            if templates.exists(name + suffix):
-                try:
-                    files[part] = templates.compile_file(name + suffix, ctx.subject, extra)
-                except TemplateProblem as exc:
-                    ctx.template_problem(name + suffix, exc)
-        where = ctx.templates_shown
+        """NAME.subject.j2 and NAME.html.j2 and/or NAME.txt.j2, compiled; and under `locales`, each locale's own
+        set (NAME.ja.subject.j2, …), which replaces the default set for recipients of that locale (§16)."""
+        templates, where = ctx.templates, ctx.templates_shown
+        files = self._part_set(name, name, ctx, extra)
+        locales = {loc: self._part_set(f"{name}.{written}", name, ctx, extra, loc)
+                   for loc, written in templates.locales_of(name, tuple(PARTS.values())).items()}
         has_body = templates.exists(name + PARTS["html"]) or templates.exists(name + PARTS["text"])
         if not templates.exists(name + PARTS["subject"]) and not has_body:
             from engine.errors import suggest
 
-            close = suggest(name, templates.names())
-            ctx.problem(("template",), f"email template `{name}` not found in {where}/",
-                        f"did you mean `{close}`?" if close else
-                        f"create {name}.subject.j2 and {name}.html.j2 or {name}.txt.j2")
+            if locales:
+                ctx.problem(("template",), f"email template `{name}` has {', '.join(sorted(locales))} files but no "
+                            "default-locale ones (for recipients of any other locale)",
+                            f"create {where}/{name}.subject.j2 and {name}.html.j2 or {name}.txt.j2")
+            else:
+                close = suggest(name, templates.names())
+                ctx.problem(("template",), f"email template `{name}` not found in {where}/",
+                            f"did you mean `{close}`?" if close else
+                            f"create {name}.subject.j2 and {name}.html.j2 or {name}.txt.j2")
         elif not templates.exists(name + PARTS["subject"]):
             ctx.problem(("template",), f"email template `{name}` has no subject", f"create {where}/{name}.subject.j2")
         elif not has_body:
             ctx.problem(("template",), f"email template `{name}` has no body",
                         f"create {where}/{name}.html.j2 and/or {name}.txt.j2")
+        if locales:
+            files["locales"] = locales
+        return files
+
+    @staticmethod
+    def _part_set(stem: str, name: str, ctx: CompileContext, extra: frozenset[str],
+                  locale: str | None = None) -> dict[str, Any]:
+        """The compiled parts of one set (STEM.subject.j2, …); a locale's set needs a subject and a body."""
+        templates, files = ctx.templates, {}
+        for part, suffix in PARTS.items():
+            if templates.exists(stem + suffix):
+                try:
+                    files[part] = templates.compile_file(stem + suffix, ctx.subject, extra)
+                except TemplateProblem as exc:
+                    ctx.template_problem(stem + suffix, exc)
+        if locale is not None:
+            missing = [f"{stem}{PARTS[p]}" for p in ("subject",) if not templates.exists(stem + PARTS[p])]
+            if not (templates.exists(stem + PARTS["html"]) or templates.exists(stem + PARTS["text"])):
+                missing.append(f"{stem}.html.j2 or {stem}.txt.j2")
+            if missing:
+                ctx.problem(("template",), f"email template `{name}` in locale `{locale}` is incomplete: its files "
+                            "replace the default ones for that locale", f"create {ctx.templates_shown}/"
+                            + " and ".join(missing))
         return files
 
     def plan(self, action: CompiledAction, ctx: PlanContext) -> EmailPayload:
@@ -146,12 +171,13 @@ class EmailKind(ActionKind):
         for n, (address, contact) in enumerate(recipients):
             link = unsubscribe_url(ctx.settings, address)
             mctx = dict(ctx.context, unsubscribe_url=link)
-            if contact is not None:
-                mctx["contact"] = contact
+            if contact is not None:          # a contact gets their locale and zone; an address the config's
+                mctx.update(ctx.recipient(contact))
             if files:
-                subject = render(files["subject"], mctx).strip() if "subject" in files else ""
-                html = render(files["html"], mctx) if "html" in files else None
-                text = render(files["text"], mctx) if "text" in files else None
+                parts = _localized(files, mctx["_locale"])
+                subject = render(parts["subject"], mctx).strip() if "subject" in parts else ""
+                html = render(parts["html"], mctx) if "html" in parts else None
+                text = render(parts["text"], mctx) if "text" in parts else None
             else:
                 subject = render(action.fields["subject"], mctx).strip()
                 text, html = render(action.fields["body"], mctx), None
@@ -216,6 +242,14 @@ class EmailKind(ActionKind):
     def summary(self, payload: EmailPayload) -> dict[str, Any]:
         msgs = payload.messages
         return {"to": [m.to for m in msgs], "subject": msgs[0].subject if msgs else None}
+
+
+def _localized(files: dict[str, Any], locale: str) -> dict[str, Any]:
+    """The template set for a locale: its own (`ja_JP`, else `ja`) when there is one, else the default."""
+    from engine.locales import locale_candidates
+
+    own = files.get("locales") or {}
+    return next((own[c] for c in locale_candidates(locale) if c in own), files)
 
 
 EMAIL = EmailKind()

@@ -96,6 +96,7 @@ class CompiledAction:
     files: dict[str, Any] = field(default_factory=dict)   # template files, by part (email: subject, html, text)
     connector: str = ""             # the connector plugin that delivers it (engine/plugins.py: route)
     customer_facing: bool = False   # it reaches a customer: the contact policy applies (engine/contact_policy.py)
+    metrics: frozenset = frozenset()  # the metric windows its templates read (metric(), metric_change())
 
 
 @dataclass
@@ -141,6 +142,20 @@ class PlanContext:
     now: datetime
     settings: Any
     key: str
+    zone_of: Callable[[dict | None, dict | None], str] | None = None   # a recipient's zone (contact, account)
+
+    def recipient(self, contact: dict | None) -> dict[str, Any]:
+        """What a template renders with for one contact as recipient (§16): `contact`, and the locale and time
+        zone the filters format in — the contact's, else the account's, else the config's."""
+        from engine.locales import recipient_locale
+
+        account = self.records.get("account")
+        out: dict[str, Any] = {"_locale": recipient_locale(contact, account, self.settings.default_locale)}
+        if contact is not None:
+            out["contact"] = contact
+        if self.zone_of is not None:
+            out["_zone"] = self.zone_of(contact, account)
+        return out
 
     def render(self, template: Any, extra: dict[str, Any] | None = None) -> str:
         """Render one compiled template in this context (plus `extra` names)."""

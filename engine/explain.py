@@ -119,7 +119,7 @@ def _deliveries(store: Store, settings: Settings, pb: CompiledPlaybook, subject_
     planner = Planner(settings, pb, clock, caps=cap_preview(store, settings, clock))
     event = PlannedEvent(pb.id, f"{pb.subject}:{subject_id}", "enter", 0)
     with store.read() as tx:
-        recs, contacts = plan_inputs(tx, pb, [subject_id], template_cache(store, clock))
+        recs, contacts = plan_inputs(tx, pb, [subject_id], template_cache(store, clock), today=clock.today)
     ctx = planner.context_for(recs.get(subject_id) or {}, contacts)
     for action in pb.actions:
         planner.plan_action(Transition(subject_id, "enter", 0, 1, False), action, ctx, event)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from engine.actions import CompiledAction, PlanContext
 from engine.clock import Clock, parse_duration
-from engine.contact_policy import CapPreview, ContactPolicy, Slot
+from engine.contact_policy import CapPreview, ContactPolicy, ContactPolicyConfig, Slot
 from engine.episodes import Transition
 from engine.plugins import registry
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook
-from engine.templating import PLAYBOOK_FIELDS, TemplateProblem, context_helpers
+from engine.templating import PLAYBOOK_FIELDS, TemplateProblem, context_helpers, metric_helpers
 
 
 @dataclass
@@ -59,10 +59,12 @@ def template_rows(tz: ZoneInfo) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return shape
 
 
-def base_context(pb: CompiledPlaybook, clock: Clock) -> dict[str, Any]:
-    """The part of the template context every subject of one evaluation shares."""
+def base_context(pb: CompiledPlaybook, clock: Clock, locale: str = "en") -> dict[str, Any]:
+    """The part of the template context every subject of one evaluation shares (`_locale` and `_zone`: what the
+    locale filters format in, until a recipient's own replace them)."""
     ctx: dict[str, Any] = {"playbook": {name: getattr(pb.spec, name) or "" for name in PLAYBOOK_FIELDS},
-                           "now": localize(clock.now, ZoneInfo(clock.timezone)), "unsubscribe_url": ""}
+                           "now": localize(clock.now, ZoneInfo(clock.timezone)), "unsubscribe_url": "",
+                           "_locale": locale, "_zone": clock.timezone}
     ctx.update(context_helpers(clock.today))
     return ctx
 
@@ -83,9 +85,11 @@ class Planner:
         self.written_at = max(clock.now, written_at or clock.now)
         self.expire_after = parse_duration(settings.delivery.expire_after)
         self.expires_at = self.expire_after.after(self.written_at, clock.timezone)
-        self.context = base_context(pb, clock)
+        self.context = base_context(pb, clock, settings.default_locale)
         self.kinds = registry().kinds
         self.policy = ContactPolicy(settings.contact_policy, settings.timezone)
+        self.zone_of = ContactPolicy(settings.contact_policy or ContactPolicyConfig(), settings.timezone).zone
+        self.reads_metrics = bool(metric_refs((*pb.actions, *pb.on_resolve)))
         self.exempt = pb.spec.contact_policy == "exempt"
         self.failures: list[tuple[str, str]] = []      # (dedup key, message) of actions whose rendering failed
 
@@ -102,8 +106,12 @@ class Planner:
         return event, rows
 
     def context_for(self, records: dict[str, dict], contacts: dict[str, list[dict]]) -> PlanContext:
-        """The planning context of one subject (its actions' dedup keys are set as each is planned)."""
-        return PlanContext(dict(self.context, **records), records, contacts, self.clock.now, self.settings, "")
+        """The planning context of one subject (its actions' dedup keys are set as each is planned); metric() in
+        its templates reads the usage `plan_inputs` read for its account."""
+        context = dict(self.context, **records)
+        if self.reads_metrics:
+            context.update(metric_helpers(records.get(USAGE) if records.get("account") else None, self.clock.today))
+        return PlanContext(context, records, contacts, self.clock.now, self.settings, "", self.zone_of)
 
     def plan_action(self, t: Transition, action: CompiledAction, ctx: PlanContext,
                     event: PlannedEvent | None = None) -> list[dict[str, Any]]:
@@ -196,14 +204,33 @@ class Planner:
         return row
 
 
-def plan_inputs(tx: Any, pb: CompiledPlaybook, subject_ids: list[str], cache: Any = None) -> tuple[
-        dict[str, dict[str, dict]], dict[str, list[dict]]]:
+USAGE = "_usage"      # in a subject's records: its account's usage rows its templates' metric() calls read
+
+
+def plan_inputs(tx: Any, pb: CompiledPlaybook, subject_ids: list[str], cache: Any = None, *,
+                today: date) -> tuple[dict[str, dict[str, dict]], dict[str, list[dict]]]:
     """What planning reads for these subjects: their rows (subject id -> {account, contact|goal}) and the
-    contacts of their accounts with the roles the playbook's actions address."""
+    contacts of their accounts with the roles the playbook's actions address; when its templates call metric(),
+    each subject's account's usage rows of those metrics over the windows they read (under USAGE), up to
+    `today`."""
     recs = tx.subjects.records(pb.subject, subject_ids, cache)
-    roles = contact_roles((*pb.actions, *pb.on_resolve))
+    actions = (*pb.actions, *pb.on_resolve)
+    roles = contact_roles(actions)
     accounts = {r["account"]["id"] for r in recs.values() if r.get("account")}
+    refs = metric_refs(actions)
+    if refs and accounts:
+        span = max(r.days + r.offset_days for r in refs)
+        usage = tx.subjects.usage_of(sorted(accounts), sorted({r.name for r in refs}),
+                                     today - timedelta(days=span - 1), today)
+        for r in recs.values():
+            if r.get("account"):
+                r[USAGE] = usage.get(r["account"]["id"], {})
     return recs, (tx.subjects.contacts_with_roles(accounts, roles, cache) if roles else {})
+
+
+def metric_refs(actions: Any) -> set[Any]:
+    """The metric windows the templates of these actions read."""
+    return set().union(*(a.metrics for a in actions)) if actions else set()
 
 
 def contact_roles(actions: Any) -> list[str]:

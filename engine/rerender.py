@@ -49,7 +49,7 @@ def rerender(store: Store, settings: Settings, playbooks: PlaybookSet, ids: list
             actions = pb.on_resolve if row["firing"] == "resolve" else pb.actions
             action = actions[row["action_index"]]
             planner = Planner(settings, pb, clock, describe=False)
-            recs, contacts = plan_inputs(tx, pb, [row["subject_id"]], cache)
+            recs, contacts = plan_inputs(tx, pb, [row["subject_id"]], cache, today=clock.today)
             records = recs.get(row["subject_id"]) or {}
             firing = 0 if row["firing"] == "resolve" else int(row["firing"])
             t = Transition(row["subject_id"], "resolve" if row["firing"] == "resolve" else "repeat", row["episode"],

@@ -132,6 +132,8 @@ class Settings(Model):
     """The whole configuration; paths are absolute (resolved against the config file's folder)."""
 
     timezone: str = "UTC"
+    default_locale: str = Field("en", description="the locale of messages whose recipient has none (§16): "
+                                                  "`en`, `ja`, `pt_BR`, …")
     database: str = "sqlite:///playbook.db"
     playbooks: Path = Path("playbooks")
     templates: Path = Path("playbooks/templates")
@@ -165,6 +167,16 @@ class Settings(Model):
                              + (f"did you mean `{close}`?" if close else "use an IANA name such as Europe/Paris")
                              ) from None
         return v
+
+    @field_validator("default_locale")
+    @classmethod
+    def _locale(cls, v: str) -> str:
+        from engine.locales import parse_locale
+
+        loc = parse_locale(v)
+        if loc is None:
+            raise ValueError(f"unknown locale `{v}`: use a language code such as en, ja or pt_BR")
+        return str(loc)
 
     @field_validator("contact_policy")
     @classmethod

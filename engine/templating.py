@@ -2,13 +2,17 @@
 
 Everything a template uses is checked when it compiles (§16): its names, the fields it reads of `account`,
 `contact`, `goal` and `playbook`, its filters and tests, the functions it calls and the templates it includes,
-so that a template `validate` accepts fails at render time only for what the data holds."""
+so that a template `validate` accepts fails at render time only for what the data holds. `metric()` and
+`metric_change()` take literal arguments, checked as in expressions (§5), so that the windows a template reads
+are known before any subject is planned (`Templates.collecting`)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,12 @@ from jinja2 import (FileSystemLoader, StrictUndefined, TemplateError, TemplateNo
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
 
 from engine.datamodel import CORE_FIELDS, ENTITY_OF
-from engine.errors import suggest
+from engine.errors import ExpressionError, suggest
+from engine.lang import ast as A
+from engine.lang.calls import check_call
+from engine.lang.python import PyEnv, evaluate, python_metric
+from engine.lang.types import INTEGER, NUMBER, STRING
+from engine.locales import FILTERS, SIGNATURES, FilterArgumentError, check_filter, finalize
 from engine.textfile import not_utf8
 
 MAX_OUTPUT = 256 * 1024  # characters one rendered template may produce
@@ -26,7 +35,8 @@ CONTEXT_NAMES = {
     "contact": {"account", "contact", "playbook", "now", "today", "unsubscribe_url"},
     "goal": {"account", "goal", "playbook", "now", "today", "unsubscribe_url"},
 }
-HELPERS = {"days_until", "days_since", "range"}             # the functions a template may call (context_helpers)
+HELPERS = {"days_until", "days_since", "range", "metric", "metric_change"}   # what a template may call
+METRIC_FUNCTIONS = ("metric", "metric_change")
 PLAYBOOK_FIELDS = ("id", "name", "description")             # `playbook.…`: what templates see of the playbook
 CORE_TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
     **{stype: tuple(CORE_FIELDS[entity]) for stype, entity in ENTITY_OF.items()}, "playbook": PLAYBOOK_FIELDS}
@@ -46,11 +56,12 @@ def make_environment(templates_dir: Path | None, *, html: bool = False, slack: b
     expressions output for HTML, `slack` for Slack's message formatting (see `render`)."""
     loader = FileSystemLoader(str(templates_dir)) if templates_dir else None
     env = ImmutableSandboxedEnvironment(loader=loader, undefined=StrictUndefined, autoescape=html or slack,
-                                        keep_trailing_newline=False, auto_reload=False)
+                                        keep_trailing_newline=False, auto_reload=False, finalize=finalize)
     env.slack = slack  # type: ignore[attr-defined]
     env.globals.clear()
     env.globals.update(days_until=_days_until, days_since=_days_since)
     env.filters.pop("attr", None)
+    env.filters.update(FILTERS)
     return env
 
 
@@ -62,11 +73,22 @@ class Templates:
 
     directory: Path | None
     fields: Mapping[str, Collection[str]] = field(default_factory=lambda: CORE_TEMPLATE_FIELDS)
+    metrics: tuple[str, ...] | None = None          # the declared metrics (§17); None: any
 
     def __post_init__(self) -> None:
         self.text_env = make_environment(self.directory, html=False)
         self.html_env = make_environment(self.directory, html=True)
         self.slack_env = make_environment(self.directory, slack=True)
+        self._collected: set[A.MetricRef] | None = None
+
+    @contextmanager
+    def collecting(self) -> Iterator[set[A.MetricRef]]:
+        """The metric windows the templates compiled inside this block read (through `metric()` calls)."""
+        self._collected = found = set()
+        try:
+            yield found
+        finally:
+            self._collected = None
 
     def compile_inline(self, source: str, subject: str, extra: frozenset[str] = frozenset(),
                        markup: str = "text") -> Any:
@@ -91,6 +113,20 @@ class Templates:
         if self.directory is None:
             return []
         return sorted({p.name.split(".")[0] for p in self.directory.glob("*.j2")})
+
+    def locales_of(self, name: str, suffixes: tuple[str, ...]) -> dict[str, str]:
+        """The locales with their own files of template NAME (`NAME.ja.subject.j2`): locale -> as written."""
+        if self.directory is None:
+            return {}
+        from engine.locales import parse_locale
+
+        found: dict[str, str] = {}
+        for path in sorted(self.directory.glob(f"{name}.*.j2")):
+            middle = next((path.name[len(name) + 1:-len(s)] for s in suffixes if path.name.endswith(s)), "")
+            loc = parse_locale(middle) if middle and "." not in middle else None
+            if loc is not None:
+                found.setdefault(str(loc), middle)
+        return found
 
     def exists(self, name: str) -> bool:
         return self.directory is not None and (self.directory / name).is_file()
@@ -121,6 +157,9 @@ class Templates:
             raise TemplateProblem(f"template syntax error: {exc.message}", exc.lineno, name) from None
         _check_safe(ast, name)
         _check_filters(ast, env, name)
+        for ref in _metric_refs(ast, name, self.metrics):
+            if self._collected is not None:
+                self._collected.add(ref)
         try:
             undeclared = meta.find_undeclared_variables(ast)
         except TemplateSyntaxError as exc:      # what Jinja's code generator refuses beyond the checks above
@@ -226,6 +265,56 @@ def _check_filters(ast: nodes.Template, env: ImmutableSandboxedEnvironment, name
             close = suggest(node.name, sorted(n for n in table if n != "attr"))
             raise TemplateProblem(f"unknown {what} `{node.name}`" + (f" (did you mean `{close}`?)" if close else ""),
                                   node.lineno, name)
+        if isinstance(node, nodes.Filter) and node.name in SIGNATURES:
+            if node.dyn_args is not None or node.dyn_kwargs is not None:
+                raise TemplateProblem(f"the `{node.name}` filter takes its arguments written out, not * or **",
+                                      node.lineno, name)
+            try:
+                check_filter(node.name, [_literal(a) for a in node.args],
+                             {k.key: _literal(k.value) for k in node.kwargs})
+            except FilterArgumentError as exc:
+                raise TemplateProblem(str(exc), node.lineno, name) from None
+
+
+def _literal(node: nodes.Expr) -> tuple[bool, Any]:
+    """(True, value) for a constant argument, (False, None) for one only the data decides."""
+    try:
+        return True, node.as_const()
+    except nodes.Impossible:
+        return False, None
+
+
+def _metric_refs(ast: nodes.Template, name: str | None, declared: tuple[str, ...] | None) -> set[A.MetricRef]:
+    """The metric windows the template's `metric()` and `metric_change()` calls read; their arguments must be
+    literals, checked as in expressions (a metric `metrics:` does not declare, days, agg)."""
+    refs: set[A.MetricRef] = set()
+    for node in ast.find_all(nodes.Call):
+        if not (isinstance(node.node, nodes.Name) and node.node.name in METRIC_FUNCTIONS):
+            continue
+        fn = node.node.name
+        values = [_literal(a) for a in node.args] + [_literal(k.value) for k in node.kwargs]
+        if node.dyn_args is not None or node.dyn_kwargs is not None or not all(lit for lit, _ in values):
+            raise TemplateProblem(f"{fn}() in a template takes literal arguments, e.g. {fn}('logins', 30, 'sum')",
+                                  node.lineno, name)
+        try:
+            expr = metric_call(fn, tuple(a.as_const() for a in node.args),
+                               tuple((k.key, k.value.as_const()) for k in node.kwargs), declared)
+        except ExpressionError as exc:
+            raise TemplateProblem(exc.message + (f" ({exc.hint})" if exc.hint else ""), node.lineno, name) from None
+        refs |= A.metric_refs(expr)
+    return refs
+
+
+@lru_cache(maxsize=1024)
+def metric_call(fn: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...],
+                declared: tuple[str, ...] | None = None) -> Any:
+    """The typed node of a `metric()`/`metric_change()` call with these literal arguments (the expression
+    language's own binding and checks)."""
+    def lit(v: Any) -> A.Literal:
+        return A.Literal(v, INTEGER if isinstance(v, int) and not isinstance(v, bool) else
+                         NUMBER if isinstance(v, float) else STRING)
+    return check_call(fn, [(lit(v), None) for v in args], [(k, None, lit(v), None) for k, v in kwargs], None,
+                      lambda seg, col: None, declared)   # type: ignore[arg-type, return-value]
 
 
 def _check_calls(ast: nodes.Template, free: set[str], names: set[str], name: str | None) -> None:
@@ -339,6 +428,23 @@ def _as_date(d: date | datetime) -> date:
 
 def context_helpers(today: date) -> dict[str, Any]:
     """The functions a template may call (HELPERS): days_until / days_since bound to the evaluation's `today` (not
-    the wall clock), and the sandbox's bounded range."""
+    the wall clock), the sandbox's bounded range, and metric() / metric_change() of no account (`metric_helpers`
+    binds them to the subject's)."""
     return {"days_until": lambda d: _days_until(d, _today=today),
-            "days_since": lambda d: _days_since(d, _today=today), "today": today, "range": safe_range}
+            "days_since": lambda d: _days_since(d, _today=today), "today": today, "range": safe_range,
+            **metric_helpers(None, today)}
+
+
+def metric_helpers(usage: Mapping[str, Mapping[date, float]] | None, today: date) -> dict[str, Any]:
+    """`metric()` and `metric_change()` over one account's usage rows (metric -> {day: value}), with the same
+    rules as in expressions (§5); None when the subject has no account."""
+    env = PyEnv({}, today, datetime.combine(today, datetime.min.time()), "UTC",
+                lambda ref: python_metric((usage or {}).get(ref.name, {}), ref, today))
+
+    def call(fn: str) -> Any:
+        def helper(*args: Any, **kwargs: Any) -> Any:
+            if usage is None:
+                return None
+            return evaluate(metric_call(fn, args, tuple(sorted(kwargs.items()))), env)
+        return helper
+    return {fn: call(fn) for fn in METRIC_FUNCTIONS}

@@ -358,7 +358,7 @@ def _plan(tx: Tx, settings: Settings, pb: CompiledPlaybook, clock: Clock, transi
     transitions = [t for t in transitions if not t.baselined]
     if not transitions:
         return []
-    recs, contacts = plan_inputs(tx, pb, [t.subject_id for t in transitions], cache)
+    recs, contacts = plan_inputs(tx, pb, [t.subject_id for t in transitions], cache, today=clock.today)
     planner = Planner(settings, pb, clock, describe=keep_events, caps=caps, written_at=wall_clock(),
                       keep_payloads=keep_payloads)
     closes = _close_tasks(tx, pb, [t for t in transitions if t.event == "resolve"], planner, clock)

@@ -51,7 +51,8 @@ def load_playbooks(settings: Settings, paths: list[Path] | None = None, *,
                    synced_metrics: Collection[str] | None = None) -> PlaybookSet:
     """Load and compile every playbook; invalid ones are kept apart with their diagnostics. With `synced_metrics`
     (the metrics of the synced usage rows), a metric a valid playbook reads that none of them has is a warning."""
-    templates = Templates(settings.templates if settings.templates.is_dir() else None, template_fields(settings))
+    templates = Templates(settings.templates if settings.templates.is_dir() else None, template_fields(settings),
+                          tuple(settings.metrics) if settings.metrics is not None else None)
     files = paths if paths is not None else (
         playbook_files(settings.playbooks) if settings.playbooks.is_dir() else [])
     warnings: list[Diagnostic] = [] if paths is not None else _folder_warnings(settings)
@@ -254,12 +255,14 @@ def _compile_actions(actions: list[Any], key: str, spec: Playbook, settings: Set
             template_problem=lambda name, exc, path=path: problems.append(Diagnostic(
                 _display(settings.templates / name, settings.base_dir), exc.line, None, exc.message,
                 f"used by {positions.file} line {positions.at(path + ('template',))[0]}")))
-        fields, files = kind.compile(action.options, ctx)
+        with templates.collecting() as metrics:
+            fields, files = kind.compile(action.options, ctx)
         _check_roles(kind.contact_roles(action.options), kind.dump(action.options), path, settings, positions,
                      problems)
         facing = action.customer_facing
         out.append(CompiledAction(index, action.kind, action.options, fields, files, connector,
-                                  kind.customer_facing(action.options) if facing is None else facing))
+                                  kind.customer_facing(action.options) if facing is None else facing,
+                                  frozenset(metrics)))
     return out
 
 

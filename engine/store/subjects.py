@@ -116,6 +116,18 @@ class Subjects(Repository):
             out.setdefault(metric, {})[day] = value
         return out
 
+    def usage_of(self, account_ids: list[str], metrics: list[str], since: date, until: date) -> dict[str, dict]:
+        """account id -> metric -> {day: value}: these accounts' usage rows of these metrics over a date range
+        (what templates' metric() calls read when actions are planned)."""
+        u = self.schema.usage
+        q = select(u.c.account_id, u.c.metric, u.c.day, u.c.value).where(
+            in_list(u.c.account_id, "b_accounts", self.dialect), u.c.metric.in_(metrics), u.c.day >= since,
+            u.c.day <= until)
+        out: dict[str, dict] = {}
+        for account, metric, day, value in self.conn.execute(q, {"b_accounts": account_ids}):
+            out.setdefault(account, {}).setdefault(metric, {})[day] = value
+        return out
+
     def metric_names(self) -> list[str]:
         """The distinct metrics of the usage rows, in name order: one index lookup per metric (a recursive
         `min(metric) > previous` over ix_usage_metric_account_day), not a scan of every row."""

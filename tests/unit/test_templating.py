@@ -52,11 +52,11 @@ FIELDS = {"account": ("id", "name", "health_score", "renewal_date"), "contact": 
     ("{{ account.items() }}", "unknown field `account.items`", 1),
     ("{{ playbook.title }}", "unknown field `playbook.title`", 1),
     ("{% if true %}\n{{ format_date(account.renewal_date) }}{% endif %}",
-     "unknown function `format_date` (functions: days_since, days_until, range)", 2),
+     "unknown function `format_date` (functions: days_since, days_until, metric, metric_change, range)", 2),
     ("{{ days_util(account.renewal_date) }}", "unknown function `days_util` (did you mean `days_until`?)", 1),
     ("{{ now() }}", "`now` is not a function", 1),
     ("{{ loop.index }}", "unknown name `loop` in an account playbook (available: account, days_since, days_until, "
-                         "now, playbook, range, today, unsubscribe_url)", 1),
+                         "metric, metric_change, now, playbook, range, today, unsubscribe_url)", 1),
 ])
 def test_an_unknown_filter_test_field_or_function_is_a_problem_at_its_line(source: str, message: str,
                                                                            line: int) -> None:
@@ -104,7 +104,7 @@ def test_a_template_that_compiles_renders_every_field_and_helper_it_checked() ->
     row = dict.fromkeys(FIELDS["account"]) | {"name": "Acme", "renewal_date": date(2026, 3, 11)}
     context = {"account": row, "playbook": dict.fromkeys(FIELDS["playbook"], ""), "now": None,
                "unsubscribe_url": "", **context_helpers(date(2026, 3, 1))}
-    assert render(compiled, context) == "01 Acme None  10"
+    assert render(compiled, context) == "01 Acme   10"      # an empty field prints as nothing
 
 
 def test_included_templates_must_exist_inside_the_folder_and_are_checked_too(tmp_path: Path) -> None:
