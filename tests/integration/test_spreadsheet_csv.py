@@ -38,7 +38,7 @@ def test_a_japanese_excel_export_syncs_and_fires(tmp_path: Path, db_url: str) ->
         ("accounts", 2, 0)]
     out = ws.run("2026-11-02T09:00")
     assert [(e["subject"], e["actions"][0]["text"]) for e in out["events"]] == [
-        ("account:A1", "株式会社アクメ renews 2026-12-01 (12000.0)")]
+        ("account:A1", "株式会社アクメ renews 2026-12-01 (12000)")]
     doc = json.loads(ws.cli("explain", "A1", "--now", "2026-11-02T09:00", "--format", "json").stdout)
     assert doc["playbooks"][0]["verdict"] == "in_episode"
 

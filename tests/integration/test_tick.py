@@ -92,7 +92,7 @@ def test_data_is_never_rendered_twice(ws_sqlite: Workspace) -> None:
     _setup(ws)
     out = ws.run("2026-03-01T09:00", "--playbook", "a")
     ev = [e for e in out["events"] if e["subject"] == "account:A1"][0]
-    assert ev["actions"][0]["text"] == "{{ 7*7 }} Labs (10.0)"
+    assert ev["actions"][0]["text"] == "{{ 7*7 }} Labs (10)"        # a whole number prints without .0
     assert ev["actions"][1] == {"kind": "email", "to": ["x@labs.example"], "subject": "Hi Xu at {{ 7*7 }} Labs"}
     beta = [e for e in out["events"] if e["subject"] == "account:A2"][0]
     assert beta["actions"][1] == {"kind": "email", "to": [], "subject": None}   # no champion: suppressed
