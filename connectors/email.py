@@ -114,8 +114,14 @@ class EmailKind(ActionKind):
 
     def _files(self, name: str, ctx: CompileContext, extra: frozenset[str]) -> dict[str, Any]:
         """NAME.subject.j2 and NAME.html.j2 and/or NAME.txt.j2, compiled; and under `locales`, each locale's own
-        set (NAME.ja.subject.j2, …), which replaces the default set for recipients of that locale (§16)."""
+        set (NAME.ja.subject.j2, …), which replaces the default set for recipients of that locale (§16). NAME is a
+        plain name: templates are read only from the templates folder."""
         templates, where = ctx.templates, ctx.templates_shown
+        if not name or any(c in name for c in "/\\:") or name.startswith("."):
+            ctx.problem(("template",), f"template `{name}` is not a plain name: email templates are read only from "
+                                       f"the templates folder ({where}/)",
+                        "write the NAME of NAME.subject.j2 and NAME.html.j2 or NAME.txt.j2")
+            return {}
         files = self._part_set(name, name, ctx, extra)
         locales = {loc: self._part_set(f"{name}.{written}", name, ctx, extra, loc)
                    for loc, written in templates.locales_of(name, tuple(PARTS.values())).items()}

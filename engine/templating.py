@@ -50,11 +50,41 @@ class TemplateProblem(Exception):
         super().__init__(message)
 
 
+def outside_problem(directory: Path | None, name: str) -> str | None:
+    """Why a template name does not name a file inside the templates folder, or None when it does (or names
+    nothing): a name is relative to the folder, without `..`, and no link in the folder may lead out of it."""
+    if directory is None:
+        return None
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or (len(parts[0]) >= 2 and parts[0][1] == ":"):
+        return f"template `{name}` is an absolute path: templates are read only from the templates folder"
+    if any(p in ("", ".", "..") for p in parts):
+        return f"template `{name}` leads outside the templates folder: name a file inside it, without `..`"
+    path = directory / name
+    if path.exists() and not path.resolve().is_relative_to(directory.resolve()):
+        return f"template `{name}` is a link to a file outside the templates folder: copy the file into the folder"
+    return None
+
+
+class FolderLoader(FileSystemLoader):
+    """Jinja's file loader that never reads outside its folder (no `..`, no absolute name, no link leading out),
+    for what templates include, extend or import at render time."""
+
+    def __init__(self, directory: Path):
+        super().__init__(str(directory))
+        self.directory = directory
+
+    def get_source(self, environment: Any, template: str) -> Any:
+        if outside_problem(self.directory, template):
+            raise TemplateNotFound(template)
+        return super().get_source(environment, template)
+
+
 def make_environment(templates_dir: Path | None, *, html: bool = False, slack: bool = False
                      ) -> ImmutableSandboxedEnvironment:
     """A sandboxed environment: StrictUndefined, no file access beyond `templates_dir`; `html` escapes what
     expressions output for HTML, `slack` for Slack's message formatting (see `render`)."""
-    loader = FileSystemLoader(str(templates_dir)) if templates_dir else None
+    loader = FolderLoader(templates_dir) if templates_dir else None
     env = ImmutableSandboxedEnvironment(loader=loader, undefined=StrictUndefined, autoescape=html or slack,
                                         keep_trailing_newline=False, auto_reload=False, finalize=finalize)
     env.slack = slack  # type: ignore[attr-defined]
@@ -99,6 +129,9 @@ class Templates:
     def compile_file(self, name: str, subject: str, extra: frozenset[str] = frozenset()) -> Any:
         """Compile a template file by name; `.html.j2` files autoescape."""
         env = self.html_env if ".html" in name else self.text_env
+        outside = outside_problem(self.directory, name)
+        if outside:
+            raise TemplateProblem(outside, None, name)
         if self.directory is None or not (self.directory / name).is_file():
             raise TemplateProblem(f"template `{name}` not found in {self.directory}", None, name)
         data = (self.directory / name).read_bytes()
@@ -129,6 +162,8 @@ class Templates:
         return found
 
     def exists(self, name: str) -> bool:
+        """Whether a template file of this name is in the folder (a name leading outside it is, for
+        `compile_file` to refuse)."""
         return self.directory is not None and (self.directory / name).is_file()
 
     def _compile(self, env: ImmutableSandboxedEnvironment, source: str, subject: str, name: str | None,
@@ -205,7 +240,11 @@ class Templates:
                          optional: bool, subject: str, name: str | None, extra: frozenset[str],
                          including: tuple[str, ...]) -> None:
         """A template included, extended or imported must exist (the first that does, of a list), and is checked
-        like the one that names it."""
+        like the one that names it; none may lead outside the templates folder."""
+        for r in refs:
+            outside = outside_problem(self.directory, r)
+            if outside:
+                raise TemplateProblem(outside, line, name)
         ref = next((r for r in refs if _source(env, r) is not None), None)
         if ref is None:
             if optional:                    # `ignore missing`

@@ -117,7 +117,7 @@ def test_included_templates_must_exist_inside_the_folder_and_are_checked_too(tmp
     assert (info.value.message, info.value.line) == (
         "in `sig.txt.j2` line 2: unknown field `account.nam` (did you mean `name`?)", 2)
     (tmp_path / "templates").mkdir()
-    with pytest.raises(TemplateProblem, match="template `../outside.txt` not found"):
+    with pytest.raises(TemplateProblem, match="template `../outside.txt` leads outside the templates folder"):
         Templates(tmp_path / "templates", FIELDS).compile_inline("{% include '../outside.txt' %}", "account")
     with pytest.raises(TemplateProblem, match=r"template `sig.j2` not found \(did you mean `sig.txt.j2`\?\)"):
         templates.compile_inline("{% extends 'sig.j2' %}", "account")
