@@ -117,7 +117,7 @@ class EmailKind(ActionKind):
         set (NAME.ja.subject.j2, …), which replaces the default set for recipients of that locale (§16). NAME is a
         plain name: templates are read only from the templates folder."""
         templates, where = ctx.templates, ctx.templates_shown
-        if not name or any(c in name for c in "/\\:") or name.startswith("."):
+        if not name or name.startswith(".") or any(c in name for c in "/\\:*?[]\0"):
             ctx.problem(("template",), f"template `{name}` is not a plain name: email templates are read only from "
                                        f"the templates folder ({where}/)",
                         "write the NAME of NAME.subject.j2 and NAME.html.j2 or NAME.txt.j2")
