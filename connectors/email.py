@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from connectors.email_message import AddressError, build_message, mailbox
 from connectors.http import http_url
-from engine.actions import ActionKind, CompileContext, CompiledAction, Payload, PlanContext, Refusal, SendCheck
+from engine.actions import (ActionKind, CompileContext, CompiledAction, Payload, PlanContext, Refusal, Rendering,
+                            SendCheck)
 from engine.consent import unsubscribe_url
 from engine.delivery import BaseConnector, Outcome, Receipt
 from engine.store.outbox import Claimed
@@ -248,6 +249,37 @@ class EmailKind(ActionKind):
     def summary(self, payload: EmailPayload) -> dict[str, Any]:
         msgs = payload.messages
         return {"to": [m.to for m in msgs], "subject": msgs[0].subject if msgs else None}
+
+    def preview(self, payload: EmailPayload, settings: Any) -> list[Rendering]:
+        """Each message decoded (headers, text and HTML as written) and as the .eml a connector sends."""
+        sender = sender_of(settings)
+        out = []
+        for m in payload.messages:
+            fields = {"From": sender, "To": m.to, **({"Cc": ", ".join(payload.cc)} if payload.cc else {}),
+                      **({"Reply-To": payload.reply_to} if payload.reply_to else {}), "Subject": m.subject}
+            if m.unsubscribe_url:
+                fields["List-Unsubscribe"] = m.unsubscribe_url
+            bodies = {k: v for k, v in (("text", m.text), ("html", m.html)) if v is not None}
+            raw = bytes(build_message(m, sender=sender, cc=payload.cc, reply_to=payload.reply_to))
+            out.append(Rendering(fields, bodies, raw, ".eml"))
+        return out
+
+    def test_copy(self, payload: EmailPayload, address: str) -> EmailPayload:
+        """Every message to `address` alone (no copies), its subject marked [TEST], under a Message-ID of its own."""
+        nonce = os.urandom(8).hex()
+        messages = [replace(m, to=address, subject=TEST_MARK + m.subject, contact_id=None,
+                            message_id=message_id(f"test/{nonce}/{m.message_id}", n))
+                    for n, m in enumerate(payload.messages)]
+        return EmailPayload(messages, [], payload.reply_to)
+
+
+TEST_MARK = "[TEST] "          # the subject prefix of a test send (`playbook preview --send-to`)
+
+
+def sender_of(settings: Any) -> str:
+    """The From address messages go out with: the email connector's `from`, else the local sink's."""
+    conf = getattr(settings.connectors, "email", None) if settings.connectors is not None else None
+    return getattr(conf, "from_", None) or DEFAULT_SENDER
 
 
 def _localized(files: dict[str, Any], locale: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors.http import http_url, retry_after
-from engine.actions import ActionKind, CompileContext, Payload
+from engine.actions import ActionKind, CompileContext, Payload, Rendering
 from engine.delivery import BaseConnector, Connector, Outcome, Receipt
 from engine.plugins import ConnectorEnv, ConnectorPlugin
 from engine.store.outbox import Claimed
@@ -104,6 +104,16 @@ class SlackKind(ActionKind):
 
     def summary(self, payload: SlackPayload) -> dict[str, Any]:
         return {"to": [payload.channel or payload.to], "text": payload.text}
+
+    def preview(self, payload: SlackPayload, settings: Any) -> list[Rendering]:
+        """Where it goes, its text and its blocks (Block Kit JSON)."""
+        import json
+
+        where = {"Channel": payload.channel} if payload.channel else {"Direct message to": payload.to or ""}
+        bodies = {"text": payload.text}
+        if payload.blocks:
+            bodies["blocks"] = json.dumps(payload.blocks, ensure_ascii=False, indent=2)
+        return [Rendering(where, bodies)]
 
 
 def _blocks(value: Any, ctx: CompileContext, path: tuple[Any, ...]) -> Any:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.actions import ActionKind, CompiledAction, PlanContext
+from engine.actions import ActionKind, CompiledAction, PlanContext, Rendering
 from engine.actions import Payload
 from engine.clock import DurationText, parse_duration
 from engine.delivery import BaseConnector, Connector, Outcome, Receipt
@@ -61,6 +61,15 @@ class TaskKind(ActionKind):
 
     def summary(self, payload: TaskPayload) -> dict[str, Any]:
         return {"to": [payload.assignee] if payload.assignee else [], "title": payload.title}
+
+    def preview(self, payload: TaskPayload, settings: Any) -> list[Rendering]:
+        """The task's fields (its due moment in the config time zone) and its description."""
+        from engine.clock import show_time
+
+        due = show_time(datetime.fromisoformat(payload.due_at), settings.timezone) if payload.due_at else "—"
+        fields = {"Title": payload.title, "Assignee": payload.assignee or "—", "Priority": payload.priority,
+                  "Due": due, "Closed on resolve": "yes" if payload.close_on_resolve else "no"}
+        return [Rendering(fields, {"description": payload.description} if payload.description else {})]
 
 
 TASK = TaskKind()

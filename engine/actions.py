@@ -182,6 +182,18 @@ class SendCheck:
     detail: str | None = None
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """One message or item as it would be sent, for `playbook preview`: its headline fields in display order
+    (To, Subject, Channel, Title…), its bodies as people read them (text, html, blocks as JSON…), and the raw
+    bytes a connector would send, if it sends a document (an email's .eml)."""
+
+    fields: dict[str, str]
+    bodies: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+    raw_suffix: str | None = None       # the raw document's file suffix (".eml")
+
+
 class ActionKind:
     """A kind of action. Subclasses set `name`, `options` and `payload`, and override what differs from the
     defaults: every option string a template (except `literal` keys), the payload built from the rendered
@@ -238,3 +250,19 @@ class ActionKind:
     def summary(self, payload: Any) -> dict[str, Any]:
         """The short form `run` shows and its JSON lists: {"to": [...], and "subject", "text" or "title"}."""
         return {"to": []}
+
+    def preview(self, payload: Any, settings: Any) -> list[Rendering]:
+        """How a planned payload reads when sent (`playbook preview`): one Rendering per message. Default: its
+        plain fields as headline fields, its nested ones as JSON bodies."""
+        import json
+
+        data = payload.to_json()
+        flat = {k: str(v) for k, v in data.items() if not isinstance(v, (dict, list))}
+        nested = {k: json.dumps(v, ensure_ascii=False, indent=2) for k, v in data.items()
+                  if isinstance(v, (dict, list))}
+        return [Rendering(flat, nested)]
+
+    def test_copy(self, payload: Any, address: str) -> Any:
+        """The payload sent to `address` only and marked as a test (`playbook preview --send-to`), or None when
+        this kind has nothing to send to an address."""
+        return None

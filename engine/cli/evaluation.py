@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -145,4 +146,141 @@ def history(app: App, playbook_id: str | None, subject: str | None, show_attempt
                       r["event"], r["episode"], r["firing"]] for r in rows], nowrap=("at",)))
 
 
-COMMANDS = [run, explain, history]
+@click.command()
+@click.argument("playbook_id")
+@click.argument("subject_id")
+@NOW
+@click.option("--raw", is_flag=True, help="show each email as the raw .eml a connector sends")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="also write each message to files here")
+@click.option("--send-to", "send_to", metavar="ADDRESS", help="send the emails to ADDRESS only, marked [TEST]")
+@FORMAT
+@command
+def preview(app: App, playbook_id: str, subject_id: str, now: str | None, raw: bool, out_dir: str | None,
+            send_to: str | None, fmt: str) -> None:
+    """Every action of PLAYBOOK_ID rendered for SUBJECT_ID as it would be sent (text, HTML, Slack blocks, task
+    fields), with the recipient, zone and send time; changes nothing."""
+    from engine.preview import preview as render_preview
+    from engine.preview import send_test
+
+    check_playbook_ids(app, [playbook_id])
+    pb = app.playbooks.get(playbook_id)
+    assert pb is not None
+    sid = _subject_of(app, pb, subject_id)
+    clock = app.clock(now)
+    address = _address(send_to) if send_to else None
+    result = render_preview(app.store, app.settings, pb, sid, clock)
+    if out_dir:
+        _write_preview(Path(out_dir), result)
+    sent = send_test(app.store, app.settings, pb, sid, result.items, address, clock) if address else []
+    if fmt == "json":
+        doc = {"playbook": result.playbook, "subject": result.subject, "now": result.now.isoformat(),
+               "verdict": result.verdict, "reason": result.reason, "items": [i.as_json() for i in result.items]}
+        if address:
+            doc["test_send"] = {"to": address, "sent": [{"label": i.label, "outcome": o, "detail": d}
+                                                        for i, o, d in sent]}
+        print_json(doc)
+    else:
+        _print_preview(result, raw, app.settings.timezone)
+        if address:
+            write = out.file.write
+            for item, outcome, detail in sent:
+                write(f"test send of {item.label} ({item.kind} via {item.connector}) to {address}: {outcome}"
+                      + (f" — {detail}" if detail else "") + "\n")
+            if not sent:
+                write(f"nothing to send to {address}: only emails are test-sent\n")
+    failed = [o for _, o, _ in sent if o != "sent"]
+    sys.exit(1 if failed or any(i.error for i in result.items) else 0)
+
+
+def _subject_of(app: App, pb: Any, subject_id: str) -> str:
+    """The bare id of the subject to preview: `ID` or `type:ID`, of the playbook's subject type, in the store."""
+    from engine.errors import UserError
+    from engine.store.database import database_exists
+
+    stype, _, bare = subject_id.rpartition(":")
+    if stype and stype != pb.subject:
+        raise click.UsageError(f"playbook `{pb.id}` is about {pb.subject}s, not {stype}s")
+    if not bare.strip():
+        raise click.UsageError(f"give the id of a {pb.subject}")
+    url = app.settings.database_url()
+    if url.startswith("sqlite:///") and ":memory:" not in url and not database_exists(url):
+        raise UserError(f"no database at {url[len('sqlite:///'):]} yet: run `playbook sync` first")
+    with app.store.read() as tx:
+        found = set(tx.subjects.find(bare))
+    if pb.subject not in found:
+        raise UserError(f"no {pb.subject} with id `{bare}` (run `playbook sync` first?)")
+    return bare
+
+
+def _address(text: str) -> str:
+    """One email address (the connector checks it again when it sends)."""
+    import re
+
+    if not re.fullmatch(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+", text.strip()):
+        raise click.BadParameter(f"`{text}` is not one email address (e.g. me@example.com)", param_hint="--send-to")
+    return text.strip()
+
+
+def _print_preview(result: Any, raw: bool, tz: str) -> None:
+    """Each item with its fields and bodies as plain text (a customer's data is printed, never interpreted)."""
+    write = out.file.write
+    state = {"fires": "it fires now", "repeats": "it repeats now"}.get(result.verdict)
+    write(f"Preview of {result.playbook} for {result.subject} at {local_time(result.now, tz)} — "
+          f"{state or 'it would not fire now: ' + result.reason}\n")
+    if not result.items:
+        write("no actions\n")
+    for item in result.items:
+        head = f"{item.label} ({'on resolve' if item.event == 'resolve' else 'on enter'}): {item.kind}"
+        write(f"\n== {head} via {item.connector} " + "=" * max(3, 100 - len(head) - len(item.connector) - 8) + "\n")
+        if item.error:
+            write(f"not rendered: {item.error}\n")
+            continue
+        if item.policy:
+            zone, at = item.policy.get("zone", ""), item.policy.get("send_at")
+            when = local_time(datetime.fromisoformat(at), zone) if at else ""
+            write(f"  {'Zone':<18} {zone}\n  {'Goes out':<18} {when}\n")
+            for key in ("deferred", "cap"):
+                if item.policy.get(key):
+                    write(f"  {key.capitalize():<18} {item.policy[key]}\n")
+        for n, r in enumerate(item.renderings):
+            if n:
+                write("  " + "-" * 40 + "\n")
+            for name, value in r.fields.items():
+                write(f"  {name:<18} {value}\n")
+            if raw and r.raw is not None:
+                write(f"--- raw {r.raw_suffix or ''} ---\n" + r.raw.decode("ascii", "replace").replace("\r\n", "\n")
+                      + "\n")
+                continue
+            for name, body in r.bodies.items():
+                write(f"--- {name} ---\n{body.rstrip()}\n")
+    out.file.flush()
+
+
+def _write_preview(directory: Path, result: Any) -> None:
+    """Each rendering as files: NN-label.fields.txt, .txt/.html bodies and the raw document (.eml)."""
+    import json
+    import re
+
+    from engine.errors import Diagnostic, UserError
+
+    suffix = {"text": ".txt", "html": ".html", "blocks": ".blocks.json", "description": ".txt"}
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        n = 0
+        for item in result.items:
+            for r in item.renderings:
+                n += 1
+                stem = directory / f"{n:02d}-{re.sub(r'[^a-z0-9]+', '-', item.label.lower()).strip('-')}-{item.kind}"
+                stem.with_name(stem.name + ".json").write_text(
+                    json.dumps({"label": item.label, "kind": item.kind, "to": item.to, **item.policy,
+                                "fields": r.fields}, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+                for name, body in r.bodies.items():
+                    stem.with_name(stem.name + suffix.get(name, f".{name}.txt")).write_text(body, encoding="utf-8")
+                if r.raw is not None:
+                    stem.with_name(stem.name + (r.raw_suffix or ".raw")).write_bytes(r.raw)
+    except OSError as exc:
+        raise UserError(Diagnostic(str(directory), None, None, f"cannot write the preview: {exc.strerror or exc}",
+                                   "choose a folder you can write to")) from None
+
+
+COMMANDS = [run, explain, preview, history]
