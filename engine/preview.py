@@ -74,7 +74,7 @@ def preview(store: Store, settings: Settings, pb: CompiledPlaybook, subject_id: 
     why = explain(store, pb, subject_id, clock)
     planner = Planner(settings, pb, clock, caps=cap_preview(store, settings, clock), keep_payloads=True)
     with store.read() as tx:
-        recs, contacts = plan_inputs(tx, pb, [subject_id], template_cache(store, clock))
+        recs, contacts = plan_inputs(tx, pb, [subject_id], template_cache(store, clock), today=clock.today)
     ctx = planner.context_for(recs.get(subject_id) or {}, contacts)
     reg = registry()
     items = []
