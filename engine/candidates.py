@@ -22,6 +22,7 @@ def metric_windows(store: Store, playbooks: list[CompiledPlaybook], clock: Clock
                    touched: Any = None) -> Any:
     """Materialise every metric window these playbooks read, once for the tick (derived data only)."""
     refs = {r for pb in playbooks for c in pb.conditions for r in metric_calls(c.expr)}
+    refs |= {r for pb in playbooks if pb.journey for e in pb.journey.expressions for r in metric_calls(e.expr)}
     if not refs:
         return None
     with store.write() as tx:

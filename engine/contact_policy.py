@@ -199,6 +199,12 @@ class ContactPolicy:
             return "quiet hours"
         return None
 
+    def business_day(self, day: date) -> bool:
+        """Whether `day` is a business day: the policy's weekdays and holidays, else Monday to Friday."""
+        if self.config is None or self.config.business_days is None:
+            return day.weekday() < 5
+        return self._day_off(day) is None
+
     def _day_off(self, day: date) -> str | None:
         b = self.config.business_days if self.config else None
         if b is None:

@@ -28,10 +28,14 @@ class PlannedEvent:
     actions: list[dict[str, Any]] = field(default_factory=list)
     payloads: list[dict[str, Any]] = field(default_factory=list)   # each action's dedup key and payload
                                                                    # (Planner keep_payloads)
+    detail: dict[str, Any] | None = None        # a journey's: the steps run, the wait reached, why it ended
 
     def as_json(self) -> dict[str, Any]:
-        return {"playbook": self.playbook, "subject": self.subject, "event": self.event,
-                "episode": self.episode, "actions": self.actions}
+        out = {"playbook": self.playbook, "subject": self.subject, "event": self.event,
+               "episode": self.episode, "actions": self.actions}
+        if self.detail is not None:
+            out["journey"] = self.detail
+        return out
 
 
 def dedup_key(pb: str, subject_type: str, subject_id: str, episode: int, firing: int | str, index: int | str) -> str:
@@ -214,7 +218,7 @@ def plan_inputs(tx: Any, pb: CompiledPlaybook, subject_ids: list[str], cache: An
     each subject's account's usage rows of those metrics over the windows they read (under USAGE), up to
     `today`."""
     recs = tx.subjects.records(pb.subject, subject_ids, cache)
-    actions = (*pb.actions, *pb.on_resolve)
+    actions = (*pb.actions, *pb.on_resolve, *pb.steps)
     roles = contact_roles(actions)
     accounts = {r["account"]["id"] for r in recs.values() if r.get("account")}
     refs = metric_refs(actions)

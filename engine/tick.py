@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +19,10 @@ from typing import Any
 from engine import candidates, episodes, scope
 from engine.clock import Clock, parse_duration, wall_clock
 from engine.contact_policy import CapPreview, ContactPolicy
+from engine.datamodel import ENTITY_OF
+from engine.lang import metric_calls
 from engine.episodes import Policy, Transition
+from engine.evaluation import PlaybookResult, blocked, record_state
 from engine.actions import ClosePayload
 from engine.planner import PlannedEvent, Planner, contact_roles, dedup_key, plan_inputs, template_rows
 from engine.plugins import CLOSE, registry
@@ -30,21 +32,6 @@ from engine.store import Store, Tx
 
 log = logging.getLogger("playbook.tick")
 CHUNK = 5000        # subjects decided, planned and written at a time: memory stays flat however many change
-
-
-@dataclass
-class PlaybookResult:
-    """What one playbook did in a tick."""
-
-    playbook: str
-    matched: int | None = None
-    events: list[PlannedEvent] = field(default_factory=list)   # kept only when run_tick(keep_events=True)
-    counts: Counter = field(default_factory=Counter)            # event kind -> how many
-    planned: int = 0
-    skipped: str | None = None
-    activated: bool = False             # this run was the playbook's activation (§12)
-    held: int = 0                       # enters held back by max_enters_per_run
-    unrendered: list[tuple[str, str]] = field(default_factory=list)   # (dedup key, why) of actions not rendered
 
 
 @dataclass
@@ -128,10 +115,17 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
                     on_playbook(pb.id)
                 mine = found.pop(pb.id)
                 active = pb.id not in activating
+                if pb.journey is not None:
+                    with watch("journeys"):
+                        done[pb.id] = _journey(batch, settings, pb, clock, store, touched, chosen[pb.id], run_id,
+                                               slots[pb.id], mine, cache, records, not active,
+                                               bool((states.get(pb.id) or {}).get("active")), scan_states[pb.id],
+                                               keep_events, caps, _stale(settings, pb, synced))
+                    continue
                 if not any(mine) and not _repeat_due(store, pb, clock) and not _stale(settings, pb, synced):
                     done[pb.id] = PlaybookResult(pb.id, activated=not active)   # only its scan state is recorded
                     with watch("record"), batch.unit() as unit:
-                        _record_state(unit, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run,
+                        record_state(unit, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run,
                                       scan_states[pb.id], activated=not active)
                     continue
                 done[pb.id] = evaluate_playbook(batch, settings, pb, clock, run_id=run_id, slot=slots[pb.id],
@@ -152,6 +146,30 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
             transitions = sum(sum(o.counts.values()) for o in results)
             tx.runs.analyze_grown(transitions, sum(o.planned for o in results))
     return TickResult(clock, results, dry_run, run_id, {pid: s.reason for pid, s in chosen.items()}, dict(watch))
+
+
+def _journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock, store: Store, touched: Any,
+             chosen: Any, run_id: int | None, slot: Any, mine: tuple[list[str], list[str]], cache: Any, records: Any,
+             activating: bool, was_active: bool, scan_state: dict[str, Any], keep_events: bool,
+             caps: CapPreview | None, stale: str | None) -> PlaybookResult:
+    """A journey playbook's evaluation (engine/journey_run.py), with the subjects whose data changed since its
+    last scan (a changes-only scope) or a full look."""
+    from engine import journey_run
+
+    assert pb.journey is not None
+    full = chosen.full or journey_run.reads_now(pb.journey)
+    changed: set[str] | None = None
+    usage = scope.reads_usage(pb) or journey_run.reads_usage(pb.journey)
+    since = chosen.since or {}
+    if any(since.get(e) is None for e in ("accounts", ENTITY_OF[pb.subject], *(("usage",) if usage else ()))):
+        full = True
+    if not full:
+        with store.read() as tx:
+            changed = touched.ids(tx, pb.subject, since, usage)
+    return journey_run.evaluate_journey(
+        batch, settings, pb, clock, run_id=run_id, slot=slot, candidates=mine, full=full, changed=changed,
+        cache=cache, records=records, activating=activating, was_active=was_active, scan_state=scan_state,
+        keep_events=keep_events, caps=caps, stale=stale)
 
 
 def record_presence(store: Store, playbooks: PlaybookSet) -> list[str]:
@@ -192,7 +210,7 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
         if stale:
             result.skipped = stale
             log.warning("playbook %s not evaluated: %s", pb.id, stale, extra={"playbook": pb.id})
-            _record_state(unit, pb, clock, "stale", {"reason": stale}, dry_run, active=was_active)
+            record_state(unit, pb, clock, "stale", {"reason": stale}, dry_run, active=was_active)
             return result
         planned_actions = 0
         for transitions, mend in _transitions(unit, pb, policy, clock, candidates, watch, baseline):
@@ -206,7 +224,7 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
             planned_actions += sum(1 for r in rows if not r["kind"].endswith(CLOSE))
             if limit is not None and planned_actions > limit:
                 unit.discard()
-                return _blocked(unit, pb, clock, result,
+                return blocked(unit, pb, clock, result,
                                 _count_all(unit, pb, policy, clock, candidates, watch, baseline), limit, dry_run,
                                 was_active)
             with watch("write"):
@@ -223,7 +241,7 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
             log.warning("playbook %s: %d subjects held back by max_enters_per_run (%d); they enter at the next "
                         "runs", pb.id, result.held, pb.spec.max_enters_per_run, extra={"playbook": pb.id})
         with watch("write"):
-            _record_state(unit, pb, clock, "ok", {"events": sum(result.counts.values()), "planned": result.planned,
+            record_state(unit, pb, clock, "ok", {"events": sum(result.counts.values()), "planned": result.planned,
                                                   **({"held": result.held} if result.held else {})},
                           dry_run, scan_state, activated=activating)
     return result
@@ -281,36 +299,15 @@ def _count_all(tx: Tx, pb: CompiledPlaybook, policy: Policy, clock: Clock, candi
     return total
 
 
-def _blocked(tx: Tx, pb: CompiledPlaybook, clock: Clock, result: PlaybookResult, planned: int, limit: int,
-             dry_run: bool, was_active: bool) -> PlaybookResult:
-    """Safety rail: a run that would plan more than max_actions_per_run plans nothing and raises an alert."""
-    reason = (f"blocked: would plan {planned} actions, more than max_actions_per_run ({limit}); nothing was "
-              f"planned — check the playbook's filters, or raise the limit")
-    log.error("ALERT playbook %s %s", pb.id, reason, extra={"playbook": pb.id, "alert": "max_actions_per_run"})
-    result.events, result.counts, result.planned, result.skipped = [], Counter(), 0, reason
-    result.activated = False
-    _record_state(tx, pb, clock, "blocked", {"reason": reason, "would_plan": planned}, dry_run, active=was_active)
-    return result
-
-
-def _record_state(tx: Tx, pb: CompiledPlaybook, clock: Clock, status: str, detail: dict[str, Any], dry_run: bool,
-                  scan_state: dict[str, Any] | None = None, *, activated: bool = False, active: bool = True) -> None:
-    """The playbook's latest evaluation; `scan_state` only with a completed one (else the next scan is full).
-    A completed evaluation leaves it active; one that did not complete leaves its activation as it was."""
-    if not dry_run:
-        tx.runs.record_playbook(pb.id, evaluated_at=wall_clock(), now=clock.now, status=status, detail=detail,
-                                source_hash=pb.source_hash, scan=scan_state, active=active,
-                                activated_at=clock.now if activated else None)
-
-
 def entities_read(pb: CompiledPlaybook) -> set[str]:
     """The synced entities a playbook's evaluation and actions depend on."""
     needed = {"accounts"}
-    if pb.subject == "contact" or contact_roles((*pb.actions, *pb.on_resolve)):
+    if pb.subject == "contact" or contact_roles((*pb.actions, *pb.on_resolve, *pb.steps)):
         needed.add("contacts")
     if pb.subject == "goal":
         needed.add("goals")
-    if scope.reads_usage(pb):
+    if scope.reads_usage(pb) or (pb.journey is not None and any(metric_calls(e.expr)
+                                                                for e in pb.journey.expressions)):
         needed.add("usage")
     return needed
 

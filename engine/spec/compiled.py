@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.actions import CompiledAction
 from engine.errors import Diagnostic
+from engine.journey import Journey
 from engine.spec.models import Playbook
 
 __all__ = ["CompiledAction", "CompiledPlaybook", "Condition", "InvalidPlaybook", "PlaybookSet"]
@@ -31,6 +32,12 @@ class CompiledPlaybook:
     actions: tuple[CompiledAction, ...]
     on_resolve: tuple[CompiledAction, ...]
     source_hash: str
+    journey: Journey | None = None          # a playbook with `steps:` (§14)
+
+    @property
+    def steps(self) -> tuple[CompiledAction, ...]:
+        """The actions of a journey's steps (none for a playbook with `actions:`)."""
+        return tuple(n.action for n in self.journey.nodes if n.action is not None) if self.journey else ()
 
     @property
     def id(self) -> str:

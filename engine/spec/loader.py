@@ -14,6 +14,7 @@ from engine.datamodel import ENTITY_OF, SUBJECT_TYPES, fields_of
 from engine.errors import Diagnostic, ExpressionError, UserError, declared_hint
 from engine.lang import Scope, compile_expression
 from engine.lang.ast import Metric, MetricChange, walk
+from engine.journey import Builder, Journey
 from engine.plugins import Unroutable, registry, route
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook, Condition, InvalidPlaybook, PlaybookSet
@@ -165,13 +166,47 @@ def load_one(path: Path, shown: str, settings: Settings, templates: Templates) -
     if spec.trigger.kind == "goal_achieved" and spec.subject != "goal":
         problems.append(positions.diagnostic(("trigger", "goal_achieved"), "the goal_achieved trigger is about goals",
                                          "add `subject: goal` to this playbook", key=True))
+    if spec.steps and spec.repeat is not None:
+        problems.append(positions.diagnostic(("repeat",), "`repeat` does not apply to journeys (a playbook with "
+                                             "`steps:`)", "remove it; put waits between the steps", key=True))
+    for key in ("exit_when", "exit_on_unmatch"):
+        if not spec.steps and key in spec.model_fields_set:
+            problems.append(positions.diagnostic((key,), f"`{key}` applies to journeys only (a playbook with "
+                                                 "`steps:`)", "remove it, or write the actions as `steps:`", key=True))
     conditions = [] if problems else _compile_conditions(spec, settings, positions, text, problems)
-    actions = tuple(_compile_actions(spec.actions, "actions", spec, settings, templates, positions, problems))
+    actions = tuple(_compile_actions(spec.actions or [], "actions", spec, settings, templates, positions, problems))
     on_resolve = tuple(_compile_actions(spec.on_resolve, "on_resolve", spec, settings, templates, positions, problems))
+    journey = _compile_journey(spec, settings, templates, positions, text, problems) if spec.steps else None
     if problems:
         return InvalidPlaybook(shown, spec.id, tuple(problems))
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return CompiledPlaybook(spec, shown, tuple(conditions), actions, on_resolve, digest)
+    return CompiledPlaybook(spec, shown, tuple(conditions), actions, on_resolve, digest, journey)
+
+
+def _compile_journey(spec: Playbook, settings: Settings, templates: Templates, positions: Positions, text: str,
+                     problems: list[Diagnostic]) -> Journey:
+    """The steps as a journey (engine/journey.py): step ids unique, actions and conditions compiled."""
+    scope = scope_for(settings, spec.subject)
+    seen: dict[str, tuple[Any, ...]] = {}
+
+    def ids(items: list[Any], path: tuple[Any, ...]) -> None:
+        for i, step in enumerate(items):
+            here = path + (i,)
+            if step.id:
+                if step.id in seen:
+                    problems.append(positions.diagnostic(here + ("id",), f"step id `{step.id}` is used twice in "
+                                                         "this playbook", "give each step its own id"))
+                seen[step.id] = here
+            if hasattr(step, "then"):
+                ids(step.then, here + ("then",))
+                ids(step.else_, here + ("else",))
+    ids(spec.steps, ("steps",))
+    builder = Builder(
+        action=lambda step, path: _compile_action(step, 0, path + (step.kind,), spec, settings, templates,
+                                                  positions, problems),
+        expression=lambda label, expr_text, path: _compile_one(expr_text, path, True, "", scope, positions, text,
+                                                               problems))
+    return builder.build(spec.steps, spec.exit_when)
 
 
 def _raw_expression_problems(data: dict, settings: Settings, positions: Positions, text: str) -> list[Diagnostic]:
@@ -236,34 +271,36 @@ def _quote_offset(text: str, line: int, col: int) -> int:
 def _compile_actions(actions: list[Any], key: str, spec: Playbook, settings: Settings, templates: Templates,
                      positions: Positions, problems: list[Diagnostic]) -> list[CompiledAction]:
     """Each action compiled by its kind (engine/actions.py), with the connector that will deliver it."""
-    out: list[CompiledAction] = []
-    kinds = registry().kinds
-    for index, action in enumerate(actions):
-        path = (key, index, action.kind)
-        kind = kinds[action.kind]
-        try:
-            connector = route(action.kind, action.connector, settings)
-        except Unroutable as exc:
-            connector = ""
-            problems.append(positions.diagnostic(path + (("connector",) if action.connector else ()), exc.message,
-                                             exc.hint, key=not action.connector))
-        ctx = CompileContext(
-            subject=spec.subject, templates=templates,
-            templates_shown=_display(settings.templates, settings.base_dir), settings=settings,
-            problem=lambda sub, message, hint=None, path=path: problems.append(
-                positions.diagnostic(path + tuple(sub), message, hint)),
-            template_problem=lambda name, exc, path=path: problems.append(Diagnostic(
-                _display(settings.templates / name, settings.base_dir), exc.line, None, exc.message,
-                f"used by {positions.file} line {positions.at(path + ('template',))[0]}")))
-        with templates.collecting() as metrics:
-            fields, files = kind.compile(action.options, ctx)
-        _check_roles(kind.contact_roles(action.options), kind.dump(action.options), path, settings, positions,
-                     problems)
-        facing = action.customer_facing
-        out.append(CompiledAction(index, action.kind, action.options, fields, files, connector,
-                                  kind.customer_facing(action.options) if facing is None else facing,
-                                  frozenset(metrics)))
-    return out
+    return [_compile_action(action, index, (key, index, action.kind), spec, settings, templates, positions, problems)
+            for index, action in enumerate(actions)]
+
+
+def _compile_action(action: Any, index: int, path: tuple[Any, ...], spec: Playbook, settings: Settings,
+                    templates: Templates, positions: Positions, problems: list[Diagnostic]) -> CompiledAction:
+    """One action compiled by its kind, with the connector that will deliver it (`path`: where it is written,
+    ending with its kind's key)."""
+    kind = registry().kinds[action.kind]
+    try:
+        connector = route(action.kind, action.connector, settings)
+    except Unroutable as exc:
+        connector = ""
+        problems.append(positions.diagnostic(path + (("connector",) if action.connector else ()), exc.message,
+                                         exc.hint, key=not action.connector))
+    ctx = CompileContext(
+        subject=spec.subject, templates=templates,
+        templates_shown=_display(settings.templates, settings.base_dir), settings=settings,
+        problem=lambda sub, message, hint=None, path=path: problems.append(
+            positions.diagnostic(path + tuple(sub), message, hint)),
+        template_problem=lambda name, exc, path=path: problems.append(Diagnostic(
+            _display(settings.templates / name, settings.base_dir), exc.line, None, exc.message,
+            f"used by {positions.file} line {positions.at(path + ('template',))[0]}")))
+    with templates.collecting() as metrics:
+        fields, files = kind.compile(action.options, ctx)
+    _check_roles(kind.contact_roles(action.options), kind.dump(action.options), path, settings, positions,
+                 problems)
+    facing = action.customer_facing
+    return CompiledAction(index, action.kind, action.options, fields, files, connector,
+                          kind.customer_facing(action.options) if facing is None else facing, frozenset(metrics))
 
 
 def _check_roles(roles: list[str], options: dict[str, Any], path: tuple[Any, ...], settings: Settings,

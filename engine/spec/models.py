@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, field_validator,
+                      model_validator)
 
 from engine.clock import CronText, Duration, DurationText, parse_duration
 from engine.datamodel import SubjectType
@@ -28,27 +29,34 @@ class Model(BaseModel):
 class OneOf(Model):
     """A mapping that must hold exactly one of its optional keys (a trigger or an action)."""
 
+    _not_kinds: ClassVar[tuple[str, ...]] = ()        # fields beside the kinds (a step's `id` and `if`)
+
+    @classmethod
+    def _kinds(cls) -> list[str]:
+        return [k for k in cls.model_fields if k not in cls._not_kinds]
+
     @model_validator(mode="before")
     @classmethod
     def _empty_kind(cls, data: Any) -> Any:
         # `goal_achieved:` with nothing after it means "no options", not "absent".
         if isinstance(data, dict):
-            return {k: ({} if v is None and k in cls.model_fields else v) for k, v in data.items()}
+            return {k: ({} if v is None and k in cls._kinds() else v) for k, v in data.items()}
         return data
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "OneOf":
-        set_keys = [k for k in type(self).model_fields if getattr(self, k) is not None]
+        set_keys = [k for k in self._kinds() if getattr(self, k) is not None]
         if len(set_keys) != 1:
-            what = type(self).__name__.lower()
+            what = re.sub(r"(?<!^)([A-Z])", r" \1", type(self).__name__).lower()
             given = f"found {', '.join(set_keys)}" if set_keys else "found none"
-            raise ValueError(f"a {what} needs exactly one of: {', '.join(type(self).model_fields)} ({given})")
+            raise ValueError(f"a{'n' if what[0] in 'aeiou' else ''} {what} needs exactly one of: "
+                             f"{', '.join(self._kinds())} ({given})")
         return self
 
     @property
     def kind(self) -> str:
         """The name of the one key that is set."""
-        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
+        return next(k for k in self._kinds() if getattr(self, k) is not None)
 
     @property
     def options(self) -> Any:
@@ -111,8 +119,24 @@ class Playbook(Model):
     contact_policy: Literal["default", "exempt"] = Field(
         "default", description="exempt: its messages to customers skip quiet hours, business days and caps, "
                                "and do not count towards caps (transactional notices)")
-    actions: list[Any] = Field(min_length=1)
+    actions: list[Any] | None = Field(None, min_length=1)
     on_resolve: list[Any] = Field(default_factory=list)
+    steps: list[Any] = Field(default_factory=list, description="a journey (§14): steps run in order, each when "
+                                                                "it is due; instead of `actions`")
+    exit_when: str | None = Field(None, description="a journey ends (exited) as soon as this holds at a run")
+    exit_on_unmatch: bool = Field(False, description="a journey also ends (exited) when the trigger stops matching")
+
+    @model_validator(mode="after")
+    def _actions_or_steps(self) -> "Playbook":
+        if self.actions is not None and self.steps:
+            raise ValueError("a playbook has either `actions:` or `steps:` (a journey), not both")
+        if self.actions is None and not self.steps:
+            raise ValueError("a playbook needs `actions:` (or `steps:` for a journey)")
+        return self
+
+    @property
+    def is_journey(self) -> bool:
+        return bool(self.steps)
 
     @field_validator("id")
     @classmethod
@@ -132,6 +156,65 @@ class Playbook(Model):
         return parse_duration(self.cooldown) if self.cooldown else Duration()
 
 
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class WaitOptions(Model):
+    """`wait: {business_days: N, at: "HH:MM"}` or `wait: {until: EXPR, timeout: DURATION}`."""
+
+    business_days: int | None = Field(None, ge=1, le=366, description="business days of the contact policy")
+    at: str | None = Field(None, description="HH:MM: the next such time, recipient-local for customer steps")
+    until: str | None = Field(None, description="continue as soon as this expression holds at a run")
+    timeout: DurationText | None = Field(None, description="with `until`: continue anyway after this long")
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, v: str | None) -> str | None:
+        if v is not None and not _CLOCK.match(str(v)):
+            raise ValueError(f"`{v}` is not a time of day; write HH:MM, e.g. \"10:00\" (quoted)")
+        return v
+
+    @model_validator(mode="after")
+    def _combination(self) -> "WaitOptions":
+        if self.until is not None:
+            if self.timeout is None:
+                raise ValueError("`wait: {until: …}` needs a `timeout` (e.g. `timeout: 4d`)")
+            if self.business_days is not None or self.at is not None:
+                raise ValueError("`until` does not combine with `business_days` or `at`; use two waits")
+        elif self.timeout is not None:
+            raise ValueError("`timeout` goes with `until`")
+        elif self.business_days is None and self.at is None:
+            raise ValueError("a wait needs a duration (`wait: 3d`), `business_days`, `at` or `until`")
+        return self
+
+
+class WaitStep(Model):
+    """`wait:` — pause the journey."""
+
+    id: str | None = Field(None, description="optional: waits get `after-<previous step id>` otherwise")
+    wait: Annotated[Union[Annotated[DurationText, Tag("=duration")], Annotated[WaitOptions, Tag("=options")]],
+                    Discriminator(lambda v: "=options" if isinstance(v, dict) else "=duration")] = Field(
+        description="a duration (3d), or {business_days, at} or {until, timeout}")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str | None) -> str | None:
+        return _step_id(v) if v is not None else v
+
+
+def _step_id(v: str) -> str:
+    if not re.match(ID_PATTERN, v):
+        raise ValueError(f"`{v}` is not a valid step id: use lower-case letters, digits and -")
+    return v
+
+
+def _step_kind(v: Any) -> str | None:
+    """Which kind of step a mapping is: a wait, an if with then/else, or an action step."""
+    if isinstance(v, dict):
+        return "=wait" if "wait" in v else "=if" if ("then" in v or "else" in v) else "=action"
+    return None
+
+
 class ActionBase(OneOf):
     """One action: exactly one kind's key, whose options may also name the `connector` that delivers it and say
     whether it is `customer_facing`."""
@@ -143,6 +226,17 @@ class ActionBase(OneOf):
     @property
     def customer_facing(self) -> bool | None:
         return getattr(self.options, "customer_facing", None)
+
+
+class ActionStepBase(ActionBase):
+    """One action step of a journey: exactly one action kind's key, its `id` and an optional `if`."""
+
+    _not_kinds: ClassVar[tuple[str, ...]] = ("id", "if_")
+
+    @field_validator("id", check_fields=False)
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return _step_id(v)
 
 
 def playbook_model() -> type[Playbook]:
@@ -161,8 +255,20 @@ def _playbook_model(reg: Registry) -> type[Playbook]:
                                                                   "policy applies); default: the kind's own view")))
         kinds[name] = (options | None, None)
     action = create_model("Action", __base__=ActionBase, **kinds)
-    return create_model("Playbook", __base__=Playbook, actions=(list[action], Field(min_length=1)),
-                        on_resolve=(list[action], Field(default_factory=list)))
+    action_step = create_model(
+        "ActionStep", __base__=ActionStepBase, **kinds,
+        id=(str, Field(description="the step's id: unique in the playbook, [a-z0-9-]+")),
+        if_=(str | None, Field(None, alias="if", description="skipped when this expression does not hold")))
+    if_step = create_model(
+        "IfStep", __base__=Model, id=(str | None, None),
+        if_=(str, Field(alias="if", description="an expression: `then` when it holds, else `else`")),
+        then=(list["Step"], Field(min_length=1)), else_=(list["Step"], Field(default_factory=list, alias="else")))
+    step = Annotated[Union[Annotated[action_step, Tag("=action")], Annotated[WaitStep, Tag("=wait")],
+                           Annotated[if_step, Tag("=if")]], Discriminator(_step_kind)]
+    if_step.model_rebuild(_types_namespace={"Step": step})
+    return create_model("Playbook", __base__=Playbook, actions=(list[action] | None, Field(None, min_length=1)),
+                        on_resolve=(list[action], Field(default_factory=list)),
+                        steps=(list[step], Field(default_factory=list)))
 
 
 def glob_to_like(pattern: str) -> str:

@@ -49,8 +49,11 @@ class Episodes(Repository):
                                                                             cutoff)).limit(1)).first() is not None
 
     def apply(self, playbook_id: str, subject: str, changes: Iterable[Transition], now: datetime,
-              run_id: int | None, slot: Slot, mend: tuple[list[str], list[str]] = ([], [])) -> None:
-        """Write the new episode states, their match bits, and one event row per transition."""
+              run_id: int | None, slot: Slot, mend: tuple[list[str], list[str]] = ([], []), *, events: bool = True,
+              clear_resolved: bool = True) -> None:
+        """Write the new episode states, their match bits, and one event row per transition (`events=False`: the
+        caller writes its own; `clear_resolved=False`: a resolve leaves the match bit, as when a journey ends
+        while its trigger still holds)."""
         conn, schema = self.conn, self.schema
         changes = list(changes)
         execute_many(conn, _insert(schema.episodes), [
@@ -62,12 +65,21 @@ class Episodes(Repository):
             execute_many(conn, _episode_update(schema, kind), [
                 {"b_pb": playbook_id, "b_type": subject, "b_sid": t.subject_id, "b_ep": t.episode,
                  "b_fi": t.firing, "b_now": now} for t in changes if t.event == kind and not t.is_new_row])
-        execute_many(conn, _insert(schema.events), [
-            dict(run_id=run_id, at=now, playbook_id=playbook_id, subject_type=subject, subject_id=t.subject_id,
-                 event=t.event, episode=t.episode, firing=t.firing) for t in changes if not t.baselined])
+        if events:
+            execute_many(conn, _insert(schema.events), [
+                dict(run_id=run_id, at=now, playbook_id=playbook_id, subject_type=subject, subject_id=t.subject_id,
+                     event=t.event, episode=t.episode, firing=t.firing) for t in changes if not t.baselined])
         set_bits(conn, schema, subject, slot,
                  [t.subject_id for t in changes if t.event in ("enter", "baseline")] + mend[0])
-        clear_bits(conn, schema, subject, slot, [t.subject_id for t in changes if t.event == "resolve"] + mend[1])
+        clear_bits(conn, schema, subject, slot,
+                   [t.subject_id for t in changes if t.event == "resolve" and clear_resolved] + mend[1])
+
+    def record_events(self, run_id: int | None, now: datetime, playbook_id: str, subject: str,
+                      rows: list[dict[str, Any]]) -> None:
+        """Event rows with their detail (a journey's: subject_id, event, episode, detail)."""
+        execute_many(self.conn, _insert(self.schema.events), [
+            dict(run_id=run_id, at=now, playbook_id=playbook_id, subject_type=subject, subject_id=r["subject_id"],
+                 event=r["event"], episode=r["episode"], firing=0, detail=r["detail"]) for r in rows])
 
     def resolved_between(self, playbook_id: str, subject: str, after: datetime, until: datetime) -> set[str]:
         """The subjects whose closed episode of the playbook resolved in (after, until] (a range of

@@ -93,6 +93,24 @@ class Outbox(Repository):
         return self.conn.execute(_cancel_pending(self.schema, self.dialect),
                                  {"b_keys": dedup_keys, "b_reason": reason, "b_now": now}).rowcount
 
+    def cancel_journey(self, playbook_id: str, subject: str, episodes: list[tuple[str, int]], now: datetime,
+                       reason: str) -> int:
+        """Cancel the pending step actions of these (subject id, episode) journeys (not their on_resolve
+        actions, nor the closing of tasks); claimed ones are left to finish."""
+        o = self.schema.outbox
+        # the rows of one episode share the prefix of their dedup keys: a range of its unique index finds them
+        stmt = (update(o).where(o.c.dedup_key >= bindparam("b_from"), o.c.dedup_key < bindparam("b_to"),
+                                o.c.playbook_id == playbook_id, o.c.subject_type == subject,
+                                o.c.subject_id == bindparam("b_sid"), o.c.episode == bindparam("b_ep"),
+                                o.c.status == "pending", o.c.firing != "resolve", o.c.action_index >= 0)
+                .values(status="cancelled", last_error=reason, finished_at=now, updated_at=now))
+        total = 0
+        for sid, episode in episodes:
+            prefix = f"{playbook_id}/{subject}:{sid}/{episode}/"
+            total += self.conn.execute(stmt, {"b_sid": sid, "b_ep": episode, "b_from": prefix,
+                                              "b_to": prefix + "\uffff"}).rowcount or 0
+        return total
+
     def counts(self) -> dict[str, int]:
         """status -> number of actions."""
         o = self.schema.outbox

@@ -45,6 +45,7 @@ class Schema:
     metric_caches: Table
     match_state: Table
     playbook_bits: Table
+    journeys: Table
 
     def entity(self, name: str) -> Table:
         """The table of a synced entity by its name."""
@@ -281,8 +282,29 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("bit", Integer, nullable=False),
         UniqueConstraint("subject_type", "word", "bit", name="uq_playbook_bits_slot"),
     )
+    # Where each subject is in a journey (§14): the wait it rests at and when that wait is over. A run finds the
+    # due ones as a range of ix_journeys_due, which holds only the active journeys (an ended one has no due time):
+    # a million subjects waiting cost nothing until their steps are due.
+    journeys = Table(
+        "journeys", md,
+        Column("playbook_id", String, primary_key=True),
+        Column("subject_type", String, primary_key=True),
+        Column("subject_id", String, primary_key=True),
+        Column("episode", Integer, nullable=False),
+        Column("status", String, nullable=False),           # active | completed | exited
+        Column("step", String, nullable=True),              # the wait step id it rests at (active)
+        Column("due_at", DateTime, nullable=True),          # when that wait is over (active only)
+        Column("since", DateTime, nullable=False),          # when it arrived there (or ended)
+        Column("started_at", DateTime, nullable=False),
+        Column("reason", Text, nullable=True),              # why it ended
+        sqlite_with_rowid=False,
+    )
+    waiting = journeys.c.due_at.is_not(None)
+    Index("ix_journeys_due", journeys.c.playbook_id, journeys.c.subject_type, journeys.c.due_at,
+          journeys.c.subject_id, sqlite_where=waiting, postgresql_where=waiting)
     return Schema(md, accounts, contacts, usage, goals, episodes, events, runs, outbox, attempts, tasks, contact_sends,
-                  sync_state, suppressions, leases, playbook_state, metric_caches, match_state, playbook_bits)
+                  sync_state, suppressions, leases, playbook_state, metric_caches, match_state, playbook_bits,
+                  journeys)
 
 
 class Repository:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from engine.store.contact_sends import ContactSends
     from engine.store.entities import Entities
     from engine.store.episodes import Episodes, Runs
+    from engine.store.journeys import Journeys
     from engine.store.leases import Leases
     from engine.store.metric_cache import MetricWindows
     from engine.store.outbox import Outbox
@@ -52,6 +53,11 @@ class Tx:
     def runs(self) -> Runs:
         from engine.store.episodes import Runs
         return Runs(self.conn, self.schema)
+
+    @cached_property
+    def journeys(self) -> Journeys:
+        from engine.store.journeys import Journeys
+        return Journeys(self.conn, self.schema)
 
     @cached_property
     def scans(self) -> Scans:

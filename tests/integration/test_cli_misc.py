@@ -50,7 +50,7 @@ def test_init_then_validate(tmp_path) -> None:  # noqa: ANN001
     r = runner.invoke(main, ["init", str(tmp_path / "cs"), "--accounts", "40"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["--config", str(tmp_path / "cs" / "config.yaml"), "validate"])
-    assert r.exit_code == 0 and "8 of 8 playbook(s) valid" in r.stdout and "warning" not in r.stderr
+    assert r.exit_code == 0 and "9 of 9 playbook(s) valid" in r.stdout and "warning" not in r.stderr
     r = runner.invoke(main, ["init", str(tmp_path / "cs")])
     assert r.exit_code == 1
 

@@ -131,6 +131,8 @@ def expected_matches(d: Data) -> dict[str, set[str]]:
                              if d.metric(a["id"], "active_users", 7, "max") >= a["seats"] * 0.9},
         "monthly-value-report": {a["id"] for a in accounts if not _segment(a, "high_touch")
                                  and a["lifecycle_stage"] in ("adoption", "expansion", "renewal")},
+        "onboarding-tech-touch": {a["id"] for a in accounts if _segment(a, "tech_touch")
+                                  and (ANCHOR - _local_date(a["created_at"])).days <= 1},
     }
 
 
@@ -151,6 +153,8 @@ PINNED: dict[str, tuple[str, dict[str, Any], list[str]]] = {
     "expansion-signal": ("account", {"when": "metric('active_users', 7, 'max') >= account.seats * 0.9"}, []),
     "monthly-value-report": ("account", {"when": "account.lifecycle_stage in ['adoption', 'expansion', 'renewal']"},
                              ["not segment('high_touch')"]),
+    "onboarding-tech-touch": ("account", {"when": "segment('tech_touch') and days_since(account.created_at) <= 1"},
+                              []),
 }
 
 
@@ -235,7 +239,7 @@ def test_playbooks_follow_the_format() -> None:
     for stem, pb in playbooks.items():
         text = (PLAYBOOKS / f"{stem}.yaml").read_text(encoding="utf-8")
         assert text.startswith("# yaml-language-server: $schema=../playbook.schema.json\n# ")
-        assert pb["id"] == stem and pb["name"] and pb["actions"]
+        assert pb["id"] == stem and pb["name"] and (pb.get("actions") or pb.get("steps"))
         subject, trigger, where = PINNED[stem]
         assert (pb.get("subject", "account"), pb["trigger"], pb.get("where", [])) == (subject, trigger, where)
 
@@ -244,7 +248,8 @@ def test_every_playbook_fires_for_some_but_not_all(data: Data) -> None:
     totals = {"account": len(data.accounts), "contact": len(data.contacts), "goal": len(data.goals)}
     for playbook, ids in expected_matches(data).items():
         total = totals[PINNED[playbook][0]]
-        assert 3 <= len(ids) < total, (playbook, len(ids))
+        least = 1 if playbook == "onboarding-tech-touch" else 3     # one tech-touch account signs up that day
+        assert least <= len(ids) < total, (playbook, len(ids))
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -262,7 +267,9 @@ def _contexts(d: Data, playbook: str, ids: set[str]) -> list[dict[str, Any]]:
         return [{**base, "contact": c, "account": d.accounts[c["account_id"]]} for c in d.contacts if c["id"] in ids]
     if subject == "goal":
         return [{**base, "goal": g, "account": d.accounts[g["account_id"]]} for g in d.goals if g["id"] in ids]
-    return [{**base, "account": d.accounts[a]} for a in sorted(ids)]
+    # an email to a role is rendered once per recipient, with `contact` bound to them
+    return [{**base, "account": d.accounts[a], **({"contact": c} if c else {})} for a in sorted(ids)
+            for c in [c for c in d.contacts if c["account_id"] == a] or [None]]
 
 
 def _strings(node: Any) -> list[str]:
@@ -273,14 +280,27 @@ def _strings(node: Any) -> list[str]:
     return [node] if isinstance(node, str) else []
 
 
+def _step_actions(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The actions of a journey's steps, branches included (without their `id` and `if`)."""
+    out = []
+    for step in steps:
+        if "then" in step or "else" in step:
+            out += _step_actions(step.get("then", []) + step.get("else", []))
+        elif "wait" not in step:
+            out.append({k: v for k, v in step.items() if k not in ("id", "if")})
+    return out
+
+
 def test_templates_and_action_texts_render_for_every_match(data: Data) -> None:
     env = _environment()
     matches = expected_matches(data)
     for playbook, pb in _playbooks().items():
-        actions = pb["actions"] + pb.get("on_resolve", [])
+        actions = pb.get("actions", []) + _step_actions(pb.get("steps", [])) + pb.get("on_resolve", [])
         inline = [env.from_string(s) for s in _strings(actions) if "{{" in s or "{%" in s]
         names = [a["email"]["template"] for a in actions if "email" in a]
-        files = [env.get_template(f"{n}.{part}.j2") for n in names for part in ("subject", "html", "txt")]
+        files = [env.get_template(f"{n}{locale}.{part}.j2") for n in names for locale in ("", ".ja")
+                 for part in ("subject", "html", "txt") if (TEMPLATES / f"{n}{locale}.{part}.j2").exists()]
+        assert all(any(f.name == f"{n}.subject.j2" for f in files) for n in names), playbook
         for context in _contexts(data, playbook, matches[playbook]):
             for url in ("", "https://cs.example.com/unsubscribe?t=abc"):
                 for template in inline + files:

@@ -1,0 +1,127 @@
+"""Journeys (§14): the onboarding example driven day by day with `run --now`, across a weekend and a Japanese
+public holiday (Monday 11 January 2027, Coming of Age Day)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Workspace
+
+EXAMPLE = Path(__file__).parents[2] / "playbooks"
+POLICY = """
+contact_policy:
+  quiet_hours: {start: "19:00", end: "09:00"}
+  business_days: {holidays: JP}
+"""
+CREATED = "2027-01-08T09:30:00+09:00"          # a Friday
+
+
+def onboarding(ws: Workspace, text: str | None = None) -> None:
+    """The example journey (its segment spelt out: the test config has no tech_touch) and its templates."""
+    text = text or (EXAMPLE / "onboarding-tech-touch.yaml").read_text()
+    ws.playbook("onboarding-tech-touch", text.replace("segment('tech_touch')", "account.arr < 10000")
+                .replace("activation: baseline", "activation: fire"))
+    for path in (EXAMPLE / "templates").glob("onboarding-*.j2"):
+        ws.template(path.name, path.read_text())
+
+
+def accounts(ws: Workspace, rows: list[tuple[str, str, str]], usage: list[tuple[str, str, int]] = ()) -> None:
+    """(id, zone, created_at) accounts, one admin each (in the account's zone), and logins per day."""
+    ws.data("accounts", [{"id": a, "name": f"Acme {a}", "arr": 5000, "csm_email": "csm@example.com",
+                          "created_at": created, "timezone": zone} for a, zone, created in rows])
+    ws.data("contacts", [{"id": f"{a}-admin", "account_id": a, "email": f"admin@{a.lower()}.example",
+                          "name": f"Admin {a}", "role": "admin"} for a, _, _ in rows])
+    ws.data("usage", [{"account_id": a, "metric": "logins", "day": day, "value": n} for a, day, n in usage])
+    ws.sync()
+
+
+def run(ws: Workspace, now: str) -> dict[str, dict[str, Any]]:
+    """One run at `now`: subject id -> {event: its JSON}; the same run again plans and shows nothing more."""
+    before = len(ws.outbox_rows())
+    out: dict[str, dict[str, Any]] = {}
+    for e in ws.run(now)["events"]:
+        out.setdefault(e["subject"].split(":")[1], {})[e["event"]] = e
+    assert ws.run(now)["events"] == []
+    assert len(ws.outbox_rows()) - before == sum(len(e["actions"]) for s in out.values() for e in s.values())
+    return out
+
+
+def sends(event: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(a["kind"], a.get("send_at", "now")) for a in event["actions"]]
+
+
+def rows_of(ws: Workspace, subject: str) -> dict[str, dict[str, Any]]:
+    """The subject's outbox rows by step id (firing)."""
+    return {r["firing"]: r for r in ws.outbox_rows() if r["subject_id"] == subject}
+
+
+def test_onboarding_day_by_day_across_a_weekend_and_a_japanese_holiday(ws: Workspace) -> None:
+    ws.timezone = "Asia/Tokyo"
+    ws.configure(POLICY)
+    onboarding(ws)
+    tokyo, new_york = "Asia/Tokyo", "America/New_York"
+    people = [("T1", tokyo, CREATED), ("N1", new_york, CREATED), ("E1", tokyo, CREATED), ("X1", tokyo, CREATED)]
+    accounts(ws, people)
+
+    # Friday, day 0: everyone enters and gets the welcome, in their own business hours
+    day0 = run(ws, "2027-01-08T10:00")
+    assert set(day0) == {"T1", "N1", "E1", "X1"}
+    assert sends(day0["T1"]["enter"]) == [("email", "2027-01-08T10:00:00+09:00")]
+    assert sends(day0["N1"]["enter"]) == [("email", "2027-01-08T09:00:00-05:00")]    # 20:00 on Thursday there
+    assert day0["T1"]["enter"]["journey"] == {"steps": ["welcome"], "skipped": [], "at": "wait-tips",
+                                              "due": "2027-01-11T10:00:00+09:00"}
+    # Saturday and Sunday: nothing is due
+    assert run(ws, "2027-01-09T10:00") == {} and run(ws, "2027-01-10T10:00") == {}
+
+    # Monday 11th, day 3, a public holiday in Japan: E1 has logged in once on Saturday
+    accounts(ws, people, usage=[("E1", "2027-01-09", 1)])
+    day3 = run(ws, "2027-01-11T10:00")
+    assert day3["T1"]["step"]["journey"]["steps"] == ["tips"]
+    assert sends(day3["T1"]["step"]) == [("email", "2027-01-12T09:00:00+09:00")]      # after the holiday
+    assert day3["T1"]["step"]["actions"][0]["deferred"].startswith("deferred: public holiday")
+    assert sends(day3["N1"]["step"]) == [("email", "2027-01-12T09:00:00-05:00")]      # Sunday evening in New York
+    assert day3["T1"]["step"]["journey"]["at"] == "wait-first-login"
+    assert day3["T1"]["step"]["journey"]["due"] == "2027-01-15T10:00:00+09:00"         # the until's timeout
+    # E1: tips skipped (`if` false); its first login already happened, so `wait until` goes on at once, and
+    # the `else` branch runs in the same run: the journey completes
+    assert day3["E1"]["step"]["journey"]["steps"] == ["nice-start"]
+    assert day3["E1"]["step"]["journey"]["skipped"] == ["tips"]
+    assert day3["E1"]["resolve"]["journey"] == {"outcome": "completed", "reason": "last step done"}
+
+    # later that day X1 becomes active: the journey exits mid-wait and its tips, not sent yet, are cancelled
+    accounts(ws, people, usage=[("E1", "2027-01-09", 1), ("X1", "2027-01-11", 6)])
+    exited = run(ws, "2027-01-11T15:00")
+    assert set(exited) == {"X1"}
+    assert exited["X1"]["resolve"]["journey"]["outcome"] == "exited"
+    assert "exit_when holds" in exited["X1"]["resolve"]["journey"]["reason"]
+    assert (rows_of(ws, "X1")["tips"]["status"], rows_of(ws, "X1")["welcome"]["status"]) == ("cancelled", "sent")
+
+    # Tuesday: N1 logs in for the first time; the `wait until` continues at the next run, the else branch
+    usage = [("E1", "2027-01-09", 1), ("X1", "2027-01-11", 6), ("N1", "2027-01-12", 1)]
+    accounts(ws, usage=usage, rows=people)
+    day4 = run(ws, "2027-01-12T10:00")
+    assert set(day4) == {"N1"}
+    assert day4["N1"]["step"]["journey"]["steps"] == ["nice-start"]
+    assert day4["N1"]["resolve"]["journey"]["outcome"] == "completed"
+    assert rows_of(ws, "T1")["tips"]["status"] == "sent"                             # due at 09:00, sent now
+
+    # Friday, day 7: T1 never logged in; the wait times out, the `then` branch alerts the CSM and waits two
+    # business days (the weekend does not count) until 10:00
+    day7 = run(ws, "2027-01-15T10:00")
+    assert set(day7) == {"T1"}
+    assert day7["T1"]["step"]["journey"] == {"steps": ["csm-alert"], "skipped": [], "at": "wait-call",
+                                             "due": "2027-01-19T10:00:00+09:00"}
+    assert sends(day7["T1"]["step"]) == [("slack", "now")]
+    assert run(ws, "2027-01-18T10:00") == {}
+    day11 = run(ws, "2027-01-19T10:00")
+    assert day11["T1"]["step"]["journey"]["steps"] == ["csm-task"]
+    assert day11["T1"]["resolve"]["journey"]["outcome"] == "completed"
+    # a journey that completes leaves its task with the CSM
+    tasks = json.loads(ws.cli("tasks", "list", "--format", "json").stdout)
+    assert [t["title"] for t in tasks["tasks"]] == ["Call Acme T1: no logins yet"]
+    # the dedup keys name the step
+    assert rows_of(ws, "T1")["csm-task"]["dedup_key"] == "onboarding-tech-touch/account:T1/1/csm-task/0"
