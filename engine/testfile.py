@@ -20,7 +20,7 @@ from engine.spec.yamlfile import Positions, load_yaml
 from engine.textfile import read_text
 
 SUFFIX = ".test.yaml"
-EVENTS = ("enter", "repeat", "resolve", "baseline")
+EVENTS = ("enter", "repeat", "resolve", "baseline", "step")     # step: a journey's steps coming due (§14)
 EVENT_KEYS = ("playbook", "subject", "event", "episode", "actions")
 CASE_KEYS = ("name", "playbooks", "data", "runs")
 RUN_KEYS = ("at", "set", "remove", "expect")
