@@ -100,7 +100,7 @@ def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock
         for i in range(0, len(ids), CHUNK):
             part = ids[i:i + CHUNK]
             values = unit.journeys.values(pb.subject, part, [e.expr for e in journey.expressions], clock, cache)
-            recs, contacts = plan_inputs(unit, pb, part, records)
+            recs, contacts = plan_inputs(unit, pb, part, records, today=clock.today)
             for sid in part:
                 live, truths = values.get(sid, (False, ()))
 
