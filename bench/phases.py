@@ -160,7 +160,8 @@ def _drain_checkpoints(db: Any) -> float | None:
 
 
 @phase
-def mutate(config: str, now: str, round_no: int = 0, every: int = 100, into: Any = None) -> dict[str, Any]:
+def mutate(config: str, now: str, round_no: int = 0, every: int = 100, into: Any = None,
+           sync_at: datetime | None = None) -> dict[str, Any]:
     """Change ~1/every of the subjects deterministically, through an incremental sync of delta CSV files.
 
     Accounts number k with k % every == (every // 2 + round_no) % every change (so successive rounds change
@@ -170,7 +171,8 @@ def mutate(config: str, now: str, round_no: int = 0, every: int = 100, into: Any
     target; the contacts of groups 0 and 1 flip `unsubscribed`. The changed rows (only the changed
     columns, plus keys) are written to data-delta-<config>/*.csv and loaded with `playbook sync`
     semantics (run_sync on a config whose sources are those files, mode incremental), as an hourly
-    sync would; `into` an open engine.store.Store when given, else through its own."""
+    sync would; `into` an open engine.store.Store when given, else through its own; recorded as synced at
+    `sync_at` when given (a past moment, as `playbook sync --as-of`)."""
     import csv
 
     from bench.suite import config_text
@@ -222,7 +224,7 @@ def mutate(config: str, now: str, round_no: int = 0, every: int = 100, into: Any
     app.close()
     delta_app = App(delta_config)
     started = time.perf_counter()
-    report = run_sync(delta_app.settings, into if into is not None else delta_app.store)
+    report = run_sync(delta_app.settings, into if into is not None else delta_app.store, now=sync_at)
     seconds = time.perf_counter() - started
     delta_app.close()
     return {"seconds": seconds, "prepare_s": prepared, "accounts_total": len(ids),
@@ -323,6 +325,57 @@ def dispatch_smtp(config: str, actions: int) -> dict[str, Any]:
     return {"seconds": seconds, "actions": stats.total, "copied": copied, "messages": messages,
             "by_outcome": dict(stats.by_outcome), "emails_per_s": messages / seconds if seconds else None,
             "actions_per_s": stats.total / seconds if seconds else None}
+
+
+@phase
+def history_syncs(config: str, first: str, days: list[str]) -> dict[str, Any]:
+    """A full sync recorded at `first`, then one incremental sync per day of `days` (ISO moments) changing
+    another ~1% of the subjects (`mutate`), each recorded at its moment: the synced history a backtest reads."""
+    from engine.clock import make_clock
+    from engine.sync.runner import run_sync
+
+    app = App(config)
+    tz = app.settings.timezone
+    started = time.perf_counter()
+    run_sync(app.settings, app.store, now=make_clock(tz, first).now)
+    full_s = time.perf_counter() - started
+    rounds = []
+    for k, moment in enumerate(days):
+        say(f"history: sync {k + 1}/{len(days)} at {moment}")
+        rounds.append(mutate(config, moment, k, into=app.store, sync_at=make_clock(tz, moment).now)["seconds"])
+    history = getattr(app.store.schema, "history", None) or {}
+    with app.store.engine.connect() as conn:
+        versions = {e: conn.scalar(select(func.count()).select_from(t)) for e, t in history.items()}
+    app.close()
+    return {"full_sync_s": full_s, "daily_sync_s": sum(rounds), "history_versions": versions}
+
+
+@phase
+def backtest(config: str, start: str, end: str) -> dict[str, Any]:
+    """run_backtest over [start, end) with every playbook: wall time, where it goes, SQLite instructions, events."""
+    from engine.backtest import run_backtest
+    from engine.clock import make_clock
+    from engine.tick import Stopwatch
+
+    app = App(config)
+    tz = app.settings.timezone
+    watch = Stopwatch()
+    counter = SqliteSteps(app.store.engine)
+    io_before = io_counters()
+    events: Counter = Counter()
+    started = time.perf_counter()
+
+    def on_run(at: datetime, due: int) -> None:
+        say(f"backtest: run at {at:%Y-%m-%d %H:%M} UTC, {due} playbooks, {time.perf_counter() - started:.1f}s")
+
+    summary = run_backtest(app.store, app.settings, app.playbooks, make_clock(tz, start).now,
+                           make_clock(tz, end).now, on_event=lambda e: events.update([e.event.event]),
+                           on_run=on_run, watch=watch)
+    seconds = time.perf_counter() - started
+    work = work_done(io_before, io_counters(), counter.steps)
+    app.close()
+    return {"seconds": seconds, "runs": summary.runs, "evaluations": summary.evaluations, "events": dict(events),
+            "timings": {k: round(v, 3) for k, v in watch.items()}, "work": work}
 
 
 def main(argv: list[str]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -101,9 +102,11 @@ class _PlaybookState:
 
 def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start: datetime, end: datetime, *,
                  only: set[str] | None = None, on_event: Callable[[BacktestEvent], None] | None = None,
-                 on_run: Callable[[datetime, int], None] | None = None) -> Summary:
+                 on_run: Callable[[datetime, int], None] | None = None, watch: Any = None) -> Summary:
     """Replay the enabled (or selected) playbooks at their scheduled times in [start, end) (naive UTC); each
-    event goes to `on_event` as it happens; returns the counts."""
+    event goes to `on_event` as it happens; returns the counts. `watch` (an engine.tick.Stopwatch) adds up
+    the seconds spent matching and deciding and planning."""
+    timed = watch if watch is not None else _untimed
     tz = settings.timezone
     selected = [p for p in playbooks.valid if (p.id in only if only else p.spec.enabled)]
     default = settings.defaults.schedule
@@ -122,15 +125,24 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
         if on_run:
             on_run(moment, len(pbs))
         with store.read() as tx:
-            matching = _matching(tx, pbs, clock)
+            with timed("matching"):
+                matching = _matching(tx, pbs, clock)
             preview = caps.preview()
             for pb in pbs:
                 summary.evaluations += 1
-                for e in _evaluate(tx, settings, states[pb.id], clock, matching.pop(pb.id), preview, summary):
+                with timed("episodes and actions"):
+                    found = list(_evaluate(tx, settings, states[pb.id], clock, matching.pop(pb.id), preview,
+                                           summary))
+                for e in found:
                     summary.count(e, tz)
                     if on_event:
                         on_event(e)
     return summary
+
+
+@contextmanager
+def _untimed(name: str) -> Iterator[None]:
+    yield
 
 
 def _matching(tx: Any, pbs: list[CompiledPlaybook], clock: Clock) -> dict[str, set[str]]:
