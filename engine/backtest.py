@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,7 +25,7 @@ from engine.clock import Clock, make_clock
 from engine.contact_policy import CapPreview, ContactPolicy
 from engine.datamodel import SUBJECT_TYPES
 from engine.episodes import Episode, Policy, Transition
-from engine.planner import PlannedEvent, Planner, contact_roles, template_rows
+from engine.planner import PlannedEvent, Planner, plan_inputs, template_rows
 from engine.plugins import CLOSE
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook, PlaybookSet
@@ -59,6 +60,7 @@ class Summary:
     recipients: Counter = field(default_factory=Counter)             # (action kind, recipient) -> actions
     blocked: list[tuple[datetime, str, str]] = field(default_factory=list)   # (run, playbook, why)
     held: Counter = field(default_factory=Counter)                   # playbook -> enters held back
+    skipped: dict[str, str] = field(default_factory=dict)            # playbook -> why it was not replayed
 
     def count(self, e: BacktestEvent, tz: str) -> None:
         local = e.at.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(tz)).date()
@@ -109,13 +111,17 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
     timed = watch if watch is not None else _untimed
     tz = settings.timezone
     selected = [p for p in playbooks.valid if (p.id in only if only else p.spec.enabled)]
+    summary = Summary()
+    for pb in selected:
+        if pb.journey is not None:
+            summary.skipped[pb.id] = "a journey (steps:): journeys are not replayed yet"
+    selected = [p for p in selected if p.id not in summary.skipped]
     default = settings.defaults.schedule
     due: dict[datetime, list[CompiledPlaybook]] = {}
     for pb in selected:
         for moment in scheduled_times(pb.spec.schedule or default, start, end, tz):
             due.setdefault(moment, []).append(pb)
     states = {pb.id: _PlaybookState(pb, tz) for pb in selected}
-    summary = Summary()
     caps = _Caps(settings)
     order = {pb.id: i for i, pb in enumerate(selected)}
     for moment in sorted(due):
@@ -207,16 +213,8 @@ def _plan(tx: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock, trans
     loud = [t for t in transitions if not t.baselined]
     if not loud:
         return events, 0
-    ids = [t.subject_id for t in loud]
-    shape = template_rows(ZoneInfo(clock.timezone))
-    raw = tx.replay.records(pb.subject, ids, clock.now)
-    recs = {sid: {k: shape(v) if v else v for k, v in r.items()} for sid, r in raw.items()}
-    roles = contact_roles((*pb.actions, *pb.on_resolve))
-    contacts: dict[str, list[dict]] = {}
-    if roles:
-        accounts = {r["account"]["id"] for r in recs.values() if r.get("account")}
-        contacts = {a: [shape(c) for c in rows]
-                    for a, rows in tx.replay.contacts_with_roles(accounts, roles, clock.now).items()}
+    reader = SimpleNamespace(subjects=tx.replay.subjects(clock.now, template_rows(ZoneInfo(clock.timezone))))
+    recs, contacts = plan_inputs(reader, pb, [t.subject_id for t in loud], today=clock.today)
     planner = Planner(settings, pb, clock, caps=caps, written_at=clock.now)
     planned = 0
     for t in loud:

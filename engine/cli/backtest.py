@@ -38,6 +38,8 @@ def backtest(app: App, start: str, end: str, playbook_ids: tuple[str, ...], fmt:
     stream = _JsonStream(tz, first, last) if fmt == "json" else None
     summary = run_backtest(app.store, app.settings, app.playbooks, first, last, only=set(playbook_ids) or None,
                            on_event=stream.event if stream else None)
+    for pid, why in summary.skipped.items():
+        err.file.write(f"{pid}: not replayed: {why}\n")
     for at, pid, why in summary.blocked:
         err.file.write(f"{local_time(at, tz)} {pid}: {why}\n")
     if stream is not None:
@@ -108,7 +110,7 @@ class _JsonStream:
                 "csms": {k: dict(sorted(c.items())) for k, c in sorted(summary.csms.items())},
                 "blocked": [{"at": _local(at, self.tz), "playbook": pid, "reason": why}
                             for at, pid, why in summary.blocked],
-                "held": dict(sorted(summary.held.items()))}
+                "held": dict(sorted(summary.held.items())), "skipped": summary.skipped}
         sys.stdout.write("\n], \"summary\": " + json.dumps(body, ensure_ascii=False) + "}\n")
 
 

@@ -8,7 +8,7 @@ same liveness, metric windows with the semantics of engine/store/metric_cache.py
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -64,40 +64,64 @@ class Replay(Repository):
         for sid, value in self.conn.execute(select(id_col, new).select_from(from_).where(new != 0)):
             yield sid, int(value)
 
-    def records(self, subject: str, ids: Iterable[str], at: datetime) -> dict[str, dict[str, dict]]:
-        """subject id -> {'account': row, 'contact'|'goal': row} as synced at `at` (removed rows included)."""
-        ids = sorted(set(ids))
-        if not ids:
-            return {}
-        if subject == "account":
-            return {i: {"account": row} for i, row in self._rows("accounts", ids, at).items()}
-        own = self._rows(ENTITY_OF[subject], ids, at)
-        accounts = self._rows("accounts", {row["account_id"] for row in own.values()}, at)
-        return {i: {subject: row, "account": accounts.get(row["account_id"], {})} for i, row in own.items()}
+    def subjects(self, at: datetime, shape: Callable[[dict], dict]) -> PastSubjects:
+        """Subject rows, role contacts and usage as synced at `at`, with the reading methods of the live ones
+        (engine/store/subjects.py), each row as `shape(row)`: what planning reads (engine.planner.plan_inputs)."""
+        return PastSubjects(self, at, shape)
 
-    def contacts_with_roles(self, account_ids: Iterable[str], roles: list[str], at: datetime
-                            ) -> dict[str, list[dict]]:
-        """account id -> its live contacts with one of `roles` as synced at `at`, unsubscribed ones left out, in
-        id order."""
-        account_ids = sorted(set(account_ids))
-        if not account_ids or not roles:
-            return {}
-        c = self.as_of("contacts", at)
-        cols = [col for col in c.c if col.name != "synced_at"]
-        q = (select(*cols).where(in_list(c.c.account_id, "ids", self.dialect), c.c.removed_at.is_(None),
-                                 c.c.unsubscribed.isnot(True), c.c.role.in_(sorted(roles))).order_by(c.c.id))
-        out: dict[str, list[dict]] = {}
-        for values in self.conn.execute(q, {"ids": account_ids}):
-            row = dict(zip([col.name for col in cols], values))
-            out.setdefault(row["account_id"], []).append(row)
-        return out
-
-    def _rows(self, entity: str, ids: Iterable[str], at: datetime) -> dict[str, dict]:
+    def rows(self, entity: str, ids: Iterable[str], at: datetime) -> dict[str, dict]:
+        """id -> row (without synced_at) of these ids as synced at `at`, removed rows included."""
         t = self.as_of(entity, at)
         cols = [col for col in t.c if col.name != "synced_at"]
         q = select(*cols).where(in_list(t.c.id, "ids", self.dialect))
         keys = [col.name for col in cols]
         return {row[0]: dict(zip(keys, row)) for row in self.conn.execute(q, {"ids": sorted(set(ids))})}
+
+
+class PastSubjects:
+    """engine.store.subjects.Subjects' reading methods, on the data as synced at one moment."""
+
+    def __init__(self, replay: Replay, at: datetime, shape: Callable[[dict], dict]):
+        self.replay, self.at, self.shape = replay, at, shape
+
+    def records(self, subject: str, ids: Iterable[str], cache: Any = None) -> dict[str, dict[str, dict]]:
+        """subject id -> {'account': row, 'contact'|'goal': row} (removed rows included)."""
+        ids = sorted(set(ids))
+        if not ids:
+            return {}
+        if subject == "account":
+            return {i: {"account": self.shape(row)} for i, row in self.replay.rows("accounts", ids, self.at).items()}
+        own = self.replay.rows(ENTITY_OF[subject], ids, self.at)
+        accounts = self.replay.rows("accounts", {row["account_id"] for row in own.values()}, self.at)
+        return {i: {subject: self.shape(row), "account": self.shape(accounts[row["account_id"]])
+                    if row["account_id"] in accounts else {}} for i, row in own.items()}
+
+    def contacts_with_roles(self, account_ids: Iterable[str], roles: list[str], cache: Any = None
+                            ) -> dict[str, list[dict]]:
+        """account id -> its live contacts with one of `roles`, unsubscribed ones left out, in id order."""
+        account_ids = sorted(set(account_ids))
+        if not account_ids or not roles:
+            return {}
+        c = self.replay.as_of("contacts", self.at)
+        cols = [col for col in c.c if col.name != "synced_at"]
+        q = (select(*cols).where(in_list(c.c.account_id, "ids", self.replay.dialect), c.c.removed_at.is_(None),
+                                 c.c.unsubscribed.isnot(True), c.c.role.in_(sorted(roles))).order_by(c.c.id))
+        out: dict[str, list[dict]] = {}
+        for values in self.replay.conn.execute(q, {"ids": account_ids}):
+            row = self.shape(dict(zip([col.name for col in cols], values)))
+            out.setdefault(row["account_id"], []).append(row)
+        return out
+
+    def usage_of(self, account_ids: list[str], metrics: list[str], since: date, until: date) -> dict[str, dict]:
+        """account id -> metric -> {day: value} over a date range."""
+        u = self.replay.as_of("usage", self.at).c
+        q = select(u.account_id, u.metric, u.day, u.value).where(
+            in_list(u.account_id, "ids", self.replay.dialect), u.metric.in_(metrics), u.day >= since,
+            u.day <= until)
+        out: dict[str, dict] = {}
+        for account, metric, day, value in self.replay.conn.execute(q, {"ids": account_ids}):
+            out.setdefault(account, {}).setdefault(metric, {})[day] = value
+        return out
 
 
 def _by_metric(refs: Iterable[MetricRef]) -> dict[str, list[MetricRef]]:

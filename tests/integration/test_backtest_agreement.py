@@ -70,7 +70,8 @@ def _playbook(i: int, kind: str, threshold: int, schedule: str, repeat: str | No
     if max_enters:
         lines.append(f"max_enters_per_run: {max_enters}")
     lines += ["actions:",
-              "  - slack: {channel: \"#cs\", text: \"{{ account.name }} arr {{ account.arr }}\"}",
+              "  - slack: {channel: \"#cs\", text: \"{{ account.name }} arr {{ account.arr }} "
+              "logins {{ metric('logins', 3, 'sum') }}\"}",
               "  - email: {to: {role: champion}, subject: \"Hi {{ account.name }}\", body: \"arr {{ account.arr }}\"}",
               "on_resolve:",
               "  - slack: {to: \"{{ account.csm_email }}\", text: \"{{ account.name }} resolved\"}"]
