@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -283,4 +284,83 @@ def _write_preview(directory: Path, result: Any) -> None:
                                    "choose a folder you can write to")) from None
 
 
-COMMANDS = [run, explain, preview, history]
+@click.command("diff")
+@click.option("--base", required=True, metavar="GIT_REF|DIR",
+              help="compare with the playbooks at this git ref (branch, tag, commit) or in this folder")
+@NOW
+@FORMAT
+@command
+def diff_cmd(app: App, base: str, now: str | None, fmt: str) -> None:
+    """What changed per playbook since the base (trigger, conditions, actions, schedule, activation, templates)
+    and its effect on the synced data now: who newly matches or stops matching, and what the next run does."""
+    from engine.diff import base_settings, diff
+    from engine.spec.loader import load_playbooks
+
+    clock = app.clock(now)
+    head = app.playbooks
+    with base_settings(app.settings, base) as (settings_then, shown):
+        then = load_playbooks(settings_then)
+        found = diff(app.store, app.settings, then, head, settings_then, clock)
+    if fmt == "json":
+        print_json({"base": shown, "now": clock.local().isoformat(), "playbooks": [d.as_json() for d in found]})
+    else:
+        _print_diff(found, shown, clock)
+    sys.exit(1 if any(d.status == "invalid" for d in found) else 0)
+
+
+def _print_diff(found: list[Any], base: str, clock: Any) -> None:
+    """A table of the playbooks that changed, then what changed in each and whom it concerns."""
+    from engine.diff import SHOWN_IDS, action_counts
+
+    def counts(events: list[dict[str, Any]]) -> str:
+        by_event = Counter(e["event"] for e in events)
+        return ", ".join(f"{n} {k}" for k, n in sorted(by_event.items())) or "—"
+
+    def kinds(events: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{n} {k}" for k, n in action_counts(events).items()) or "—"
+
+    def ids(items: list[str]) -> str:
+        return ", ".join(items[:SHOWN_IDS]) + (f" and {len(items) - SHOWN_IDS} more" if len(items) > SHOWN_IDS else "")
+
+    title = f"Playbooks changed since {base}, their effect at {local_time(clock.now, clock.timezone)}"
+    rows = [[d.id, d.status, ", ".join(dict.fromkeys(c.category for c in d.changes)) or "—",
+             f"{len(d.matching_before)} → {len(d.matching_after)}", len(d.newly_matching), len(d.no_longer_matching),
+             counts(d.next_run), kinds(d.next_run), f"{kinds(d.added_events)} / {kinds(d.removed_events)}"]
+            for d in found]
+    out.print(table(title, ["playbook", "status", "changed", "matching", "+new", "-gone", "next run", "its actions",
+                            "change adds / removes"], rows, nowrap=("playbook",),
+                    caption="nothing changed" if not rows else "matching: subjects matching now, before → after; "
+                            "next run: what `playbook run` would do now (activation applied)"))
+    write = out.file.write
+    for d in found:
+        write(f"\n{d.id} ({d.status})\n")
+        for p in d.problems:
+            write(f"  {p}\n")
+        for c in d.changes:
+            write(f"  {c.path}: {_brief(c.before)} → {_brief(c.after)}\n")
+        if d.newly_matching:
+            write(f"  newly matching: {ids(d.newly_matching)}\n")
+        if d.no_longer_matching:
+            write(f"  no longer matching: {ids(d.no_longer_matching)}\n")
+        for what, events in (("adds to", d.added_events), ("takes away from", d.removed_events)):
+            if events:
+                groups: dict[str, list[str]] = {}
+                for e in events:
+                    groups.setdefault(e["event"], []).append(e["subject"].partition(":")[2])
+                parts = "; ".join(f"{len(v)} {k} ({ids(v)})" for k, v in groups.items())
+                write(f"  the change {what} the next run: {parts}; actions: {kinds(events)}\n")
+    out.file.flush()
+
+
+def _brief(value: Any) -> str:
+    """A changed value on one line."""
+    import json
+
+    if value is None:
+        return "(none)"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
+COMMANDS = [run, explain, preview, diff_cmd, history]
