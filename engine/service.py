@@ -223,7 +223,11 @@ class Service:
             report = run_sync(self.app.settings, self.app.store)
             log.info("synced", extra={"entities": {k: v.read for k, v in report.entities.items()}})
         except SyncFailed as exc:
-            log.error("sync failed; nothing of %s changed: %s", ", ".join(exc.report.failed), exc)
+            # the service goes on with the data it had; a refused mass removal waits for an operator's
+            # `playbook sync --allow-removal` (or a complete export at the next scheduled sync)
+            refused = [name for name in exc.report.failed if exc.report.entities[name].refused]
+            log.error("%ssync failed; nothing of %s changed: %s", "ALERT " if refused else "",
+                      ", ".join(exc.report.failed), exc, extra={"alert": "mass_removal"} if refused else {})
         except Exception:  # noqa: BLE001
             log.exception("sync failed")
 

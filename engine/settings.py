@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PrivateAttr, Tag,
                       ValidationError, ValidationInfo, create_model, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
@@ -24,6 +24,25 @@ from engine.spec.yamlfile import Positions, load_yaml
 from engine.textfile import read_text
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SHARE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def parse_share(text: str) -> float:
+    """A share written as a percentage (`10%`, `2.5%`, `100%`) as a fraction (0.1, 0.025, 1.0)."""
+    match = _SHARE.match(text)
+    if not match or float(match.group(1)) > 100:
+        raise ValueError(f"`{text}` is not a share; write a percentage from 0% to 100%, e.g. 10%")
+    return float(match.group(1)) / 100
+
+
+def _share(value: Any) -> str:
+    if not isinstance(value, str):      # 10 or 0.1: rows or a fraction? only a percentage is unambiguous
+        raise ValueError(f"`{value}` is not a share; write a percentage from 0% to 100%, e.g. 10%")
+    parse_share(value)
+    return value.strip()
+
+
+ShareText = Annotated[str, BeforeValidator(_share)]
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -43,6 +62,9 @@ class Source(Model):
         None, description="snapshot: rows absent are removed; incremental: upsert only. "
                           "Default: the source's own (incremental for a SQL query that uses :since).")
     schedule: CronText | None = None
+    max_removal: ShareText | None = Field(
+        None, description="the share of the entity's rows a snapshot sync may mark removed (e.g. 25%); default: "
+                          "`sync.max_removal`")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
@@ -85,6 +107,11 @@ class DeliverySettings(Model):
         if not parse_duration(v):           # another worker could take the action back at once
             raise ValueError(f"`{v}` is zero; write a duration such as 5m")
         return v
+
+
+class SyncSettings(Model):
+    max_removal: ShareText = Field("10%", description="a snapshot sync that would mark removed more than this "
+                                                     "share of an entity's rows is refused for that entity")
 
 
 class Defaults(Model):
@@ -149,6 +176,7 @@ class Settings(Model):
     outbound: OutboundConfig = Field(default_factory=OutboundConfig,
                                      description="the non-public hosts and networks a webhook may reach")
     defaults: Defaults = Field(default_factory=Defaults)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     contact_policy: ContactPolicyConfig | None = Field(
         None, description="time zones, quiet hours, business days and frequency caps for messages to customers")

@@ -14,11 +14,13 @@ from engine.datamodel import ENTITIES
 
 @click.command()
 @click.option("--skip-invalid", is_flag=True, help="load the good rows and report the bad ones")
+@click.option("--allow-removal", is_flag=True,
+              help="let a snapshot mark removed more than max_removal of its rows (or all, from an empty file)")
 @click.option("--entity", "entities", multiple=True, type=click.Choice(list(ENTITIES)),
               help="sync only these entities")
 @FORMAT
 @command
-def sync(app: App, skip_invalid: bool, entities: tuple[str, ...], fmt: str) -> None:
+def sync(app: App, skip_invalid: bool, allow_removal: bool, entities: tuple[str, ...], fmt: str) -> None:
     """Load all sources into the database (atomic per entity)."""
     from engine.sync.progress import rich_progress
     from engine.sync.runner import SyncFailed, run_sync
@@ -26,12 +28,14 @@ def sync(app: App, skip_invalid: bool, entities: tuple[str, ...], fmt: str) -> N
     try:
         with rich_progress() as progress:
             report = run_sync(app.settings, app.store, skip_invalid=skip_invalid, entities=list(entities) or None,
-                              progress=progress)
+                              progress=progress, allow_removal=allow_removal)
     except SyncFailed as exc:
         if fmt == "table":
             _print(exc.report, fmt, problems=False)
+        bad_rows = any(exc.report.entities[name].invalid for name in exc.report.failed)
         err.file.write("sync failed — nothing of these entities changed: " + ", ".join(exc.report.failed)
-                       + " (fix the rows below, or rerun with --skip-invalid to load the good rows)\n")
+                       + (" (fix the rows below, or rerun with --skip-invalid to load the good rows)" if bad_rows
+                          and not skip_invalid else "") + "\n")
         raise
     _print(report, fmt)
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, exists, null, or_, select, tuple_, update
+from sqlalchemy import Connection, Table, and_, exists, func, null, or_, select, tuple_, update
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql
@@ -43,6 +43,14 @@ class Entities(Repository):
     def count(self, entity: str) -> int:
         """Rows of the entity's table (removed ones included)."""
         return sql_dialect.count_rows(self.conn, self.schema.entity(entity))
+
+    def count_live(self, entity: str) -> int:
+        """Rows of the entity that are not marked removed (usage rows are deleted, never marked)."""
+        table = self.schema.entity(entity)
+        if "removed_at" not in table.c:
+            return sql_dialect.count_rows(self.conn, table)
+        return int(self.conn.scalar(select(func.count()).select_from(table).where(table.c.removed_at.is_(None)))
+                   or 0)
 
     def last_synced(self, entity: str) -> datetime | None:
         """When the entity was last synced successfully (naive UTC), or None if never."""

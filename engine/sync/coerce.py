@@ -5,6 +5,11 @@ an empty value) or raises `CoerceError` whose text is the problem as a user read
 `"abc" is not a number`. Datetimes are returned as naive UTC; one without an offset is read in the
 configured time zone.
 
+Every value a database column can hold is accepted, and nothing else, quickly: integers fit 64 bits (a long
+run of digits or a huge exponent is refused before it is expanded, so `1e999999999` cannot stall a sync),
+numbers are finite doubles, date-times stay within years 1–9999 once converted to UTC, and text holds no NUL
+character (PostgreSQL cannot store one).
+
 A source may write its text values its own way (`ValueFormats`, from its reader): dates in a strptime
 format, a decimal comma, thousands separators. ISO dates are still accepted from such a source.
 """
@@ -26,6 +31,8 @@ _INT = re.compile(r"^[+-]?\d+$")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TRUE = {"true", "1", "yes"}
+INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1       # a BIGINT column
+_INT_DIGITS = 19                                  # digits of INT_MAX: a longer run of digits cannot fit
 _FALSE = {"false", "0", "no"}
 
 
@@ -82,6 +89,9 @@ def show(value: Any) -> str:
     if isinstance(value, str):
         text = value if len(value) <= 40 else value[:37] + "..."
         return json.dumps(text, ensure_ascii=False)
+    if isinstance(value, int) and not -10 ** 40 < value < 10 ** 40:
+        digits = int(abs(value).bit_length() * 0.30103) + 1     # str() of a huge int is slow, or refused
+        return f"{'a negative' if value < 0 else 'an'} integer of about {digits:,} digits"
     return str(value)
 
 
@@ -100,11 +110,13 @@ def _empty(value: Any) -> bool:
 def to_string(value: Any) -> str | None:
     """Text as is; numbers, booleans and dates written out; empty text is None."""
     if type(value) is str:
+        if "\x00" in value:
+            raise CoerceError(_NUL)
         return value if value and not value.isspace() else None
     if value is None:
         return None
     if isinstance(value, str):
-        return value if value.strip() else None
+        return to_string(str(value))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, Decimal)):
@@ -116,33 +128,60 @@ def to_string(value: Any) -> str | None:
     raise CoerceError(f"expected a text value, got {_kind(value)}")
 
 
+_INT_RANGE = f"integers are from {INT_MIN:,} to {INT_MAX:,}"
+_NUL = "contains a NUL character (\\u0000), which cannot be stored; remove it from the source"
+
+
+def _in_range(number: int, value: Any) -> int:
+    if INT_MIN <= number <= INT_MAX:
+        return number
+    raise CoerceError(f"{show(value)} is out of range ({_INT_RANGE})")
+
+
 def to_integer(value: Any) -> int | None:
-    """A whole number from an int, an integral float/decimal, or text such as `12` or `12.0`."""
+    """A whole number from an int, an integral float/decimal, or text such as `12` or `12.0`, within 64 bits."""
     if type(value) is str:
         text = value.strip()
         if not text:
             return None
         if _INT.match(text):
-            return int(text)
+            if len(text.lstrip("+-").lstrip("0")) > _INT_DIGITS:
+                raise CoerceError(f"{show(value)} is out of range ({_INT_RANGE})")
+            return _in_range(int(text), value)
         if _NUMBER.match(text):
-            number = Decimal(text)
-            if number == number.to_integral_value():
-                return int(number)
-            raise CoerceError(f"{show(value)} is not a whole number")
+            return _whole(Decimal(text), value)
         raise CoerceError(f"{show(value)} is not an integer" + _separator_hint(text))
     if value is None:
         return None
     if isinstance(value, bool):
         raise CoerceError(f"{show(value)} is not an integer")
     if isinstance(value, int):
-        return value
-    if isinstance(value, (float, Decimal)):
-        if math.isfinite(value) and value == int(value):
-            return int(value)
-        raise CoerceError(f"{show(value)} is not a whole number")
+        return _in_range(value, value)
+    if isinstance(value, float):
+        if math.isinf(value):                   # JSON reads 1e999 as infinity
+            raise CoerceError(f"{show(value)} is out of range ({_INT_RANGE})")
+        if math.isnan(value):
+            raise CoerceError(f"{show(value)} is not a whole number")
+        return _whole(Decimal(value), value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise CoerceError(f"{show(value)} is not a whole number")
+        return _whole(value, value)
     if isinstance(value, str):
         return to_integer(str(value))
     raise CoerceError(f"expected an integer, got {_kind(value)}")
+
+
+def _whole(number: Decimal, value: Any) -> int:
+    """An integral decimal as an int; its size is checked from its exponent first, so `1e999999999` is
+    refused without writing out a billion digits."""
+    if number.is_zero():
+        return 0
+    if number.adjusted() > _INT_DIGITS:
+        raise CoerceError(f"{show(value)} is out of range ({_INT_RANGE})")
+    if number != number.to_integral_value():
+        raise CoerceError(f"{show(value)} is not a whole number")
+    return _in_range(int(number), value)
 
 
 def to_number(value: Any) -> float | None:
@@ -156,13 +195,18 @@ def to_number(value: Any) -> float | None:
             raise CoerceError(f"{show(value)} is not a number" + _separator_hint(value)) from None
         if math.isfinite(number) and "_" not in value:
             return number
+        if _NUMBER.match(value.strip()):       # digits whose value is beyond a double's range
+            raise CoerceError(f"{show(value)} is out of range for a number")
         raise CoerceError(f"{show(value)} is not a number")
     if value is None:
         return None
     if isinstance(value, bool):
         raise CoerceError(f"{show(value)} is not a number")
     if isinstance(value, (int, float, Decimal)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:                   # an int beyond a double's range
+            raise CoerceError(f"{show(value)} is out of range for a number") from None
         if not math.isfinite(number):
             raise CoerceError(f"{show(value)} is not a finite number")
         return number
@@ -308,7 +352,11 @@ def datetime_coercer(tz: tzinfo, date_format: str | None = None) -> Coercer:
             raise CoerceError(f"expected a date-time, got {_kind(value)}")
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=tz)
-        return moment.astimezone(timezone.utc).replace(tzinfo=None)
+        try:
+            return moment.astimezone(timezone.utc).replace(tzinfo=None)
+        except OverflowError:                   # e.g. 0001-01-01T00:00:00+09:00 is before year 1 in UTC
+            raise CoerceError(f"{show(value if isinstance(value, str) else moment.isoformat())} is out of range "
+                              "(a date-time is within the years 1 to 9999 in UTC)") from None
 
     return to_datetime
 

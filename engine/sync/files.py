@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import codecs
 import csv
+import itertools
 import json
+import re
 from collections.abc import Iterator
 from encodings import normalize_encoding
 from encodings.aliases import aliases
@@ -24,6 +26,7 @@ from engine.sync.coerce import ValueFormats, check_date_format, check_separator
 from engine.sync.reader import Reader, Row, Unreadable
 
 UTF8 = "utf-8"
+_ANY_NEWLINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")    # a line with its ending, or a last line without
 
 
 class FileSource(BaseModel):
@@ -115,6 +118,22 @@ class _FileReader(Reader):
         return count
 
     def _lines(self) -> Iterator[str]:
+        """The file's lines (see `_lf_lines`). A file whose first line ends with a bare CR (classic Mac, some
+        spreadsheet exports) has CR line endings: its lines are split at CR, CRLF and LF. Elsewhere a bare CR
+        stays in its line, where the CSV reader refuses it outside quotes."""
+        lines = self._lf_lines()
+        first = next(lines, None)
+        if first is None:
+            return
+        cr = first.find("\r")
+        if cr == -1 or first.startswith("\n", cr + 1):
+            yield first
+            yield from lines
+            return
+        for line in itertools.chain([first], lines):
+            yield from _ANY_NEWLINE.findall(line)
+
+    def _lf_lines(self) -> Iterator[str]:
         """The file's lines as text in its encoding, each with its newline (a leading BOM dropped); a line that
         does not decode fails the source. The bytes are decoded incrementally, so an encoding whose characters
         may hold a newline byte (UTF-16) reads right too."""
@@ -208,6 +227,13 @@ class CsvReader(_FileReader):
         if "unexpected end of data" in str(exc):
             return self.fail("a quoted value that starts in this row is never closed", line,
                              'close the quote ("), and write "" for a quote inside a quoted value')
+        if "field larger than field limit" in str(exc):
+            return self.fail(f"a value longer than {csv.field_size_limit():,} characters starts in this row "
+                             "(is a quote never closed?)", line,
+                             'close the quote ("), and write "" for a quote inside a quoted value')
+        if "new-line character seen in unquoted field" in str(exc):
+            return self.fail("a carriage return (CR) inside a value that is not quoted", line,
+                             'quote the value ("…"), or save the file with LF or CRLF line endings')
         return self.fail(f"cannot parse CSV: {exc}", line,
                          'a quoted value is quoted whole, with "" for a quote inside it: "say ""hi"""')
 
@@ -223,6 +249,12 @@ class JsonlReader(_FileReader):
                 obj = json.loads(text_line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 yield line, Unreadable(f"not valid JSON: {exc.msg} (column {exc.colno})")
+                continue
+            except RecursionError:
+                yield line, Unreadable("JSON nested too deeply to read")
+                continue
+            except ValueError:                          # an integer of more than 4,300 digits
+                yield line, Unreadable("a number with too many digits to read (more than 4,300)")
                 continue
             if not isinstance(obj, dict):
                 kind = "a list" if isinstance(obj, list) else f"a {type(obj).__name__}"

@@ -13,7 +13,11 @@ Other entities still sync and commit; `run_sync` then raises `SyncFailed` (a Dat
 problems of every failed entity, with the full report attached.
 
 When every source of an entity is a snapshot, rows absent from it are marked removed (usage rows
-are deleted), and the contacts and goals of removed accounts are marked removed too.
+are deleted), and the contacts and goals of removed accounts are marked removed too. A snapshot that would
+remove more than `max_removal` of the entity's live rows (the source's, else `sync.max_removal`), or any row
+while one of its sources has no data rows, is refused: a truncated or broken export must not remove
+customers (`allow_removal`, i.e. `playbook sync --allow-removal`, lets it through once). Rows that could not
+be read (no key known) never count as absent: with `skip_invalid`, their entity removes nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 from engine.datamodel import ENTITIES, ENTITY_OF
 from engine.errors import DataError, Diagnostic, UserError, suggest
-from engine.settings import Settings, Source
+from engine.settings import Settings, Source, parse_share
 from engine.store import Store, Tx
 from engine.sync.progress import ProgressCallback, no_progress
 from engine.plugins import SourceEnv
@@ -57,6 +61,7 @@ class EntityReport:
     omitted: int = 0                # problems found beyond MAX_PROBLEMS (counted, not kept)
     warnings: list[Diagnostic] = field(default_factory=list)
     failed: bool = False
+    refused: int = 0                # rows a refused removal would have marked removed (the entity failed)
     seconds: float = 0.0
 
     def errors(self) -> list[Diagnostic]:
@@ -87,6 +92,10 @@ class SyncReport:
         return [p for r in self.entities.values() for p in r.errors()]
 
 
+class RemovalRefused(SourceError):
+    """A snapshot would remove too many of its entity's rows; nothing of the entity may change."""
+
+
 class SyncFailed(DataError):
     """At least one entity failed to sync; the others were committed. `report` has the details."""
 
@@ -97,11 +106,11 @@ class SyncFailed(DataError):
 
 def run_sync(settings: Settings, store: Store, *, skip_invalid: bool = False,
              entities: Iterable[str] | None = None, progress: ProgressCallback | None = None,
-             now: datetime | None = None) -> SyncReport:
+             now: datetime | None = None, allow_removal: bool = False) -> SyncReport:
     """Load every source (or those of `entities`); raise SyncFailed after committing the good entities.
 
     `now` is the sync time (aware, or naive UTC); it stamps removals and becomes the `:since` of
-    the next incremental sync.
+    the next incremental sync. `allow_removal` lets a snapshot remove more than `max_removal` of its rows.
     """
     started = time.perf_counter()
     moment = _naive_utc(now or datetime.now(timezone.utc))
@@ -113,7 +122,8 @@ def run_sync(settings: Settings, store: Store, *, skip_invalid: bool = False,
             continue
         picked = [(labels[i], s) for i, s in enumerate(settings.sources) if s.entity == entity]
         if picked:
-            job = _EntitySync(settings, store, entity, picked, skip_invalid, progress or no_progress, moment)
+            job = _EntitySync(settings, store, entity, picked, skip_invalid, progress or no_progress, moment,
+                              allow_removal)
             report.entities[entity] = job.run()
     report.seconds = time.perf_counter() - started
     if report.failed:
@@ -194,9 +204,13 @@ class _EntitySync:
     """One entity's sync: read, validate and write all its sources in one transaction."""
 
     def __init__(self, settings: Settings, store: Store, entity: str, sources: list[tuple[str, Source]],
-                 skip_invalid: bool, progress: ProgressCallback, now: datetime):
+                 skip_invalid: bool, progress: ProgressCallback, now: datetime, allow_removal: bool = False):
         self.settings, self.store, self.entity = settings, store, entity
         self.sources, self.skip_invalid, self.progress, self.now = sources, skip_invalid, progress, now
+        self.allow_removal = allow_removal
+        self.max_removal = max_removal(settings, [s for _, s in sources])
+        self.empty: list[str] = []          # sources that had no data rows
+        self.keyless = 0                    # invalid rows whose key is not known (they cannot be kept)
         self.fields = entity_fields(entity, settings.custom_fields())
         kinds = {s.incremental for _, s in sources}
         mode = "mixed" if len(kinds) > 1 else ("incremental" if True in kinds else "snapshot")
@@ -210,6 +224,8 @@ class _EntitySync:
         with self.store.write() as tx:
             try:
                 self._load(tx)
+                if not (self.report.invalid and not self.skip_invalid):
+                    self._finish(tx)
             except SourceError as exc:
                 self.report.problems.insert(0, exc.diagnostic)
                 self.report.failed = True
@@ -219,8 +235,6 @@ class _EntitySync:
                 tx.rollback()
                 self.report.loaded = self.report.inserted = self.report.updated = 0
                 self.report.removed, self.report.cascaded = 0, {}
-            else:
-                self._finish(tx)
         self.report.seconds = time.perf_counter() - started
         return self.report
 
@@ -228,6 +242,7 @@ class _EntitySync:
         tx.entities.lock(self.entity)
         self.first_stamp = self.stamp = tx.entities.next_stamp(self.entity, self.now)
         self.before = tx.entities.count(self.entity)
+        self.live = tx.entities.count_live(self.entity) if self.report.mode == "snapshot" else 0
         since = tx.entities.last_synced(self.entity) or EPOCH
         readers = [open_source(s, self.settings, label, since) for label, s in self.sources]
         totals: list[int | None] = []
@@ -251,6 +266,7 @@ class _EntitySync:
             self._check_columns(reader, known, warned)
         report = self.report
         first_problem = len(report.problems)
+        first_row = report.read
         for line, raw in reader:
             done += 1
             report.read += 1
@@ -267,6 +283,8 @@ class _EntitySync:
             if len(self.pending) >= CHUNK:
                 self._flush(tx, reader.label)
         self._flush(tx, reader.label)  # a chunk never mixes sources (or stamps)
+        if report.read == first_row:
+            self.empty.append(reader.label)
         # duplicates found at a flush were reported after later lines: back in line order
         report.problems[first_problem:] = sorted(report.problems[first_problem:], key=lambda d: d.line or 0)
         return done
@@ -304,7 +322,9 @@ class _EntitySync:
             else:
                 self.report.omitted += 1
         self.report.invalid += 1
-        if key is not None and self.skip_invalid:
+        if key is None:
+            self.keyless += 1
+        elif self.skip_invalid:
             self.invalid_keys.append(key)
 
     def _flush(self, tx: Tx, label: str) -> None:
@@ -339,14 +359,61 @@ class _EntitySync:
             entities.touch(self.entity, self.invalid_keys, self.stamp)
         report.inserted = entities.count(self.entity) - self.before
         report.updated = report.loaded - report.inserted
-        if report.mode == "snapshot":
+        if report.mode == "snapshot" and self.keyless:
+            report.warnings.append(Diagnostic(", ".join(label for label, _ in self.sources), None, None,
+                                              f"{self.keyless} rows could not be read, so no {self.entity} "
+                                              "were marked removed by this sync",
+                                              "fix those rows: the next sync removes what is really absent"))
+        elif report.mode == "snapshot":
             if self.entity == "usage":
                 report.removed = entities.delete_absent_usage(self.first_stamp)
             else:
                 report.removed = entities.mark_absent_removed(self.entity, self.first_stamp, self.stamp, self.now)
+            self._check_removal(report.removed)
         if self.entity in ENTITY_OF.values():
             # rows of removed accounts are removed too (a contacts snapshot may still list them)
             cascaded = entities.cascade_removed_accounts(self.now)
             report.cascaded = cascaded if self.entity == "accounts" else {}
         entities.record_sync(self.entity, self.now, report.loaded, report.removed, self.stamp)
         entities.analyze(self.entity)
+
+    def _check_removal(self, removed: int) -> None:
+        """Raise RemovalRefused when this snapshot removed more than `max_removal` of the live rows, or any
+        row while a source had no data rows (unless `allow_removal`); the caller rolls the entity back."""
+        if not removed or self.allow_removal:
+            return
+        share = removed / self.live if self.live else 1.0
+        limit, source = self.max_removal
+        labels = self.empty or [label for label, _ in self.sources]
+        rows = "usage rows" if self.entity == "usage" else self.entity
+        what = f"{removed} of {self.live} {rows} ({percent(share)})"
+        act = "delete" if self.entity == "usage" else "mark"
+        done = "" if self.entity == "usage" else " removed"
+        allow = "if the data is right, run `playbook sync --allow-removal` once"
+        if self.empty:
+            message = f"no data rows: refusing to {act} {what}{done}; nothing of {self.entity} changed"
+            hint = "is the export complete? " + allow
+        elif share > limit:
+            message = f"refusing to {act} {what}{done}, more than {source}; nothing of {self.entity} changed"
+            hint = (f"is the export complete? {allow}, or raise `max_removal` on the source (or `sync.max_removal`)"
+                    " in the config")
+        else:
+            return
+        self.report.refused = removed
+        raise RemovalRefused(Diagnostic(", ".join(labels), None, None, message, hint))
+
+
+def max_removal(settings: Settings, sources: list[Source]) -> tuple[float, str]:
+    """(share, where it is set) of an entity's rows one snapshot of these sources may remove: the largest a
+    source sets, else `sync.max_removal`."""
+    own = [s.max_removal for s in sources if s.max_removal is not None]
+    if own:
+        text = max(own, key=parse_share)
+        return parse_share(text), f"the source's max_removal ({text})"
+    return parse_share(settings.sync.max_removal), f"sync.max_removal ({settings.sync.max_removal})"
+
+
+def percent(share: float) -> str:
+    """A share as a percentage: whole when it is, else with one decimal (10%, 12.5%, 0.3%)."""
+    value = share * 100
+    return f"{value:.0f}%" if abs(value - round(value)) < 0.05 and (value >= 1 or value == 0) else f"{value:.1f}%"

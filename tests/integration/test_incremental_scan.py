@@ -216,7 +216,7 @@ def test_removed_account_resolves_on_a_changes_only_tick(ws: Workspace) -> None:
     ws.sync()
     assert len(ws.events("2026-03-10T09:00")) == 2
     ws.data("accounts", [{"id": "A2", "name": "B", "arr": 50}])      # A1 left the snapshot: C1 goes with it
-    ws.sync()
+    ws.cli("sync", "--allow-removal")
     app = App(ws.config)
     result = run_tick(app.store, app.settings, app.playbooks, app.clock("2026-03-10T10:00"))
     app.close()
