@@ -25,6 +25,7 @@ from engine.clock import Clock, make_clock
 from engine.contact_policy import CapPreview, ContactPolicy
 from engine.datamodel import SUBJECT_TYPES
 from engine.episodes import Episode, Policy, Transition
+from engine.lang import metric_calls
 from engine.planner import PlannedEvent, Planner, plan_inputs, template_rows
 from engine.plugins import CLOSE
 from engine.settings import Settings
@@ -152,14 +153,17 @@ def _untimed(name: str) -> Iterator[None]:
 
 
 def _matching(tx: Any, pbs: list[CompiledPlaybook], clock: Clock) -> dict[str, set[str]]:
-    """playbook id -> the subjects matching it at `clock`: one statement per subject type and 62 playbooks."""
+    """playbook id -> the subjects matching it at `clock`: the metric windows they read (one statement per
+    metric), then one statement per subject type and 62 playbooks."""
     out: dict[str, set[str]] = {pb.id: set() for pb in pbs}
+    refs = {r for pb in pbs for c in pb.conditions for r in metric_calls(c.expr)}
+    windows = tx.replay.windows(refs, clock) if refs else None
     for subject in SUBJECT_TYPES:
         mine = [pb for pb in pbs if pb.subject == subject]
         for i in range(0, len(mine), BITS):
             group = mine[i:i + BITS]
             conditions = {b: [c.expr for c in pb.conditions] for b, pb in enumerate(group)}
-            for sid, bits in tx.replay.matching(subject, conditions, clock):
+            for sid, bits in tx.replay.matching(subject, conditions, clock, windows):
                 while bits:
                     bit = bits & -bits
                     bits ^= bit

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, func, literal, select
+from sqlalchemy import (BigInteger, Column, Float, MetaData, String, Table, and_, case, cast, func, literal,
+                        select)
 
 from engine.clock import Clock
 from engine.datamodel import ENTITY_OF
@@ -28,9 +29,29 @@ class Replay(Repository):
         """The rows of `entity` as a tick at `at` (naive UTC) saw them, with the live table's columns."""
         return self.schema.entity(entity).alias(entity)
 
-    def matching(self, subject: str, conditions: dict[int, list[Any]], clock: Clock) -> Iterator[tuple[str, int]]:
+    def windows(self, refs: Iterable[MetricRef], clock: Clock) -> Windows:
+        """Every metric window of `refs` per account at `clock`, on the usage as synced then, filled into
+        temporary tables of this connection (one GROUP BY per metric; the statements of every subject type
+        join them): the semantics of engine/store/metric_cache.py. A `last` window stays a subquery."""
+        usage = self.as_of("usage", clock.now)
+        tables: dict[MetricRef, tuple[Table, str]] = {}
+        md = MetaData()
+        for i, (name, mine) in enumerate(sorted(_by_metric(refs).items())):
+            query = _window_query(usage, name, mine, clock.today, self.dialect)
+            table = Table(f"backtest_window_{i}", md, Column("account_id", String, primary_key=True),
+                          *[Column(f"c{j}", BigInteger if r.agg == "count" else Float) for j, r in enumerate(mine)],
+                          prefixes=["TEMPORARY"])
+            table.drop(self.conn, checkfirst=True)
+            table.create(self.conn)
+            self.conn.execute(table.insert().from_select([c.name for c in table.c], query))
+            tables.update({r: (table, f"c{j}") for j, r in enumerate(mine)})
+        return Windows(tables, usage, clock.today)
+
+    def matching(self, subject: str, conditions: dict[int, list[Any]], clock: Clock,
+                 windows: Windows | None = None) -> Iterator[tuple[str, int]]:
         """(subject id, bits) of the live subjects matching at least one of the playbooks given (bit number ->
-        compiled conditions), on the data as synced at `clock.now`; each playbook's bit set when it matches."""
+        compiled conditions), on the data as synced at `clock.now`; each playbook's bit set when it matches.
+        `windows` holds the metric windows at `clock` (`windows()`) when the conditions read any."""
         at = clock.now
         accounts = self.as_of("accounts", at)
         if subject == "account":
@@ -42,20 +63,12 @@ class Replay(Repository):
             id_col, live = own.c.id, [own.c.removed_at.is_(None), accounts.c.removed_at.is_(None)]
             tables = {"account": accounts, subject: own}
         refs = {r for exprs in conditions.values() for e in exprs for r in metric_calls(e)}
-        usage = self.as_of("usage", at) if refs else None
-        windows: dict[MetricRef, Any] = {}
-        for i, (name, mine) in enumerate(sorted(_by_metric(refs).items())):
-            sub, cols = _window_query(usage, name, mine, clock.today, self.dialect, f"w{i}")
-            from_ = from_.outerjoin(sub, sub.c.account_id == accounts.c.id)
-            windows.update(cols)
-
-        def metric(ref: MetricRef) -> Any:
-            if ref.agg == "last":
-                return correlated_metric(usage, accounts.c.id, ref, clock.today)
-            return windows[ref]
-
+        if refs:
+            assert windows is not None, "conditions read metric windows: pass windows()"
+            from_ = windows.join(from_, accounts.c.id, refs)
         ctx = SqlContext(columns=lambda entity, field: tables[entity].c[field], today=clock.today, now=clock.now,
-                         timezone=clock.timezone, dialect=self.dialect, metric=metric)
+                         timezone=clock.timezone, dialect=self.dialect,
+                         metric=lambda ref: windows.value(ref, accounts.c.id) if windows else None)
         bits = [case((and_(*live, *[to_sql(e, ctx) for e in exprs]), literal(1 << b)), else_=literal(0))
                 for b, exprs in sorted(conditions.items())]
         new = bits[0]
@@ -76,6 +89,26 @@ class Replay(Repository):
         q = select(*cols).where(in_list(t.c.id, "ids", self.dialect))
         keys = [col.name for col in cols]
         return {row[0]: dict(zip(keys, row)) for row in self.conn.execute(q, {"ids": sorted(set(ids))})}
+
+
+class Windows:
+    """The metric windows of one moment: their temporary tables, and each window's SQL value for an account."""
+
+    def __init__(self, tables: dict[MetricRef, tuple[Table, str]], usage: Any, today: date):
+        self.tables, self.usage, self.today = tables, usage, today
+
+    def join(self, from_: Any, account_id: Any, refs: Iterable[MetricRef]) -> Any:
+        """`from_` outer-joined with the tables holding these windows."""
+        for table in {self.tables[r][0] for r in refs if r.agg != "last"}:
+            from_ = from_.outerjoin(table, table.c.account_id == account_id)
+        return from_
+
+    def value(self, ref: MetricRef, account_id: Any) -> Any:
+        """The window's value for the joined account (no row: no usage of that metric in the window)."""
+        if ref.agg == "last":
+            return correlated_metric(self.usage, account_id, ref, self.today)
+        table, name = self.tables[ref]
+        return func.coalesce(table.c[name], literal(0 if ref.agg == "count" else 0.0))
 
 
 class PastSubjects:
@@ -132,10 +165,9 @@ def _by_metric(refs: Iterable[MetricRef]) -> dict[str, list[MetricRef]]:
     return groups
 
 
-def _window_query(usage: Any, metric: str, refs: list[MetricRef], today: date, dialect: str,
-                  name: str) -> tuple[Any, dict[MetricRef, Any]]:
-    """One GROUP BY over one metric's usage rows giving every window of `refs` per account (the semantics of
-    engine/store/metric_cache.py: missing days count as 0 for sum/avg/min/max), and each window's value."""
+def _window_query(usage: Any, metric: str, refs: list[MetricRef], today: date, dialect: str) -> Any:
+    """One GROUP BY over one metric's usage rows giving every window of `refs` per account (account_id, c0,
+    c1, …; the semantics of engine/store/metric_cache.py: missing days count as 0 for sum/avg/min/max)."""
     u = usage.c
     spans = {r: (today - timedelta(days=r.offset_days + r.days - 1), today - timedelta(days=r.offset_days))
              for r in refs}
@@ -150,7 +182,7 @@ def _window_query(usage: Any, metric: str, refs: list[MetricRef], today: date, d
         return fn(value).filter(and_(*inside)) if filtered else fn(case((and_(*inside), value)))
 
     selects = [u.account_id]
-    for i, ref in enumerate(refs):
+    for ref in refs:
         n = agg(func.count, u.value, ref)
         if ref.agg in ("sum", "avg"):
             expr = cast(func.coalesce(agg(func.sum, u.value, ref), 0.0), Float)
@@ -161,8 +193,6 @@ def _window_query(usage: Any, metric: str, refs: list[MetricRef], today: date, d
             extreme = agg(func.min if ref.agg == "min" else func.max, u.value, ref)
             beyond = extreme < 0.0 if ref.agg == "min" else extreme > 0.0
             expr = cast(case((n < ref.days, case((beyond, extreme), else_=0.0)), else_=extreme), Float)
-        selects.append(expr.label(f"c{i}"))
-    sub = (select(*selects).where(u.metric == metric, u.day >= start, u.day <= end, u.value.is_not(None))
-           .group_by(u.account_id).subquery(name))
-    return sub, {ref: func.coalesce(sub.c[f"c{i}"], literal(0 if ref.agg == "count" else 0.0))
-                 for i, ref in enumerate(refs)}
+        selects.append(expr)
+    return (select(*selects).where(u.metric == metric, u.day >= start, u.day <= end, u.value.is_not(None))
+            .group_by(u.account_id))
