@@ -120,7 +120,7 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
     default = settings.defaults.schedule
     due: dict[datetime, list[CompiledPlaybook]] = {}
     for pb in selected:
-        for moment in scheduled_times(pb.spec.schedule or default, start, end, tz):
+        for moment in scheduled_times(pb.schedule(default), start, end, tz):
             due.setdefault(moment, []).append(pb)
     states = {pb.id: _PlaybookState(pb, tz) for pb in selected}
     caps = _Caps(settings)

@@ -62,12 +62,14 @@ class Explanation:
     sql_agrees: bool
     deliveries: list[dict[str, Any]] = field(default_factory=list)   # each message if it fired now (§13)
     waiting: list[dict[str, Any]] = field(default_factory=list)      # its actions in the outbox not yet done
+    journey: dict[str, Any] | None = None      # a journey's: the step it waits at, when it is next due and why
 
     def as_json(self, tz: str = "UTC") -> dict[str, Any]:
         """For --format json; instants as ISO 8601 with the offset of time zone `tz`."""
         return {"playbook": self.playbook, "subject": self.subject, "matches": self.matches,
                 "verdict": self.verdict, "reason": self.reason, "sql_agrees": self.sql_agrees,
                 "deliveries": self.deliveries, "waiting": self.waiting,
+                **({"journey": self.journey} if self.journey is not None else {}),
                 "conditions": [{"label": c.label, "expression": c.text, "value": _jsonable(c.value, tz),
                                 "details": [{"expression": t, "value": _jsonable(v, tz)} for t, v in c.details()]}
                                for c in self.conditions]}
@@ -102,11 +104,36 @@ def explain(store: Store, pb: CompiledPlaybook, subject_id: str, clock: Clock,
     v = verdict(stored, matches, removed, clock.now, Policy.of(pb.spec, clock.timezone), _not_matching(conds),
                 show=lambda instant: show_time(instant, clock.timezone))
     out = Explanation(pb.id, label, conds, matches, v.name, v.reason, bool(scanned and scanned[0]) == matches)
+    if pb.journey is not None:
+        out.journey = _journey(store, pb, subject_id, clock)
+        with store.read() as tx:
+            held = tx.scans.bit_is_set(pb.id, pb.subject, subject_id)
+        if v.name == "fires" and held and out.journey["status"] in ("completed", "exited"):
+            # a journey's match bit says the trigger held at the last look: no new journey until it stops holding
+            out.verdict, out.reason = "journey_ended", (
+                f"matches, but its journey {out.journey['status']} while the trigger held: a new journey starts "
+                "only after the trigger stops matching and matches again")
     if settings is not None and settings.contact_policy is not None:
         out.deliveries = _deliveries(store, settings, pb, subject_id, clock)
         with store.read() as tx:
             out.waiting = [_waiting(r, clock) for r in tx.outbox.of_subject(pb.id, pb.subject, subject_id)]
     return out
+
+
+def _journey(store: Store, pb: CompiledPlaybook, subject_id: str, clock: Clock) -> dict[str, Any]:
+    """Where the subject is in the journey, when it is next due and why (engine/journey_view.py)."""
+    from engine.journey_view import position
+
+    assert pb.journey is not None
+    with store.read() as tx:
+        state = tx.journeys.get(pb.id, pb.subject, subject_id)
+        until = None
+        i = pb.journey.waits.get(state.step or "") if state is not None else None
+        if i is not None and pb.journey.nodes[i].cond is not None:
+            expr = pb.journey.expressions[pb.journey.nodes[i].cond].expr
+            _, held = tx.journeys.values(pb.subject, [subject_id], [expr], clock, None).get(subject_id, (0, (0,)))
+            until = bool(held[0])
+    return position(pb, state, clock, until)
 
 
 def _deliveries(store: Store, settings: Settings, pb: CompiledPlaybook, subject_id: str,

@@ -8,7 +8,8 @@ still holds does not enter again until the trigger stops holding and holds again
    max_enters_per_run as for any playbook, engine/episodes.py);
 2. the subjects a run looks at are those entering, those whose wait is due (a range of an index on the due
    time), and those whose data changed since the last scan (or, at a full scan, those for whom `exit_when` or
-   their `wait until` condition holds) — never every subject waiting;
+   their `wait until` condition holds, and after an edit those waiting at a step no longer there) — never every
+   subject waiting;
 3. their conditions are evaluated in one statement, then each moves through its steps (engine/journey.py);
 4. the actions of the steps that ran are planned under `playbook/subject/episode/step_id/0`, and a journey
    that ended resolves its episode: `on_resolve` runs, and one that exited cancels its unsent step actions
@@ -63,7 +64,7 @@ def reads_now(journey: Journey) -> bool:
 def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock, *, run_id: int | None,
                      slot: Any, candidates: tuple[list[str], list[str]], full: bool, changed: set[str] | None,
                      cache: Any, records: Any, activating: bool, was_active: bool, scan_state: dict | None,
-                     keep_events: bool, caps: CapPreview | None, stale: str | None) -> Any:
+                     keep_events: bool, caps: CapPreview | None, stale: str | None, edited: bool = False) -> Any:
     """Enter, step and end one journey playbook's subjects (see the module docstring)."""
     dry_run = batch.dry_run
     result = PlaybookResult(pb.id, activated=activating)
@@ -84,6 +85,8 @@ def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock
         # who this run looks at: due waits, changed subjects, and at a full scan those whose exit or until holds
         states = {s.subject_id: s for s in unit.journeys.due(pb.id, pb.subject, now)}
         looked = set(unmatched)
+        if edited:          # the steps may have changed: those waiting at a step no longer there exit now
+            looked |= set(unit.journeys.elsewhere(pb.id, pb.subject, sorted(journey.waits)))
         if full:
             exprs = ([(None, journey.expressions[journey.exit_expr].expr)] if journey.exit_expr is not None else [])
             exprs += [(step, journey.expressions[i].expr) for step, i in journey.until_waits().items()]

@@ -46,12 +46,12 @@ def rerender(store: Store, settings: Settings, playbooks: PlaybookSet, ids: list
                 out.append(Rerendered(i, "refused", why))
                 continue
             pb = playbooks.get(row["playbook_id"])
-            actions = pb.on_resolve if row["firing"] == "resolve" else pb.actions
-            action = actions[row["action_index"]]
+            action = _action(pb, row)
             planner = Planner(settings, pb, clock, describe=False)
             recs, contacts = plan_inputs(tx, pb, [row["subject_id"]], cache, today=clock.today)
             records = recs.get(row["subject_id"]) or {}
-            firing = 0 if row["firing"] == "resolve" else int(row["firing"])
+            firing: int | str = 0 if row["firing"] == "resolve" else (
+                row["firing"] if pb.journey is not None else int(row["firing"]))
             t = Transition(row["subject_id"], "resolve" if row["firing"] == "resolve" else "repeat", row["episode"],
                            firing, False)
             planned = {r["dedup_key"]: r for r in planner.plan_action(t, action, planner.context_for(records, contacts))}
@@ -77,10 +77,21 @@ def _refusal(row: dict[str, Any] | None, playbooks: PlaybookSet, i: int) -> str 
     pb = playbooks.get(row["playbook_id"])
     if pb is None:
         return f"playbook `{row['playbook_id']}` is not loaded (removed, or invalid: run `playbook validate`)"
-    actions = pb.on_resolve if row["firing"] == "resolve" else pb.actions
-    if row["action_index"] >= len(actions):
+    if _action(pb, row) is None:
         return f"playbook `{pb.id}` no longer has that action; `playbook outbox cancel` it"
     return None
+
+
+def _action(pb: Any, row: dict[str, Any]) -> Any:
+    """The action of the playbook that planned an outbox row: by index, or for a journey step by its step id."""
+    if row["firing"] == "resolve":
+        actions = pb.on_resolve
+    elif pb.journey is not None:
+        node = pb.journey.action_nodes.get(row["firing"])
+        return node.action if node is not None else None
+    else:
+        actions = pb.actions
+    return actions[row["action_index"]] if row["action_index"] < len(actions) else None
 
 
 def _describe(row: dict[str, Any]) -> str:

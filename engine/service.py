@@ -141,7 +141,7 @@ class Service:
         by_schedule: dict[str, list[str]] = {}
         for pb in self.good.values():
             if pb.spec.enabled:
-                by_schedule.setdefault(pb.spec.schedule or default, []).append(pb.id)
+                by_schedule.setdefault(pb.schedule(default), []).append(pb.id)
         for cron, ids in by_schedule.items():
             self.scheduler.add_job(self.evaluate, self._trigger(cron), args=[ids, cron], id=f"schedule:{cron}",
                                    replace_existing=True)
@@ -203,7 +203,7 @@ class Service:
             last = states.get(pb.id, {}).get("last_evaluated_at")
             if last is None:
                 continue
-            trigger = self._trigger(pb.spec.schedule or default)
+            trigger = self._trigger(pb.schedule(default))
             nxt = trigger.get_next_fire_time(None, last.replace(tzinfo=timezone.utc) + timedelta(microseconds=1))
             if nxt is not None and nxt <= now:
                 due.append(pb.id)
@@ -324,7 +324,7 @@ def status_report(app: App) -> dict[str, Any]:
     now = datetime.now(tz)
     rows = []
     for pb in app.playbooks.valid:
-        cron = pb.spec.schedule or app.settings.defaults.schedule
+        cron = pb.schedule(app.settings.defaults.schedule)
         nxt = CronTrigger.from_crontab(cron, timezone=tz).get_next_fire_time(None, now) if pb.spec.enabled else None
         st = states.get(pb.id, {})
         last = st.get("last_evaluated_at")

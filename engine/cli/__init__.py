@@ -10,14 +10,14 @@ from typing import Any
 
 import click
 
-from engine.cli import authoring, backtest, data, delivery, evaluation, internal_error, operations
+from engine.cli import authoring, backtest, data, delivery, evaluation, internal_error, journeys, operations
 from engine.cli.output import print_diagnostics
 from engine.errors import UserError
 
 SECTIONS = (
     ("Authoring", authoring.COMMANDS),
     ("Data", data.COMMANDS),
-    ("Evaluation", evaluation.COMMANDS + backtest.COMMANDS),
+    ("Evaluation", evaluation.COMMANDS + journeys.COMMANDS + backtest.COMMANDS),
     ("Delivery", delivery.COMMANDS),
     ("Operations", operations.COMMANDS),
 )

@@ -59,10 +59,16 @@ def validate(app: App, paths: tuple[str, ...], fmt: str) -> None:
     synced = synced_metrics(app.settings) if app.settings.metrics is None else None
     pset = load_playbooks(app.settings, files or None, synced_metrics=synced)
     diags = pset.diagnostics
-    warnings = app.settings.warnings() + list(pset.warnings)
+    moved = journey_moves(app.settings, pset)
+    warnings = app.settings.warnings() + list(pset.warnings) + [
+        Diagnostic(m.file, None, None, f"{m.subjects} subject(s) of journey `{m.playbook}` wait at step `{m.step}`, "
+                   "which this edit removes: their journeys exit at the next run (step removed)",
+                   "keep the step (or its id) to let them continue") for m in moved]
     if fmt == "json":
         print_json({"valid": [p.id for p in pset.valid], "errors": [diagnostic_json(d) for d in diags],
-                    "warnings": [diagnostic_json(d) for d in warnings]})
+                    "warnings": [diagnostic_json(d) for d in warnings],
+                    "journey_moves": [{"playbook": m.playbook, "step": m.step, "subjects": m.subjects,
+                                       "effect": "exited (step removed)"} for m in moved]})
     else:
         print_diagnostics(diags, stream=out)
         print_diagnostics(warnings, label="warning")
@@ -72,6 +78,32 @@ def validate(app: App, paths: tuple[str, ...], fmt: str) -> None:
                   + (f", {len(diags)} problem(s)" if diags else "")
                   + (f", {len(warnings)} warning(s)" if warnings else ""))
     sys.exit(1 if diags else 0)
+
+
+def journey_moves(settings: Any, pset: Any) -> list[Any]:
+    """What an edit of the journeys would move (§14): subjects waiting at steps the playbooks no longer have, from
+    the configured database, read without creating or migrating it (none when it cannot be read)."""
+    from engine.journey_view import moves
+    from engine.store import DatabaseError, open_store
+    from engine.store.database import database_exists
+
+    if not any(p.journey is not None for p in pset.valid):
+        return []
+    url = settings.database_url()
+    if not database_exists(url):
+        return []
+    try:
+        store = open_store(url, settings.custom_fields(), migrate=False)
+    except UserError:
+        return []
+    try:
+        with store.read() as tx:
+            waiting = {p.id: tx.journeys.waiting_at(p.id) for p in pset.valid if p.journey is not None}
+        return moves(pset, waiting)
+    except DatabaseError:
+        return []
+    finally:
+        store.dispose()
 
 
 def synced_metrics(settings: Any) -> set[str] | None:

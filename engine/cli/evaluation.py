@@ -50,13 +50,29 @@ def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...],
         print_json(result.as_json())
     else:
         title = ("Dry run at " if result.dry_run else "Run at ") + local_time(clock.now, clock.timezone)
-        rows = [[e.playbook, e.subject, e.event, e.episode, action_summary(e.actions)] for e in result.events]
+        rows = [[e.playbook, e.subject, e.event, e.episode,
+                 "\n".join(x for x in (action_summary(e.actions), _journey_note(e.detail, clock)) if x)]
+                for e in result.events]
         out.print(table(title, ["playbook", "subject", "event", "episode", "actions"], rows,
                         caption=f"{len(rows)} event(s)" + (" — nothing was changed" if result.dry_run else "")))
         if stats is not None:
             parts = ", ".join(f"{k}: {v}" for k, v in sorted(stats.by_outcome.items())) or "nothing due"
             out.print(f"dispatch: {parts}")
     sys.exit(1 if invalid or any(o.unrendered for o in result.playbooks) else 0)
+
+
+def _journey_note(detail: dict[str, Any] | None, clock: Any) -> str:
+    """A journey event's steps and where it now waits, or how it ended, for the run table."""
+    if not detail:
+        return ""
+    parts = []
+    if detail.get("skipped"):
+        parts.append(f"skipped: {', '.join(detail['skipped'])}")
+    if detail.get("at"):
+        parts.append(f"waits at {detail['at']} until {local_time(detail['due'], clock.timezone)}")
+    if detail.get("outcome"):
+        parts.append(f"{detail['outcome']}: {detail['reason']}")
+    return "\n".join(f"⇢ {p}" for p in parts)
 
 
 @click.command()
@@ -89,6 +105,9 @@ def explain(app: App, subject_id: str, playbook_ids: tuple[str, ...], now: str |
         colour = {"fires": "green", "repeats": "green"}.get(r.verdict, "yellow")
         out.print(table(f"{r.playbook} — {r.subject}", ["condition", "expression", "value"], rows,
                         caption=f"[{colour}]{r.verdict}[/]: {r.reason}"))
+        if r.journey is not None:
+            due = local_time(r.journey["next_due"], clock.timezone) if r.journey.get("next_due") else ""
+            out.print(f"journey: {r.journey['reason']}" + (f" — next due {due}" if due else ""))
         if r.deliveries:
             out.print(table("If it fired now (contact policy)", ["action", "to", "zone", "goes out", "waits / cap"],
                             [[d["kind"], ", ".join(d.get("to") or []), d["zone"], d["send_at"],

@@ -8,6 +8,8 @@ from typing import Any
 from engine.actions import CompiledAction
 from engine.errors import Diagnostic
 from engine.journey import Journey
+
+JOURNEY_SCHEDULE = "*/15 * * * *"
 from engine.spec.models import Playbook
 
 __all__ = ["CompiledAction", "CompiledPlaybook", "Condition", "InvalidPlaybook", "PlaybookSet"]
@@ -38,6 +40,11 @@ class CompiledPlaybook:
     def steps(self) -> tuple[CompiledAction, ...]:
         """The actions of a journey's steps (none for a playbook with `actions:`)."""
         return tuple(n.action for n in self.journey.nodes if n.action is not None) if self.journey else ()
+
+    def schedule(self, default: str) -> str:
+        """When the playbook is evaluated: its own `schedule`, else every 15 minutes for a journey (its steps come
+        due at any time), else the configured default."""
+        return self.spec.schedule or (JOURNEY_SCHEDULE if self.journey is not None else default)
 
     @property
     def id(self) -> str:

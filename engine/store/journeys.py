@@ -72,6 +72,13 @@ class Journeys(Repository):
         q = select(id_col).select_from(from_).where(j.c.due_at.is_not(None), or_(*held, ~and_(*live)))
         return list(self.conn.execute(q).scalars())
 
+    def elsewhere(self, playbook_id: str, subject: str, steps: Sequence[str]) -> list[str]:
+        """The subjects in an active journey of the playbook waiting at a step not among `steps` (after an edit)."""
+        j = self.schema.journeys
+        q = select(j.c.subject_id).where(j.c.playbook_id == playbook_id, j.c.subject_type == subject,
+                                         j.c.due_at.is_not(None), j.c.step.not_in(list(steps)))
+        return list(self.conn.execute(q).scalars())
+
     def values(self, subject: str, ids: Sequence[str], exprs: Sequence[Any], clock: Clock,
                cache: MetricCache | None) -> dict[str, tuple[bool, tuple[bool, ...]]]:
         """subject id -> (live, whether each expression holds) for these subjects (an empty value: no)."""

@@ -120,6 +120,18 @@ class Scans(Repository):
         episodes). Bits are derived data, so they are assigned even by a dry run."""
         return _assign_slots(self.conn, self.schema, playbooks)
 
+    def bit_is_set(self, playbook_id: str, subject: str, subject_id: str) -> bool:
+        """Whether the playbook's match bit is set for this subject (for a journey: the trigger held at its last
+        look)."""
+        pb, ms = self.schema.playbook_bits, self.schema.match_state
+        slot = self.conn.execute(select(pb.c.word, pb.c.bit).where(pb.c.playbook_id == playbook_id,
+                                                                   pb.c.subject_type == subject)).first()
+        if slot is None:
+            return False
+        mask = self.conn.execute(select(ms.c.mask).where(ms.c.subject_type == subject, ms.c.word == slot.word,
+                                                         ms.c.subject_id == subject_id)).scalar()
+        return bool((mask or 0) & (1 << slot.bit))
+
     def prefer_index_lookups(self) -> None:
         """Plan this transaction's scans for a few thousand listed subjects (see dialect.py)."""
         sql_dialect.prefer_index_lookups(self.conn)

@@ -125,3 +125,47 @@ def test_onboarding_day_by_day_across_a_weekend_and_a_japanese_holiday(ws: Works
     assert [t["title"] for t in tasks["tasks"]] == ["Call Acme T1: no logins yet"]
     # the dedup keys name the step
     assert rows_of(ws, "T1")["csm-task"]["dedup_key"] == "onboarding-tech-touch/account:T1/1/csm-task/0"
+
+
+def test_editing_a_journey_in_flight_moves_subjects_by_step_id(ws: Workspace) -> None:
+    ws.timezone = "Asia/Tokyo"
+    ws.configure(POLICY)
+    original = (EXAMPLE / "onboarding-tech-touch.yaml").read_text()
+    onboarding(ws, original)
+    accounts(ws, [("A", "Asia/Tokyo", CREATED)])
+    run(ws, "2027-01-08T10:00")                                         # A: welcome, waits at wait-tips
+    accounts(ws, [("A", "Asia/Tokyo", CREATED), ("B", "Asia/Tokyo", "2027-01-11T09:00:00+09:00")])
+    day3 = run(ws, "2027-01-11T10:00")
+    assert day3["A"]["step"]["journey"]["at"] == "wait-first-login"     # tips planned for the 12th (holiday)
+    assert day3["B"]["enter"]["journey"]["at"] == "wait-tips"
+
+    # the edit: the `wait until` step is removed, a `checklist` step is added after the first wait
+    until = "  - id: wait-first-login\n    wait: {until: \"metric('logins', 7, 'sum') > 0\", timeout: 4d}\n"
+    assert until in original
+    edited = original.replace(until, "").replace(
+        "  - id: wait-tips\n    wait: 3d\n",
+        "  - id: wait-tips\n    wait: 3d\n  - id: checklist\n"
+        "    email: {to: {role: admin}, subject: \"Your checklist\", body: \"Three steps to value\"}\n")
+    onboarding(ws, edited)
+    # validate says what the edit would move, from the journeys in the database
+    moves = json.loads(ws.cli("validate", "--format", "json").stdout)["journey_moves"]
+    assert moves == [{"playbook": "onboarding-tech-touch", "step": "wait-first-login", "subjects": 1,
+                      "effect": "exited (step removed)"}]
+    listed = json.loads(ws.cli("journeys", "--format", "json").stdout)["journeys"][0]
+    assert {s["step"]: s["subjects"] for s in listed["steps"]} == {"wait-tips": 1, "wait-call": 0,
+                                                                   "wait-first-login": 1}
+
+    # A waits at a step that no longer exists: its journey exits, and its tips, not sent yet, are cancelled
+    after = run(ws, "2027-01-11T11:00")
+    assert set(after) == {"A"}
+    assert after["A"]["resolve"]["journey"] == {
+        "outcome": "exited", "reason": "step removed: `wait-first-login` is no longer in the playbook"}
+    assert rows_of(ws, "A")["tips"]["status"] == "cancelled"
+    # B waits at wait-tips, which is still there: it continues under the new definition, the new step included
+    later = run(ws, "2027-01-14T10:00")
+    assert later["B"]["step"]["journey"] == {"steps": ["checklist", "tips", "csm-alert"], "skipped": [],
+                                             "at": "wait-call", "due": "2027-01-18T10:00:00+09:00"}
+    explained = json.loads(ws.cli("explain", "B", "--playbook", "onboarding-tech-touch", "--now",
+                                  "2027-01-15T10:00", "--format", "json").stdout)["playbooks"][0]["journey"]
+    assert (explained["step"], explained["next_due"]) == ("wait-call", "2027-01-18T10:00:00+09:00")
+    assert explained["reason"].startswith("waits at `wait-call` (2 business days at 10:00)")
