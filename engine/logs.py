@@ -1,7 +1,8 @@
 """Logging setup: readable lines by default, one JSON object per line with --log-format json.
 
 Context such as run_id, playbook or dedup_key travels in `extra=` and is printed as fields. Secrets
-never reach a log: settings hold them as SecretStr, and connectors never put them in messages."""
+never reach a log: settings hold them as SecretStr, connectors never put them in messages, and every line is
+passed through engine/redact.py (values from `${ENV}`, URL passwords) before it is written."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+
+from engine.redact import redact
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -18,10 +21,10 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         data = {"ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-                "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
-        data.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+                "level": record.levelname.lower(), "logger": record.name, "msg": redact(record.getMessage())}
+        data.update({k: _clean(v) for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+            data["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
@@ -34,7 +37,14 @@ class HumanFormatter(logging.Formatter):
         line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}" + (f"  {extras}" if extras else "")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
+
+
+def _clean(value: object) -> object:
+    """An `extra` field without secrets (text redacted; numbers and flags as they are)."""
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    return redact(value if isinstance(value, str) else str(value))
 
 
 def setup_logging(fmt: str = "human", level: str = "INFO") -> None:

@@ -19,6 +19,7 @@ from engine.datamodel import BOOKKEEPING, CORE_FIELDS, ENTITY_OF, Entity, FieldT
 from engine.errors import ConfigError, Diagnostic, UserError
 from engine.outbound import OutboundConfig
 from engine.plugins import LocalSink, Registry, registry
+from engine import redact
 from engine.spec.diagnostics import validation_diagnostics
 from engine.spec.yamlfile import Positions, load_yaml
 from engine.textfile import read_text
@@ -357,6 +358,7 @@ def interpolate_env(data: Any, positions: Positions, env: dict[str, str] | None 
                     problems.append(positions.diagnostic(path, f"environment variable `{name}` is not set",
                                                      f"export {name}=… before running, or remove it"))
                     return ""
+                redact.remember_env(name, env[name])       # never echoed: messages name the variable instead
                 return env[name]
             return _ENV.sub(sub, node)
         return node
@@ -365,6 +367,18 @@ def interpolate_env(data: Any, positions: Positions, env: dict[str, str] | None 
     if problems:
         raise ConfigError(problems)
     return result
+
+
+def _remember_urls(node: Any) -> None:
+    """Keep the passwords of every URL in the configuration (database, SQL sources, …) out of messages."""
+    if isinstance(node, dict):
+        for v in node.values():
+            _remember_urls(v)
+    elif isinstance(node, list):
+        for v in node:
+            _remember_urls(v)
+    elif isinstance(node, str) and "://" in node:
+        redact.remember_url(node)
 
 
 def find_config(path: str | Path | None) -> Path:
@@ -391,7 +405,9 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(positions.diagnostic((), "the configuration must be a mapping of keys"))
+    redact.forget_all()
     data = interpolate_env(data, positions, env)
+    _remember_urls(data)
     for reserved in ("base_dir", "config_file"):
         if reserved in data:
             raise ConfigError(positions.diagnostic((reserved,), f"unknown key `{reserved}`", key=True))

@@ -54,9 +54,11 @@ def secret_values(config: str | None) -> list[str]:
 
 def mask(text: str, secrets: list[str]) -> str:
     """The text with every secret and every URL's password replaced by ***."""
+    from engine.redact import redact
+
     for value in secrets:
         text = text.replace(value, MASK)
-    return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text)
+    return redact(_URL_PASSWORD.sub(rf"\g<1>{MASK}@", text))
 
 
 def _details(exc: BaseException, argv: list[str], secrets: list[str]) -> str:

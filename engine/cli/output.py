@@ -14,6 +14,7 @@ from rich.table import Table
 
 from engine.clock import localize, show_time
 from engine.errors import Diagnostic
+from engine.redact import redact
 
 out = Console(highlight=False, soft_wrap=False,
               width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120)
@@ -33,7 +34,7 @@ def print_diagnostics(diags: Iterable[Diagnostic], *, stream: Console = err, lim
     diags = list(diags)
     shown = diags if limit is None or len(diags) <= limit else diags[:limit]
     for d in shown:
-        target.write(str(replace(d, message=f"{label}: {d.message}") if label else d) + "\n")
+        target.write(redact(str(replace(d, message=f"{label}: {d.message}") if label else d)) + "\n")
     if len(shown) < len(diags):
         target.write(f"... and {len(diags) - len(shown)} more\n")
     target.flush()
@@ -41,7 +42,8 @@ def print_diagnostics(diags: Iterable[Diagnostic], *, stream: Console = err, lim
 
 def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
     """A problem or warning for --format json."""
-    return {"file": d.file, "line": d.line, "col": d.col, "message": d.message, "hint": d.hint}
+    return {"file": d.file, "line": d.line, "col": d.col, "message": redact(d.message),
+            "hint": redact(d.hint) if d.hint else d.hint}
 
 
 def table(title: str | None, columns: list[str], rows: Iterable[Iterable[Any]], *, caption: str | None = None,

@@ -31,6 +31,9 @@ def url_problem(url: str, supported: tuple[str, ...] | None = SUPPORTED) -> str 
         parsed = make_url(url)
     except ArgumentError:
         return "not a database URL; write e.g. sqlite:///playbook.db or postgresql+psycopg://user@host/db"
+    if "@" in (parsed.host or "") + (parsed.database or "") and parsed.password is not None:
+        return ("the user name or password holds an unencoded `@`, so the host cannot be told apart: "
+                "percent-encode it in the URL (`@` as %40, `:` as %3A, `/` as %2F)")
     try:
         dialect = parsed.get_dialect()
     except NoSuchModuleError:
@@ -144,14 +147,18 @@ def open_engine(url: str, custom_fields: dict[str, dict[str, str]] | None = None
 
 def _shown(engine: Engine) -> str:
     """The database as a person recognises it: a SQLite file's path, or the URL with its password hidden."""
+    from engine.redact import redact
+
     if engine.dialect.name == "sqlite" and engine.url.database:
         return engine.url.database
-    return engine.url.render_as_string(hide_password=True)
+    return redact(engine.url.render_as_string(hide_password=True))
 
 
 def _cannot_open(engine: Engine, exc: Exception) -> DatabaseUnavailable:
     """Why a database cannot be opened, said with the driver's own words (never the password)."""
-    reason = _first_line(getattr(exc, "orig", None) or exc)
+    from engine.redact import redact
+
+    reason = redact(_first_line(getattr(exc, "orig", None) or exc))
     if engine.dialect.name != "sqlite":
         hint = "is the server running, and are the host, port, database, user and password in `database:` right?"
     elif "not a database" in reason or "malformed" in reason:

@@ -85,6 +85,8 @@ class SqlReader(Reader):
 
     def _describe(self, exc: BaseException) -> str:
         """The error's first line, with any password of the URL blanked out (secrets never print)."""
+        from engine.redact import redact, remember_url
+
         orig = getattr(exc, "orig", None) or exc
         lines = str(orig).strip().splitlines()
         message = f"{type(orig).__name__}: {lines[0] if lines else ''}"
@@ -94,7 +96,8 @@ class SqlReader(Reader):
             password = None
         if password:
             message = message.replace(str(password), "***")
-        return message
+        remember_url(self.url)
+        return redact(message)
 
 
 class SqlPlugin(SourcePlugin):
