@@ -272,6 +272,14 @@ class EmailKind(ActionKind):
                     for n, m in enumerate(payload.messages)]
         return EmailPayload(messages, [], payload.reply_to)
 
+    def digest_parts(self, payload: EmailPayload) -> list[tuple[str, str, EmailPayload]]:
+        """Each address's message; a digest lists its subject line."""
+        return [(m.to, m.subject, replace(payload, messages=[m])) for m in payload.messages]
+
+    def digest_message(self, recipient: str, message: Any, key: str) -> EmailPayload:
+        return EmailPayload([Mail(recipient, message.subject, message_id(key, 0), message.text or None,
+                                  message.html)])
+
 
 TEST_MARK = "[TEST] "          # the subject prefix of a test send (`playbook preview --send-to`)
 

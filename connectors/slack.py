@@ -115,6 +115,17 @@ class SlackKind(ActionKind):
             bodies["blocks"] = json.dumps(payload.blocks, ensure_ascii=False, indent=2)
         return [Rendering(where, bodies)]
 
+    digest_markup = "slack"
+
+    def digest_parts(self, payload: SlackPayload) -> list[tuple[str, str, SlackPayload]]:
+        return [(str(payload.to or payload.channel), payload.text, payload)]
+
+    def digest_message(self, recipient: str, message: Any, key: str) -> SlackPayload:
+        """A digest to a user (an email address: a direct message) or a channel."""
+        if "@" in recipient:
+            return SlackPayload(message.text, to=recipient)
+        return SlackPayload(message.text, channel=recipient)
+
 
 def _blocks(value: Any, ctx: CompileContext, path: tuple[Any, ...]) -> Any:
     """Block Kit with its templates compiled: the `text` of a `mrkdwn` object (which Slack reads for mentions and

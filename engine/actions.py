@@ -97,6 +97,8 @@ class CompiledAction:
     connector: str = ""             # the connector plugin that delivers it (engine/plugins.py: route)
     customer_facing: bool = False   # it reaches a customer: the contact policy applies (engine/contact_policy.py)
     metrics: frozenset = frozenset()  # the metric windows its templates read (metric(), metric_change())
+    digest: Any = None              # the DigestSchedule it collects into (engine/digests.py), or None
+    digest_template: str | None = None
 
 
 @dataclass
@@ -211,7 +213,8 @@ class ActionKind:
     @staticmethod
     def dump(options: BaseModel) -> dict[str, Any]:
         """The options as written (without `connector`, which the core reads)."""
-        return options.model_dump(exclude_none=True, by_alias=True, exclude={"connector", "customer_facing"})
+        return options.model_dump(exclude_none=True, by_alias=True,
+                                  exclude={"connector", "customer_facing", "digest", "digest_template"})
 
     def plan(self, action: CompiledAction, ctx: PlanContext) -> Payload:
         """The payload of one action for one subject (raises TemplateProblem when a template fails)."""
@@ -266,3 +269,15 @@ class ActionKind:
         """The payload sent to `address` only and marked as a test (`playbook preview --send-to`), or None when
         this kind has nothing to send to an address."""
         return None
+
+    # digests (§15, engine/digests.py): kinds whose messages may collect into one per recipient override these
+    digest_markup: ClassVar[str] = "text"      # how a digest's default layout is written: `slack` or `text`
+
+    def digest_parts(self, payload: Any) -> list[tuple[str, str, Payload]] | None:
+        """(recipient, the text a digest lists, the payload to that recipient) of each recipient of a planned
+        payload; None: this kind's actions cannot collect into digests."""
+        return None
+
+    def digest_message(self, recipient: str, message: Any, key: str) -> Payload:
+        """The payload of one digest to `recipient` (message: engine.digests.DigestMessage)."""
+        raise NotImplementedError

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from engine.contact_policy import ContactPolicy
+from engine.digests import assemble_due
 from engine.delivery import Connector, Outcome, Receipt
 from engine.plugins import Unrendered, registry
 from engine.clock import parse_duration, wall_clock
@@ -84,9 +85,14 @@ class Dispatcher:
         self._unattempted.update(i.id for i in items)
         return items
 
+    def assemble(self) -> int:
+        """Make the digests due now out of their items (engine/digests.py); they are then claimed like any action."""
+        return assemble_due(self.store, self.settings, self.clock())
+
     def run_once(self, limit: int | None = None) -> DispatchStats:
         """Deliver until nothing is due, or until `limit` actions were handled."""
         stats = DispatchStats()
+        self.assemble()
         while limit is None or stats.total < limit:
             items = self.claim(None if limit is None else limit - stats.total)
             if not items:

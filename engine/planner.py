@@ -8,8 +8,9 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from engine.actions import CompiledAction, PlanContext
-from engine.clock import Clock, parse_duration
+from engine.clock import Clock, parse_duration, show_time
 from engine.contact_policy import CapPreview, ContactPolicy, ContactPolicyConfig, Slot
+from engine.digests import group_key, subject_name
 from engine.episodes import Transition
 from engine.plugins import registry
 from engine.settings import Settings
@@ -132,6 +133,8 @@ class Planner:
                     event.payloads.append({"dedup_key": key})
             return [self.unrendered(self.base_row(key, t, str(firing), action), exc.message,
                                     getattr(exc, "label", "rendering failed"))]
+        if action.digest is not None:
+            return self.digest_items(t, str(firing), action, kind, key, payload, ctx.records, event)
         rows = []
         for part_key, part, policy in self.deliveries(action, kind, key, payload, ctx.records, ctx.contacts):
             row = self.base_row(part_key, t, str(firing), action)
@@ -141,6 +144,33 @@ class Planner:
                 row.update(status="suppressed", last_error=empty, finished_at=self.planned_at)
             if self.describe and event is not None:
                 event.actions.append({"kind": action.kind, **kind.summary(part), **self.shown(row, empty)})
+                if self.keep_payloads:
+                    event.payloads.append({"dedup_key": part_key, **row["payload"]})
+            rows.append(row)
+        return rows
+
+    def digest_items(self, t: Transition, firing: str, action: CompiledAction, kind: Any, key: str, payload: Any,
+                     records: dict[str, dict], event: PlannedEvent | None) -> list[dict[str, Any]]:
+        """An action that collects into a digest (§15): one row per recipient, waiting (status `digest`) for the
+        next digest time of its schedule, with what the digest will list of it (engine/digests.py)."""
+        schedule, tz = action.digest, self.clock.timezone
+        due = schedule.next_time(self.planned_at, tz)
+        when = localize(due, ZoneInfo(tz)).isoformat(timespec="seconds")
+        parts = kind.digest_parts(payload) or []
+        name = subject_name(self.pb.subject, records)
+        rows = []
+        for n, (recipient, text, part) in enumerate(parts):
+            part_key = key if len(parts) == 1 else f"{key}/{n}"
+            row = self.base_row(part_key, t, firing, action)
+            row.update(payload=part.to_json(), status="digest", not_before=due, expires_at=None,
+                       digest_key=group_key(action.connector, recipient),
+                       note=f"digest ({schedule.label()}) at {show_time(due, tz)}",
+                       digest={"to": recipient, "every": schedule.every, "at": schedule.at, "day": schedule.day,
+                               "playbook": self.pb.spec.name, "subject": name, "text": text,
+                               **({"template": action.digest_template} if action.digest_template else {})})
+            if self.describe and event is not None:
+                event.actions.append({"kind": action.kind, **kind.summary(part), "digest": schedule.label(),
+                                      "send_at": when})
                 if self.keep_payloads:
                     event.payloads.append({"dedup_key": part_key, **row["payload"]})
             rows.append(row)
@@ -202,9 +232,10 @@ class Planner:
                    episode=t.episode, firing=firing, action_index=action.index, kind=action.kind,
                    connector=action.connector, status="pending", attempts=0, not_before=self.planned_at,
                    expires_at=self.expires_at, lease_token=0, ambiguous=False, created_at=self.written_at,
-                   updated_at=self.written_at, last_error=None, finished_at=None, payload=None)
+                   updated_at=self.written_at, last_error=None, finished_at=None, payload=None, digest_key=None,
+                   digest=None, note=None)
         if self.policy.active:       # every row of a run has the same keys (one executemany)
-            row.update(policy=None, account_id=None, contact_id=None, zone=None, note=None)
+            row.update(policy=None, account_id=None, contact_id=None, zone=None)
         return row
 
 

@@ -289,6 +289,7 @@ def run_worker_loop(d: Dispatcher, stop: threading.Event, *, idle_s: float = 1.0
     while not stop.is_set():
         try:
             d.settle()               # what a database error cut short (no query when nothing was)
+            d.assemble()             # digests due now become actions to claim
             items = d.claim()
             d.process(items, stop)   # on stop, the rest of the batch stays claimed and is released below
             backoff = 1.0

@@ -34,6 +34,7 @@ CONTEXT_NAMES = {
     "account": {"account", "playbook", "now", "today", "unsubscribe_url"},
     "contact": {"account", "contact", "playbook", "now", "today", "unsubscribe_url"},
     "goal": {"account", "goal", "playbook", "now", "today", "unsubscribe_url"},
+    "digest": {"items", "groups", "recipient", "period"},        # a digest_template (engine/digests.py)
 }
 HELPERS = {"days_until", "days_since", "range", "metric", "metric_change"}   # what a template may call
 METRIC_FUNCTIONS = ("metric", "metric_change")

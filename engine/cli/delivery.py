@@ -15,8 +15,8 @@ from engine.errors import Diagnostic, UserError
 from engine.store import Tx
 from engine.store.tasks import BUILTIN
 
-STATUSES = ["pending", "claimed", "held", "sent", "failed", "suppressed", "cancelled"]
-WAITING = ("pending", "claimed", "held")          # not delivered yet: their due time still matters
+STATUSES = ["pending", "claimed", "held", "digest", "collected", "sent", "failed", "suppressed", "cancelled"]
+WAITING = ("pending", "claimed", "held", "digest")  # not delivered yet: their due time still matters
 
 
 @click.command()
@@ -83,8 +83,8 @@ def outbox_list(app: App, status: str | None, playbook_id: str | None, limit: in
 
 
 def _why(row: dict) -> str:
-    """Why an action waits (its contact-policy note) or how it ended (its last error)."""
-    text = row["note"] if row["status"] in WAITING and row.get("note") else row["last_error"] or ""
+    """Why an action waits (its contact-policy or digest note) or how it ended (its last error)."""
+    text = row["note"] if row["status"] in (*WAITING, "collected") and row.get("note") else row["last_error"] or ""
     return text[:90]
 
 
@@ -120,10 +120,10 @@ def outbox_retry(app: App, ids: tuple[int, ...], rerender: bool) -> None:
 @click.argument("ids", nargs=-1, type=ID, required=True)
 @command
 def outbox_cancel(app: App, ids: tuple[int, ...]) -> None:
-    """Cancel pending or held actions."""
+    """Cancel pending or held actions, or digest items still waiting for their digest."""
     with app.store.write() as tx:
-        _refuse_others(tx, ids, ("pending", "held"), "cancelled")
-        n = tx.outbox.set_status(list(ids), "cancelled", wall_clock(), ("pending", "held"))
+        _refuse_others(tx, ids, ("pending", "held", "digest"), "cancelled")
+        n = tx.outbox.set_status(list(ids), "cancelled", wall_clock(), ("pending", "held", "digest"))
     out.print(f"{n} action(s) cancelled")
 
 

@@ -65,7 +65,8 @@ def action_summary(actions: list[dict[str, Any]]) -> str:
         what = a.get("subject") or a.get("text") or a.get("title") or a.get("error") or ""
         what = (what[:60] + "…") if len(what) > 61 else what
         parts.append(f"{a['kind']} → {to}" + (f": {what}" if what else ""))
-        for note in (a.get("deferred"), a.get("cap")):
+        digest = f"digest ({a['digest']}) at {a['send_at']}" if a.get("digest") else None
+        for note in (a.get("deferred"), a.get("cap"), digest):
             if note:
                 parts.append(f"  ↳ {note}")
     return "\n".join(parts)

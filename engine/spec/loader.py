@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.actions import CompileContext, CompiledAction
+from engine.actions import ActionKind, CompileContext, CompiledAction
 from engine.datamodel import ENTITY_OF, SUBJECT_TYPES, fields_of
 from engine.errors import Diagnostic, ExpressionError, UserError, declared_hint
 from engine.lang import Scope, compile_expression
@@ -293,14 +293,68 @@ def _compile_action(action: Any, index: int, path: tuple[Any, ...], spec: Playbo
             positions.diagnostic(path + tuple(sub), message, hint)),
         template_problem=lambda name, exc, path=path: problems.append(Diagnostic(
             _display(settings.templates / name, settings.base_dir), exc.line, None, exc.message,
-            f"used by {positions.file} line {positions.at(path + ('template',))[0]}")))
+            f"used by {positions.file} line {positions.at(path + ('template',))[0] or positions.at(path)[0]}")))
     with templates.collecting() as metrics:
         fields, files = kind.compile(action.options, ctx)
     _check_roles(kind.contact_roles(action.options), kind.dump(action.options), path, settings, positions,
                  problems)
-    facing = action.customer_facing
-    return CompiledAction(index, action.kind, action.options, fields, files, connector,
-                          kind.customer_facing(action.options) if facing is None else facing, frozenset(metrics))
+    facing = kind.customer_facing(action.options) if action.customer_facing is None else action.customer_facing
+    digest = _check_digest(action, facing, path, ctx, positions, problems)
+    return CompiledAction(index, action.kind, action.options, fields, files, connector, facing, frozenset(metrics),
+                          digest, action.digest_template if digest else None)
+
+
+def _check_digest(action: Any, facing: bool, path: tuple[Any, ...], ctx: CompileContext, positions: Positions,
+                  problems: list[Diagnostic]) -> Any:
+    """The digest schedule an action collects into (§15), or None: only internal messages of a kind that has
+    digests may, and a `digest_template` needs `digest:` and its files (checked as a digest renders them)."""
+    from engine.digests import schedule_of
+
+    if action.digest is None:
+        if action.digest_template:
+            problems.append(positions.diagnostic(path + ("digest_template",), "`digest_template` needs `digest:`",
+                                                 "add `digest: daily` (or weekly), or remove `digest_template`"))
+        return None
+    kinds = registry().kinds
+    kind = kinds[action.kind]
+    if kind.digest_parts.__func__ is ActionKind.digest_parts:    # type: ignore[attr-defined]
+        able = [name for name, k in kinds.items() if k.digest_parts.__func__ is not ActionKind.digest_parts]
+        problems.append(positions.diagnostic(path + ("digest",), f"`{action.kind}` actions cannot collect into a "
+                                             "digest", f"digests are for {', '.join(able)} messages"))
+        return None
+    if facing:
+        problems.append(positions.diagnostic(path + ("digest",), "a digest collects internal messages; this "
+                                             "action reaches customers",
+                                             "address it to your team (a Slack user or channel, an email address), "
+                                             "or send it on its own"))
+        return None
+    name = action.digest_template
+    if name:
+        _check_digest_template(name, kind.digest_markup, action.kind, path, ctx, positions, problems)
+    return schedule_of(action.digest)
+
+
+def _check_digest_template(name: str, markup: str, kind: str, path: tuple[Any, ...], ctx: CompileContext,
+                           positions: Positions, problems: list[Diagnostic]) -> None:
+    """NAME.txt.j2 (and for emails NAME.subject.j2, or NAME.html.j2 instead of the text) must exist and compile
+    with a digest's context."""
+    templates = ctx.templates
+    parts = [".subject.j2", ".txt.j2", ".html.j2"] if kind == "email" else [".txt.j2"]
+    found = [p for p in parts if templates.exists(name + p)]
+    body = {".txt.j2", ".html.j2"} & set(found)
+    if not body:
+        problems.append(positions.diagnostic(path + ("digest_template",), f"digest template `{name}` not found in "
+                                             f"{ctx.templates_shown}/", f"create {name}.txt.j2"))
+        return
+    for part in found:
+        try:
+            if markup == "slack":
+                templates.compile_inline((templates.directory / (name + part)).read_text("utf-8"), "digest",
+                                         markup="slack")
+            else:
+                templates.compile_file(name + part, "digest")
+        except TemplateProblem as exc:
+            ctx.template_problem(name + part, exc)
 
 
 def _check_roles(roles: list[str], options: dict[str, Any], path: tuple[Any, ...], settings: Settings,

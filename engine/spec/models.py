@@ -14,6 +14,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, create_m
 
 from engine.clock import CronText, Duration, DurationText, parse_duration
 from engine.datamodel import SubjectType
+from engine.digests import DigestOption
 from engine.plugins import Registry, registry
 
 ID_PATTERN = r"^[a-z0-9-]+$"
@@ -227,6 +228,14 @@ class ActionBase(OneOf):
     def customer_facing(self) -> bool | None:
         return getattr(self.options, "customer_facing", None)
 
+    @property
+    def digest(self) -> Any:
+        return getattr(self.options, "digest", None)
+
+    @property
+    def digest_template(self) -> str | None:
+        return getattr(self.options, "digest_template", None)
+
 
 class ActionStepBase(ActionBase):
     """One action step of a journey: exactly one action kind's key, its `id` and an optional `if`."""
@@ -252,7 +261,11 @@ def _playbook_model(reg: Registry) -> type[Playbook]:
             kind.options.__name__, __base__=kind.options, __module__=kind.options.__module__,
             connector=(str | None, Field(None, description="the connector that delivers it")),
             customer_facing=(bool | None, Field(None, description="whether it reaches a customer (the contact "
-                                                                  "policy applies); default: the kind's own view")))
+                                                                  "policy applies); default: the kind's own view")),
+            digest=(DigestOption | None, Field(None, description="collect into one message per recipient: daily, "
+                                                                "weekly, or {every, at, day} (§15)")),
+            digest_template=(str | None, Field(None, description="the template of the digest message (receives "
+                                                                 "items, groups, recipient, period)")))
         kinds[name] = (options | None, None)
     action = create_model("Action", __base__=ActionBase, **kinds)
     action_step = create_model(

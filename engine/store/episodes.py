@@ -88,6 +88,22 @@ class Episodes(Repository):
         return set(self.conn.execute(resolved_between(self.schema), {
             "b_pb": playbook_id, "b_type": subject, "b_after": after, "b_until": until}).scalars())
 
+    def resolved_items(self, rows: list[dict[str, Any]]) -> set[int]:
+        """The ids of these outbox rows (digest items) whose episode has resolved since it planned them (an
+        `on_resolve` action's item is not: it is the news of the resolve)."""
+        by_playbook: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in rows:
+            if r["firing"] != "resolve":
+                by_playbook.setdefault((r["playbook_id"], r["subject_type"]), []).append(r)
+        out = set()
+        for (pb, stype), mine in by_playbook.items():
+            stored = self.stored(pb, stype, sorted({r["subject_id"] for r in mine}))
+            for r in mine:
+                ep = stored.get(r["subject_id"])
+                if ep is None or ep.episode > r["episode"] or not ep.is_open:
+                    out.add(r["id"])
+        return out
+
     def history(self, *, playbook_id: str | None = None, subject: str | None = None, limit: int = 50) -> list[dict]:
         """The latest events, newest first."""
         ev = self.schema.events
@@ -194,6 +210,14 @@ class Runs(Repository):
         if active:
             values["activated_at"] = now
         self.conn.execute(update(t).where(t.c.playbook_id.in_(playbook_ids)).values(**values))
+
+    def evaluating(self, until: datetime, since: datetime) -> bool:
+        """Whether an evaluation for a moment up to `until` started after `since` and is still running (what it
+        plans may belong in a digest due at `until`)."""
+        r = self.schema.runs
+        return self.conn.execute(select(r.c.id).where(
+            r.c.status == "running", r.c.kind.in_(("run", "scheduled")), r.c.now <= until,
+            r.c.started_at >= since).limit(1)).first() is not None
 
     def playbook_states(self) -> dict[str, dict]:
         """playbook id -> its latest evaluation (last_evaluated_at, last_now, status, detail, scan, ...)."""

@@ -111,6 +111,51 @@ class Outbox(Repository):
                                               "b_to": prefix + "\uffff"}).rowcount or 0
         return total
 
+    # -- digests (engine/digests.py) ---------------------------------------------------------------------------
+
+    def digests_due(self, now: datetime) -> list[str]:
+        """The digests (`digest/<connector>/<recipient>`) with items due at `now`."""
+        o = self.schema.outbox
+        q = select(o.c.digest_key).where(o.c.status == "digest", o.c.not_before <= now).distinct()
+        return sorted(k for (k,) in self.conn.execute(q) if k)
+
+    def lock_digest(self, digest: str) -> None:
+        """Serialise the transactions that make this recipient's digest until this one ends."""
+        sql_dialect.lock(self.conn, f"digest:{digest}")
+
+    def digest_items(self, digest: str, now: datetime) -> list[dict]:
+        """The items of a digest due at `now`, in planning order."""
+        o = self.schema.outbox
+        q = select(o).where(o.c.digest_key == digest, o.c.status == "digest", o.c.not_before <= now).order_by(o.c.id)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def id_of(self, dedup_key: str) -> int | None:
+        """The id of the action with this dedup key, if there is one."""
+        o = self.schema.outbox
+        return self.conn.execute(select(o.c.id).where(o.c.dedup_key == dedup_key)).scalar()
+
+    def postpone_digest_items(self, due: list[tuple[int, datetime]], now: datetime) -> None:
+        """Items that came due after their digest was made: due at their next digest time instead."""
+        o = self.schema.outbox
+        for id_, at in due:
+            self.conn.execute(update(o).where(o.c.id == id_, o.c.status == "digest").values(not_before=at,
+                                                                                         updated_at=now))
+
+    def collect(self, ids: list[int], digest_key: str, note: str, now: datetime) -> int:
+        """Items put into the digest `digest_key` (they take its outcome when it is recorded)."""
+        o = self.schema.outbox
+        return self.conn.execute(update(o).where(o.c.id.in_(ids), o.c.status == "digest").values(
+            status="collected", digest_key=digest_key, note=note, updated_at=now)).rowcount or 0
+
+    def follow_digests(self, outcomes: list[tuple[str, str, str | None]], now: datetime) -> None:
+        """Each digest's outcome (dedup key, status, detail) copied to the items it collected."""
+        o = self.schema.outbox
+        for key, status, detail in outcomes:
+            terminal = status in TERMINAL
+            self.conn.execute(update(o).where(o.c.digest_key == key, o.c.status != status).values(
+                status=status if terminal else "collected", last_error=detail if status != "sent" else None,
+                finished_at=now if terminal else None, updated_at=now))
+
     def counts(self) -> dict[str, int]:
         """status -> number of actions."""
         o = self.schema.outbox
@@ -141,13 +186,14 @@ class Outbox(Repository):
         return [dict(r) for r in self.conn.execute(q).mappings()]
 
     def of_subject(self, playbook_id: str, subject_type: str, subject_id: str, limit: int = 10) -> list[dict]:
-        """A playbook's actions for one subject that are not done yet (pending, claimed or held), or were
+        """A playbook's actions for one subject that are not done yet (pending, claimed, held, or waiting for their
+        digest), or were
         suppressed by a frequency cap; newest first."""
         o = self.schema.outbox
         prefix = f"{playbook_id}/{subject_type}:{subject_id}/"     # the dedup keys of this subject's actions
         q = (select(o).where(o.c.dedup_key >= prefix, o.c.dedup_key < prefix[:-1] + "0",   # read by the key index
                              o.c.playbook_id == playbook_id, o.c.subject_id == subject_id,
-                             or_(o.c.status.in_(("pending", "claimed", "held")),
+                             or_(o.c.status.in_(("pending", "claimed", "held", "digest")),
                                  and_(o.c.status == "suppressed", o.c.last_error.like("frequency cap:%"))))
              .order_by(o.c.id.desc()).limit(limit))
         return [dict(r) for r in self.conn.execute(q).mappings()]
@@ -179,7 +225,11 @@ class Outbox(Repository):
             values.update(not_before=now, finished_at=None, last_error=None)
         else:
             values.update(finished_at=now)
+        changed = [(r.dedup_key, r.subject_type) for r in self.conn.execute(
+            select(o.c.dedup_key, o.c.subject_type).where(o.c.id.in_(ids), o.c.status.in_(from_statuses)))]
         res = self.conn.execute(update(o).where(o.c.id.in_(ids), o.c.status.in_(from_statuses)).values(**values))
+        self.follow_digests([(key, status, "cancelled by an operator" if status == "cancelled" else None)
+                             for key, stype in changed if stype == "digest"], now)
         return res.rowcount or 0
 
 
@@ -264,6 +314,10 @@ def record_many(conn: Connection, schema: Schema, outcomes: list[Decision], now:
             select(o.c.id, o.c.lease_token).where(o.c.id.in_([x.item.id for x in outcomes]), o.c.status != "claimed"))}
         done = [(x.item.id, x.item.token) in kept for x in outcomes]
     _attempts(conn, schema, [x for x, ok in zip(outcomes, done) if ok], now, worker)
+    digests = [(x.item.dedup_key, x.status, x.detail) for x, ok in zip(outcomes, done)
+               if ok and x.item.subject_type == "digest" and x.status in TERMINAL]
+    if digests:
+        Outbox(conn, schema).follow_digests(digests, now)
     return done
 
 

@@ -146,6 +146,7 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("connector", String, nullable=False),
         Column("payload", JSON, nullable=False),
         Column("status", String, nullable=False),          # pending | claimed | sent | failed | suppressed | cancelled
+                                                           # | digest (waits for its digest) | collected (in one)
         Column("attempts", Integer, nullable=False, default=0),
         Column("not_before", DateTime, nullable=False),
         Column("expires_at", DateTime, nullable=True),
@@ -164,9 +165,15 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("contact_id", String, nullable=True),
         Column("zone", String, nullable=True),              # the recipient's time zone
         Column("note", Text, nullable=True),                # why it waits: quiet hours, business days, a cap
+        # digests (engine/digests.py): an item's digest (digest/<connector>/<recipient>, then with its time once
+        # collected) and what the digest lists of it; on a digest, its recipient and period
+        Column("digest_key", String, nullable=True),
+        Column("digest", JSON, nullable=True),
         UniqueConstraint("dedup_key", name="uq_outbox_dedup_key"),
     )
     Index("ix_outbox_due", outbox.c.status, outbox.c.not_before)
+    in_digest = outbox.c.digest_key.is_not(None)   # only digest items: a digest's outcome reaches its items by it
+    Index("ix_outbox_digest_key", outbox.c.digest_key, sqlite_where=in_digest, postgresql_where=in_digest)
     customer = outbox.c.policy == "customer"    # only customer-facing rows: previews count what waits per recipient
     Index("ix_outbox_customer_contact", outbox.c.contact_id, sqlite_where=customer, postgresql_where=customer)
     Index("ix_outbox_customer_account", outbox.c.account_id, sqlite_where=customer, postgresql_where=customer)
