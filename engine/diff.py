@@ -193,7 +193,7 @@ def changes(base: CompiledPlaybook, head: CompiledPlaybook, base_templates: Path
     for key in dict.fromkeys([*a, *b]):
         for path, before, after in _leaves(a.get(key), b.get(key), key):
             out.append(Change(path, CATEGORY.get(key, key), before, after))
-    names = {f for pb in (base, head) for act in (*pb.actions, *pb.on_resolve)
+    names = {f for pb in (base, head) for act in (*pb.actions, *pb.steps, *pb.on_resolve)
              for f in [getattr(act.spec, "template", None)] if isinstance(f, str)}
     for name in sorted(names):
         files = {p.name for d in (base_templates, head_templates) if d.is_dir() for p in d.glob(f"{name}.*")}

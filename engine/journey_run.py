@@ -64,7 +64,8 @@ def reads_now(journey: Journey) -> bool:
 def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock, *, run_id: int | None,
                      slot: Any, candidates: tuple[list[str], list[str]], full: bool, changed: set[str] | None,
                      cache: Any, records: Any, activating: bool, was_active: bool, scan_state: dict | None,
-                     keep_events: bool, caps: CapPreview | None, stale: str | None, edited: bool = False) -> Any:
+                     keep_events: bool, caps: CapPreview | None, stale: str | None, edited: bool = False,
+                     keep_payloads: bool = False) -> Any:
     """Enter, step and end one journey playbook's subjects (see the module docstring)."""
     dry_run = batch.dry_run
     result = PlaybookResult(pb.id, activated=activating)
@@ -98,7 +99,7 @@ def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock
         states.update(unit.journeys.of(pb.id, pb.subject, sorted(looked)))
         starts = {t.subject_id: t for t in entering}
         ids = sorted(starts.keys() | states.keys())
-        runner = _Runner(settings, pb, clock, unit, keep_events, records, caps, result)
+        runner = _Runner(settings, pb, clock, unit, keep_events, records, caps, result, keep_payloads)
         cal = calendar(settings)
         for i in range(0, len(ids), CHUNK):
             part = ids[i:i + CHUNK]
@@ -202,11 +203,12 @@ class _Runner:
     events."""
 
     def __init__(self, settings: Settings, pb: CompiledPlaybook, clock: Clock, unit: Any, keep_events: bool,
-                 records: Any, caps: CapPreview | None, result: Any):
+                 records: Any, caps: CapPreview | None, result: Any, keep_payloads: bool = False):
         from engine.clock import wall_clock
 
         self.pb, self.clock, self.unit, self.keep_events, self.result = pb, clock, unit, keep_events, result
-        self.planner = Planner(settings, pb, clock, describe=keep_events, caps=caps, written_at=wall_clock())
+        self.planner = Planner(settings, pb, clock, describe=keep_events, caps=caps, written_at=wall_clock(),
+                               keep_payloads=keep_payloads)
         self.rows: list[dict[str, Any]] = []
         self.states: list[JourneyState] = []
         self.endings: list[Transition] = []

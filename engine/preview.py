@@ -4,8 +4,8 @@ way a run plans it (engine/planner.py) but written nowhere. Each action kind say
 (`ActionKind.preview`). `--send-to` sends the emails, re-addressed and marked as a test (`ActionKind.test_copy`),
 through the configured connector.
 
-A playbook's previewable items are its actions (on entering) and its `on_resolve` actions; a journey's steps
-are items of the same shape (a label, the event it runs on, one compiled action)."""
+A playbook's previewable items are its actions (on entering) or, for a journey, its action steps (each as it
+would be sent when its turn comes, its `if` not applied), and its `on_resolve` actions."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from engine.store import Store
 class PreviewItem:
     """One planned action for the subject: where it comes from, who gets it and when, and how it reads."""
 
-    label: str                      # actions[0], on_resolve[1], a journey step's id
-    event: str                      # enter | resolve
+    label: str                      # actions[0], on_resolve[1], step ID (a journey's)
+    event: str                      # enter | step | resolve
     kind: str
     connector: str
     to: list[str]
@@ -60,6 +60,20 @@ def items_of(pb: CompiledPlaybook) -> Iterator[tuple[str, str, CompiledAction]]:
     """(label, event, action) of everything the playbook may send."""
     for n, action in enumerate(pb.actions):
         yield f"actions[{n}]", "enter", action
+    order = {"then": 0, "else": 1}
+    nodes = sorted((n for n in pb.journey.nodes if n.action is not None) if pb.journey else (),
+                   key=lambda n: [x if isinstance(x, int) else order.get(x, -1) for x in n.path])
+    branches = {n.path: n for n in pb.journey.nodes if n.kind == "if"} if pb.journey else {}
+    for node in nodes:
+        conds = []
+        for depth in range(len(node.path) - 2, 0, -1):       # the ifs whose then/else the step is in
+            owner = branches.get(node.path[:depth])
+            if owner is not None and owner.cond is not None and node.path[depth] in order:
+                text = pb.journey.expressions[owner.cond].text      # type: ignore[union-attr]
+                conds.insert(0, text if node.path[depth] == "then" else f"not ({text})")
+        if node.cond is not None:
+            conds.append(pb.journey.expressions[node.cond].text)   # type: ignore[union-attr]
+        yield f"step {node.id}" + (f" (if {' and '.join(conds)})" if conds else ""), "step", node.action
     for n, action in enumerate(pb.on_resolve):
         yield f"on_resolve[{n}]", "resolve", action
 
@@ -72,7 +86,7 @@ def preview(store: Store, settings: Settings, pb: CompiledPlaybook, subject_id: 
     from engine.tick import cap_preview, template_cache
 
     why = explain(store, pb, subject_id, clock)
-    planner = Planner(settings, pb, clock, caps=cap_preview(store, settings, clock), keep_payloads=True)
+    planner = Planner(settings, pb, clock, keep_payloads=True)
     with store.read() as tx:
         recs, contacts = plan_inputs(tx, pb, [subject_id], template_cache(store, clock), today=clock.today)
     ctx = planner.context_for(recs.get(subject_id) or {}, contacts)
@@ -81,6 +95,7 @@ def preview(store: Store, settings: Settings, pb: CompiledPlaybook, subject_id: 
     for label, event_name, action in items_of(pb):
         event = PlannedEvent(pb.id, f"{pb.subject}:{subject_id}", event_name, 1)
         t = Transition(subject_id, event_name, 1, 1, False)
+        planner.caps = cap_preview(store, settings, clock)     # each item on its own: as the only message now
         planner.plan_action(t, action, ctx, event)
         kind = reg.kinds[action.kind]
         for shown, planned in zip(event.actions, event.payloads):

@@ -121,7 +121,8 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
                                                slots[pb.id], mine, cache, records, not active,
                                                bool((states.get(pb.id) or {}).get("active")), scan_states[pb.id],
                                                keep_events, caps, _stale(settings, pb, synced),
-                                               (states.get(pb.id) or {}).get("source_hash") != pb.source_hash)
+                                               (states.get(pb.id) or {}).get("source_hash") != pb.source_hash,
+                                               keep_payloads)
                     continue
                 if not any(mine) and not _repeat_due(store, pb, clock) and not _stale(settings, pb, synced):
                     done[pb.id] = PlaybookResult(pb.id, activated=not active)   # only its scan state is recorded
@@ -152,7 +153,7 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
 def _journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock, store: Store, touched: Any,
              chosen: Any, run_id: int | None, slot: Any, mine: tuple[list[str], list[str]], cache: Any, records: Any,
              activating: bool, was_active: bool, scan_state: dict[str, Any], keep_events: bool,
-             caps: CapPreview | None, stale: str | None, edited: bool) -> PlaybookResult:
+             caps: CapPreview | None, stale: str | None, edited: bool, keep_payloads: bool = False) -> PlaybookResult:
     """A journey playbook's evaluation (engine/journey_run.py), with the subjects whose data changed since its
     last scan (a changes-only scope) or a full look."""
     from engine import journey_run
@@ -170,7 +171,7 @@ def _journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock,
     return journey_run.evaluate_journey(
         batch, settings, pb, clock, run_id=run_id, slot=slot, candidates=mine, full=full, changed=changed,
         cache=cache, records=records, activating=activating, was_active=was_active, scan_state=scan_state,
-        keep_events=keep_events, caps=caps, stale=stale, edited=edited)
+        keep_events=keep_events, caps=caps, stale=stale, edited=edited, keep_payloads=keep_payloads)
 
 
 def record_presence(store: Store, playbooks: PlaybookSet) -> list[str]:

@@ -250,7 +250,8 @@ def _print_preview(result: Any, raw: bool, tz: str) -> None:
     if not result.items:
         write("no actions\n")
     for item in result.items:
-        head = f"{item.label} ({'on resolve' if item.event == 'resolve' else 'on enter'}): {item.kind}"
+        when = {"resolve": "on resolve", "enter": "on enter"}.get(item.event, "journey")
+        head = f"{item.label} ({when}): {item.kind}"
         write(f"\n== {head} via {item.connector} " + "=" * max(3, 100 - len(head) - len(item.connector) - 8) + "\n")
         if item.error:
             write(f"not rendered: {item.error}\n")

@@ -118,3 +118,37 @@ def test_unknown_subject_and_wrong_type(tmp_path: Path) -> None:
     assert "is about accounts, not contacts" in r.stderr
     r = ws.cli("preview", "kaiyaku-boshi", "A1", "--send-to", "not an address", expect=2)
     assert "is not one email address" in r.stderr
+
+
+JOURNEY = """\
+    id: welcome-journey
+    name: Welcome journey
+    trigger:
+      when: "days_since(account.created_at) <= 1"
+    steps:
+      - id: welcome
+        email: {to: {role: champion}, template: koshin}
+      - wait: 3d
+      - if: "metric('logins', 3, 'sum') == 0"
+        then:
+          - id: nudge
+            slack: {to: "{{ account.csm_email }}", text: "{{ account.name }}: まだログインなし"}
+        else:
+          - id: thanks
+            task: {title: "Thank {{ account.name }}"}
+"""
+
+
+def test_a_journey_previews_each_action_step_with_its_condition(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    ws.playbook("welcome-journey", JOURNEY)
+    before = dump(tmp_path / "ws.db")
+    text = ws.cli("preview", "welcome-journey", "A1", "--now", "2026-12-01T10:00:00+09:00").stdout
+    heads = [line for line in text.splitlines() if line.startswith("== ")]
+    assert [h.split(" (journey)")[0] for h in heads] == [
+        "== step welcome", "== step welcome",           # one per champion under the contact policy
+        "== step nudge (if metric('logins', 3, 'sum') == 0)",
+        "== step thanks (if not (metric('logins', 3, 'sum') == 0))"]
+    assert "Subject            株式会社アクメ 様：ご契約更新のご案内" in text
+    assert "株式会社アクメ: まだログインなし" in text
+    assert dump(tmp_path / "ws.db") == before
