@@ -134,14 +134,15 @@ def run_sync(settings: Settings, store: Store, *, skip_invalid: bool = False,
 def sync_readers(settings: Settings, store: Store, readers: dict[str, Reader], *, now: datetime,
                  snapshot: bool = True) -> SyncReport:
     """Sync rows a caller already has (one reader per entity, synced in the usual order) instead of the
-    configured sources, with the same validation and bookkeeping; raise SyncFailed like `run_sync`.
-    `playbook test` loads its test file's rows this way."""
+    configured sources, with the same validation and bookkeeping; raise SyncFailed like `run_sync`. Their
+    removals are the caller's own (no mass-removal guard). `playbook test` loads its test file's rows this way."""
     moment = _naive_utc(now)
     report = SyncReport()
     for entity in ORDER:
         if entity in readers:
             given = _Given(readers[entity], not snapshot)
-            job = _EntitySync(settings, store, entity, [(readers[entity].label, given)], False, no_progress, moment)
+            job = _EntitySync(settings, store, entity, [(readers[entity].label, given)], False, no_progress, moment,
+                              allow_removal=True)
             report.entities[entity] = job.run()
     if report.failed:
         raise SyncFailed(report)
@@ -152,6 +153,7 @@ class _Given:
     """A reader the caller made, standing where a configured source would (see `sync_readers`)."""
 
     config = None
+    max_removal = None
 
     def __init__(self, reader: Reader, incremental: bool):
         self.reader, self.incremental, self.plugin = reader, incremental, self

@@ -139,3 +139,22 @@ def test_nothing_is_written_or_delivered(work: Path) -> None:
     r = invoke(work)
     assert r.exit_code == 0
     assert not (work / "playbook.db").exists() and not (work / "outbox").exists()
+
+
+def test_remove_takes_a_subject_out_and_its_episode_resolves(work: Path, tmp_path: Path) -> None:
+    path = tmp_path / "t.test.yaml"
+    path.write_text(textwrap.dedent("""\
+        playbooks: [renewal-risk]
+        data:
+          accounts:
+            - {id: A1, name: Acme, arr: 150000, renewal_date: 2027-01-15, health_score: 50}
+            - {id: A2, name: Bolt, arr: 150000, renewal_date: 2027-01-15, health_score: 90}
+        runs:
+          - at: 2026-12-01T09:00:00+09:00
+            expect: [{playbook: renewal-risk, subject: A1, event: enter}]
+          - at: 2026-12-02T09:00:00+09:00
+            remove: {accounts: [A1]}
+            expect: [{playbook: renewal-risk, subject: A1, event: resolve}]
+    """), encoding="utf-8")
+    r = invoke(work, str(path))
+    assert r.exit_code == 0, r.stdout
