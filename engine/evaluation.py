@@ -25,6 +25,7 @@ class PlaybookResult:
     events: list[PlannedEvent] = field(default_factory=list)   # kept only when run_tick(keep_events=True)
     counts: Counter = field(default_factory=Counter)            # event kind -> how many
     planned: int = 0
+    closures: int = 0                   # task closures among `planned`
     skipped: str | None = None
     activated: bool = False             # this run was the playbook's activation (§12)
     held: int = 0                       # enters held back by max_enters_per_run
@@ -41,6 +42,20 @@ def blocked(tx: Tx, pb: CompiledPlaybook, clock: Clock, result: PlaybookResult, 
     result.activated = False
     record_state(tx, pb, clock, "blocked", {"reason": reason, "would_plan": planned}, dry_run, active=was_active)
     return result
+
+
+def run_blocked(results: list[PlaybookResult], limit: int) -> str | None:
+    """Safety rail across playbooks: why a run whose playbooks planned more actions and task closures than
+    `defaults.max_total_actions_per_run` must plan nothing, or None when it may go ahead."""
+    total = sum(o.planned for o in results)
+    if total <= limit:
+        return None
+    closures = sum(o.closures for o in results)
+    shares = ", ".join(f"{o.playbook} {o.planned}" for o in sorted(results, key=lambda o: -o.planned) if o.planned)
+    return (f"run blocked: it would plan {total - closures} actions and {closures} task closures ({shares}), more "
+            f"than defaults.max_total_actions_per_run ({limit}); nothing was planned — check the last sync and "
+            f"the playbooks (`playbook run --dry-run`), then raise the limit or run fewer playbooks at a time "
+            f"(`--playbook ID`)")
 
 
 def record_state(tx: Tx, pb: CompiledPlaybook, clock: Clock, status: str, detail: dict[str, Any], dry_run: bool,

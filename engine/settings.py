@@ -120,6 +120,9 @@ class Defaults(Model):
     sync_schedule: CronText | None = Field(None, description="cron for syncing every source without its own "
                                                              "schedule")
     max_actions_per_run: int | None = Field(None, ge=1)
+    max_total_actions_per_run: int | None = Field(
+        None, ge=1, description="a run that would plan more actions and task closures than this across all its "
+                                "playbooks plans nothing")
     max_data_age: DurationText | None = Field(None, description="a playbook does not evaluate when the data it "
                                                                 "reads was synced longer ago than this (e.g. 2d)")
 

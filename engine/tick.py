@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from engine.contact_policy import CapPreview, ContactPolicy
 from engine.datamodel import ENTITY_OF
 from engine.lang import metric_calls
 from engine.episodes import Policy, Transition
-from engine.evaluation import PlaybookResult, blocked, record_state
+from engine.evaluation import PlaybookResult, blocked, record_state, run_blocked
 from engine.actions import ClosePayload
 from engine.planner import PlannedEvent, Planner, contact_roles, dedup_key, plan_inputs, template_rows
 from engine.plugins import CLOSE, registry
@@ -44,6 +45,7 @@ class TickResult:
     run_id: int | None = None
     scopes: dict[str, str] = field(default_factory=dict)    # playbook id -> how its subjects were scanned
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step (Stopwatch)
+    blocked: str | None = None                                # why the run planned nothing (max_total_actions_per_run)
 
     @property
     def events(self) -> list[PlannedEvent]:
@@ -52,7 +54,10 @@ class TickResult:
 
     def as_json(self) -> dict[str, Any]:
         """The stable machine form of §11."""
-        return {"now": self.clock.local().isoformat(), "events": [e.as_json() for e in self.events]}
+        doc: dict[str, Any] = {"now": self.clock.local().isoformat(), "events": [e.as_json() for e in self.events]}
+        if self.blocked:
+            doc["blocked"] = self.blocked
+        return doc
 
 
 class Stopwatch(dict):
@@ -104,7 +109,10 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
     # one connection, busy with the batch: its dispatch applies the caps instead)
     caps = cap_preview(store, settings, clock) if keep_events and not keep_payloads else None
     done: dict[str, PlaybookResult] = {}
-    with store.batch(dry_run=dry_run, on_commit=lambda s: watch.add("commit", s)) as batch:
+    rail = settings.defaults.max_total_actions_per_run
+    blocked_by: str | None = None
+    # under the run-wide rail the run commits once, at its end, so that a run over the limit leaves nothing behind
+    with store.batch(dry_run=dry_run, on_commit=lambda s: watch.add("commit", s), one_commit=rail is not None) as batch:
         # one subject type (and bit word) at a time: its scan, then its playbooks; only its candidates are in
         # memory, and the order (hence the order locks are taken in) is the same in every tick
         for pbs in candidates.by_subject(selected, slots):
@@ -135,19 +143,29 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
                                                 watch=watch, keep_events=keep_events, records=records,
                                                 activating=not active, caps=caps, keep_payloads=keep_payloads,
                                                 was_active=bool((states.get(pb.id) or {}).get("active")))
-    results = [done[pb.id] for pb in selected]
+            if rail is not None and not batch.dry_run and run_blocked(list(done.values()), rail):
+                batch.dry_run = True            # from here on, and at the end, everything is rolled back
+        results = [done[pb.id] for pb in selected]
+        if rail is not None:
+            blocked_by = run_blocked(results, rail)   # every playbook still counted: the reason has the whole total
+    if blocked_by:
+        log.error("ALERT %s", blocked_by, extra={"alert": "max_total_actions_per_run"})
+        for o in results:
+            o.events, o.counts, o.planned, o.closures, o.activated = [], Counter(), 0, 0, False
     with watch("record"):
         if run_id is not None:
             with store.write() as tx:
                 detail = {o.playbook: {"matched": o.matched, "events": sum(o.counts.values()), "planned": o.planned,
                                        "skipped": o.skipped, **({"activated": True} if o.activated else {}),
                                        **({"held": o.held} if o.held else {})} for o in results}
-                tx.runs.finish(run_id, "ok", wall_clock(), detail)
+                tx.runs.finish(run_id, "blocked" if blocked_by else "ok", wall_clock(),
+                               {**detail, "blocked": blocked_by} if blocked_by else detail)
     if not dry_run:
         with watch("statistics"), store.write() as tx:
             transitions = sum(sum(o.counts.values()) for o in results)
             tx.runs.analyze_grown(transitions, sum(o.planned for o in results))
-    return TickResult(clock, results, dry_run, run_id, {pid: s.reason for pid, s in chosen.items()}, dict(watch))
+    return TickResult(clock, results, dry_run, run_id, {pid: s.reason for pid, s in chosen.items()}, dict(watch),
+                      blocked=blocked_by)
 
 
 def _journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock, store: Store, touched: Any,
@@ -232,6 +250,7 @@ def evaluate_playbook(batch: Any, settings: Settings, pb: CompiledPlaybook, cloc
             with watch("write"):
                 unit.episodes.apply(pb.id, pb.subject, transitions, clock.now, run_id, slot, mend)
                 result.planned += unit.outbox.enqueue(rows) if not dry_run else len(rows)
+                result.closures += sum(1 for r in rows if r["kind"].endswith(CLOSE))
         result.events.sort(key=lambda e: (e.subject, e.event))
         if result.unrendered:
             log.warning("playbook %s: %d actions could not be rendered or were refused, and are recorded failed "

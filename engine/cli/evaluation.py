@@ -39,6 +39,8 @@ def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...],
     stats = None
     if not dry_run and not no_dispatch:
         stats = deliver_due(app.store, app.settings, clock)
+    if result.blocked:
+        err.file.write(result.blocked + "\n")
     for o in result.playbooks:
         if o.skipped:
             err.file.write(f"{o.playbook}: {o.skipped}\n")
@@ -54,7 +56,8 @@ def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...],
                  "\n".join(x for x in (action_summary(e.actions), _journey_note(e.detail, clock)) if x)]
                 for e in result.events]
         out.print(table(title, ["playbook", "subject", "event", "episode", "actions"], rows,
-                        caption=f"{len(rows)} event(s)" + (" — nothing was changed" if result.dry_run else "")))
+                        caption=f"{len(rows)} event(s)" + (" — nothing was changed" if result.dry_run else "")
+                        + (" — blocked by defaults.max_total_actions_per_run" if result.blocked else "")))
         if stats is not None:
             parts = ", ".join(f"{k}: {v}" for k, v in sorted(stats.by_outcome.items())) or "nothing due"
             out.print(f"dispatch: {parts}")

@@ -75,10 +75,13 @@ class Store:
         with self._engine.connect() as conn:
             yield Session(conn, self.schema)
 
-    def batch(self, *, dry_run: bool = False, on_commit: Callable[[float], None] | None = None) -> WriteBatch:
-        """A write batch: consecutive units of work sharing one transaction, each in its own savepoint."""
-        from engine.store.batch import WriteBatch
-        return WriteBatch(self._engine, self.schema, dry_run=dry_run, on_commit=on_commit)
+    def batch(self, *, dry_run: bool = False, on_commit: Callable[[float], None] | None = None,
+              one_commit: bool = False) -> WriteBatch:
+        """A write batch: consecutive units of work sharing one transaction, each in its own savepoint (committed
+        once, at the end, with `one_commit`)."""
+        from engine.store.batch import COMMIT_EVERY_S, WriteBatch
+        return WriteBatch(self._engine, self.schema, dry_run=dry_run, on_commit=on_commit,
+                          max_seconds=float("inf") if one_commit else COMMIT_EVERY_S)
 
     def touched(self) -> Touched:
         """A record of what changed since some marks, read once per tick and shared by its scans."""
