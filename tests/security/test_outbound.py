@@ -82,6 +82,23 @@ def test_urls_from_data_to_internal_addresses_are_refused_and_nothing_is_sent(ws
         assert SECRET not in json.dumps(row)
 
 
+def test_a_name_resolving_inside_is_refused_at_send_time_with_the_reason_in_the_outbox(
+        ws_sqlite: Workspace, httpserver: HTTPServer) -> None:
+    name = socket.gethostname()
+    try:
+        addresses = {ipaddress.ip_address(i[4][0]) for i in socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)}
+    except OSError:
+        pytest.skip(f"{name} does not resolve here")
+    if any(a.is_global for a in addresses):
+        pytest.skip(f"{name} resolves to a public address here")
+    workspace(ws_sqlite, [f"http://{name}:{httpserver.port}/hook"])
+    ws_sqlite.cli("run", "--now", "2026-03-02T09:00", expect=None)
+    row = outbox(ws_sqlite)["A00"]
+    assert row["status"] == "failed" and row["attempts"] == 1, row
+    assert row["last_error"].startswith(f"refused: webhook to {name} ("), row
+    assert httpserver.log == []
+
+
 def test_the_dry_run_shows_the_refusal(ws_sqlite: Workspace) -> None:
     workspace(ws_sqlite, ["http://0x7f000001:8080/hook"])
     out = ws_sqlite.cli("run", "--dry-run", "--now", "2026-03-02T09:00", "--format", "json", expect=None).stdout
@@ -198,3 +215,36 @@ def test_a_name_with_one_internal_and_one_allowed_address_connects_only_to_the_a
     connector = WebhookConnector(None, outbound=Outbound(OutboundConfig(allow=["127.0.0.0/8"])))
     d = connector.deliver(claimed(f"http://two.example:{httpserver.port}/hook"))
     assert d.outcome == Outcome.SENT and len(httpserver.log) == 1
+
+
+def test_https_to_a_checked_address_still_verifies_the_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection goes to the checked address, but TLS verifies the certificate for the URL's host name:
+    trusted for `localhost`, refused for a name the certificate does not carry."""
+    import ssl
+
+    from smtp_server import self_signed_cert
+
+    made = self_signed_cert(tmp_path)
+    if isinstance(made, str):
+        pytest.skip(made)
+    cert, key = made
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = HTTPServer(host="127.0.0.1", port=0, ssl_context=context)
+    server.start()
+    try:
+        server.expect_request("/hook").respond_with_data("ok")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        real = socket.getaddrinfo
+        monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: real(
+            "127.0.0.1" if host == "other.example" else host, port, *a, **k))
+        connector = WebhookConnector(None, outbound=Outbound(OutboundConfig(allow=["127.0.0.1"])))
+        d = connector.deliver(claimed(f"https://localhost:{server.port}/hook"))
+        assert d.outcome == Outcome.SENT, d.detail
+        d = connector.deliver(claimed(f"https://other.example:{server.port}/hook"))
+        assert d.outcome != Outcome.SENT and "certificate" in d.detail.lower(), d.detail
+        assert len(server.log) == 1
+    finally:
+        server.clear()
+        if server.is_running():
+            server.stop()
