@@ -115,7 +115,9 @@ def explain(store: Store, pb: CompiledPlaybook, subject_id: str, clock: Clock,
                 "only after the trigger stops matching and matches again")
     if settings is not None and settings.contact_policy is not None:
         out.deliveries = _deliveries(store, settings, pb, subject_id, clock)
-        with store.read() as tx:
+    if settings is not None and (settings.contact_policy is not None
+                                 or any(a.digest for a in (*pb.actions, *pb.on_resolve))):
+        with store.read() as tx:     # what waits: for the contact policy's allowed time, or for its digest
             out.waiting = [_waiting(r, clock) for r in tx.outbox.of_subject(pb.id, pb.subject, subject_id)]
     return out
 

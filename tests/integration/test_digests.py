@@ -174,3 +174,28 @@ def test_digest_template_and_what_validate_refuses(ws_sqlite: Workspace) -> None
     out = ws.cli("validate", expect=1).output
     assert "bad.yaml:5:46: actions.0.slack.digest: `day` is for weekly digests (every: weekly)" in out
     assert "bad.yaml:6:46: actions.1.slack.digest: `hourly` is not a digest schedule: use daily, weekly or" in out
+
+
+def test_a_digest_waits_for_an_evaluation_of_its_moment_still_running(ws_sqlite: Workspace) -> None:
+    """A run at the digest time may still be planning alerts for it: the digest is made once that run ends."""
+    from datetime import datetime, timedelta, timezone
+
+    from engine.app import App
+
+    ws = ws_sqlite
+    ws.data("accounts", [{"id": "A1", "name": "Acme", "arr": 100, "health_score": 10, "csm_email": "c@x.example"}])
+    ws.sync()
+    ws.playbook("risk0", RISK.format(n=0, limit=50))
+    day = (datetime.now(timezone.utc) - timedelta(days=2)).date()
+    ws.cli("run", "--now", f"{day.isoformat()}T10:00:00", "--no-dispatch")
+    due = datetime.combine(day + timedelta(days=1), datetime.min.time()).replace(hour=9)   # 09:00 UTC
+    app = App(ws.config)
+    try:
+        with app.store.write() as tx:
+            run_id = tx.runs.start("scheduled", due, datetime.now(timezone.utc).replace(tzinfo=None))
+        assert json.loads(ws.cli("dispatch", "--format", "json").stdout)["outcomes"] == {}
+        with app.store.write() as tx:
+            tx.runs.finish(run_id, "ok", datetime.now(timezone.utc).replace(tzinfo=None))
+    finally:
+        app.close()
+    assert json.loads(ws.cli("dispatch", "--format", "json").stdout)["outcomes"] == {"sent": 2}
