@@ -7,9 +7,10 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from engine.app import App
@@ -28,6 +29,8 @@ class DemoReport:
     slack: int                                                  # Slack messages in the local sink
     outbox_dir: Path
     not_due: dict[str, str]                                     # playbook -> its own schedule, not due in the demo
+    journeys: list[Any] = field(default_factory=list)           # engine.journey_view.JourneySummary per journey
+    timezone: str = "UTC"                                       # the config zone (times shown in it)
 
 
 def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = lambda _: None) -> DemoReport:
@@ -70,6 +73,7 @@ def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = la
         deliver_due(app.store, app.settings, clock)
         with app.store.read() as tx:
             rows = tx.outbox.list(limit=1_000_000)
+            journey_rows = tx.journeys.counts()
     finally:
         app.close()
     by_pb: dict[str, Counter] = {}
@@ -85,7 +89,10 @@ def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = la
     emails = len(list((box / "email").glob("*.eml"))) if (box / "email").exists() else 0
     slack = sum(1 for _ in open(box / "slack.jsonl", encoding="utf-8")) if (box / "slack.jsonl").exists() else 0
     not_due = {pb.id: pb.spec.schedule for pb in app.playbooks.valid if pb.id in unscheduled}
-    return DemoReport(synced, playbooks, emails, slack, box, not_due)
+    from engine.journey_view import summaries
+
+    return DemoReport(synced, playbooks, emails, slack, box, not_due, summaries(journey_rows, app.playbooks),
+                      app.settings.timezone)
 
 
 def as_of(data: Path, moment: datetime) -> None:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 COLUMNS: dict[str, tuple[str, ...]] = {
     "accounts": ("id", "name", "domain", "tier", "lifecycle_stage", "arr", "seats", "plan", "csm_email",
                  "renewal_date", "created_at", "timezone", "industry", "nps", "health_score",
-                 "onboarding_done_at"),
+                 "onboarding_done_at", "open_goals"),
     "contacts": ("id", "account_id", "email", "name", "role", "created_at", "timezone", "unsubscribed",
                  "locale"),
     "usage": ("account_id", "metric", "day", "value"),
@@ -102,6 +102,11 @@ def generate(directory: Path, anchor: date, accounts: int = 300, seed: int = 7) 
         contact_rows += _contacts(rng, info, anchor, len(contact_rows))
         goal_rows += _goals(rng, info, anchor, len(goal_rows))
         usage_rows += _usage(rng, info, anchor)
+    open_goals: dict[object, int] = {}
+    for g in goal_rows:
+        open_goals[g["account_id"]] = open_goals.get(g["account_id"], 0) + (g["status"] != "achieved")
+    for row in account_rows:
+        row["open_goals"] = open_goals.get(row["id"], 0)
     for entity, rows in (("accounts", account_rows), ("contacts", contact_rows), ("goals", goal_rows)):
         _write(directory / f"{entity}.csv", COLUMNS[entity], [[r[c] for c in COLUMNS[entity]] for r in rows])
     _write(directory / "usage.csv", COLUMNS["usage"], usage_rows)

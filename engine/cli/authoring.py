@@ -13,7 +13,7 @@ import click
 
 from engine.app import App
 from engine.cli.common import FORMAT, command
-from engine.cli.output import diagnostic_json, err, out, print_diagnostics, print_json, table
+from engine.cli.output import diagnostic_json, err, local_time, out, print_diagnostics, print_json, table
 from engine.errors import Diagnostic, UserError
 
 ACCOUNTS = click.IntRange(0, 1_000_000)
@@ -172,6 +172,11 @@ def demo(keep: str | None, accounts: int) -> None:
                             "switch-on (activation: baseline) and got nothing; `fired` counts the switch-on's "
                             "backfills (activation: fire) and today's new matches; `deferred` emails wait for the recipient's next "
                             "allowed moment (contact_policy in config.yaml)"))
+    for j in report.journeys:
+        out.print(table(f"Journey {j.playbook}: who is at which step", ["step", "wait", "subjects", "next due"],
+                        [[c.step, c.wait, c.subjects, local_time(c.next_due, report.timezone)] for c in j.steps],
+                        caption=f"{sum(c.subjects for c in j.steps)} in the journey, {j.completed} completed, "
+                                f"{j.exited} exited — `playbook journeys` shows this any time"))
     box = report.outbox_dir
     out.print(f"where the messages went: {report.emails} email file(s) in {box / 'email'}, {report.slack} Slack "
               f"message(s) in {box / 'slack.jsonl'}, tasks in the built-in task list (`playbook tasks`)")

@@ -23,8 +23,7 @@ CREATED = "2027-01-08T09:30:00+09:00"          # a Friday
 def onboarding(ws: Workspace, text: str | None = None) -> None:
     """The example journey (its segment spelt out: the test config has no tech_touch) and its templates."""
     text = text or (EXAMPLE / "onboarding-tech-touch.yaml").read_text()
-    ws.playbook("onboarding-tech-touch", text.replace("segment('tech_touch')", "account.arr < 10000")
-                .replace("activation: baseline", "activation: fire"))
+    ws.playbook("onboarding-tech-touch", text.replace("segment('tech_touch')", "account.arr < 10000"))
     for path in (EXAMPLE / "templates").glob("onboarding-*.j2"):
         ws.template(path.name, path.read_text())
 

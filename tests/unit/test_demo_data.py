@@ -266,7 +266,9 @@ def _contexts(d: Data, playbook: str, ids: set[str]) -> list[dict[str, Any]]:
     if subject == "contact":
         return [{**base, "contact": c, "account": d.accounts[c["account_id"]]} for c in d.contacts if c["id"] in ids]
     if subject == "goal":
-        return [{**base, "goal": g, "account": d.accounts[g["account_id"]]} for g in d.goals if g["id"] in ids]
+        return [{**base, "goal": g, "account": d.accounts[g["account_id"]], **({"contact": c} if c else {})}
+                for g in d.goals if g["id"] in ids
+                for c in [c for c in d.contacts if c["account_id"] == g["account_id"]] or [None]]
     # an email to a role is rendered once per recipient, with `contact` bound to them
     return [{**base, "account": d.accounts[a], **({"contact": c} if c else {})} for a in sorted(ids)
             for c in [c for c in d.contacts if c["account_id"] == a] or [None]]
