@@ -147,6 +147,7 @@ def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock
         unit.episodes.record_events(run_id, now, pb.id, pb.subject, runner.events)
         unit.journeys.write(pb.id, pb.subject, runner.states)
         result.planned += unit.outbox.enqueue(runner.rows) if not dry_run else len(runner.rows)
+        result.closures += sum(1 for r in runner.rows if r["kind"].endswith(CLOSE))
         result.events.sort(key=lambda e: (e.subject, e.event))
         result.unrendered += runner.planner.failures
         if result.held:
