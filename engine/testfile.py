@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from engine.clock import make_clock
+from engine.clock import FIRST_YEAR, LAST_YEAR, make_clock
 from engine.datamodel import ENTITIES, KEYS
 from engine.errors import Diagnostic, UserError, suggest
 from engine.spec.yamlfile import Positions, load_yaml
@@ -192,12 +192,11 @@ class Parser:
         if value is None:
             self.problem(path, "each run needs `at`, an ISO date-time", "e.g. at: 2026-12-01T09:00:00+09:00")
             return None
-        if isinstance(value, date) and not isinstance(value, datetime):
-            value = datetime(value.year, value.month, value.day)
+        text = value.isoformat() if isinstance(value, (date, datetime)) else str(value)
         try:
-            return make_clock(self.tz, value if isinstance(value, datetime) else str(value)).local()
-        except UserError:
-            self.problem(path, f"`{value}` is not an ISO date-time", "e.g. 2026-12-01T09:00:00+09:00")
+            return make_clock(self.tz, text).local()
+        except UserError as exc:
+            self.problem(path, exc.diagnostics[0].message.removeprefix("--now: "), "e.g. 2026-12-01T09:00:00+09:00")
             return None
 
     def rows(self, data: Any, path: tuple[Any, ...], *, series: bool) -> dict[str, list[Row]]:
@@ -247,7 +246,14 @@ class Parser:
         except ValueError as exc:
             self.problem(path + ("values",), f"bad series: {exc}", 'e.g. "5x30 0x14" (30 days of 5, then 14 of 0)')
             return []
-        first = day if ends[0] == "start" else day - timedelta(days=len(values) - 1)
+        try:
+            first = day if ends[0] == "start" else day - timedelta(days=len(values) - 1)
+            last = first + timedelta(days=max(len(values) - 1, 0))
+        except OverflowError:
+            first = last = date.min
+        if not (FIRST_YEAR <= first.year and last.year <= LAST_YEAR):
+            self.problem(path + (ends[0],), f"the series runs outside the years {FIRST_YEAR} to {LAST_YEAR}")
+            return []
         return [Row(line, {"account_id": item.get("account_id"), "metric": item.get("metric"),
                            "day": (first + timedelta(days=n)).isoformat(), "value": v})
                 for n, v in enumerate(values) if v is not None]

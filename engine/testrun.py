@@ -1,5 +1,10 @@
-"""`playbook test` (§18): each case of a test file run on a fresh in-memory SQLite database, as successive
+"""`playbook test` (§18): each case of a test file run on a fresh SQLite database of its own, as successive
 `playbook run --now` calls would run it, with nothing delivered.
+
+The databases live in a temporary folder — in memory where the system has a RAM file system (/dev/shm) — and are
+gone afterwards: one is migrated once, and each case starts from a copy of it. (A `sqlite://` in-memory database
+is one connection, while a tick reads through other connections in the middle of its write batch, as it does
+on every real database.)
 
 Before each run the rows the case gives so far are synced at the run's instant (the first run: `data`; later
 runs: `set` merged into them by key, `remove` taken out) through the sync runner, so rows are checked as a real
@@ -10,6 +15,7 @@ so a resolve closes them as it would). Each run's events — baselines included 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,10 +34,43 @@ from engine.testmatch import Problem, compare
 
 
 def test_settings(settings: Settings) -> Settings:
-    """The configuration a test runs with: an in-memory database, no connectors (nothing can be delivered), and
-    no stale-data guard (a test's instants are not the wall clock's)."""
+    """The configuration a test runs with: no connectors (nothing can be delivered), and no stale-data guard (a
+    test's instants are not the wall clock's). Its database is chosen per case (`Databases`)."""
     defaults = settings.defaults.model_copy(update={"max_data_age": None})
     return settings.model_copy(update={"database": "sqlite://", "connectors": None, "defaults": defaults})
+
+
+class Databases:
+    """Fresh databases for test cases, in a temporary folder removed on close: a migrated one made once, copied
+    for each case."""
+
+    def __init__(self, settings: Settings):
+        import tempfile
+        from pathlib import Path
+
+        shm = Path("/dev/shm")
+        where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+        self.folder = tempfile.TemporaryDirectory(prefix="playbook-test-", dir=where)
+        self.custom = settings.custom_fields()
+        self.template: Any = None
+        self.count = 0
+
+    def fresh(self) -> Store:
+        """A new database, migrated, with nothing in it."""
+        import shutil
+        from pathlib import Path
+
+        folder = Path(self.folder.name)
+        if self.template is None:
+            self.template = folder / "template.db"
+            open_store(f"sqlite:///{self.template}", self.custom).dispose()
+        self.count += 1
+        path = folder / f"case-{self.count}.db"
+        shutil.copyfile(self.template, path)
+        return open_store(f"sqlite:///{path}", self.custom, migrate=False)
+
+    def close(self) -> None:
+        self.folder.cleanup()
 
 
 @dataclass
@@ -85,13 +124,13 @@ class _Recorder(BaseConnector):
         return Receipt(Outcome.SENT, "recorded by playbook test")
 
 
-def run_case(case: Case, settings: Settings, playbooks: PlaybookSet) -> CaseResult:
-    """Run one case (`settings` from `test_settings`, `playbooks` loaded with them)."""
+def run_case(case: Case, settings: Settings, playbooks: PlaybookSet, databases: Databases) -> CaseResult:
+    """Run one case (`settings` from `test_settings`, `playbooks` loaded with them) on a fresh database."""
     result = CaseResult(case)
     ids = _selected(case, playbooks, result)
     if result.errors:
         return result
-    store = open_store(settings.database_url(), settings.custom_fields())
+    store = databases.fresh()
     try:
         rows: dict[str, dict[tuple[Any, ...], Row]] = {}
         subject_types = {p.id: p.subject for p in playbooks.valid}
@@ -229,18 +268,22 @@ def run_files(settings: Settings, files: list[Any]) -> list[FileResult]:
 
     settings = test_settings(settings)
     playbooks = load_playbooks(settings)
+    databases = Databases(settings)
     out = []
-    for path in files:
-        path = Path(path)
-        shown = _display(path)
-        result = FileResult(shown)
-        try:
-            cases = parse_file(path, shown, settings.timezone)
-        except UserError as exc:
-            result.errors = exc.diagnostics
-        else:
-            result.cases = [run_case(c, settings, playbooks) for c in cases]
-        out.append(result)
+    try:
+        for path in files:
+            path = Path(path)
+            shown = _display(path)
+            result = FileResult(shown)
+            try:
+                cases = parse_file(path, shown, settings.timezone)
+            except UserError as exc:
+                result.errors = exc.diagnostics
+            else:
+                result.cases = [run_case(c, settings, playbooks, databases) for c in cases]
+            out.append(result)
+    finally:
+        databases.close()
     return out
 
 

@@ -190,8 +190,8 @@ def demo(keep: str | None, accounts: int) -> None:
 @command
 def test(app: App, paths: tuple[str, ...], fmt: str) -> None:
     """Run playbook test files (default: playbook-tests/*.test.yaml beside the config): data and runs at chosen
-    instants on an in-memory database, nothing delivered; each run's events against what it expects. Exit 1 on
-    any failure (docs/testing.md)."""
+    instants on a fresh temporary database, nothing delivered; each run's events against what it expects. Exit 1
+    on any failure (docs/testing.md)."""
     from engine.testfile import test_files
     from engine.testrun import results_json, run_files
 

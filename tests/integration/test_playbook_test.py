@@ -158,3 +158,24 @@ def test_remove_takes_a_subject_out_and_its_episode_resolves(work: Path, tmp_pat
     """), encoding="utf-8")
     r = invoke(work, str(path))
     assert r.exit_code == 0, r.stdout
+
+
+def test_every_playbook_by_default_over_several_runs(work: Path, tmp_path: Path) -> None:
+    path = tmp_path / "all.test.yaml"
+    path.write_text(textwrap.dedent("""\
+        data:
+          accounts:
+            - {id: A1, name: Acme, arr: 150000, seats: 10, lifecycle_stage: adoption, renewal_date: 2027-01-15,
+               health_score: 50, csm_email: csm@example.com}
+        runs:
+          - at: 2026-12-01T10:00:00+09:00
+          - at: 2026-12-02T10:00:00+09:00
+            expect: []
+          - at: 2026-12-03T10:00:00+09:00
+            set: {accounts: [{id: A1, health_score: 90}]}
+            expect: [{playbook: renewal-risk, subject: A1, event: resolve}]
+    """), encoding="utf-8")
+    r = invoke(work, str(path), "--format", "json")
+    assert r.exit_code == 0, r.stdout
+    first = json.loads(r.stdout)["files"][0]["cases"][0]["runs"][0]["events"]
+    assert {(e["playbook"], e["event"]) for e in first} >= {("renewal-risk", "enter"), ("low-usage-alert", "enter")}
