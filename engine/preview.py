@@ -31,7 +31,8 @@ class PreviewItem:
     kind: str
     connector: str
     to: list[str]
-    policy: dict[str, Any]          # zone, send_at, deferred, cap (customer messages under a contact policy)
+    policy: dict[str, Any]          # zone, send_at, deferred, cap (customer messages under a contact policy);
+                                    # digest and send_at (an item collected into a digest)
     renderings: list[Rendering] = field(default_factory=list)
     payload: Any = None
     error: str | None = None        # why it could not be rendered
@@ -99,7 +100,7 @@ def preview(store: Store, settings: Settings, pb: CompiledPlaybook, subject_id: 
         planner.plan_action(t, action, ctx, event)
         kind = reg.kinds[action.kind]
         for shown, planned in zip(event.actions, event.payloads):
-            policy = {k: shown[k] for k in ("zone", "send_at", "deferred", "cap") if k in shown}
+            policy = {k: shown[k] for k in ("zone", "send_at", "deferred", "cap", "digest") if k in shown}
             item = PreviewItem(label, event_name, action.kind, action.connector, list(shown.get("to") or []), policy)
             if "error" in shown:
                 item.error = shown["error"]

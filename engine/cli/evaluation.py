@@ -260,10 +260,12 @@ def _print_preview(result: Any, raw: bool, tz: str) -> None:
             write(f"not rendered: {item.error}\n")
             continue
         if item.policy:
-            zone, at = item.policy.get("zone", ""), item.policy.get("send_at")
-            when = local_time(datetime.fromisoformat(at), zone) if at else ""
-            write(f"  {'Zone':<18} {zone}\n  {'Goes out':<18} {when}\n")
-            for key in ("deferred", "cap"):
+            zone, at = item.policy.get("zone"), item.policy.get("send_at")
+            when = local_time(datetime.fromisoformat(at), zone or tz) if at else ""
+            if zone:
+                write(f"  {'Zone':<18} {zone}\n")
+            write(f"  {'Goes out':<18} {when}" + (" in the digest" if item.policy.get("digest") else "") + "\n")
+            for key in ("digest", "deferred", "cap"):
                 if item.policy.get(key):
                     write(f"  {key.capitalize():<18} {item.policy[key]}\n")
         for n, r in enumerate(item.renderings):

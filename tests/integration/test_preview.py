@@ -152,3 +152,18 @@ def test_a_journey_previews_each_action_step_with_its_condition(tmp_path: Path) 
     assert "Subject            株式会社アクメ 様：ご契約更新のご案内" in text
     assert "株式会社アクメ: まだログインなし" in text
     assert dump(tmp_path / "ws.db") == before
+
+
+def test_an_action_collected_into_a_digest_says_when_the_digest_goes_out(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    ws.playbook("digested", """\
+        id: digested
+        name: Digested
+        trigger:
+          when: "account.arr > 0"
+        actions:
+          - slack: {to: "{{ account.csm_email }}", text: "{{ account.name }} 要確認", digest: daily}
+    """)
+    text = ws.cli("preview", "digested", "A1", "--now", "2026-12-01T10:00:00+09:00").stdout
+    assert "Goes out           2026-12-02 09:00 +09:00 in the digest" in text
+    assert "Digest             daily" in text and "株式会社アクメ 要確認" in text
