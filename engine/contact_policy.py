@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.clock import Duration, DurationText, known_zone, parse_duration
+from engine.datamodel import MAX_COUNT
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -82,7 +83,7 @@ class Cap(_Model):
     """At most `max` customer-facing messages per contact (or per account) within a window."""
 
     per: Literal["contact", "account"]
-    max: int = Field(ge=1)
+    max: int = Field(ge=1, le=MAX_COUNT)
     within: DurationText = Field(description="the window, a duration such as 7d or 1mo")
 
     @property

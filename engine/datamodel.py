@@ -36,6 +36,7 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 # Columns the engine keeps on entity tables for itself (not fields a user may declare).
 BOOKKEEPING = ("removed_at", "synced_at")
+MAX_COUNT = 1_000_000_000     # the largest count a playbook or the configuration may set (a database integer)
 
 # What a playbook is about, in the order a tick evaluates them, and the entity each one's rows live in.
 SubjectType = Literal["account", "contact", "goal"]

@@ -30,6 +30,7 @@ class PlaybookResult:
     activated: bool = False             # this run was the playbook's activation (§12)
     held: int = 0                       # enters held back by max_enters_per_run
     unrendered: list[tuple[str, str]] = field(default_factory=list)   # (dedup key, why) of actions not rendered
+    error: BaseException | None = None  # why it could not be evaluated (nothing of it was written)
 
 
 def blocked(tx: Tx, pb: CompiledPlaybook, clock: Clock, result: PlaybookResult, planned: int, limit: int,

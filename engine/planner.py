@@ -15,7 +15,7 @@ from engine.episodes import Transition
 from engine.plugins import registry
 from engine.settings import Settings
 from engine.spec.compiled import CompiledPlaybook
-from engine.templating import PLAYBOOK_FIELDS, TemplateProblem, context_helpers, metric_helpers
+from engine.templating import PLAYBOOK_FIELDS, RenderTimeout, TemplateProblem, context_helpers, metric_helpers
 
 
 @dataclass
@@ -97,6 +97,7 @@ class Planner:
         self.reads_metrics = bool(metric_refs((*pb.actions, *pb.on_resolve)))
         self.exempt = pb.spec.contact_policy == "exempt"
         self.failures: list[tuple[str, str]] = []      # (dedup key, message) of actions whose rendering failed
+        self.too_slow: dict[int, str] = {}              # id of an action -> why: its render ran out of time once
 
     def plan(self, t: Transition, records: dict[str, dict], contacts: dict[str, list[dict]]) -> tuple[
             PlannedEvent, list[dict[str, Any]]]:
@@ -125,8 +126,12 @@ class Planner:
         firing: int | str = "resolve" if t.event == "resolve" else t.firing
         ctx.key = key = dedup_key(pb.id, pb.subject, t.subject_id, t.episode, firing, action.index)
         try:
+            if id(action) in self.too_slow:           # not rendered again for each subject of the run
+                raise TemplateProblem(self.too_slow[id(action)] + " (for another subject: not rendered again)")
             payload = kind.plan(action, ctx)
         except TemplateProblem as exc:
+            if isinstance(exc, RenderTimeout):
+                self.too_slow[id(action)] = exc.message
             if self.describe and event is not None:
                 event.actions.append({"kind": action.kind, "to": [], "error": exc.message})
                 if self.keep_payloads:

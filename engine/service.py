@@ -71,9 +71,12 @@ class Service:
         try:
             while not self.stop.wait(min(self.poll_s, self.lease_s / 3)):
                 self._lead()
-                if self.reload_wanted.is_set() or self._mtimes() != self.mtimes:
-                    self.reload_wanted.clear()
-                    self.reload()
+                try:
+                    if self.reload_wanted.is_set() or self._mtimes() != self.mtimes:
+                        self.reload_wanted.clear()
+                        self.reload()
+                except Exception:  # noqa: BLE001 - no playbook edit stops the service: it keeps what it runs
+                    log.exception("reloading the playbooks failed; the service keeps the playbooks it had")
         finally:
             log.info("stopping: finishing in-flight work")
             self.scheduler.shutdown(wait=True)
@@ -168,6 +171,10 @@ class Service:
                                   self.app.clock(self._scheduled_at(cron)), kind="scheduled", keep_events=False)
                 seconds = round(time.perf_counter() - started, 3)
                 for o in result.playbooks:
+                    if o.error is not None:
+                        log.error("evaluation failed; nothing of this playbook changed", exc_info=o.error,
+                                  extra={"playbook": o.playbook, "run_id": result.run_id})
+                        continue
                     log.info("evaluated", extra={"playbook": o.playbook, "run_id": result.run_id,
                                                  "events": dict(o.counts), "planned": o.planned, "skipped": o.skipped,
                                                  "seconds": seconds})
@@ -237,19 +244,29 @@ class Service:
         files = playbook_files(s.playbooks) if s.playbooks.is_dir() else []
         if s.templates.is_dir():
             files += sorted(s.templates.glob("*.j2"))
-        return {str(p): p.stat().st_mtime for p in files if p.exists()}
+        out = {}
+        for p in files:
+            try:
+                out[str(p)] = p.stat().st_mtime
+            except OSError:             # removed since it was listed
+                continue
+        return out
 
     def reload(self) -> None:
-        """Reload playbooks; a playbook whose new version is invalid keeps its last good version."""
+        """Reload playbooks; a playbook whose new version is invalid, whatever the error (its YAML, its id, its
+        expressions or templates), keeps its last good version: found by its id, else by its file."""
         self.mtimes = self._mtimes()
         new = load_playbooks(self.app.settings)
         self._report_invalid(new)
         good = {p.id: p for p in new.valid}
+        by_file = {p.file: p for p in self.good.values()}
         for inv in new.invalid:
-            if inv.id and inv.id in self.good and inv.id not in good:
-                good[inv.id] = self.good[inv.id]
-                log.error("kept the last good version of %s: its new version is invalid", inv.id,
-                          extra={"playbook": inv.id, "file": inv.file})
+            last = self.good.get(inv.id) if inv.id else None
+            last = last if last is not None and last.file == inv.file else by_file.get(inv.file, last)
+            if last is not None and last.id not in good:
+                good[last.id] = last
+                log.error("kept the last good version of %s: its new version is invalid", last.id,
+                          extra={"playbook": last.id, "file": inv.file})
         self.good = good
         self._mark_presence(new)
         self._schedule()

@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.clock import CronText, DurationText, parse_duration, suggest_zone
 from engine.contact_policy import ContactPolicyConfig
-from engine.datamodel import BOOKKEEPING, CORE_FIELDS, ENTITY_OF, Entity, FieldType, SubjectEntity, fields_of
+from engine.datamodel import BOOKKEEPING, MAX_COUNT, CORE_FIELDS, ENTITY_OF, Entity, FieldType, SubjectEntity, fields_of
 from engine.errors import ConfigError, Diagnostic, UserError
 from engine.outbound import OutboundConfig
 from engine.plugins import LocalSink, Registry, registry
@@ -96,7 +96,7 @@ class Source(Model):
 
 
 class DeliverySettings(Model):
-    max_attempts: int = Field(8, ge=1)
+    max_attempts: int = Field(8, ge=1, le=1000)
     backoff_base: DurationText = "30s"
     backoff_max: DurationText = "1h"
     expire_after: DurationText = "3d"
@@ -119,9 +119,10 @@ class Defaults(Model):
     schedule: CronText = "0 9 * * 1-5"
     sync_schedule: CronText | None = Field(None, description="cron for syncing every source without its own "
                                                              "schedule")
-    max_actions_per_run: int | None = Field(None, ge=1)
+    max_actions_per_run: int | None = Field(None, ge=1, le=MAX_COUNT)
     max_total_actions_per_run: int | None = Field(
-        None, ge=1, description="a run that would plan more actions and task closures than this across all its "
+        None, ge=1, le=MAX_COUNT, description="a run that would plan more actions and task closures than this across "
+                                             "all its "
                                 "playbooks plans nothing")
     max_data_age: DurationText | None = Field(None, description="a playbook does not evaluate when the data it "
                                                                 "reads was synced longer ago than this (e.g. 2d)")

@@ -27,9 +27,10 @@ from engine.lang.calls import check_call
 from engine.lang.python import PyEnv, evaluate, python_metric
 from engine.lang.types import INTEGER, NUMBER, STRING
 from engine.locales import FILTERS, SIGNATURES, FilterArgumentError, check_filter, finalize
+from engine.sandbox import (MAX_OUTPUT, BoundedSandbox, LimitExceeded, TimeLimitExceeded, render_budget, static_limit,
+                            tick)
 from engine.textfile import not_utf8
 
-MAX_OUTPUT = 256 * 1024  # characters one rendered template may produce
 CONTEXT_NAMES = {
     "account": {"account", "playbook", "now", "today", "unsubscribe_url"},
     "contact": {"account", "contact", "playbook", "now", "today", "unsubscribe_url"},
@@ -49,6 +50,10 @@ class TemplateProblem(Exception):
     def __init__(self, message: str, line: int | None = None, file: str | None = None):
         self.message, self.line, self.file = message, line, file
         super().__init__(message)
+
+
+class RenderTimeout(TemplateProblem):
+    """A render ran out of time: the same template would for the next subjects too."""
 
 
 def outside_problem(directory: Path | None, name: str) -> str | None:
@@ -81,13 +86,12 @@ class FolderLoader(FileSystemLoader):
         return super().get_source(environment, template)
 
 
-def make_environment(templates_dir: Path | None, *, html: bool = False, slack: bool = False
-                     ) -> ImmutableSandboxedEnvironment:
+def make_environment(templates_dir: Path | None, *, html: bool = False, slack: bool = False) -> BoundedSandbox:
     """A sandboxed environment: StrictUndefined, no file access beyond `templates_dir`; `html` escapes what
     expressions output for HTML, `slack` for Slack's message formatting (see `render`)."""
     loader = FolderLoader(templates_dir) if templates_dir else None
-    env = ImmutableSandboxedEnvironment(loader=loader, undefined=StrictUndefined, autoescape=html or slack,
-                                        keep_trailing_newline=False, auto_reload=False, finalize=finalize)
+    env = BoundedSandbox(loader=loader, undefined=StrictUndefined, autoescape=html or slack,
+                         keep_trailing_newline=False, auto_reload=False, finalize=finalize)
     env.slack = slack  # type: ignore[attr-defined]
     env.globals.clear()
     env.globals.update(days_until=_days_until, days_since=_days_since)
@@ -193,6 +197,9 @@ class Templates:
             raise TemplateProblem(f"template syntax error: {exc.message}", exc.lineno, name) from None
         _check_safe(ast, name)
         _check_filters(ast, env, name)
+        limit = static_limit(ast)
+        if limit is not None:
+            raise TemplateProblem(*limit, name)
         for ref in _metric_refs(ast, name, self.metrics):
             if self._collected is not None:
                 self._collected.add(ref)
@@ -254,7 +261,10 @@ class Templates:
             raise TemplateProblem(f"template `{refs[0]}` not found" + (f" (did you mean `{near}`?)" if near else ""),
                                   line, name)
         if ref in including or ref == name:
-            return
+            loop = list(including[including.index(ref):]) if ref in including else []
+            chain = " → ".join([*loop, *(n for n in (name,) if n), ref])
+            raise TemplateProblem(f"template `{ref}` includes itself ({chain}): templates may not recurse", line,
+                                  name)
         source = _source(env, ref) or ""
         try:
             self._check(env, source, subject, ref, extra, (*including, *(n for n in (name,) if n)))
@@ -430,13 +440,21 @@ def render(template: Any, context: dict[str, Any]) -> str:
     try:
         out: list[str] = []
         size = 0
-        for chunk in template.root_render_func(template.new_context(context, shared=True)):
-            size += len(chunk)
-            if size > MAX_OUTPUT:
-                raise TemplateProblem(f"template output exceeds {MAX_OUTPUT} characters")
-            out.append(chunk)
+        with render_budget():
+            for chunk in template.root_render_func(template.new_context(context, shared=True)):
+                size += len(chunk)
+                if size > MAX_OUTPUT:
+                    raise TemplateProblem(f"template output exceeds {MAX_OUTPUT} characters")
+                tick()
+                out.append(chunk)
         text = "".join(out)
         return _slack_quotes(text) if getattr(template.environment, "slack", False) else text
+    except TimeLimitExceeded as exc:
+        raise RenderTimeout(f"template exceeds a limit: {exc}") from None
+    except LimitExceeded as exc:
+        raise TemplateProblem(f"template exceeds a limit: {exc}") from None
+    except (RecursionError, MemoryError):
+        raise TemplateProblem("template exceeds a limit: it nests or builds too much to render") from None
     except UndefinedError as exc:
         raise TemplateProblem(f"template error: {exc.message}") from None
     except SecurityError as exc:

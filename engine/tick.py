@@ -117,20 +117,26 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
         # memory, and the order (hence the order locks are taken in) is the same in every tick
         for pbs in candidates.by_subject(selected, slots):
             with watch("scan"):
-                found = candidates.find(store, pbs, slots, clock, cache, chosen, touched)
+                found = _find(store, pbs, slots, clock, cache, chosen, touched)
             for pb in pbs:
                 if on_playbook:
                     on_playbook(pb.id)
                 mine = found.pop(pb.id)
+                if isinstance(mine, BaseException):
+                    done[pb.id] = _failed(pb, mine)
+                    continue
                 active = pb.id not in activating
                 if pb.journey is not None:
                     with watch("journeys"):
-                        done[pb.id] = _journey(batch, settings, pb, clock, store, touched, chosen[pb.id], run_id,
-                                               slots[pb.id], mine, cache, records, not active,
-                                               bool((states.get(pb.id) or {}).get("active")), scan_states[pb.id],
-                                               keep_events, caps, _stale(settings, pb, synced),
-                                               (states.get(pb.id) or {}).get("source_hash") != pb.source_hash,
-                                               keep_payloads)
+                        try:
+                            done[pb.id] = _journey(batch, settings, pb, clock, store, touched, chosen[pb.id], run_id,
+                                                   slots[pb.id], mine, cache, records, not active,
+                                                   bool((states.get(pb.id) or {}).get("active")), scan_states[pb.id],
+                                                   keep_events, caps, _stale(settings, pb, synced),
+                                                   (states.get(pb.id) or {}).get("source_hash") != pb.source_hash,
+                                                   keep_payloads)
+                        except Exception as exc:  # noqa: BLE001 - as for any playbook, below
+                            done[pb.id] = _failed(pb, exc)
                     continue
                 if not any(mine) and not _repeat_due(store, pb, clock) and not _stale(settings, pb, synced):
                     done[pb.id] = PlaybookResult(pb.id, activated=not active)   # only its scan state is recorded
@@ -138,11 +144,14 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
                         record_state(unit, pb, clock, "ok", {"events": 0, "planned": 0}, dry_run,
                                       scan_states[pb.id], activated=not active)
                     continue
-                done[pb.id] = evaluate_playbook(batch, settings, pb, clock, run_id=run_id, slot=slots[pb.id],
-                                                candidates=mine, synced=synced, scan_state=scan_states[pb.id],
-                                                watch=watch, keep_events=keep_events, records=records,
-                                                activating=not active, caps=caps, keep_payloads=keep_payloads,
-                                                was_active=bool((states.get(pb.id) or {}).get("active")))
+                try:
+                    done[pb.id] = evaluate_playbook(
+                        batch, settings, pb, clock, run_id=run_id, slot=slots[pb.id], candidates=mine, synced=synced,
+                        scan_state=scan_states[pb.id], watch=watch, keep_events=keep_events, records=records,
+                        activating=not active, caps=caps, keep_payloads=keep_payloads,
+                        was_active=bool((states.get(pb.id) or {}).get("active")))
+                except Exception as exc:  # noqa: BLE001 - its unit rolled back; the other playbooks go on
+                    done[pb.id] = _failed(pb, exc)
             if rail is not None and not batch.dry_run and run_blocked(list(done.values()), rail):
                 batch.dry_run = True            # from here on, and at the end, everything is rolled back
         results = [done[pb.id] for pb in selected]
@@ -157,6 +166,7 @@ def run_tick(store: Store, settings: Settings, playbooks: PlaybookSet, clock: Cl
             with store.write() as tx:
                 detail = {o.playbook: {"matched": o.matched, "events": sum(o.counts.values()), "planned": o.planned,
                                        "skipped": o.skipped, **({"activated": True} if o.activated else {}),
+                                       **({"failed": type(o.error).__name__} if o.error else {}),
                                        **({"held": o.held} if o.held else {})} for o in results}
                 tx.runs.finish(run_id, "blocked" if blocked_by else "ok", wall_clock(),
                                {**detail, "blocked": blocked_by} if blocked_by else detail)
@@ -190,6 +200,30 @@ def _journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock,
         batch, settings, pb, clock, run_id=run_id, slot=slot, candidates=mine, full=full, changed=changed,
         cache=cache, records=records, activating=activating, was_active=was_active, scan_state=scan_state,
         keep_events=keep_events, caps=caps, stale=stale, edited=edited, keep_payloads=keep_payloads)
+
+
+def _find(store: Store, pbs: list[CompiledPlaybook], slots: dict[str, Any], clock: Clock, cache: Any,
+          chosen: dict[str, Any], touched: Any) -> dict[str, Any]:
+    """The candidates of these playbooks, scanned together; when that scan fails, one playbook at a time, so that
+    the one whose conditions fail (its error in place of its candidates) does not hold back the others."""
+    try:
+        return candidates.find(store, pbs, slots, clock, cache, chosen, touched)
+    except Exception as exc:  # noqa: BLE001 - found out below, playbook by playbook
+        if len(pbs) == 1:
+            return {pbs[0].id: exc}
+    out: dict[str, Any] = {}
+    for pb in pbs:
+        try:
+            out.update(candidates.find(store, [pb], slots, clock, cache, chosen, touched))
+        except Exception as exc:  # noqa: BLE001
+            out[pb.id] = exc
+    return out
+
+
+def _failed(pb: CompiledPlaybook, exc: BaseException) -> PlaybookResult:
+    """The result of a playbook whose evaluation failed: nothing of it written, its scan state left as it was (the
+    next run scans its subjects again). The caller reports it."""
+    return PlaybookResult(pb.id, error=exc)
 
 
 def record_presence(store: Store, playbooks: PlaybookSet) -> list[str]:

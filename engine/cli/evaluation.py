@@ -44,6 +44,8 @@ def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...],
     for o in result.playbooks:
         if o.skipped:
             err.file.write(f"{o.playbook}: {o.skipped}\n")
+        if o.error is not None:
+            err.file.write(f"{o.playbook}: not evaluated, nothing of it changed; {_failure(o.error, app)}\n")
         for key, why in o.unrendered:
             err.file.write(f"{o.playbook}: not planned, rendering failed for {key}: {why} (fix the template or "
                            f"the data, then `playbook outbox retry --rerender`; see `playbook outbox list "
@@ -61,7 +63,14 @@ def run(app: App, dry_run: bool, now: str | None, playbook_ids: tuple[str, ...],
         if stats is not None:
             parts = ", ".join(f"{k}: {v}" for k, v in sorted(stats.by_outcome.items())) or "nothing due"
             out.print(f"dispatch: {parts}")
-    sys.exit(1 if invalid or any(o.unrendered for o in result.playbooks) else 0)
+    sys.exit(1 if invalid or any(o.unrendered or o.error for o in result.playbooks) else 0)
+
+
+def _failure(exc: BaseException, app: App) -> str:
+    """One line on why a playbook's evaluation failed, its details written to a log file (no traceback here)."""
+    from engine.cli.internal_error import report
+
+    return report(exc, sys.argv[1:], str(app.config_path) if app.config_path else None)
 
 
 def _journey_note(detail: dict[str, Any] | None, clock: Any) -> str:

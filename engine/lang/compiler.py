@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from jinja2 import nodes
@@ -29,26 +30,50 @@ UNSUPPORTED = {
 }
 
 
+# Bounds checked when an expression compiles, so that `validate` refuses what would exhaust the evaluation:
+# the SQL and Python back ends recurse once per level, and a segment is written out wherever it is used.
+MAX_TEXT = 100_000              # characters of one expression
+MAX_LITERAL = 10_000            # characters of a string literal, items of a list literal
+MAX_DEPTH = 100                 # levels of nesting, through the segments it uses
+MAX_TERMS = 10_000              # nodes once its segments are written out
+INT_MIN, INT_MAX = -2**63, 2**63 - 1        # a database integer
+
+
 class SegmentCycle(ExpressionError):
     """A segment refers to itself, directly or through other segments."""
 
 
 def compile_expression(text: str, scope: A.Scope, *, want_bool: bool = True) -> A.Expr:
     """Parse, translate and type-check `text`; ExpressionError(message, col, hint) on any problem."""
-    return compile_in(text, scope, want_bool, (), {})
+    return compile_in(text, scope, want_bool, (), {}, {})
 
 
 def compile_in(text: str, scope: A.Scope, want_bool: bool, stack: tuple[str, ...],
-               segments: dict[str, A.Expr]) -> A.Expr:
-    """compile_expression with the segments being compiled (`stack`) and those already compiled."""
+               segments: dict[str, A.Expr], sizes: dict[int, tuple[int, int]]) -> A.Expr:
+    """compile_expression with the segments being compiled (`stack`), those already compiled, and the size of
+    each compiled one (by the id of its tree: terms, depth)."""
     if not isinstance(text, str):
         raise ExpressionError(f"an expression must be text, not {type(text).__name__}", None)
+    if len(text) > MAX_TEXT:
+        raise ExpressionError(f"the expression is longer than {MAX_TEXT} characters", 1,
+                              "name parts of it as segments in config.yaml, or simplify it")
     tree, tokens = parse(text)
-    translator = _Translator(scope, Locator(tokens, text), stack, segments)
+    translator = _Translator(scope, Locator(tokens, text), stack, segments, sizes)
     try:
         expr, _ = translator.expr(tree)
+        terms, depth = _size(expr, sizes)
     except RecursionError:
-        raise ExpressionError("the expression is nested too deeply", 1) from None
+        raise ExpressionError("the expression is nested too deeply", 1,
+                              f"nest at most {MAX_DEPTH} levels, segments included") from None
+    if depth > MAX_DEPTH:
+        raise ExpressionError(f"the expression is nested more than {MAX_DEPTH} levels deep"
+                              + (" (its segments included)" if translator.used_segments else ""), 1,
+                              "write it flatter, e.g. `not not x` is `x`")
+    if terms > MAX_TERMS:
+        raise ExpressionError(f"the expression has more than {MAX_TERMS} terms once its segments are written out",
+                              1, "a segment that uses another one twice doubles its size at each level: "
+                                 "use each segment once")
+    sizes[id(expr)] = (terms, depth)
     if want_bool and expr.type != BOOLEAN:
         raise ExpressionError(f"a condition must be true or false, but this expression gives {describe(expr.type)}",
                               1, "compare it with something, e.g. `... > 0`")
@@ -58,11 +83,14 @@ def compile_in(text: str, scope: A.Scope, want_bool: bool, stack: tuple[str, ...
 class _Translator:
     """Walks the Jinja2 tree in source order; returns (typed node, 1-based column) pairs."""
 
-    def __init__(self, scope: A.Scope, locator: Locator, stack: tuple[str, ...], segments: dict[str, A.Expr]):
+    def __init__(self, scope: A.Scope, locator: Locator, stack: tuple[str, ...], segments: dict[str, A.Expr],
+                 sizes: dict[int, tuple[int, int]]):
         self.scope = scope
         self.loc = locator
         self.stack = stack
         self.segments = segments
+        self.sizes = sizes
+        self.used_segments = False
         self.item_cols: dict[int, list[int | None]] = {}    # id of a ListLiteral -> the column of each item
 
     def expr(self, node: nodes.Node) -> tuple[A.Expr, int | None]:
@@ -91,11 +119,21 @@ class _Translator:
             col = self.loc.find("name", *spelled)
             return A.Literal(value, BOOLEAN if value is not None else NONE), col
         if isinstance(value, int):
-            return A.Literal(value, INTEGER), self.loc.find("integer", value)
+            col = self.loc.find("integer", value)
+            if not INT_MIN <= value <= INT_MAX:
+                raise ExpressionError("the integer is beyond 64 bits", col,
+                                      f"integers lie between {INT_MIN} and {INT_MAX}")
+            return A.Literal(value, INTEGER), col
         if isinstance(value, float):
-            return A.Literal(value, NUMBER), self.loc.find("float", value)
+            col = self.loc.find("float", value)
+            if not math.isfinite(value):
+                raise ExpressionError("the number is too large", col, "write a number below 1e308")
+            return A.Literal(value, NUMBER), col
         if isinstance(value, str):
-            return A.Literal(value, STRING), self.loc.find("string", value)
+            col = self.loc.find("string", value)
+            if len(value) > MAX_LITERAL:
+                raise ExpressionError(f"the string is longer than {MAX_LITERAL} characters", col)
+            return A.Literal(value, STRING), col
         raise ExpressionError("unsupported constant", self.loc.peek())
 
     def _Name(self, node: nodes.Name) -> tuple[A.Expr, int | None]:
@@ -146,6 +184,9 @@ class _Translator:
             items.append(expr)
         if not items:
             raise ExpressionError("the list is empty", col)
+        if len(items) > MAX_LITERAL:
+            raise ExpressionError(f"the list has more than {MAX_LITERAL} items", col,
+                                  "keep long lists of values in the data, e.g. as a field")
         types = {item.type for item in items}
         elem = NUMBER if types == {INTEGER, NUMBER} else items[0].type
         result = A.ListLiteral(tuple(items), elem)
@@ -354,16 +395,32 @@ class _Translator:
         if name in self.stack:
             cycle = " -> ".join([*self.stack[self.stack.index(name):], name])
             raise SegmentCycle(f"segment `{name}` refers to itself: {cycle}", col)
+        self.used_segments = True
         if name not in self.segments:
             scope = replace(self.scope, subject="account", fields={"account": self.scope.fields.get("account", {})})
             try:
                 self.segments[name] = compile_in(self.scope.segments[name], scope, True,
-                                                 (*self.stack, name), self.segments)
+                                                 (*self.stack, name), self.segments, self.sizes)
             except SegmentCycle as exc:
                 raise SegmentCycle(exc.message, col, exc.hint) from None
-            except ExpressionError as exc:
-                raise ExpressionError(f"in segment `{name}`: {exc.message}", col, exc.hint) from None
+            except ExpressionError as exc:        # through a chain of segments: in segment `a` → `b`: …
+                inner = exc.message.removeprefix("in segment ")
+                joint = " → " if inner != exc.message else ": "
+                raise ExpressionError(f"in segment `{name}`{joint}{inner}", col, exc.hint) from None
         return A.Segment(name, self.segments[name])
+
+
+def _size(expr: A.Expr, sizes: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """(terms, depth) of a typed tree with its segments written out; a segment's size is the one recorded when it
+    compiled, so that a chain of segments is measured without writing it out."""
+    if isinstance(expr, A.Segment):
+        terms, depth = sizes.get(id(expr.expr)) or _size(expr.expr, sizes)
+        return terms + 1, depth + 1
+    terms, depth = 1, 0
+    for child in A.children(expr):
+        t, d = _size(child, sizes)
+        terms, depth = terms + t, max(depth, d)
+    return terms, depth + 1
 
 
 def _coerce(expr: A.Expr, target: str, col: int | None) -> A.Expr:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from engine.spec.triggers import option_at, trigger_expression
 from engine.spec.yamlfile import Positions, load_yaml
 from engine.templating import PLAYBOOK_FIELDS, Templates, TemplateProblem
 from engine.textfile import read_text
+
+log = logging.getLogger("playbook.loader")
 
 
 def scope_for(settings: Settings, subject: str) -> Scope:
@@ -62,7 +65,7 @@ def load_playbooks(settings: Settings, paths: list[Path] | None = None, *,
     seen: dict[str, str] = {}
     for path in files:
         shown = _display(path, settings.base_dir)
-        result = load_one(path, shown, settings, templates)
+        result = _load_isolated(path, shown, settings, templates)
         if isinstance(result, CompiledPlaybook) and result.id in seen:
             result = InvalidPlaybook(shown, result.id, (Diagnostic(
                 shown, *_id_pos(path), f"playbook id `{result.id}` is already used by {seen[result.id]}",
@@ -142,6 +145,18 @@ def _id_pos(path: Path) -> tuple[int | None, int | None]:
         return positions.at(("id",))
     except UserError:
         return (None, None)
+
+
+def _load_isolated(path: Path, shown: str, settings: Settings, templates: Templates) -> CompiledPlaybook | InvalidPlaybook:
+    """load_one, with whatever else goes wrong loading this file (a bug a hostile input finds) reported as this
+    playbook's problem: one file never stops the others from loading."""
+    try:
+        return load_one(path, shown, settings, templates)
+    except Exception as exc:  # noqa: BLE001 - (RecursionError and MemoryError included)
+        log.debug("could not load %s", shown, exc_info=True)
+        return InvalidPlaybook(shown, None, (Diagnostic(
+            shown, None, None, f"this playbook could not be loaded ({type(exc).__name__})",
+            "simplify it; if it looks right, please report it"),))
 
 
 def load_one(path: Path, shown: str, settings: Settings, templates: Templates) -> CompiledPlaybook | InvalidPlaybook:

@@ -12,8 +12,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, field_validator,
                       model_validator)
 
-from engine.clock import CronText, Duration, DurationText, parse_duration
-from engine.datamodel import SubjectType
+from engine.clock import MAX_DURATION_DAYS, CronText, Duration, DurationText, parse_duration
+from engine.datamodel import MAX_COUNT, SubjectType
 from engine.digests import DigestOption
 from engine.plugins import Registry, registry
 
@@ -82,7 +82,7 @@ class LowUsage(Model):
 
 
 class RenewalApproaching(Model):
-    within_days: int = Field(ge=0)
+    within_days: int = Field(ge=0, le=MAX_DURATION_DAYS)
     field: str = "renewal_date"
 
 
@@ -110,12 +110,12 @@ class Playbook(Model):
     where: list[str] = Field(default_factory=list)
     repeat: DurationText | None = None
     cooldown: DurationText | None = None
-    max_episodes: int | None = Field(None, ge=1)
-    max_actions_per_run: int | None = Field(None, ge=1)
+    max_episodes: int | None = Field(None, ge=1, le=MAX_COUNT)
+    max_actions_per_run: int | None = Field(None, ge=1, le=MAX_COUNT)
     activation: Literal["baseline", "fire"] = Field(
         "baseline", description="when the playbook is switched on: baseline the subjects that already match "
                                 "(no actions), or fire for them (a backfill)")
-    max_enters_per_run: int | None = Field(None, ge=1, description="at most this many subjects enter in one run "
+    max_enters_per_run: int | None = Field(None, ge=1, le=MAX_COUNT, description="at most this many subjects enter in one run "
                                                                     "(lowest ids first); the rest wait")
     contact_policy: Literal["default", "exempt"] = Field(
         "default", description="exempt: its messages to customers skip quiet hours, business days and caps, "

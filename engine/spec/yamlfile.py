@@ -43,22 +43,22 @@ def load_yaml(text: str, file: str) -> tuple[Any, Positions]:
     """Parse one YAML document safely; raise UserError with file:line:col on syntax errors or duplicate keys."""
     positions = Positions(file)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         problem = exc.problem or exc.context or "invalid YAML"
+        if problem == _TOO_DEEP:
+            raise UserError(Diagnostic(file, line, col, f"the YAML is {problem}",
+                                       "write it flatter")) from None
         raise UserError(Diagnostic(file, line, col, f"YAML syntax error: {problem}",
                                    "check indentation and quoting on this line")) from None
     except yaml.YAMLError as exc:  # pragma: no cover - defensive
         raise UserError(Diagnostic(file, None, None, f"YAML error: {exc}")) from None
-    except RecursionError:          # the composer recurses once per level of [ and {
-        raise UserError(Diagnostic(file, None, None, "the YAML is nested too deeply to read",
-                                   f"nest lists and mappings at most {MAX_DEPTH} levels deep")) from None
     if node is None:
         return None, positions
     errors: list[Diagnostic] = []
-    data = _build(node, (), positions, errors)
+    data = _build(node, (), positions, errors, [0])
     if errors:
         raise UserError(errors)
     return data, positions
@@ -66,15 +66,42 @@ def load_yaml(text: str, file: str) -> tuple[Any, Positions]:
 
 _constructor = yaml.SafeLoader(stream="")
 MAX_DEPTH = 64          # deeper is no configuration or playbook: an alias inside the value it names, or a mistake
+_TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
+MAX_VALUES = 100_000    # values one document may expand to through its aliases (a "billion laughs" stops here)
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing nesting deeper than MAX_DEPTH where it starts (the composer recurses once per
+    level: without this a deep document ends in RecursionError, with no line)."""
+
+    def compose_document(self) -> yaml.Node:
+        self._depth = 0
+        return super().compose_document()
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH + 1:
+                raise yaml.composer.ComposerError(None, None, _TOO_DEEP, self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 # What PyYAML's scalar constructors raise when a scalar does not fit its tag (`!!int abc`, a date such as
 # 2026-02-30, `!!bool maybe`), besides ConstructorError for a tag that has no constructor.
 _SCALAR_ERRORS = (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, OverflowError)
 _DATE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}")
 
 
-def _build(node: yaml.Node, path: Path, positions: Positions, errors: list[Diagnostic]) -> Any:
+def _build(node: yaml.Node, path: Path, positions: Positions, errors: list[Diagnostic], count: list[int]) -> Any:
     line, col = node.start_mark.line + 1, node.start_mark.column + 1
     positions.values[path] = (line, col)
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        if count[0] == MAX_VALUES + 1:
+            errors.append(Diagnostic(positions.file, line, col, f"the YAML expands to more than {MAX_VALUES} "
+                                     "values through its aliases", "write the values out instead of aliasing "
+                                     "aliases (*name) many times"))
+        return None
     if len(path) > MAX_DEPTH:
         errors.append(Diagnostic(positions.file, line, col, f"nested more than {MAX_DEPTH} levels deep",
                                  "does an alias (*name) stand inside the value it names?"))
@@ -82,11 +109,13 @@ def _build(node: yaml.Node, path: Path, positions: Positions, errors: list[Diagn
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
+            if count[0] > MAX_VALUES:
+                break
             if key_node.tag == "tag:yaml.org,2002:merge":
                 errors.append(Diagnostic(positions.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
                                          "YAML merge keys (<<) are not supported", "write the keys out"))
                 continue
-            key = _build(key_node, path + ("<key>",), positions, errors)
+            key = _build(key_node, path + ("<key>",), positions, errors, count)
             positions.values.pop(path + ("<key>",), None)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 errors.append(Diagnostic(positions.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
@@ -101,10 +130,10 @@ def _build(node: yaml.Node, path: Path, positions: Positions, errors: list[Diagn
                                          "remove one of them"))
                 continue
             positions.keys[path + (key,)] = kpos
-            result[key] = _build(value_node, path + (key,), positions, errors)
+            result[key] = _build(value_node, path + (key,), positions, errors, count)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(child, path + (i,), positions, errors) for i, child in enumerate(node.value)]
+        return [_build(child, path + (i,), positions, errors, count) for i, child in enumerate(node.value)]
     try:
         return _constructor.construct_object(node, deep=True)
     except _SCALAR_ERRORS:

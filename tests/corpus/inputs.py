@@ -85,7 +85,7 @@ def yaml_cases() -> list[Case]:
     out.append(Case("yaml", "config:a-list", write("config.yaml", "- timezone: UTC\n"),
                     config_runs("config.yaml:1:1: the configuration must be a mapping of keys")))
     out.append(Case("yaml", "config:nested-too-deeply", write("config.yaml", "x: " + "[" * 600 + "]" * 600 + "\n"),
-                    config_runs("config.yaml: the YAML is nested too deeply to read")))
+                    config_runs("config.yaml:1:68: the YAML is nested more than 64 levels deep")))
     for name, (text, _, says) in YAML_MISTAKES.items():
         playbook_text = text.replace("timezone: Asia/Tokyo", "name: Big accounts").replace("timezone:", "name:")
         out.append(Case("yaml", f"playbook:{name}", replace(PLAYBOOK, "name: Big accounts", playbook_text),
