@@ -121,9 +121,8 @@ class Defaults(Model):
                                                              "schedule")
     max_actions_per_run: int | None = Field(None, ge=1, le=MAX_COUNT)
     max_total_actions_per_run: int | None = Field(
-        None, ge=1, le=MAX_COUNT, description="a run that would plan more actions and task closures than this across "
-                                             "all its "
-                                "playbooks plans nothing")
+        None, ge=1, le=MAX_COUNT, description="a run that would plan more actions and task closures than this "
+                                             "across all its playbooks plans nothing")
     max_data_age: DurationText | None = Field(None, description="a playbook does not evaluate when the data it "
                                                                 "reads was synced longer ago than this (e.g. 2d)")
 

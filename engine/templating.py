@@ -461,7 +461,7 @@ def render(template: Any, context: dict[str, Any]) -> str:
         raise TemplateProblem(f"template sandbox refused: {exc}") from None
     except TemplateError as exc:
         raise TemplateProblem(f"template error: {exc}") from None
-    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+    except (TypeError, ValueError, LookupError, AttributeError, ArithmeticError) as exc:
         raise TemplateProblem(f"template error: {type(exc).__name__}: {exc}") from None
 
 

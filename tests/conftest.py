@@ -25,7 +25,7 @@ PG_SKIP = ("PostgreSQL tests skipped: set PLAYBOOK_TEST_POSTGRES_URL "
            "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) to run them")
 
 
-TIERS = ("unit", "integration", "reliability", "performance")
+TIERS = ("unit", "integration", "reliability", "performance", "security")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -66,6 +66,7 @@ def load_yaml(text: str, file: str) -> tuple[Any, Positions]:
 
 _constructor = yaml.SafeLoader(stream="")
 MAX_DEPTH = 64          # deeper is no configuration or playbook: an alias inside the value it names, or a mistake
+_COLLECTIONS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")      # a tag asking for anything else is refused
 _TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
 MAX_VALUES = 100_000    # values one document may expand to through its aliases (a "billion laughs" stops here)
 
@@ -105,6 +106,10 @@ def _build(node: yaml.Node, path: Path, positions: Positions, errors: list[Diagn
     if len(path) > MAX_DEPTH:
         errors.append(Diagnostic(positions.file, line, col, f"nested more than {MAX_DEPTH} levels deep",
                                  "does an alias (*name) stand inside the value it names?"))
+        return None
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _COLLECTIONS:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        errors.append(Diagnostic(positions.file, line, col, f"unknown YAML tag `{tag}`", "remove the tag"))
         return None
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
