@@ -198,7 +198,8 @@ def test(app: App, paths: tuple[str, ...], fmt: str) -> None:
     default = app.settings.base_dir / "playbook-tests"
     files = test_files([Path(p) for p in paths], default)
     if not files:
-        raise UserError(Diagnostic(str(default), None, None, "no test files (*.test.yaml) found",
+        where = ", ".join(paths) if paths else str(default)
+        raise UserError(Diagnostic(where, None, None, "no test files (*.test.yaml) found",
                                    "write one (docs/testing.md), or name the files or folders to run"))
     results = run_files(app.settings, files)
     if fmt == "json":

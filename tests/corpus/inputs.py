@@ -411,6 +411,16 @@ ARGUMENTS: tuple[tuple[tuple[str, ...], int, str | None], ...] = (
     (("init", "new", "--accounts", "-5"), 2, "--accounts"),
     (("demo", "--accounts", "-1"), 2, "--accounts"),
     (("demo", "--keep", "config.yaml"), 2, "is a file"),
+    (("test", "nope.test.yaml"), 2, "'nope.test.yaml' does not exist"),
+    (("test", "data"), 1, "data: no test files"),
+    (("preview", "nope", "A1"), 2, "unknown playbook id `nope`"),
+    (("preview", "big-accounts", "NOPE"), 1, "NOPE"),
+    (("preview", "big-accounts", "A1", "--send-to", "not-an-address"), 2, "not-an-address"),
+    (("backtest", "--from", "x", "--to", "2026-12-01"), 2, "--from: `x` is not an ISO date"),
+    (("backtest", "--from", "2026-12-01", "--to", "2026-11-01"), 2, "is before --from"),
+    (("backtest", "--from", "2026-11-01", "--to", "2026-12-01", "--playbook", "nope"), 2,
+     "unknown playbook id `nope`"),
+    (("backtest", "--format", "xml"), 2, "'xml' is not one of"),
 )
 
 
