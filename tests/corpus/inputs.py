@@ -421,6 +421,10 @@ ARGUMENTS: tuple[tuple[tuple[str, ...], int, str | None], ...] = (
     (("backtest", "--from", "2026-11-01", "--to", "2026-12-01", "--playbook", "nope"), 2,
      "unknown playbook id `nope`"),
     (("backtest", "--format", "xml"), 2, "'xml' is not one of"),
+    (("diff", "--base", "nope"), 1, "is not in a git repository"),
+    (("diff", "--base", "data", "--now", "x"), 1, "--now: `x` is not an ISO date-time"),
+    (("diff",), 2, "Missing option '--base'"),
+    (("diff", "--base", "data", "--format", "xml"), 2, "'xml' is not one of"),
 )
 
 
