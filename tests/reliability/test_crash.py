@@ -14,6 +14,7 @@ from collections import Counter
 import pytest
 
 from conftest import Workspace
+from reliability.polling import wait_for
 from smtp_server import ScriptedHandler, SmtpServer, free_port
 
 N = 5
@@ -46,15 +47,6 @@ def plan(ws: Workspace, port: int) -> None:
     ws.sync()
     ws.cli("run", "--now", "2026-03-02T09:00", "--no-dispatch")
 
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:  # noqa: ANN001
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def restart_and_drain(ws: Workspace, port: int) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from engine.app import App
 from engine.clock import wall_clock
 from reliability.figures import record_figure
+from reliability.polling import wait_for
 
 PLAYBOOKS = {
     "small": """
@@ -168,14 +169,13 @@ def test_first_start_runs_no_catch_up(pg_ws) -> None:  # noqa: ANN001
 def test_sighup_keeps_last_good_version(pg_ws) -> None:  # noqa: ANN001
     prepare(pg_ws, accounts=20)
     p = pg_ws.spawn("start", "--every", "0.5", "--lease", "3", "--workers", "1")
-    time.sleep(3)
+    wait_for(lambda: scheduled_runs(pg_ws) > 0)          # the service is up and evaluating
     (pg_ws.root / "playbooks" / "small.yaml").write_text(
         "id: small\nname: Broken\nactivation: fire\ntrigger: {when: account.arr <}\n")
     p.send_signal(signal.SIGHUP)
     time.sleep(2)
     before = scheduled_runs(pg_ws)
-    time.sleep(2)
-    assert scheduled_runs(pg_ws) > before                # both playbooks still evaluate
+    wait_for(lambda: scheduled_runs(pg_ws) >= before + 2)   # both playbooks still evaluate
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0
