@@ -236,6 +236,7 @@ def diff(store: Store, settings: Settings, base: PlaybookSet, head: PlaybookSet,
     """Every added, removed, changed or invalid playbook with what changed and its effect now."""
     olds, news = {p.id: p for p in base.valid}, {p.id: p for p in head.valid}
     broken = {inv.id or inv.file: inv for inv in head.invalid}
+    was_broken = {inv.id for inv in base.invalid if inv.id}
     out: list[PlaybookDiff] = []
     for pid in sorted(set(olds) | set(news) | set(broken)):
         old, new = olds.get(pid), news.get(pid)
@@ -244,6 +245,8 @@ def diff(store: Store, settings: Settings, base: PlaybookSet, head: PlaybookSet,
             continue
         if new is None:
             out.append(PlaybookDiff(pid, "removed", old.subject))          # type: ignore[union-attr]
+        elif old is None and pid in was_broken:           # it was invalid at the base: it ran nowhere
+            out.append(PlaybookDiff(pid, "changed", new.subject, [Change("file", "validity", "invalid", "valid")]))
         elif old is None:
             out.append(PlaybookDiff(pid, "added", new.subject))
         else:

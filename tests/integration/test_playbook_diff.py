@@ -111,3 +111,16 @@ def test_nothing_is_planned_or_recorded(repo: Workspace) -> None:
 def test_unknown_base(repo: Workspace) -> None:
     r = repo.cli("diff", "--base", "no-such-branch", expect=1)
     assert "`no-such-branch` is neither a folder nor a git commit" in r.stderr
+
+
+def test_a_playbook_broken_at_the_base_or_now(repo: Workspace) -> None:
+    ws = repo
+    ws.playbook("health-alert", PLAYBOOK.replace("< 60", "< 6O"))          # a typo: invalid now
+    r = ws.cli("diff", "--base", "HEAD", "--now", T2, "--format", "json", expect=1)
+    [d] = json.loads(r.stdout)["playbooks"]
+    assert d["status"] == "invalid" and d["problems"][0]["file"].endswith("health-alert.yaml")
+    git(ws, "-c", "user.email=ci@example.com", "-c", "user.name=ci", "commit", "-qam", "broken")
+    ws.playbook("health-alert", PLAYBOOK)
+    [d] = json.loads(ws.cli("diff", "--base", "HEAD", "--now", T2, "--format", "json").stdout)["playbooks"]
+    assert d["status"] == "changed" and d["changes"] == [{"path": "file", "category": "validity",
+                                                          "before": "invalid", "after": "valid"}]
