@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from engine.app import App
 from engine.clock import scheduled_between
 from engine.demo_data import LOCAL
+from engine.digests import DIGEST_PLAYBOOK
 from engine.errors import UserError
 
 
@@ -31,6 +32,8 @@ class DemoReport:
     not_due: dict[str, str]                                     # playbook -> its own schedule, not due in the demo
     journeys: list[Any] = field(default_factory=list)           # engine.journey_view.JourneySummary per journey
     timezone: str = "UTC"                                       # the config zone (times shown in it)
+    digests: list[tuple[str, str, int, str]] = field(default_factory=list)   # (channel, to, items, status) sent
+    digest_waiting: dict[str, int] = field(default_factory=dict)  # recipient -> items waiting for the next digest
 
 
 def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = lambda _: None) -> DemoReport:
@@ -77,8 +80,16 @@ def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = la
     finally:
         app.close()
     by_pb: dict[str, Counter] = {}
+    digests, waiting = [], Counter()
     for r in rows:
+        if r["playbook_id"] == DIGEST_PLAYBOOK:
+            digests.append((r["connector"], r["digest"]["to"], r["digest"]["items"], r["status"]))
+            continue
         status = "deferred" if r["status"] == "pending" and r.get("note") else r["status"]   # contact policy
+        if r["status"] == "digest":
+            status, waiting[r["digest"]["to"]] = "waiting for the digest", waiting[r["digest"]["to"]] + 1
+        elif r.get("digest_key"):
+            status = f"in a digest ({status})"
         by_pb.setdefault(r["playbook_id"], Counter())[f"{r['kind']} {status}"] += 1
     fired = Counter(e.playbook for run in (switched_on, result) for e in run.events
                     if e.event in ("enter", "repeat"))
@@ -92,7 +103,7 @@ def run_demo(work: Path, *, accounts: int = 300, say: Callable[[str], None] = la
     from engine.journey_view import summaries
 
     return DemoReport(synced, playbooks, emails, slack, box, not_due, summaries(journey_rows, app.playbooks),
-                      app.settings.timezone)
+                      app.settings.timezone, sorted(digests), dict(sorted(waiting.items())))
 
 
 def as_of(data: Path, moment: datetime) -> None:

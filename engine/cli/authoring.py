@@ -177,6 +177,12 @@ def demo(keep: str | None, accounts: int) -> None:
                         [[c.step, c.wait, c.subjects, local_time(c.next_due, report.timezone)] for c in j.steps],
                         caption=f"{sum(c.subjects for c in j.steps)} in the journey, {j.completed} completed, "
                                 f"{j.exited} exited — `playbook journeys` shows this any time"))
+    if report.digests or report.digest_waiting:
+        out.print(table("CSM digests: one message per CSM at 09:00 instead of an alert each",
+                        ["channel", "to", "alerts listed", "status"], [list(d) for d in report.digests],
+                        caption=(f"{sum(report.digest_waiting.values())} alert(s) planned today wait for tomorrow's "
+                                 f"digest ({len(report.digest_waiting)} recipient(s)); `playbook outbox list "
+                                 "--status digest` shows them") if report.digest_waiting else None))
     box = report.outbox_dir
     out.print(f"where the messages went: {report.emails} email file(s) in {box / 'email'}, {report.slack} Slack "
               f"message(s) in {box / 'slack.jsonl'}, tasks in the built-in task list (`playbook tasks`)")

@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.demo_data import COLUMNS, generate
@@ -253,10 +252,24 @@ def test_every_playbook_fires_for_some_but_not_all(data: Data) -> None:
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
-                                        autoescape=lambda name: bool(name and name.endswith(".html.j2")))
+    """The engine's template environment (its filters, whole numbers without .0), escaping by file name."""
+    from engine.templating import make_environment
+
+    env = make_environment(TEMPLATES)
+    env.autoescape = lambda name: bool(name and name.endswith(".html.j2"))
     env.globals.update(days_until=lambda d: (d - ANCHOR).days, days_since=lambda d: (ANCHOR - d).days)
     return env
+
+
+def _metrics(d: Data, account: str) -> dict[str, Any]:
+    """metric() and metric_change() over one account's sample usage, as planning binds them."""
+    from engine.templating import metric_helpers
+
+    usage: dict[str, dict[date, float]] = {}
+    for (a, name, day), value in d.usage.items():
+        if a == account:
+            usage.setdefault(name, {})[day] = value
+    return metric_helpers(usage, ANCHOR)
 
 
 def _contexts(d: Data, playbook: str, ids: set[str]) -> list[dict[str, Any]]:
@@ -270,7 +283,7 @@ def _contexts(d: Data, playbook: str, ids: set[str]) -> list[dict[str, Any]]:
                 for g in d.goals if g["id"] in ids
                 for c in [c for c in d.contacts if c["account_id"] == g["account_id"]] or [None]]
     # an email to a role is rendered once per recipient, with `contact` bound to them
-    return [{**base, "account": d.accounts[a], **({"contact": c} if c else {})} for a in sorted(ids)
+    return [{**base, "account": d.accounts[a], **_metrics(d, a), **({"contact": c} if c else {})} for a in sorted(ids)
             for c in [c for c in d.contacts if c["account_id"] == a] or [None]]
 
 
