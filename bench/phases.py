@@ -113,6 +113,33 @@ def tick(config: str, now: str, label: str = "tick") -> dict[str, Any]:
 
 
 @phase
+def journey_setup(config: str, every: int, waiting: bool, due_at: str, later_at: str, started: str) -> dict[str, Any]:
+    """Place the accounts in the bench journey as its earlier runs would have (bench/journeys.py): one in `every`
+    waiting at `wait-nudge` due at `due_at`, and with `waiting` every other one due at `later_at`."""
+    from engine.store.bulk import execute_many
+    from sqlalchemy import insert
+
+    app = App(config)
+    clock = app.clock(started)
+    due, later, at = app.clock(due_at).now, app.clock(later_at).now, clock.now
+    s = app.store.schema
+    with app.store.write() as tx:
+        ids = list(tx.conn.execute(select(s.accounts.c.id).order_by(s.accounts.c.id)).scalars())
+        chosen = [(n, sid) for n, sid in enumerate(ids) if waiting or n % every == 0]
+        for i in range(0, len(chosen), 50_000):
+            part = chosen[i:i + 50_000]
+            execute_many(tx.conn, insert(s.journeys), [dict(
+                playbook_id="bench-journey", subject_type="account", subject_id=sid, episode=1, status="active",
+                step="wait-nudge", due_at=due if n % every == 0 else later, since=at, started_at=at, reason=None)
+                for n, sid in part])
+            execute_many(tx.conn, insert(s.episodes), [dict(
+                playbook_id="bench-journey", subject_type="account", subject_id=sid, is_open=True, episode=1,
+                firing=1, started_at=at, last_fired_at=at, resolved_at=None, baselined=False) for _, sid in part])
+    app.close()
+    return {"journeys": len(chosen), "due": sum(1 for n, _ in chosen if n % every == 0)}
+
+
+@phase
 def service(config: str, warmup_at: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Steady rounds inside one long-lived process, as `playbook start` runs its ticks (the `tick` phase is a
     fresh process per tick, as `playbook run` from cron): one App — engine, connection pool, compiled
