@@ -125,7 +125,9 @@ def journey_setup(config: str, every: int, waiting: bool, due_at: str, later_at:
     s = app.store.schema
     with app.store.write() as tx:
         ids = list(tx.conn.execute(select(s.accounts.c.id).order_by(s.accounts.c.id)).scalars())
-        chosen = [(n, sid) for n, sid in enumerate(ids) if waiting or n % every == 0]
+        # the due subjects entered together (one cohort, as a journey's subjects come due), the others after
+        chosen = [(n, sid) for n, sid in enumerate(ids) if n % every == 0]
+        chosen += [(n, sid) for n, sid in enumerate(ids) if waiting and n % every != 0]
         for i in range(0, len(chosen), 50_000):
             part = chosen[i:i + 50_000]
             execute_many(tx.conn, insert(s.journeys), [dict(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -189,3 +190,17 @@ def test_the_tick_phase_counts_its_work_in_figures_that_do_not_depend_on_the_mac
     assert abs(first["sqlite_steps"] - again["sqlite_steps"]) <= 4 * SqliteSteps.STEP
     if sys.platform.startswith("linux"):
         assert first["written_mb"] > quiet["written_mb"] and first["write_calls"] > quiet["write_calls"]
+
+
+def test_journey_suite_runs_the_due_steps_only(tmp_path: Path) -> None:
+    """`python -m bench.journeys` at a small size: both databases run the same due steps; the waiting subjects add
+    no SQLite work to a run later the same day."""
+    from bench.journeys import main
+
+    out = tmp_path / "journeys.json"
+    main(["--subjects", "3000", "--due-every", "100", "--workdir", str(tmp_path / "w"), "--json", str(out)])
+    r = json.loads(out.read_text())
+    for label in ("same_day", "next_day"):
+        assert r[f"all_waiting_{label}"]["events"] == r[f"due_only_{label}"]["events"] == {"step": 30}
+    waiting, due = (r[f"{v}_same_day"]["work"]["sqlite_steps"] for v in ("all_waiting", "due_only"))
+    assert waiting <= max(2 * due, 10_000)              # counted 10,000 at a time

@@ -150,4 +150,4 @@ def _upsert(schema: Schema, dialect_name: str) -> Any:
     ins = dialect.insert(j, dialect_name)
     keys = ("playbook_id", "subject_type", "subject_id")
     return ins.on_conflict_do_update(index_elements=list(keys),
-                                     set_={c.name: ins.excluded[c.name] for c in j.c if c.name not in keys})
+                                     set_={c.name: ins.excluded[c.name] for c in j.c if c.name not in (*keys, "id")})

@@ -291,12 +291,15 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
     )
     # Where each subject is in a journey (§14): the wait it rests at and when that wait is over. A run finds the
     # due ones as a range of ix_journeys_due, which holds only the active journeys (an ended one has no due time):
-    # a million subjects waiting cost nothing until their steps are due.
+    # a million subjects waiting cost nothing until their steps are due. A rowid table on purpose: rows lie in
+    # the order subjects entered, and subjects that entered together come due together, so a run rewrites a few
+    # pages of them, not one page per subject; the subject's unique key never changes, so updates leave it alone.
     journeys = Table(
         "journeys", md,
-        Column("playbook_id", String, primary_key=True),
-        Column("subject_type", String, primary_key=True),
-        Column("subject_id", String, primary_key=True),
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("playbook_id", String, nullable=False),
+        Column("subject_type", String, nullable=False),
+        Column("subject_id", String, nullable=False),
         Column("episode", Integer, nullable=False),
         Column("status", String, nullable=False),           # active | completed | exited
         Column("step", String, nullable=True),              # the wait step id it rests at (active)
@@ -304,11 +307,11 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Column("since", DateTime, nullable=False),          # when it arrived there (or ended)
         Column("started_at", DateTime, nullable=False),
         Column("reason", Text, nullable=True),              # why it ended
-        sqlite_with_rowid=False,
+        UniqueConstraint("playbook_id", "subject_type", "subject_id", name="uq_journeys_subject"),
     )
     waiting = journeys.c.due_at.is_not(None)
     Index("ix_journeys_due", journeys.c.playbook_id, journeys.c.subject_type, journeys.c.due_at,
-          journeys.c.subject_id, sqlite_where=waiting, postgresql_where=waiting)
+          sqlite_where=waiting, postgresql_where=waiting)
     return Schema(md, accounts, contacts, usage, goals, episodes, events, runs, outbox, attempts, tasks, contact_sends,
                   sync_state, suppressions, leases, playbook_state, metric_caches, match_state, playbook_bits,
                   journeys)

@@ -40,12 +40,14 @@ def accounts(ws: Workspace, rows: list[tuple[str, str, str]], usage: list[tuple[
 
 def run(ws: Workspace, now: str) -> dict[str, dict[str, Any]]:
     """One run at `now`: subject id -> {event: its JSON}; the same run again plans and shows nothing more."""
-    before = len(ws.outbox_rows())
+    def planned() -> int:          # closing a task is not one of the event's actions
+        return sum(1 for r in ws.outbox_rows() if not r["kind"].endswith("_close"))
+    before = planned()
     out: dict[str, dict[str, Any]] = {}
     for e in ws.run(now)["events"]:
         out.setdefault(e["subject"].split(":")[1], {})[e["event"]] = e
     assert ws.run(now)["events"] == []
-    assert len(ws.outbox_rows()) - before == sum(len(e["actions"]) for s in out.values() for e in s.values())
+    assert planned() - before == sum(len(e["actions"]) for s in out.values() for e in s.values())
     return out
 
 
@@ -168,3 +170,53 @@ def test_editing_a_journey_in_flight_moves_subjects_by_step_id(ws: Workspace) ->
                                   "2027-01-15T10:00", "--format", "json").stdout)["playbooks"][0]["journey"]
     assert (explained["step"], explained["next_due"]) == ("wait-call", "2027-01-18T10:00:00+09:00")
     assert explained["reason"].startswith("waits at `wait-call` (2 business days at 10:00)")
+
+
+SHORT = """
+id: short
+name: Short journey
+activation: fire
+trigger: {when: "account.arr < 100"}
+exit_when: "account.arr > 1000"
+cooldown: 30d
+steps:
+  - id: call
+    task: {title: "Call {{ account.name }}", assignee: csm@example.com, due_in: 2d}
+  - id: wait
+    wait: 1d
+  - id: bye
+    slack: {channel: "#cs", text: "{{ account.name }}: done"}
+on_resolve:
+  - slack: {channel: "#cs", text: "{{ account.name }}: journey over"}
+"""
+
+
+def test_an_exit_closes_the_journeys_tasks_and_runs_on_resolve_and_a_new_journey_needs_a_new_entry(
+        ws_sqlite: Workspace) -> None:
+    ws = ws_sqlite
+    ws.playbook("short", SHORT)
+    ws.data("accounts", [{"id": "A", "name": "Acme", "arr": 50}, {"id": "B", "name": "Bolt", "arr": 50}])
+    ws.sync()
+    run(ws, "2027-02-01T10:00")
+    assert [t["title"] for t in json.loads(ws.cli("tasks", "list", "--format", "json").stdout)["tasks"]] == [
+        "Call Acme", "Call Bolt"]
+    ws.data("accounts", [{"id": "A", "name": "Acme", "arr": 5000}, {"id": "B", "name": "Bolt", "arr": 50}])
+    ws.sync()
+    exited = run(ws, "2027-02-01T12:00")              # A reached the goal: exits, its task is closed
+    assert exited["A"]["resolve"]["journey"]["outcome"] == "exited"
+    assert [a["text"] for a in exited["A"]["resolve"]["actions"]] == ["Acme: journey over"]
+    assert [t["title"] for t in json.loads(ws.cli("tasks", "list", "--format", "json").stdout)["tasks"]] == [
+        "Call Bolt"]
+    done = run(ws, "2027-02-02T10:00")                # B completes: its task stays with the CSM
+    assert done["B"]["resolve"]["journey"]["outcome"] == "completed"
+    assert [t["title"] for t in json.loads(ws.cli("tasks", "list", "--format", "json").stdout)["tasks"]] == [
+        "Call Bolt"]
+    # B still matches the trigger: no new journey until it stops matching and matches again after the cooldown
+    assert run(ws, "2027-03-10T10:00") == {}
+    ws.data("accounts", [{"id": "A", "name": "Acme", "arr": 5000}, {"id": "B", "name": "Bolt", "arr": 500}])
+    ws.sync()
+    assert run(ws, "2027-03-10T11:00") == {}
+    ws.data("accounts", [{"id": "A", "name": "Acme", "arr": 5000}, {"id": "B", "name": "Bolt", "arr": 50}])
+    ws.sync()
+    again = run(ws, "2027-03-10T12:00")
+    assert (again["B"]["enter"]["episode"], again["B"]["enter"]["journey"]["steps"]) == (2, ["call"])
