@@ -141,11 +141,19 @@ def items_view(rows: list[dict[str, Any]], resolved: set[int], tz: str) -> list[
     return out
 
 
-def grouped(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Items by playbook, playbooks in the order of their first item: [{playbook, items}]."""
-    groups: dict[str, dict[str, Any]] = {}
+@dataclass(frozen=True)
+class Group:
+    """One playbook's items in a digest (`g.playbook`, `g.items` in a digest_template)."""
+
+    playbook: str
+    items: list[dict[str, Any]]
+
+
+def grouped(items: list[dict[str, Any]]) -> list[Group]:
+    """Items by playbook, playbooks in the order of their first item."""
+    groups: dict[str, Group] = {}
     for item in items:
-        groups.setdefault(item["playbook_id"], {"playbook": item["playbook"], "items": []})["items"].append(item)
+        groups.setdefault(item["playbook_id"], Group(item["playbook"], [])).items.append(item)
     return list(groups.values())
 
 
@@ -164,9 +172,9 @@ def default_layout(items: list[dict[str, Any]], period: Period, locale: str, mar
     lines = [f"*{what} digest — {day}* · {count}" if slack else f"{what} digest — {day} · {count}"]
     shown = 0
     for g in groups:
-        head = _escape(g["playbook"], slack)
-        lines += ["", f"*{head}* ({len(g['items'])})" if slack else f"{head} ({len(g['items'])})"]
-        for item in g["items"]:
+        head = _escape(g.playbook, slack)
+        lines += ["", f"*{head}* ({len(g.items)})" if slack else f"{head} ({len(g.items)})"]
+        for item in g.items:
             name, text = _escape(item["subject"], slack), item["text"]
             line = f"• {name}: {text}"
             if item["resolved"]:
