@@ -178,3 +178,22 @@ def test_validate_refuses_a_comma_beside_an_expression(ws_sqlite: Workspace, to:
     out = ws_sqlite.cli("validate", expect=1)
     text = out.stdout + out.stderr
     assert "csm.yaml:5" in text and "write several addresses as a YAML list" in text, text
+
+
+def test_cc_and_reply_to_from_data_are_one_address_too(ws_sqlite: Workspace) -> None:
+    with SmtpServer() as server:
+        smtp_config(ws_sqlite, server)
+        ws_sqlite.playbook("copy", """
+            id: copy
+            name: Copy
+            activation: fire
+            trigger: {when: account.arr < 100}
+            actions:
+              - email: {to: boss@example.com, cc: "{{ account.csm_email }}", subject: "Hi", body: "Hello"}
+              - email: {to: boss@example.com, reply_to: "{{ account.csm_email }}", subject: "Hi", body: "Hello"}
+            """)
+        accounts(ws_sqlite, ["Acme"], ["csm@example.com, evil@attacker.example"])
+        ws_sqlite.cli("run", "--now", "2026-03-02T09:00", expect=1)
+        assert server.handler.received == []
+    errors = sorted(r["last_error"] for r in ws_sqlite.outbox_rows())
+    assert [e.split(" rendered")[0] for e in errors] == ["refused: email `cc`", "refused: email `reply_to`"]
