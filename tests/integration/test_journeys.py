@@ -3,6 +3,8 @@ public holiday (Monday 11 January 2027, Coming of Age Day)."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 from pathlib import Path
 from typing import Any
@@ -220,3 +222,21 @@ def test_an_exit_closes_the_journeys_tasks_and_runs_on_resolve_and_a_new_journey
     ws.sync()
     again = run(ws, "2027-03-10T12:00")
     assert (again["B"]["enter"]["episode"], again["B"]["enter"]["journey"]["steps"]) == (2, ["call"])
+
+
+def test_japanese_admins_get_the_japanese_onboarding_templates(ws_sqlite: Workspace) -> None:
+    ws = ws_sqlite
+    ws.timezone = "Asia/Tokyo"
+    onboarding(ws)
+    ws.data("accounts", [{"id": "J", "name": "さくら技研", "arr": 5000, "created_at": CREATED, "timezone": "Asia/Tokyo"}])
+    (ws.root / "data" / "contacts.csv").write_text(
+        "id,account_id,email,name,role,locale\n"
+        "J1,J,ken@sakura.example,佐藤 健,admin,ja\nJ2,J,ann@sakura.example,Ann Lee,admin,\n", encoding="utf-8")
+    ws.sync()
+    ws.run("2027-01-08T10:00")
+    sent = {}
+    for path in (ws.root / "outbox" / "email").glob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        sent[str(message["To"])] = str(message["Subject"])
+    assert sent == {"ken@sakura.example": "さくら技研 のワークスペースへようこそ",
+                    "ann@sakura.example": "Welcome to your さくら技研 workspace"}
