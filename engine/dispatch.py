@@ -23,6 +23,7 @@ from engine.contact_policy import ContactPolicy
 from engine.digests import assemble_due
 from engine.delivery import Connector, Outcome, Receipt
 from engine.plugins import Unrendered, registry
+from engine.redact import redact
 from engine.clock import parse_duration, wall_clock
 from engine.settings import Settings
 from engine.store import DatabaseError, Session, Store
@@ -248,6 +249,8 @@ class Dispatcher:
     def _outcome(self, item: Claimed, d: Receipt | None) -> Decision:
         if d is None:  # pragma: no cover - connectors always return a Receipt
             d = Receipt(Outcome.TRANSIENT, "connector returned nothing")
+        if d.detail:            # recorded and shown by `outbox list` and `history`: never a secret (engine/redact.py)
+            d = replace(d, detail=redact(d.detail))
         d = self._merge_progress(item, d)
         uncertain = bool(d.result.get("uncertain"))
         if d.outcome == Outcome.SENT:

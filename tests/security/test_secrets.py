@@ -146,3 +146,31 @@ def test_an_unencoded_at_from_the_environment_is_refused_without_echo(tmp_path: 
 ])
 def test_mask_url(url: str, shown: str) -> None:
     assert mask_url(url) == shown
+
+
+def test_a_receiver_echoing_a_secret_does_not_put_it_in_the_outbox(ws_sqlite: Workspace, httpserver) -> None:  # noqa: ANN001
+    """What a receiver answers becomes the action's recorded detail; a secret of the configuration in it is
+    named, never stored or shown."""
+    secret = "whsec-echoed-4242"
+    httpserver.expect_request("/hook").respond_with_data(f"bad signature, expected key {secret}", status=400)
+    ws_sqlite.configure("outbound: {allow: [127.0.0.1]}\nconnectors:\n  webhook: {secret: \"${HOOK_SECRET}\"}\n")
+    ws_sqlite.playbook("hook", f"""
+        id: hook
+        name: Hook
+        activation: fire
+        trigger: {{when: account.arr < 100}}
+        actions:
+          - webhook: {{url: "{httpserver.url_for('/hook')}", body: {{a: 1}}}}
+        """)
+    ws_sqlite.data("accounts", [{"id": "A1", "name": "Acme", "arr": 10}])
+    env = {"HOOK_SECRET": secret}
+    ws_sqlite.runner.invoke(main, ["--config", ws_sqlite.config, "sync"], env=env, catch_exceptions=False)
+    ws_sqlite.runner.invoke(main, ["--config", ws_sqlite.config, "run", "--now", "2026-03-02T09:00"], env=env,
+                            catch_exceptions=False)
+    assert len(httpserver.log) == 1
+    listing = ws_sqlite.runner.invoke(main, ["--config", ws_sqlite.config, "outbox", "list", "--format", "json"],
+                                      env=env, catch_exceptions=False).output
+    history = ws_sqlite.runner.invoke(main, ["--config", ws_sqlite.config, "history", "--attempts", "--format",
+                                             "json"], env=env, catch_exceptions=False).output
+    assert "${HOOK_SECRET}" in listing
+    assert secret not in listing and secret not in history
