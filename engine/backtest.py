@@ -125,6 +125,7 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
     states = {pb.id: _PlaybookState(pb, tz) for pb in selected}
     caps = _Caps(settings)
     order = {pb.id: i for i, pb in enumerate(selected)}
+    rail = settings.defaults.max_total_actions_per_run
     for moment in sorted(due):
         clock = make_clock(tz, moment.replace(tzinfo=timezone.utc))
         pbs = sorted(due[moment], key=lambda p: (SUBJECT_TYPES.index(p.subject), order[p.id]))
@@ -135,15 +136,24 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
             with timed("matching"):
                 matching = _matching(tx, pbs, clock)
             preview = caps.preview()
+            done: list[_Evaluation] = []
             for pb in pbs:
                 summary.evaluations += 1
                 with timed("episodes and actions"):
-                    found = list(_evaluate(tx, settings, states[pb.id], clock, matching.pop(pb.id), preview,
-                                           summary))
-                for e in found:
-                    summary.count(e, tz)
-                    if on_event:
-                        on_event(e)
+                    found = _evaluate(tx, settings, states[pb.id], clock, matching.pop(pb.id), preview, summary)
+                if found is not None:
+                    done.append(found)
+        total = sum(d.planned for d in done)
+        if rail is not None and total > rail:
+            summary.blocked.append((clock.now, "(every playbook)", f"the run would plan {total} actions, more than "
+                                    f"defaults.max_total_actions_per_run ({rail}): nothing planned"))
+            continue
+        for d in sorted(done, key=lambda d: order[d.state.pb.id]):     # a run lists its playbooks in file order
+            d.apply(clock.now)
+            for e in d.events:
+                summary.count(e, tz)
+                if on_event:
+                    on_event(e)
     return summary
 
 
@@ -171,11 +181,29 @@ def _matching(tx: Any, pbs: list[CompiledPlaybook], clock: Clock) -> dict[str, s
     return out
 
 
+@dataclass
+class _Evaluation:
+    """One playbook's evaluation at one run, not yet applied to its episodes (a run-wide rail may discard it)."""
+
+    state: _PlaybookState
+    transitions: list[Transition]
+    events: list[BacktestEvent]
+    planned: int
+
+    def apply(self, now: datetime) -> None:
+        state = self.state
+        for t in self.transitions:
+            e = episodes.advance(state.episodes.get(t.subject_id), t, now)
+            state.episodes[t.subject_id] = e
+            (state.open.add if e.is_open else state.open.discard)(t.subject_id)
+        state.active = True
+
+
 def _evaluate(tx: Any, settings: Settings, state: _PlaybookState, clock: Clock, matching: set[str],
-              caps: CapPreview | None, summary: Summary) -> Iterator[BacktestEvent]:
+              caps: CapPreview | None, summary: Summary) -> _Evaluation | None:
     """One playbook at one run, as the tick evaluates it (engine/tick.py `evaluate_playbook`): transitions in
-    subject order (enters held back past max_enters_per_run), then repeats; nothing at all when it would plan
-    more than max_actions_per_run."""
+    subject order (enters held back past max_enters_per_run), then repeats; None (nothing at all) when it would
+    plan more than max_actions_per_run."""
     pb, policy = state.pb, state.policy
     baseline = not state.active and pb.spec.activation == "baseline"
     enter = sorted(matching - state.open)
@@ -199,14 +227,9 @@ def _evaluate(tx: Any, settings: Settings, state: _PlaybookState, clock: Clock, 
     if limit is not None and planned > limit:
         summary.blocked.append((clock.now, pb.id, f"would plan {planned} actions, more than max_actions_per_run "
                                                   f"({limit}): nothing planned"))
-        return
-    for t in transitions:
-        e = episodes.advance(state.episodes.get(t.subject_id), t, clock.now)
-        state.episodes[t.subject_id] = e
-        (state.open.add if e.is_open else state.open.discard)(t.subject_id)
-    state.active = True
+        return None
     events.sort(key=lambda x: (x.event.subject, x.event.event))
-    yield from events
+    return _Evaluation(state, transitions, events, planned)
 
 
 def _plan(tx: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock, transitions: list[Transition],

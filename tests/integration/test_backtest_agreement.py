@@ -47,10 +47,11 @@ class Shape:
 
     playbooks: list[str]
     days: list[dict[str, list[dict]]]           # the data synced each day (06:00 local)
+    rail: int | None = None                     # defaults.max_total_actions_per_run
 
 
 def _playbook(i: int, kind: str, threshold: int, schedule: str, repeat: str | None, cooldown: str | None,
-              max_episodes: int | None, activation: str, max_enters: int | None) -> str:
+              max_episodes: int | None, activation: str, max_enters: int | None, max_actions: int | None) -> str:
     subject, trigger = {
         "arr": ("account", f"{{when: \"account.arr < {threshold * 1000}\"}}"),
         "health": ("account", f"{{when: \"account.health_score < {threshold} or account.health_score is none\"}}"),
@@ -69,6 +70,8 @@ def _playbook(i: int, kind: str, threshold: int, schedule: str, repeat: str | No
         lines.append(f"max_episodes: {max_episodes}")
     if max_enters:
         lines.append(f"max_enters_per_run: {max_enters}")
+    if max_actions:
+        lines.append(f"max_actions_per_run: {max_actions}")
     lines += ["actions:",
               "  - slack: {channel: \"#cs\", text: \"{{ account.name }} arr {{ account.arr }} "
               "logins {{ metric('logins', 3, 'sum') }}\"}",
@@ -82,7 +85,8 @@ playbook_st = st.builds(
     _playbook, st.just(0), st.sampled_from(["arr", "health", "logins", "renewal", "champion", "goal"]),
     st.integers(1, 60), st.sampled_from(SCHEDULES), st.sampled_from([None, None, "1d", "2d", "12h"]),
     st.sampled_from([None, None, "1d", "3d"]), st.sampled_from([None, None, 1, 2]),
-    st.sampled_from(["baseline", "fire"]), st.sampled_from([None, None, 1, 2]))
+    st.sampled_from(["baseline", "fire"]), st.sampled_from([None, None, 1, 2]),
+    st.sampled_from([None, None, None, 3, 8]))
 
 
 @st.composite
@@ -131,7 +135,7 @@ def scenarios(draw: Any) -> Shape:
                        "contacts": [dict(c) for c in contacts.values() if c["account_id"] not in gone],
                        "goals": [dict(g) for g in goals.values() if g["account_id"] not in gone],
                        "usage": [dict(u) for u in usage.values()]})
-    return Shape(pbs, series)
+    return Shape(pbs, series, draw(st.sampled_from([None, None, None, 4, 12])))
 
 
 def _dump(app: App) -> dict[str, list[tuple]]:
@@ -144,7 +148,7 @@ def _dump(app: App) -> dict[str, list[tuple]]:
 def check(shape: Shape, root: Path) -> int:
     """Replay `shape` as syncs and runs, then backtest it; returns how many events were compared."""
     ws = Workspace(root, f"sqlite:///{root / 'db.sqlite'}", timezone=TZ)
-    ws.configure(POLICY)
+    ws.configure(POLICY + (f"defaults: {{max_total_actions_per_run: {shape.rail}}}\n" if shape.rail else ""))
     for i, text in enumerate(shape.playbooks):
         ws.playbook(f"pb-{i}", text)
     tz = ZoneInfo(TZ)
