@@ -240,3 +240,27 @@ def test_japanese_admins_get_the_japanese_onboarding_templates(ws_sqlite: Worksp
         sent[str(message["To"])] = str(message["Subject"])
     assert sent == {"ken@sakura.example": "さくら技研 のワークスペースへようこそ",
                     "ann@sakura.example": "Welcome to your さくら技研 workspace"}
+
+
+def test_exit_on_unmatch_ends_the_journey_when_the_trigger_stops_matching(ws_sqlite: Workspace) -> None:
+    ws = ws_sqlite
+    first = ws.playbook("short", SHORT.replace("cooldown: 30d", "exit_on_unmatch: true"))
+    ws.data("accounts", [{"id": "A", "name": "Acme", "arr": 50}])
+    ws.sync()
+    run(ws, "2027-02-01T10:00")
+    ws.data("accounts", [{"id": "A", "name": "Acme", "arr": 500}])       # no longer matches, goal not reached
+    ws.sync()
+    ended = run(ws, "2027-02-01T11:00")
+    assert ended["A"]["resolve"]["journey"] == {
+        "outcome": "exited", "reason": "the trigger no longer matches (exit_on_unmatch)"}
+    assert json.loads(ws.cli("tasks", "list", "--format", "json").stdout)["tasks"] == []
+    # without exit_on_unmatch the same change leaves the journey going
+    first.unlink()
+    ws.playbook("short2", SHORT.replace("id: short", "id: short2"))
+    ws.data("accounts", [{"id": "A", "name": "Acme", "arr": 50}])
+    ws.sync()
+    assert run(ws, "2027-02-02T10:00")["A"]["enter"]["playbook"] == "short2"
+    ws.data("accounts", [{"id": "A", "name": "Acme", "arr": 500}])
+    ws.sync()
+    assert run(ws, "2027-02-02T11:00") == {}
+    assert run(ws, "2027-02-03T10:00")["A"]["resolve"]["journey"]["outcome"] == "completed"
