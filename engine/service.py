@@ -35,9 +35,11 @@ class Service:
     """One `playbook start` process."""
 
     def __init__(self, app: App, *, workers: int = 1, every: float | None = None, lease_s: float = 15.0,
-                 metrics_port: int | None = None, unsubscribe_port: int | None = None, poll_s: float = 2.0):
+                 metrics_port: int | None = None, unsubscribe_port: int | None = None, poll_s: float = 2.0,
+                 unsubscribe_host: str = "127.0.0.1"):
         self.app, self.workers, self.every, self.lease_s = app, workers, every, lease_s
         self.metrics_port, self.unsubscribe_port, self.poll_s = metrics_port, unsubscribe_port, poll_s
+        self.unsubscribe_host = unsubscribe_host
         self.owner = worker_id()
         self.stop = threading.Event()
         self.reload_wanted = threading.Event()
@@ -103,7 +105,9 @@ class Service:
             if key is None:
                 log.error("unsubscribe endpoint not started: no unsubscribe_secret configured")
             else:
-                out.append(serve(self.app.store, key, "0.0.0.0", self.unsubscribe_port))
+                endpoint = serve(self.app.store, key, self.unsubscribe_host, self.unsubscribe_port)
+                log.info("unsubscribe endpoint listening", extra={"host": endpoint.host, "port": endpoint.port})
+                out.append(endpoint)
         return out
 
     # ---- leadership --------------------------------------------------------------------------------

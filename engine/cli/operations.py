@@ -18,14 +18,16 @@ PORT = click.IntRange(1, 65535)
               help="dispatch threads in this process")
 @click.option("--metrics-port", type=PORT, default=None, help="serve Prometheus /metrics on this port")
 @click.option("--unsubscribe-port", type=PORT, default=None, help="serve the one-click unsubscribe endpoint")
+@click.option("--unsubscribe-host", default="127.0.0.1", show_default=True,
+              help="the address the unsubscribe endpoint listens on (0.0.0.0: every interface)")
 @click.option("--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True)
 @click.option("--lease", default=15.0, show_default=True, type=click.FloatRange(min=1),
               help="leader lease in seconds (take-over time)")
 @click.option("--every", type=click.FloatRange(min=0, min_open=True), default=None, hidden=True,
               help="evaluate every N seconds instead of the cron schedules (tests, demos)")
 @command
-def start(app: App, workers: int, metrics_port: int | None, unsubscribe_port: int | None, log_format: str,
-          lease: float, every: float | None) -> None:
+def start(app: App, workers: int, metrics_port: int | None, unsubscribe_port: int | None, unsubscribe_host: str,
+          log_format: str, lease: float, every: float | None) -> None:
     """The long-running service: scheduled syncs and evaluations, continuous dispatch."""
     from engine.logs import setup_logging
     from engine.service import Service
@@ -33,7 +35,7 @@ def start(app: App, workers: int, metrics_port: int | None, unsubscribe_port: in
     setup_logging(log_format)
     app.settings, app.store  # noqa: B018 - fail fast on a bad config or database, before starting threads
     sys.exit(Service(app, workers=workers, every=every, lease_s=lease, metrics_port=metrics_port,
-                     unsubscribe_port=unsubscribe_port).run())
+                     unsubscribe_port=unsubscribe_port, unsubscribe_host=unsubscribe_host).run())
 
 
 @click.command()

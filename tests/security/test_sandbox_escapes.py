@@ -49,7 +49,8 @@ REFUSED_AT_VALIDATE = [
 
 # (payload, what the sandbox says when it renders)
 REFUSED_AT_RENDER = [
-    ("{{ '{0.__class__.__base__.__subclasses__}'.format(account) }}", "access to attribute '__class__'"),  # CVE-2016-10745
+    # CVE-2016-10745: str.format reaching attributes
+    ("{{ '{0.__class__.__base__.__subclasses__}'.format(account) }}", "access to attribute '__class__'"),
     ("{{ '{0.__class__}'.format(account.name) }}", "access to attribute '__class__'"),
     ("{{ '{a.__class__}'.format_map({'a': account.name}) }}", "access to attribute '__class__'"),      # CVE-2019-10906
     ("{% set f = '{0.__class__}'.format %}{{ f(account.name) }}", "access to attribute '__class__'"),   # CVE-2024-56326
