@@ -335,13 +335,13 @@ def _check_digest(action: Any, facing: bool, path: tuple[Any, ...], ctx: Compile
     if kind.digest_parts.__func__ is ActionKind.digest_parts:    # type: ignore[attr-defined]
         able = [name for name, k in kinds.items() if k.digest_parts.__func__ is not ActionKind.digest_parts]
         problems.append(positions.diagnostic(path + ("digest",), f"`{action.kind}` actions cannot collect into a "
-                                             "digest", f"digests are for {', '.join(able)} messages"))
+                                             "digest", f"digests are for {' and '.join(able)} messages"))
         return None
     if facing:
         problems.append(positions.diagnostic(path + ("digest",), "a digest collects internal messages; this "
                                              "action reaches customers",
-                                             "address it to your team (a Slack user or channel, an email address), "
-                                             "or send it on its own"))
+                                             "address it to your team — a Slack user or channel, an email "
+                                             "address — or send it on its own"))
         return None
     name = action.digest_template
     if name:
