@@ -27,7 +27,7 @@ from engine.actions import (ActionKind, CompileContext, CompiledAction, Payload,
 from engine.consent import unsubscribe_url
 from engine.delivery import BaseConnector, Outcome, Receipt
 from engine.store.outbox import Claimed
-from engine.templating import TemplateProblem, render
+from engine.templating import TemplateProblem, plain_name_problem, render
 
 DEFAULT_SENDER = "Customer Success <cs@localhost>"
 PARTS = {"subject": ".subject.j2", "html": ".html.j2", "text": ".txt.j2"}
@@ -118,9 +118,9 @@ class EmailKind(ActionKind):
         set (NAME.ja.subject.j2, …), which replaces the default set for recipients of that locale (§16). NAME is a
         plain name: templates are read only from the templates folder."""
         templates, where = ctx.templates, ctx.templates_shown
-        if not name or name.startswith(".") or any(c in name for c in "/\\:*?[]\0"):
-            ctx.problem(("template",), f"template `{name}` is not a plain name: email templates are read only from "
-                                       f"the templates folder ({where}/)",
+        not_plain = plain_name_problem(name)
+        if not_plain:
+            ctx.problem(("template",), f"{not_plain} ({where}/)",
                         "write the NAME of NAME.subject.j2 and NAME.html.j2 or NAME.txt.j2")
             return {}
         files = self._part_set(name, name, ctx, extra)

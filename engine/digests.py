@@ -306,9 +306,8 @@ def _from_template(settings: Any, name: str, items: list[dict[str, Any]], recipi
     parts = {}
     for part, suffix in (("subject", ".subject.j2"), ("text", ".txt.j2"), ("html", ".html.j2")):
         if templates.exists(name + suffix):
-            compiled = (templates.compile_inline((settings.templates / (name + suffix)).read_text("utf-8"), "digest",
-                                                 markup="slack") if markup == "slack" and part == "text"
-                        else templates.compile_file(name + suffix, "digest"))
+            compiled = templates.compile_file(name + suffix, "digest",
+                                              markup="slack" if markup == "slack" and part == "text" else None)
             parts[part] = render(compiled, context)
     if "text" not in parts and "html" not in parts:
         raise TemplateProblem(f"template `{name}` has no {name}.txt.j2")

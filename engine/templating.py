@@ -56,6 +56,14 @@ class RenderTimeout(TemplateProblem):
     """A render ran out of time: the same template would for the next subjects too."""
 
 
+def plain_name_problem(name: str, what: str = "template") -> str | None:
+    """Why the NAME of a set of template files (`template: NAME`, `digest_template: NAME`) is not a plain name
+    (no folder, `..`, absolute path, drive or glob character), or None when it is."""
+    if name and not name.startswith(".") and not any(c in name for c in "/\\:*?[]\0"):
+        return None
+    return f"{what} `{name}` is not a plain name: templates are read only from the templates folder"
+
+
 def outside_problem(directory: Path | None, name: str) -> str | None:
     """Why a template name does not name a file inside the templates folder, or None when it does (or names
     nothing): a name is relative to the folder, without `..`, and no link in the folder may lead out of it."""
@@ -131,9 +139,11 @@ class Templates:
         expressions output is escaped for Slack so that data cannot mention or link."""
         return self._compile(self.slack_env if markup == "slack" else self.text_env, source, subject, None, extra)
 
-    def compile_file(self, name: str, subject: str, extra: frozenset[str] = frozenset()) -> Any:
-        """Compile a template file by name; `.html.j2` files autoescape."""
-        env = self.html_env if ".html" in name else self.text_env
+    def compile_file(self, name: str, subject: str, extra: frozenset[str] = frozenset(),
+                     markup: str | None = None) -> Any:
+        """Compile a template file by name; `.html.j2` files autoescape, and so does `markup="slack"` for Slack
+        (see compile_inline)."""
+        env = self.slack_env if markup == "slack" else self.html_env if ".html" in name else self.text_env
         outside = outside_problem(self.directory, name)
         if outside:
             raise TemplateProblem(outside, None, name)

@@ -23,7 +23,7 @@ from engine.spec.diagnostics import validation_diagnostics
 from engine.spec.models import Playbook, playbook_model
 from engine.spec.triggers import option_at, trigger_expression
 from engine.spec.yamlfile import Positions, load_yaml
-from engine.templating import PLAYBOOK_FIELDS, Templates, TemplateProblem
+from engine.templating import PLAYBOOK_FIELDS, Templates, TemplateProblem, plain_name_problem
 from engine.textfile import read_text
 
 log = logging.getLogger("playbook.loader")
@@ -354,6 +354,11 @@ def _check_digest_template(name: str, markup: str, kind: str, path: tuple[Any, .
     """NAME.txt.j2 (and for emails NAME.subject.j2, or NAME.html.j2 instead of the text) must exist and compile
     with a digest's context."""
     templates = ctx.templates
+    not_plain = plain_name_problem(name, "digest template")
+    if not_plain:
+        problems.append(positions.diagnostic(path + ("digest_template",), f"{not_plain} ({ctx.templates_shown}/)",
+                                             "write the NAME of NAME.txt.j2"))
+        return
     parts = [".subject.j2", ".txt.j2", ".html.j2"] if kind == "email" else [".txt.j2"]
     found = [p for p in parts if templates.exists(name + p)]
     body = {".txt.j2", ".html.j2"} & set(found)
@@ -363,11 +368,7 @@ def _check_digest_template(name: str, markup: str, kind: str, path: tuple[Any, .
         return
     for part in found:
         try:
-            if markup == "slack":
-                templates.compile_inline((templates.directory / (name + part)).read_text("utf-8"), "digest",
-                                         markup="slack")
-            else:
-                templates.compile_file(name + part, "digest")
+            templates.compile_file(name + part, "digest", markup="slack" if markup == "slack" else None)
         except TemplateProblem as exc:
             ctx.template_problem(name + part, exc)
 

@@ -123,3 +123,29 @@ def test_a_link_put_in_after_validation_is_refused_at_render(tmp_path: Path, out
     with pytest.raises(TemplateProblem) as info:
         render(compiled, context)
     assert SECRET_TEXT not in info.value.message and "footer.j2" in info.value.message
+
+
+@pytest.mark.parametrize("name, message", [
+    ("../outside/leak", "is not a plain name"),
+    ("sub/../../outside/leak", "is not a plain name"),
+    ("linked", "is a link to a file outside the templates folder"),
+])
+def test_a_digest_template_from_outside_the_folder_is_refused(ws_sqlite: Workspace, outside: Path, name: str,
+                                                              message: str) -> None:
+    os.symlink(outside / "leak.txt.j2", ws_sqlite.root / "templates" / "linked.txt.j2")
+    ws_sqlite.playbook("digest", f"""
+        id: digest
+        name: Digest
+        activation: fire
+        trigger: {{when: account.arr < 100}}
+        actions:
+          - slack: {{channel: "#cs", text: "{{{{ account.name }}}}", digest: daily, digest_template: '{name}'}}
+        """)
+    text = validate(ws_sqlite)
+    assert message in text and SECRET_TEXT not in text, text
+    ws_sqlite.data("accounts", [{"id": "A1", "name": "Acme", "arr": 10}])
+    ws_sqlite.sync()
+    for day in ("2026-03-02T09:00", "2026-03-03T09:00", "2026-03-04T09:00"):
+        ws_sqlite.cli("run", "--now", day, expect=None)
+    box = ws_sqlite.root / "outbox"
+    assert not any(SECRET_TEXT in p.read_text(errors="replace") for p in box.rglob("*") if p.is_file())
