@@ -150,9 +150,26 @@ def _deliveries(store: Store, settings: Settings, pb: CompiledPlaybook, subject_
     with store.read() as tx:
         recs, contacts = plan_inputs(tx, pb, [subject_id], template_cache(store, clock), today=clock.today)
     ctx = planner.context_for(recs.get(subject_id) or {}, contacts)
-    for action in pb.actions:
-        planner.plan_action(Transition(subject_id, "enter", 0, 1, False), action, ctx, event)
+    for firing, action in _first_actions(store, settings, pb, subject_id, recs.get(subject_id) or {}, clock):
+        planner.plan_action(Transition(subject_id, "enter", 0, firing, False), action, ctx, event)
     return [a for a in event.actions if "zone" in a]
+
+
+def _first_actions(store: Store, settings: Settings, pb: CompiledPlaybook, subject_id: str, records: dict,
+                   clock: Clock) -> list[tuple[Any, Any]]:
+    """(firing, action) of what firing now would plan: the actions, or for a journey the steps that would run at
+    once on entering (their conditions evaluated now)."""
+    if pb.journey is None:
+        return [(1, a) for a in pb.actions]
+    from engine.journey import advance
+    from engine.journey_run import calendar, subject_zone
+
+    exprs = [e.expr for e in pb.journey.expressions]
+    with store.read() as tx:
+        _, truths = tx.journeys.values(pb.subject, [subject_id], exprs, clock, None).get(subject_id, (False, ()))
+    progress = advance(pb.journey, pb.journey.start, clock.now, lambda n: bool(n < len(truths) and truths[n]),
+                       subject_zone(settings, records), calendar(settings))
+    return [(n.id, n.action) for n in progress.ran]
 
 
 def _waiting(row: dict[str, Any], clock: Clock) -> dict[str, Any]:

@@ -153,7 +153,7 @@ def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock
         if result.held:
             scan_state = None
         record_state(unit, pb, clock, "ok", {"events": sum(result.counts.values()), "planned": result.planned},
-                      dry_run, scan_state, activated=activating)
+                     dry_run, scan_state, activated=activating)
     return result
 
 
