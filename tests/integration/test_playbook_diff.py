@@ -30,11 +30,10 @@ def git(ws: Workspace, *args: str) -> str:
 
 
 @pytest.fixture
-def repo(ws_sqlite: Workspace) -> Workspace:
+def repo(ws: Workspace) -> Workspace:
     """A workspace in git: the playbook at threshold 60 committed, synced and run once."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
-    ws = ws_sqlite
     ws.playbook("health-alert", PLAYBOOK)
     ws.data("accounts", [{"id": f"A{n}", "name": f"Acme {n}", "health_score": score, "csm_email": "csm@example.com"}
                          for n, score in enumerate([50, 62, 64, 70, 55], 1)])
