@@ -101,6 +101,8 @@ def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock
         ids = sorted(starts.keys() | states.keys())
         runner = _Runner(settings, pb, clock, unit, keep_events, records, caps, result, keep_payloads)
         cal = calendar(settings)
+        limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
+        planned = 0
         for i in range(0, len(ids), CHUNK):
             part = ids[i:i + CHUNK]
             values = unit.journeys.values(pb.subject, part, [e.expr for e in journey.expressions], clock, cache)
@@ -134,20 +136,12 @@ def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock
                         continue
                     progress = found
                 runner.move(state, progress, rec, contacts, entered=False)
-        limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
-        planned = sum(1 for r in runner.rows if not r["kind"].endswith(CLOSE))
-        if limit is not None and planned > limit:
-            unit.discard()
-            return blocked(unit, pb, clock, result, planned, limit, dry_run, was_active)
-        if runner.exits:
-            unit.outbox.cancel_journey(pb.id, pb.subject, runner.exits, now, "journey exited before delivery")
-        unit.episodes.apply(pb.id, pb.subject, runner.endings, now, run_id, slot,
-                            ([], [t.subject_id for t in runner.endings if t.subject_id in unmatched]),
-                            events=False, clear_resolved=False)
-        unit.episodes.record_events(run_id, now, pb.id, pb.subject, runner.events)
-        unit.journeys.write(pb.id, pb.subject, runner.states)
-        result.planned += unit.outbox.enqueue(runner.rows) if not dry_run else len(runner.rows)
-        result.closures += sum(1 for r in runner.rows if r["kind"].endswith(CLOSE))
+            # written chunk by chunk, so memory stays flat however many steps are due; the unit spans them all
+            planned += sum(1 for r in runner.rows if not r["kind"].endswith(CLOSE))
+            if limit is not None and planned > limit:
+                unit.discard()
+                return blocked(unit, pb, clock, result, planned, limit, dry_run, was_active)
+            _write(unit, pb, runner, unmatched, now, run_id, slot, result, dry_run)
         result.events.sort(key=lambda e: (e.subject, e.event))
         result.unrendered += runner.planner.failures
         if result.held:
@@ -155,6 +149,22 @@ def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock
         record_state(unit, pb, clock, "ok", {"events": sum(result.counts.values()), "planned": result.planned},
                      dry_run, scan_state, activated=activating)
     return result
+
+
+def _write(unit: Any, pb: CompiledPlaybook, runner: _Runner, unmatched: set[str], now: Any, run_id: int | None,
+           slot: Any, result: Any, dry_run: bool) -> None:
+    """Write what a chunk of subjects did: cancel the unsent step actions of the journeys that exited, resolve the
+    episodes that ended, record events and journey rows, plan the outbox rows; then forget them."""
+    if runner.exits:
+        unit.outbox.cancel_journey(pb.id, pb.subject, runner.exits, now, "journey exited before delivery")
+    unit.episodes.apply(pb.id, pb.subject, runner.endings, now, run_id, slot,
+                        ([], [t.subject_id for t in runner.endings if t.subject_id in unmatched]),
+                        events=False, clear_resolved=False)
+    unit.episodes.record_events(run_id, now, pb.id, pb.subject, runner.events)
+    unit.journeys.write(pb.id, pb.subject, runner.states)
+    result.planned += unit.outbox.enqueue(runner.rows) if not dry_run else len(runner.rows)
+    result.closures += sum(1 for r in runner.rows if r["kind"].endswith(CLOSE))
+    runner.rows, runner.states, runner.endings, runner.exits, runner.events = [], [], [], [], []
 
 
 def _entries(unit: Any, pb: CompiledPlaybook, policy: Policy, now: Any, candidates: tuple[list[str], list[str]],
