@@ -264,3 +264,15 @@ def test_exit_on_unmatch_ends_the_journey_when_the_trigger_stops_matching(ws_sql
     ws.sync()
     assert run(ws, "2027-02-02T11:00") == {}
     assert run(ws, "2027-02-03T10:00")["A"]["resolve"]["journey"]["outcome"] == "completed"
+
+
+def test_a_journey_planning_more_than_max_actions_per_run_plans_nothing(ws_sqlite: Workspace) -> None:
+    ws = ws_sqlite
+    ws.playbook("short", SHORT.replace("cooldown: 30d", "max_actions_per_run: 1"))
+    ws.data("accounts", [{"id": "A", "name": "Acme", "arr": 50}, {"id": "B", "name": "Bolt", "arr": 50}])
+    ws.sync()
+    result = ws.cli("run", "--now", "2027-02-01T10:00", "--format", "json")
+    assert json.loads(result.stdout)["events"] == []
+    assert "more than max_actions_per_run (1)" in result.stderr
+    assert ws.outbox_rows() == []
+    assert json.loads(ws.cli("journeys", "--format", "json").stdout)["journeys"][0]["active"] == 0
