@@ -75,7 +75,7 @@ def action_summary(actions: list[dict[str, Any]]) -> str:
 def sync_rows(report: Any) -> list[dict[str, Any]]:
     """One row per synced entity, for the table and the JSON of `playbook sync`."""
     return [{"entity": r.entity, "mode": r.mode, "rows": r.read, "inserted": r.inserted, "updated": r.updated,
-             "removed": r.removed, "cascaded": r.cascaded, "invalid": r.invalid, "seconds": round(r.seconds, 3)}
+             "unchanged": r.unchanged, "removed": r.removed, "cascaded": r.cascaded, "invalid": r.invalid, "seconds": round(r.seconds, 3)}
             for r in report.entities.values()]
 
 

@@ -189,6 +189,14 @@ def ensure_custom_columns(engine: Engine, schema: Schema, custom: dict[str, dict
             coltype = col.type.compile(dialect=engine.dialect)
             with engine.begin() as conn:
                 conn.execute(text(f'ALTER TABLE {entity} ADD COLUMN "{name}" {coltype}'))
+        # the field history keeps every field: its table gets the columns its entity has
+        history = schema.history[entity].name
+        present = {c["name"] for c in insp.get_columns(history)}
+        for name in fields:
+            if name not in present:
+                coltype = table.c[name].type.compile(dialect=engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE {history} ADD COLUMN "{name}" {coltype}'))
 
 
 def _norm(t: str) -> str:

@@ -1,11 +1,16 @@
 """SQL for synced entities (accounts, contacts, usage, goals) and the sync bookkeeping.
 
-The sync runner validates rows and calls `Entities` inside one transaction per entity.
-Rows written by a sync carry a stamp in `synced_at`: each source of the sync its own, one microsecond
-after the previous source's. Rows of the entity with a stamp older than the sync's first were absent
-from the snapshot. Stamps strictly increase per table (see `next_stamp`), so two syncs at the same
-`now` still tell their rows apart, and a row already carrying its source's stamp is a duplicate key
-in that source (`upsert_new_rows`), found without keeping the keys in memory.
+The sync runner validates rows and calls `Entities` inside one transaction per entity. Rows a sync
+inserts or changes carry a stamp in `synced_at`: each source of the sync its own, one microsecond after
+the previous source's; stamps strictly increase per table (see `next_stamp`), so a tick reads the rows
+changed since its last scan from them (store/changes.py). A row whose values did not change is not
+rewritten: its `synced_at` stays when its values were synced, which makes it the start of the current
+version in the field history (store/field_history.py); each version a sync replaces or removes is
+copied to `<entity>_history` first.
+
+The keys a sync named are kept in a temporary table for the sync's length (`begin_load`): a key its
+source already named is a duplicate, and the rows of a snapshot's entity whose keys are not there were
+absent from it. So memory does not grow with the rows.
 """
 
 from __future__ import annotations
@@ -15,10 +20,9 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, exists, func, null, or_, select, tuple_, update
-from sqlalchemy import column as sa_column
-from sqlalchemy import table as sa_table
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import (Column, Connection, DateTime, Integer, MetaData, Table, and_, bindparam, exists, false, func,
+                        literal, null, or_, select, true, tuple_, update)
+from sqlalchemy.schema import CreateTable, DropTable
 
 from engine.datamodel import KEYS
 from engine.store import dialect as sql_dialect
@@ -26,6 +30,8 @@ from engine.store.bulk import execute_many
 from engine.store.changes import newest_stamp
 from engine.store.dialect import in_list
 from engine.store.schema import Repository, Schema
+
+EPOCH = datetime(1970, 1, 1)     # the start of a version whose row has no stamp (written before stamps existed)
 
 
 class Entities(Repository):
@@ -57,33 +63,46 @@ class Entities(Repository):
         table = self.schema.sync_state
         return self.conn.scalar(select(table.c.synced_at).where(table.c.entity == entity))
 
-    def existing_accounts(self, ids: Iterable[str]) -> set[str]:
-        """Those of these account ids that the store has, removed ones included (one statement, a lookup per
-        id)."""
+    def existing_accounts(self, ids: Iterable[str]) -> dict[str, datetime | None]:
+        """Those of these account ids that the store has, removed ones included, each with its `removed_at`
+        (one statement, a lookup per id)."""
         ids = sorted(set(ids))
         if not ids:
-            return set()
-        return set(self.conn.execute(_existing_accounts(self.schema, self.dialect), {"ids": ids}).scalars())
+            return {}
+        return {i: r for i, r in self.conn.execute(_existing_accounts(self.schema, self.dialect), {"ids": ids})}
 
-    def upsert_new_rows(self, entity: str, rows: Sequence[dict[str, Any]]) -> set[tuple[Any, ...]]:
-        """See `upsert_new_rows`."""
-        return upsert_new_rows(self.conn, self.schema.entity(entity), rows)
+    def begin_load(self, entity: str) -> None:
+        """Create the temporary tables one sync of `entity` writes through (see `write_rows`)."""
+        for temp in _load_tables(self.schema, entity, self.dialect):
+            self.conn.execute(DropTable(temp, if_exists=True))
+            self.conn.execute(CreateTable(temp))
 
-    def touch(self, entity: str, keys: Iterable[tuple[Any, ...]], stamp: datetime) -> int:
-        """Stamp existing rows by key without changing them (rows present in the source but skipped as
-        invalid)."""
+    def end_load(self, entity: str) -> None:
+        """Drop the temporary tables of `begin_load`."""
+        for temp in _load_tables(self.schema, entity, self.dialect):
+            self.conn.execute(DropTable(temp, if_exists=True))
+
+    def write_rows(self, entity: str, rows: Sequence[dict[str, Any]], lines: Sequence[int], source: int,
+                   chunk: int, first: datetime, stamp: datetime) -> tuple[int, dict[int, int]]:
+        """See `write_rows`."""
+        return write_rows(self.conn, self.schema, entity, rows, lines, source, chunk, first, stamp)
+
+    def keep(self, entity: str, keys: Iterable[tuple[Any, ...]]) -> None:
+        """Count these keys as present in the snapshot without writing their rows (rows skipped as invalid:
+        a snapshot does not remove them)."""
+        seen = _load_tables(self.schema, entity, self.dialect)[1]
+        names = KEYS[entity]
+        rows = [{**dict(zip(names, key)), "source": -1, "line": 0, "chunk": 0} for key in set(keys)]
+        stmt = sql_dialect.insert(seen, self.dialect).on_conflict_do_nothing()
+        execute_many(self.conn, stmt, rows)
+
+    def mark_absent_removed(self, entity: str, stamp: datetime, now: datetime) -> int:
+        """Mark removed (removed_at = now, synced_at = stamp) the present rows this sync did not name (found in
+        `begin_load`'s table of keys), their versions kept in the field history; returns how many."""
         table = self.schema.entity(entity)
-        return sum(self.conn.execute(update(table).where(match).values(synced_at=stamp)).rowcount
-                   for match in _key_matches(table, keys))
-
-    def mark_absent_removed(self, entity: str, first: datetime, stamp: datetime, now: datetime) -> int:
-        """Mark removed (removed_at = now) the present rows this sync did not stamp (none of its stamps, the
-        first of which is `first`); returns how many. They get the sync's last stamp: a removal is a change
-        the next tick must see (engine/scope.py)."""
-        table = self.schema.entity(entity)
-        absent = or_(table.c.synced_at.is_(None), table.c.synced_at < first)
-        result = self.conn.execute(update(table).where(and_(table.c.removed_at.is_(None), absent))
-                                   .values(removed_at=now, synced_at=stamp))
+        absent = and_(table.c.removed_at.is_(None), ~_seen(self.schema, entity, self.dialect, table))
+        _keep_versions(self.conn, self.schema, entity, absent, stamp)
+        result = self.conn.execute(update(table).where(absent).values(removed_at=now, synced_at=stamp))
         return int(result.rowcount or 0)
 
     def cascade_removed_accounts(self, now: datetime) -> dict[str, int]:
@@ -94,16 +113,19 @@ class Entities(Repository):
         counts = {}
         for table in (schema.contacts, schema.goals):
             live = and_(table.c.removed_at.is_(None), table.c.account_id.in_(removed_ids))
-            result = conn.execute(update(table).where(live).values(removed_at=now,
-                                                                    synced_at=next_stamp(conn, table, now)))
+            stamp = next_stamp(conn, table, now)
+            _keep_versions(conn, schema, table.name, live, stamp)
+            result = conn.execute(update(table).where(live).values(removed_at=now, synced_at=stamp))
             counts[table.name] = int(result.rowcount or 0)
         return counts
 
-    def delete_absent_usage(self, first: datetime) -> int:
-        """Delete the usage rows this sync did not stamp (older than its first stamp: absent from a full usage
-        snapshot)."""
+    def delete_absent_usage(self, stamp: datetime) -> int:
+        """Delete the usage rows this sync did not name (absent from a full usage snapshot), their values kept
+        in the field history until `stamp`."""
         table = self.schema.usage
-        result = self.conn.execute(table.delete().where(or_(table.c.synced_at.is_(None), table.c.synced_at < first)))
+        absent = ~_seen(self.schema, "usage", self.dialect, table)
+        _keep_versions(self.conn, self.schema, "usage", absent, stamp)
+        result = self.conn.execute(table.delete().where(absent))
         return int(result.rowcount or 0)
 
     def record_sync(self, entity: str, synced_at: datetime, rows: int, removed: int,
@@ -125,7 +147,7 @@ class Entities(Repository):
 @lru_cache(maxsize=8)
 def _existing_accounts(schema: Schema, dialect: str) -> Any:
     a = schema.accounts
-    return select(a.c.id).where(in_list(a.c.id, "ids", dialect))
+    return select(a.c.id, a.c.removed_at).where(in_list(a.c.id, "ids", dialect))
 
 
 def next_stamp(conn: Connection, table: Table, now: datetime) -> datetime:
@@ -136,104 +158,155 @@ def next_stamp(conn: Connection, table: Table, now: datetime) -> datetime:
     return now
 
 
-def upsert_new_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> set[tuple[Any, ...]]:
-    """Upsert rows that carry one source's stamp and distinct keys, except those whose key already has
-    that stamp (an earlier row of the same source wrote it): those are not written, and their keys
-    are returned. Only the columns a row names are set (others keep their values); updating clears
-    `removed_at`: a row that reappears is present again.
+def write_rows(conn: Connection, schema: Schema, entity: str, rows: Sequence[dict[str, Any]], lines: Sequence[int],
+               source: int, chunk: int, first: datetime, stamp: datetime) -> tuple[int, dict[int, int]]:
+    """Write one chunk of rows of one source (distinct keys, each a dict of the fields it names; their line
+    numbers in `lines`; chunks numbered upwards) with the source's `stamp`, within the sync whose first stamp is
+    `first`; returns (rows inserted or changed, {index in `rows`: earlier line} of the rows whose key an
+    earlier chunk of this source had — those are not written).
 
-    An existing row is updated only when its stamp differs. PostgreSQL (psycopg) gets the rows by COPY
-    into a temporary table and one INSERT … SELECT … ON CONFLICT whose RETURNING tells the rows it left
-    alone. Elsewhere the driver's executemany runs inside a savepoint; when fewer rows changed than were
-    given, the savepoint is rolled back, the keys already stamped are read and the other rows upserted
-    again.
-    """
-    if not rows:
-        return set()
-    if sql_dialect.psycopg(conn):
-        return {key for columns, group in _by_columns(rows).items()
-                for key in _copy_upsert(conn, table, columns, group)}
-    with conn.begin_nested() as savepoint:
-        if sum(_executemany_upsert(conn, table, c, g) for c, g in _by_columns(rows).items()) == len(rows):
-            return set()
-        savepoint.rollback()
-    names = KEYS[table.name]
-    stamp = rows[0]["synced_at"]
-    keys = [tuple(row[n] for n in names) for row in rows]
-    stamped: set[tuple[Any, ...]] = set()
-    for match in _key_matches(table, keys):
-        query = select(*(table.c[n] for n in names)).where(match, table.c.synced_at == stamp)
-        stamped.update(tuple(r) for r in conn.execute(query))
-    rest = [row for row, key in zip(rows, keys) if key not in stamped]
-    for columns, group in _by_columns(rest).items():
-        _executemany_upsert(conn, table, columns, group)
-    return stamped
+    The rows go to a temporary table first (COPY on PostgreSQL, executemany elsewhere); set statements then
+    find the keys this source already named (the table of keys `begin_load` made, which a snapshot's removal
+    reads), copy the versions the rows replace to the field history, and upsert. Only the columns a row names
+    are set; a row whose named columns all equal the stored ones (and that is not removed) is left alone: not
+    rewritten, not restamped — its `synced_at` stays when its values were synced. Writing clears `removed_at`
+    unless the row sets it."""
+    written, duplicates = 0, {}
+    for columns, group in _by_columns(rows, lines).items():
+        n, dup = _write_group(conn, schema, entity, columns, group, source, chunk, first, stamp)
+        written += n
+        duplicates.update(dup)
+    return written, duplicates
 
 
-def _by_columns(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
-    """Rows grouped by the columns they name (one statement per group)."""
+def _by_columns(rows: Sequence[dict[str, Any]], lines: Sequence[int]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Rows (with their `line` and index `n`) grouped by the columns they name (one statement per group)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row), []).append(row)
+    for n, (row, line) in enumerate(zip(rows, lines)):
+        groups.setdefault(tuple(row), []).append({**row, "line": line, "n": n})
     return groups
 
 
-@lru_cache(maxsize=64)
-def _upsert_statement(table: Table, columns: tuple[str, ...], dialect: str) -> Any:
-    """The upsert of rows naming `columns` that leaves rows already carrying their stamp alone; built once,
-    so `execute_many` compiles it once (SQLAlchemy does not cache INSERT … ON CONFLICT)."""
-    stmt = sql_dialect.insert(table, dialect)
-    return stmt.on_conflict_do_update(index_elements=list(KEYS[table.name]), set_=_updates(table, stmt, columns),
-                                      where=_unstamped(table, stmt))
+def _write_group(conn: Connection, schema: Schema, entity: str, columns: tuple[str, ...],
+                 rows: list[dict[str, Any]], source: int, chunk: int, first: datetime,
+                 stamp: datetime) -> tuple[int, dict[int, int]]:
+    dialect = conn.dialect.name
+    stage, seen = _load_tables(schema, entity, dialect)
+    table, keys = schema.entity(entity), KEYS[entity]
+    fields = tuple(c for c in columns if c != "synced_at")
+    if dialect == "postgresql":
+        conn.exec_driver_sql(f'TRUNCATE "{stage.name}"')
+    else:
+        conn.execute(stage.delete())
+    _fill(conn, stage, (*fields, "n"), rows)
+    # the keys of this source: a key it already named is a duplicate (its first row stays)
+    claimed = execute_many(conn, _claim_statement(seen, dialect), [{**{k: r[k] for k in keys}, "source": source,
+                                                                     "line": r["line"], "chunk": chunk} for r in rows])
+    duplicates: dict[int, int] = {}
+    if claimed != len(rows):
+        same = and_(*(seen.c[k] == stage.c[k] for k in keys))
+        query = select(stage.c.n, seen.c.line).where(same, seen.c.source == source, seen.c.chunk < chunk)
+        duplicates = {int(a): int(b) for a, b in conn.execute(query)}
+        if duplicates:
+            conn.execute(stage.delete().where(stage.c.n.in_(sorted(duplicates))))
+    # the versions these rows replace, to the field history (versions written earlier in this sync are not kept)
+    same = and_(*(table.c[k] == stage.c[k] for k in keys))
+    replaced = and_(or_(table.c.synced_at.is_(None), table.c.synced_at < first), _changed(table, stage.c, fields))
+    past = schema.history[entity]
+    kept = [c.name for c in past.c if c.name not in ("valid_from", "valid_to")]
+    conn.execute(past.insert().from_select(
+        [*kept, "valid_from", "valid_to"],
+        select(*(table.c[n] for n in kept), func.coalesce(table.c.synced_at, EPOCH), literal(stamp, DateTime))
+        .select_from(table.join(stage, same)).where(replaced)))
+    upsert = _upsert_statement(table, stage, fields, dialect)
+    written = execute_many(conn, upsert, [{"stamp": stamp}])   # (its rowcount is exact on every driver)
+    return max(written, 0), duplicates
 
 
-def _executemany_upsert(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> int:
-    """The upsert run by the driver's executemany (engine/store/bulk.py); the rows changed (-1 where the
-    driver cannot tell)."""
-    return execute_many(conn, _upsert_statement(table, columns, conn.dialect.name), rows)
-
-
-def _updates(table: Table, stmt: Any, columns: Sequence[str]) -> dict[str, Any]:
-    """The SET of an upsert: the row's non-key columns, and `removed_at` cleared (the row is present)."""
-    updates: dict[str, Any] = {c: stmt.excluded[c] for c in columns if c not in KEYS[table.name]}
-    if "removed_at" in table.c and "removed_at" not in columns:
-        updates["removed_at"] = null()
-    return updates
-
-
-def _unstamped(table: Table, stmt: Any) -> Any:
-    """An upsert's condition to update only rows that do not carry the new row's stamp yet."""
-    return table.c.synced_at.is_distinct_from(stmt.excluded.synced_at)
-
-
-def _copy_upsert(conn: Connection, table: Table, columns: tuple[str, ...],
-                 rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
-    """PostgreSQL: COPY the rows into a temporary table, then one INSERT … SELECT … ON CONFLICT that
-    returns the keys it left alone (already stamped). Much faster than executemany.
-
-    No savepoint here: one per chunk (a subtransaction each, truncating the temporary table in it) makes a
-    large sync many times slower."""
+def _changed(table: Table, new: Any, fields: Sequence[str]) -> Any:
+    """Whether a stored row differs from a new one (`new[name]`: the staged row's or the upsert's `excluded`
+    columns) in the named non-key fields, or is removed and named again."""
     keys = KEYS[table.name]
-    temp = f"_sync_{table.name}"
-    conn.exec_driver_sql(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{temp}" '
-                         f'(LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DROP')
-    conn.exec_driver_sql(f'TRUNCATE "{temp}"')
-    names = ", ".join(f'"{c}"' for c in columns)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        with cursor.copy(f'COPY "{temp}" ({names}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row([row[c] for c in columns])
-    finally:
-        cursor.close()
-    source = sa_table(temp, *(sa_column(c) for c in columns))
-    stmt = postgresql.insert(table).from_select(list(columns), select(*source.c))
-    stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=_updates(table, stmt, columns),
-                                      where=_unstamped(table, stmt))
-    written = stmt.returning(*(table.c[k] for k in keys)).cte("written")
-    same = and_(*(written.c[k] == source.c[k] for k in keys))
-    left_alone = select(*(source.c[k] for k in keys)).where(~exists().where(same))
-    return {tuple(r) for r in conn.execute(left_alone)}
+    differs = [table.c[f].is_distinct_from(new[f]) for f in fields if f not in keys]
+    if "removed_at" in table.c and "removed_at" not in fields:
+        differs.append(table.c.removed_at.is_not(None))
+    return or_(*differs) if differs else false()
+
+
+@lru_cache(maxsize=64)
+def _upsert_statement(table: Table, stage: Table, fields: tuple[str, ...], dialect: str) -> Any:
+    """INSERT … SELECT from the staged rows … ON CONFLICT DO UPDATE the named fields WHERE they changed."""
+    stmt = sql_dialect.insert(table, dialect).from_select(
+        [*fields, "synced_at"], select(*(stage.c[f] for f in fields), bindparam("stamp", type_=DateTime))
+        .where(true()))
+    excluded = stmt.excluded
+    updates: dict[str, Any] = {c: excluded[c] for c in fields if c not in KEYS[table.name]}
+    if "removed_at" in table.c and "removed_at" not in fields:
+        updates["removed_at"] = null()
+    updates["synced_at"] = excluded.synced_at
+    return stmt.on_conflict_do_update(index_elements=list(KEYS[table.name]), set_=updates,
+                                      where=_changed(table, excluded, fields))
+
+
+@lru_cache(maxsize=64)
+def _claim_statement(seen: Table, dialect: str) -> Any:
+    """Name keys for a source: a key new to the sync, or last named by another source, takes the row's source
+    and line; a key this source already named is left alone (not counted: a duplicate)."""
+    stmt = sql_dialect.insert(seen, dialect)
+    return stmt.on_conflict_do_update(index_elements=[c.name for c in seen.primary_key.columns],
+                                      set_={"source": stmt.excluded.source, "line": stmt.excluded.line,
+                                            "chunk": stmt.excluded.chunk},
+                                      where=seen.c.source != stmt.excluded.source)
+
+
+@lru_cache(maxsize=64)
+def _load_tables(schema: Schema, entity: str, dialect: str) -> tuple[Table, Table]:
+    """The temporary tables of one entity's sync: the staged rows of a chunk (the entity's fields and the row's
+    index in the chunk), and the keys the sync named so far (with the source, line and chunk that named each)."""
+    table, keys = schema.entity(entity), KEYS[entity]
+    md = MetaData()
+    fields = [Column(c.name, c.type) for c in table.c if c.name != "synced_at"]
+    stage = Table(f"_stage_{entity}", md, *fields, Column("n", Integer), prefixes=["TEMPORARY"])
+    seen = Table(f"_seen_{entity}", md, *(Column(k, table.c[k].type, primary_key=True) for k in keys),
+                 Column("source", Integer, nullable=False), Column("line", Integer, nullable=False),
+                 Column("chunk", Integer, nullable=False), prefixes=["TEMPORARY"])
+    return stage, seen
+
+
+def _seen(schema: Schema, entity: str, dialect: str, table: Table) -> Any:
+    """Whether a row of `table` has a key this sync named."""
+    seen = _load_tables(schema, entity, dialect)[1]
+    return exists().where(*(seen.c[k] == table.c[k] for k in KEYS[entity]))
+
+
+def _keep_versions(conn: Connection, schema: Schema, entity: str, where: Any, stamp: datetime) -> None:
+    """Copy the rows of the entity matching `where` to its field history, valid until `stamp`."""
+    table, past = schema.entity(entity), schema.history[entity]
+    kept = [c.name for c in past.c if c.name not in ("valid_from", "valid_to")]
+    conn.execute(past.insert().from_select(
+        [*kept, "valid_from", "valid_to"],
+        select(*(table.c[n] for n in kept), func.coalesce(table.c.synced_at, EPOCH), literal(stamp, DateTime))
+        .where(where)))
+
+
+def _fill(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Insert rows into a temporary table: COPY on PostgreSQL (psycopg), the driver's executemany elsewhere."""
+    if sql_dialect.psycopg(conn):
+        names = ", ".join(f'"{c}"' for c in columns)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+                for row in rows:
+                    copy.write_row([row[c] for c in columns])
+        finally:
+            cursor.close()
+        return
+    execute_many(conn, _plain_insert(table), [{c: r[c] for c in columns} for r in rows])
+
+
+@lru_cache(maxsize=64)
+def _plain_insert(table: Table) -> Any:
+    return table.insert()
 
 
 def _key_matches(table: Table, keys: Iterable[tuple[Any, ...]], step: int = 500) -> Iterator[Any]:

@@ -26,8 +26,10 @@ class Replay(Repository):
     """The data as synced at a past moment: matching subjects, subject rows and contacts."""
 
     def as_of(self, entity: str, at: datetime) -> Any:
-        """The rows of `entity` as a tick at `at` (naive UTC) saw them, with the live table's columns."""
-        return self.schema.entity(entity).alias(entity)
+        """The rows of `entity` as a tick at `at` (naive UTC) saw them, with the live table's columns (the field
+        history, engine/store/field_history.py)."""
+        from engine.store.field_history import as_of
+        return as_of(self.schema, entity, at).subquery(entity)
 
     def windows(self, refs: Iterable[MetricRef], clock: Clock) -> Windows:
         """Every metric window of `refs` per account at `clock`, on the usage as synced then, filled into

@@ -22,7 +22,7 @@ FIELD_TYPES = {
 assert tuple(FIELD_TYPES) == FIELD_TYPE_NAMES
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)      # compared and hashed by identity: one per opened store
 class Schema:
     """All tables, built for one configuration's custom fields."""
 
@@ -31,6 +31,7 @@ class Schema:
     contacts: Table
     usage: Table
     goals: Table
+    history: dict[str, Table]        # entity -> its superseded versions (engine/store/field_history.py)
     episodes: Table
     events: Table
     runs: Table
@@ -66,6 +67,18 @@ def _entity_table(metadata: MetaData, name: str, custom: dict[str, str]) -> Tabl
     return Table(name, metadata, *cols, sqlite_with_rowid=name != "usage")
 
 
+def _history_table(metadata: MetaData, entity: Table) -> Table:
+    """`<entity>_history`: the versions of the entity's rows that a later sync replaced (§18). The fields (and
+    `removed_at`) of the version, `valid_from` (the `synced_at` it had) and `valid_to` (when it was replaced);
+    keyed by the entity's key and `valid_from`, one B-tree on SQLite."""
+    keys = KEYS[entity.name]
+    cols = [Column(c.name, c.type, primary_key=c.name in keys, nullable=c.name not in keys)
+            for c in entity.c if c.name != "synced_at"]
+    cols.append(Column("valid_from", DateTime, primary_key=True))
+    cols.append(Column("valid_to", DateTime, nullable=False))
+    return Table(f"{entity.name}_history", metadata, *cols, sqlite_with_rowid=False)
+
+
 def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Schema:
     """Tables for the data model plus the custom fields declared in the configuration."""
     custom_fields = custom_fields or {}
@@ -82,6 +95,7 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
         Index(f"ix_{table.name}_synced_at", table.c.synced_at, table.c.id)
     Index("ix_usage_metric_account_day", usage.c.metric, usage.c.account_id, usage.c.day, usage.c.value)
     Index("ix_usage_synced_at", usage.c.synced_at)
+    history = {t.name: _history_table(md, t) for t in (accounts, contacts, goals, usage)}
 
     episodes = Table(
         "episodes", md,
@@ -312,7 +326,8 @@ def build_schema(custom_fields: dict[str, dict[str, str]] | None = None) -> Sche
     waiting = journeys.c.due_at.is_not(None)
     Index("ix_journeys_due", journeys.c.playbook_id, journeys.c.subject_type, journeys.c.due_at,
           sqlite_where=waiting, postgresql_where=waiting)
-    return Schema(md, accounts, contacts, usage, goals, episodes, events, runs, outbox, attempts, tasks, contact_sends,
+    return Schema(md, accounts, contacts, usage, goals, history,
+                  episodes, events, runs, outbox, attempts, tasks, contact_sends,
                   sync_state, suppressions, leases, playbook_state, metric_caches, match_state, playbook_bits,
                   journeys)
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from engine.store.changes import Changes
     from engine.store.contact_sends import ContactSends
     from engine.store.entities import Entities
+    from engine.store.field_history import FieldHistory
     from engine.store.episodes import Episodes, Runs
     from engine.store.journeys import Journeys
     from engine.store.leases import Leases
@@ -113,6 +114,11 @@ class Tx:
     def entities(self) -> Entities:
         from engine.store.entities import Entities
         return Entities(self.conn, self.schema)
+
+    @cached_property
+    def field_history(self) -> FieldHistory:
+        from engine.store.field_history import FieldHistory
+        return FieldHistory(self.conn, self.schema)
 
     @cached_property
     def stats(self) -> Stats:

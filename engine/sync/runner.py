@@ -3,9 +3,11 @@
 Entities sync in the order accounts, contacts, goals, usage; all sources of one entity form one
 sync in one transaction (a key may appear in several sources: later sources update the columns
 they name; within one source a key may appear once). Rows stream from the sources, are validated,
-and valid rows are upserted in chunks inside that transaction, each source's rows with its own stamp;
-a key seen twice in one source is found within the chunk, or by the database when an earlier chunk
-of the source stamped it (so memory does not grow with the rows). Each source's rows are typed with the
+and valid rows are upserted in chunks inside that transaction, each source's rows with its own stamp
+(rows equal to the stored ones are left alone; the versions changed rows replace go to the field
+history, store/field_history.py); a key seen twice in one source is found within the chunk, or by the
+database when an earlier chunk of the source named it (so memory does not grow with the rows). Each
+source's rows are typed with the
 value formats its reader declares (a date format, decimal and thousands separators). If any row is invalid (and
 `skip_invalid` is off) or a source cannot be read, the transaction is rolled back so nothing of
 the entity changes; the rows are still written until then, so every duplicate is found and counted.
@@ -51,9 +53,11 @@ class EntityReport:
     sources: int
     mode: str = "snapshot"          # snapshot | incremental | mixed (removal only for snapshot)
     read: int = 0                   # rows read from the sources
-    loaded: int = 0                 # valid rows written (inserted + updated)
+    loaded: int = 0                 # valid rows (inserted + updated + unchanged)
+    written: int = 0                # rows inserted or changed
     inserted: int = 0
-    updated: int = 0
+    updated: int = 0                # rows whose values changed (their old values kept in the field history)
+    unchanged: int = 0              # rows equal to what the store had: not rewritten
     removed: int = 0                # rows marked removed (usage: rows deleted)
     cascaded: dict[str, int] = field(default_factory=dict)  # accounts: contacts/goals marked removed
     invalid: int = 0                # invalid rows (skipped with skip_invalid)
@@ -106,16 +110,22 @@ class SyncFailed(DataError):
 
 def run_sync(settings: Settings, store: Store, *, skip_invalid: bool = False,
              entities: Iterable[str] | None = None, progress: ProgressCallback | None = None,
-             now: datetime | None = None, allow_removal: bool = False) -> SyncReport:
+             now: datetime | None = None, allow_removal: bool = False, as_of: bool = False) -> SyncReport:
     """Load every source (or those of `entities`); raise SyncFailed after committing the good entities.
 
-    `now` is the sync time (aware, or naive UTC); it stamps removals and becomes the `:since` of
-    the next incremental sync. `allow_removal` lets a snapshot remove more than `max_removal` of its rows.
+    `now` is the sync time (aware, or naive UTC); it stamps the rows written and removed (the field history
+    dates them by it) and becomes the `:since` of the next incremental sync. `allow_removal` lets a snapshot
+    remove more than `max_removal` of its rows. With `as_of`, `now` is a past moment a snapshot is recorded at
+    (`playbook sync --as-of`): refused, before anything is read, when it is in the future or earlier than the
+    latest recorded sync of an entity it would load (the history is recorded in order).
     """
     started = time.perf_counter()
-    moment = _naive_utc(now or datetime.now(timezone.utc))
+    wall = _naive_utc(datetime.now(timezone.utc))
+    moment = _naive_utc(now) if now is not None else wall
     wanted = _wanted(entities)
     labels = source_labels(settings.sources)
+    if as_of:
+        _check_past_moment(settings, store, moment, wall, wanted)
     report = SyncReport()
     for entity in ORDER:
         if entity not in wanted:
@@ -160,6 +170,27 @@ class _Given:
 
     def open(self, config: Any, env: SourceEnv) -> Reader:
         return self.reader
+
+
+def _check_past_moment(settings: Settings, store: Store, moment: datetime, wall: datetime, wanted: set[str]) -> None:
+    """Refuse a past sync moment that is in the future, or earlier than a recorded sync of an entity to load."""
+    from engine.clock import show_time
+
+    tz = settings.timezone
+    if moment > wall:
+        raise UserError(Diagnostic("", None, None, f"--as-of {show_time(moment, tz)} is in the future",
+                                   "give the moment the snapshot was taken; a sync without --as-of is recorded now"))
+    loading = {s.entity for s in settings.sources} & wanted
+    with store.read() as tx:
+        latest = {e: tx.entities.last_synced(e) for e in sorted(loading)}
+    later = [(at, e) for e, at in latest.items() if at is not None and at > moment]
+    if later:
+        at, entity = max(later)
+        raise UserError(Diagnostic("", None, None,
+                                   f"--as-of {show_time(moment, tz)} is earlier than the latest sync of {entity} "
+                                   f"({show_time(at, tz)}): the field history is recorded in order",
+                                   "load past snapshots oldest first; a database with later syncs cannot take "
+                                   "earlier ones"))
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -220,6 +251,7 @@ class _EntitySync:
         # (line, key, values, problems) of the rows read since the last flush, which judges them (see _flush)
         self.pending: list[tuple[int, tuple[Any, ...] | None, dict[str, Any] | None, list[str]]] = []
         self.invalid_keys: list[tuple[Any, ...]] = []
+        self.chunks = 0                  # chunks written so far (the store tells a later chunk's duplicates by it)
 
     def run(self) -> EntityReport:
         started = time.perf_counter()
@@ -235,13 +267,15 @@ class _EntitySync:
                 self.report.failed = True
             if self.report.failed:
                 tx.rollback()
-                self.report.loaded = self.report.inserted = self.report.updated = 0
+                self.report.loaded = self.report.written = self.report.inserted = self.report.updated = 0
+                self.report.unchanged = 0
                 self.report.removed, self.report.cascaded = 0, {}
         self.report.seconds = time.perf_counter() - started
         return self.report
 
     def _load(self, tx: Tx) -> None:
         tx.entities.lock(self.entity)
+        tx.entities.begin_load(self.entity)
         self.first_stamp = self.stamp = tx.entities.next_stamp(self.entity, self.now)
         self.before = tx.entities.count(self.entity)
         self.live = tx.entities.count_live(self.entity) if self.report.mode == "snapshot" else 0
@@ -250,6 +284,7 @@ class _EntitySync:
         totals: list[int | None] = []
         done = 0
         for index, reader in enumerate(readers):
+            self.source = index
             self.stamp = self.first_stamp + timedelta(microseconds=index)
             checker = RowChecker(self.entity, self.fields, self.settings.tz, reader.formats,
                                  self.settings.declared_values(self.entity))
@@ -280,7 +315,6 @@ class _EntitySync:
                 if reader.columns is None and not known.issuperset(raw):
                     self._warn_unknown(reader.label, [c for c in raw if c not in known], warned)
                 values, problems, key = checker.check(raw)
-                values["synced_at"] = self.stamp
                 self.pending.append((line, key, values, problems))
             if len(self.pending) >= CHUNK:
                 self._flush(tx, reader.label)
@@ -332,13 +366,14 @@ class _EntitySync:
     def _flush(self, tx: Tx, label: str) -> None:
         """Judge and write the rows read since the last flush. In line order, a row is invalid when it has
         problems of its own or the store has no such account (a removed account it still has: its rows load
-        and are marked removed with it) — both said — or when its key is an earlier valid row's of the chunk;
-        the rows whose key an earlier chunk of the source wrote are duplicates too. The accounts are looked
-        up once per chunk, so memory does not grow with the number of accounts."""
+        and stay removed with it) — both said — or when its key is an earlier valid row's of the chunk;
+        the rows whose key an earlier chunk of the source named are duplicates too (found by the store). The
+        accounts are looked up once per chunk, so memory does not grow with the number of accounts."""
         rows, self.pending = self.pending, []
         named = set() if self.entity == "accounts" else {v.get("account_id") for _, _, v, _ in rows if v} - {None}
         known = tx.entities.existing_accounts(named)
         chunk: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
+        keep_removed = self.entity in ("contacts", "goals")
         for line, key, values, problems in rows:
             account = values.get("account_id") if values else None
             if account in named and account not in known:
@@ -348,30 +383,38 @@ class _EntitySync:
             elif key in chunk:
                 self._invalid(label, line, [duplicate_problem(self.entity, key, chunk[key][0])], key)
             else:
+                if keep_removed and known.get(account) is not None:
+                    values["removed_at"] = known[account]   # type: ignore[index]  # the account's removal
                 chunk[key] = (line, values)  # type: ignore[index]  # a row without problems has a key and values
-        stamped = tx.entities.upsert_new_rows(self.entity, [values for _, values in chunk.values()])
-        for key in stamped:
-            self._invalid(label, chunk[key][0], [duplicate_problem(self.entity, key, None)], key)
-        self.report.loaded += len(chunk) - len(stamped)
+        keys, lines = list(chunk), [line for line, _ in chunk.values()]
+        self.chunks += 1
+        written, duplicates = tx.entities.write_rows(self.entity, [values for _, values in chunk.values()], lines,
+                                                     self.source, self.chunks, self.first_stamp, self.stamp)
+        for n, earlier in sorted(duplicates.items()):
+            self._invalid(label, lines[n], [duplicate_problem(self.entity, keys[n], earlier)], keys[n])
+        self.report.loaded += len(chunk) - len(duplicates)
+        self.report.written += written
 
     def _finish(self, tx: Tx) -> None:
         """Counts, removal of absent rows, cascade, and the sync_state record (committed by `run`)."""
         entities, report = tx.entities, self.report
-        if self.invalid_keys:
-            entities.touch(self.entity, self.invalid_keys, self.stamp)
         report.inserted = entities.count(self.entity) - self.before
-        report.updated = report.loaded - report.inserted
+        report.updated = max(report.written - report.inserted, 0)
+        report.unchanged = max(report.loaded - report.written, 0)
         if report.mode == "snapshot" and self.keyless:
             report.warnings.append(Diagnostic(", ".join(label for label, _ in self.sources), None, None,
                                               f"{self.keyless} rows could not be read, so no {self.entity} "
                                               "were marked removed by this sync",
                                               "fix those rows: the next sync removes what is really absent"))
         elif report.mode == "snapshot":
+            if self.invalid_keys:
+                entities.keep(self.entity, self.invalid_keys)
             if self.entity == "usage":
-                report.removed = entities.delete_absent_usage(self.first_stamp)
+                report.removed = entities.delete_absent_usage(self.stamp)
             else:
-                report.removed = entities.mark_absent_removed(self.entity, self.first_stamp, self.stamp, self.now)
+                report.removed = entities.mark_absent_removed(self.entity, self.stamp, self.now)
             self._check_removal(report.removed)
+        entities.end_load(self.entity)
         if self.entity in ENTITY_OF.values():
             # rows of removed accounts are removed too (a contacts snapshot may still list them)
             cascaded = entities.cascade_removed_accounts(self.now)

@@ -173,8 +173,11 @@ def test_resync_updates_rows_and_counts(ws: Workspace) -> None:
     ws.sync()
     ws.write("accounts.csv", ACCOUNTS.replace("Acme", "Acme Corp") + "    A4,Hooli,1,1,,,,,,,\n")
     acc = ws.sync(now=T1, entities=["accounts"]).entities["accounts"]
-    assert (acc.loaded, acc.inserted, acc.updated) == (4, 1, 3)
-    assert ws.by_id("accounts")["A1"]["name"] == "Acme Corp"
+    assert (acc.loaded, acc.inserted, acc.updated, acc.unchanged) == (4, 1, 1, 2)
+    rows = ws.by_id("accounts")
+    assert rows["A1"]["name"] == "Acme Corp"
+    # rows that did not change keep the stamp of the sync that wrote their values
+    assert (rows["A1"]["synced_at"], rows["A2"]["synced_at"], rows["A4"]["synced_at"]) == (T1, T0, T1)
 
 
 def test_sql_source_and_relative_sqlite_url(ws: Workspace) -> None:
@@ -322,7 +325,7 @@ def test_duplicate_usage_rows(ws: Workspace) -> None:
 
 
 def test_duplicates_across_chunks_are_found_by_the_database(ws: Workspace, monkeypatch) -> None:
-    # Chunks of 2 rows: a key repeated in a later chunk is caught by its source's stamp in the table,
+    # Chunks of 2 rows: a key repeated in a later chunk is caught by the keys the sync named so far,
     # reported in line order, counted exactly, and the first row wins; another source may repeat it.
     monkeypatch.setattr("engine.sync.runner.CHUNK", 2)
     ws.config("""
@@ -337,8 +340,8 @@ def test_duplicates_across_chunks_are_found_by_the_database(ws: Workspace, monke
                           "A2,logins,2024-04-30,3\nA1,logins,2024-04-29,4\n")
     report = ws.sync(skip_invalid=True)
     assert [str(p) for p in report.problems] == [
-        'accounts.csv:5: id: duplicate id "A1" (already on an earlier line)',
-        'accounts.csv:7: id: duplicate id "A2" (already on an earlier line)',
+        'accounts.csv:5: id: duplicate id "A1" (already on line 2)',
+        'accounts.csv:7: id: duplicate id "A2" (already on line 3)',
         'usage.csv:5: day: duplicate row for account "A1", metric "logins" on 2024-04-29',
     ]
     accounts = report.entities["accounts"]
@@ -355,8 +358,8 @@ def test_duplicates_across_chunks_are_found_by_the_database(ws: Workspace, monke
     with pytest.raises(SyncFailed) as info:
         ws.sync(now=T1, entities=["accounts"])
     assert [str(p) for p in info.value.report.problems] == [
-        'accounts.csv:4: id: duplicate id "B1" (already on an earlier line)',
-        'accounts.csv:6: id: duplicate id "B2" (already on an earlier line)',
+        'accounts.csv:4: id: duplicate id "B1" (already on line 2)',
+        'accounts.csv:6: id: duplicate id "B2" (already on line 3)',
     ]
     assert info.value.report.entities["accounts"].invalid == 2
     assert {r["id"] for r in ws.rows("accounts")} == {"A1", "A2", "A3", "A4", "A5"}
