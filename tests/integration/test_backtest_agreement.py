@@ -172,7 +172,7 @@ def check(shape: Shape, root: Path) -> int:
         if what == 0:
             for entity, rows in payload.items():
                 ws.data(entity, rows)
-            report = run_sync(app.settings, app.store, now=moment)
+            report = run_sync(app.settings, app.store, now=moment, allow_removal=True)   # removals are meant
             assert not report.failed
             continue
         clock = app.clock(moment.replace(tzinfo=timezone.utc))
