@@ -137,7 +137,8 @@ def expected_matches(d: Data) -> dict[str, set[str]]:
 
 # What the computation above assumes each playbook says: (subject, trigger, where).
 PINNED: dict[str, tuple[str, dict[str, Any], list[str]]] = {
-    "welcome-new-contact": ("contact", {"when": "days_since(contact.created_at) <= 3"}, ["not contact.unsubscribed"]),
+    "welcome-new-contact": ("contact", {"when": "days_since(contact.created_at) <= 3"},
+                            ["contact.unsubscribed is none or not contact.unsubscribed"]),
     "low-usage-alert": ("account", {"low_usage": {"metric": "active_users", "days": 30, "agg": "avg",
                                                   "below_per_seat": 0.2}},
                         ["not segment('tech_touch')", "account.lifecycle_stage != 'onboarding'"]),
