@@ -96,20 +96,24 @@ class Outbox(Repository):
     def cancel_journey(self, playbook_id: str, subject: str, episodes: list[tuple[str, int]], now: datetime,
                        reason: str) -> int:
         """Cancel the pending step actions of these (subject id, episode) journeys (not their on_resolve
-        actions, nor the closing of tasks); claimed ones are left to finish."""
+        actions, nor the closing of tasks); claimed ones are left to finish. The pending rows are found through
+        ix_outbox_due (few: those not yet due), the wanted ones picked by episode, then cancelled by id."""
+        if not episodes:
+            return 0
         o = self.schema.outbox
-        # the rows of one episode share the prefix of their dedup keys: a range of its unique index finds them
-        stmt = (update(o).where(o.c.dedup_key >= bindparam("b_from"), o.c.dedup_key < bindparam("b_to"),
-                                o.c.playbook_id == playbook_id, o.c.subject_type == subject,
-                                o.c.subject_id == bindparam("b_sid"), o.c.episode == bindparam("b_ep"),
-                                o.c.status == "pending", o.c.firing != "resolve", o.c.action_index >= 0)
+        wanted = set(episodes)
+        found = self.conn.execute(
+            select(o.c.id, o.c.subject_id, o.c.episode).where(
+                o.c.status == "pending", o.c.playbook_id == playbook_id, o.c.subject_type == subject,
+                o.c.firing != "resolve", o.c.action_index >= 0,
+                in_list(o.c.subject_id, "b_ids", self.dialect)),
+            {"b_ids": sorted({sid for sid, _ in wanted})})
+        ids = [r.id for r in found if (r.subject_id, r.episode) in wanted]
+        if not ids:
+            return 0
+        stmt = (update(o).where(in_list(o.c.id, "b_rows", self.dialect), _status_is(o, "pending"))
                 .values(status="cancelled", last_error=reason, finished_at=now, updated_at=now))
-        total = 0
-        for sid, episode in episodes:
-            prefix = f"{playbook_id}/{subject}:{sid}/{episode}/"
-            total += self.conn.execute(stmt, {"b_sid": sid, "b_ep": episode, "b_from": prefix,
-                                              "b_to": prefix + "\uffff"}).rowcount or 0
-        return total
+        return self.conn.execute(stmt, {"b_rows": ids}).rowcount or 0
 
     # -- digests (engine/digests.py) ---------------------------------------------------------------------------
 
