@@ -204,3 +204,19 @@ def test_journey_suite_runs_the_due_steps_only(tmp_path: Path) -> None:
         assert r[f"all_waiting_{label}"]["events"] == r[f"due_only_{label}"]["events"] == {"step": 30}
     waiting, due = (r[f"{v}_same_day"]["work"]["sqlite_steps"] for v in ("all_waiting", "due_only"))
     assert waiting <= max(2 * due, 10_000)              # counted 10,000 at a time
+
+
+def test_sync_benchmark_reports_both_ratios_and_the_history_space(tmp_path: Path) -> None:
+    from bench import sync as bench_sync
+
+    speed = tmp_path / "speed.json"
+    assert bench_sync.main(["--accounts", "20", "--days", "5", "--json", str(speed)]) == 0
+    result = json.loads(speed.read_text(encoding="utf-8"))
+    assert result["usage_rows"] == 20 * 3 * 5
+    assert result["first_vs_upsert"] > 0 and result["unchanged_vs_read"] > 0
+    history = tmp_path / "history.json"
+    assert bench_sync.main(["--history", "--accounts", "200", "--syncs", "4", "--change", "0.05",
+                            "--json", str(history)]) == 0
+    figures = json.loads(history.read_text(encoding="utf-8"))
+    assert figures["history_rows"] == 3 * 10       # one kept version per changed account per later sync
+    assert figures["history_bytes"] > 0 and figures["entity_bytes"] > 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date, datetime
 from functools import lru_cache
 from types import NoneType
 from typing import Any, Callable, Sequence
@@ -144,12 +145,20 @@ def _binder(conn: Connection, stmt: Any, column_keys: list[str]) -> tuple[_Binde
 
 
 def _converted(values: list[Any], proc: Callable[[Any], Any]) -> list[Any]:
-    """proc(v) for each value; a run of the same object (a column's shared timestamp) is converted once."""
+    """proc(v) for each value; equal dates and timestamps (a column's shared stamp, the days of usage rows)
+    are converted once."""
+    memo: dict[Any, Any] = {}
     out = []
-    last: Any = object()
-    done: Any = None
     for v in values:
-        if v is not last:
-            last, done = v, proc(v)
-        out.append(done)
+        if type(v) in _MEMO_TYPES:
+            done = memo.get(v, _MISSING)
+            if done is _MISSING:
+                done = memo[v] = proc(v)
+            out.append(done)
+        else:
+            out.append(proc(v))
     return out
+
+
+_MEMO_TYPES = (date, datetime)      # (exact types: a bool is not memoised with the int 1)
+_MISSING = object()

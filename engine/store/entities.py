@@ -83,7 +83,7 @@ class Entities(Repository):
             self.conn.execute(DropTable(temp, if_exists=True))
 
     def write_rows(self, entity: str, rows: Sequence[dict[str, Any]], lines: Sequence[int], source: int,
-                   chunk: int, first: datetime, stamp: datetime) -> tuple[int, dict[int, int]]:
+                   chunk: int, first: datetime, stamp: datetime) -> tuple[int, dict[tuple[Any, ...], int]]:
         """See `write_rows`."""
         return write_rows(self.conn, self.schema, entity, rows, lines, source, chunk, first, stamp)
 
@@ -95,6 +95,13 @@ class Entities(Repository):
         rows = [{**dict(zip(names, key)), "source": -1, "line": 0, "chunk": 0} for key in set(keys)]
         stmt = sql_dialect.insert(seen, self.dialect).on_conflict_do_nothing()
         execute_many(self.conn, stmt, rows)
+
+    def all_named(self, entity: str) -> bool:
+        """Whether this sync named every row of the entity's table — when each key it named is a row of the
+        table (no `keep`): then the counts tell, without looking for absent rows one by one."""
+        seen = _load_tables(self.schema, entity, self.dialect)[1]
+        named = self.conn.scalar(select(func.count()).select_from(seen))
+        return named == sql_dialect.count_rows(self.conn, self.schema.entity(entity))
 
     def mark_absent_removed(self, entity: str, stamp: datetime, now: datetime) -> int:
         """Mark removed (removed_at = now, synced_at = stamp) the present rows this sync did not name (found in
@@ -159,11 +166,11 @@ def next_stamp(conn: Connection, table: Table, now: datetime) -> datetime:
 
 
 def write_rows(conn: Connection, schema: Schema, entity: str, rows: Sequence[dict[str, Any]], lines: Sequence[int],
-               source: int, chunk: int, first: datetime, stamp: datetime) -> tuple[int, dict[int, int]]:
+               source: int, chunk: int, first: datetime, stamp: datetime) -> tuple[int, dict[tuple[Any, ...], int]]:
     """Write one chunk of rows of one source (distinct keys, each a dict of the fields it names; their line
     numbers in `lines`; chunks numbered upwards) with the source's `stamp`, within the sync whose first stamp is
-    `first`; returns (rows inserted or changed, {index in `rows`: earlier line} of the rows whose key an
-    earlier chunk of this source had — those are not written).
+    `first`; returns (rows inserted or changed, {key: earlier line} of the rows whose key an earlier chunk of
+    this source had — those are not written). The row dicts get a `line` entry.
 
     The rows go to a temporary table first (COPY on PostgreSQL, executemany elsewhere); set statements then
     find the keys this source already named (the table of keys `begin_load` made, which a snapshot's removal
@@ -172,55 +179,65 @@ def write_rows(conn: Connection, schema: Schema, entity: str, rows: Sequence[dic
     rewritten, not restamped — its `synced_at` stays when its values were synced. Writing clears `removed_at`
     unless the row sets it."""
     written, duplicates = 0, {}
-    for columns, group in _by_columns(rows, lines).items():
+    for row, line in zip(rows, lines):
+        row["line"] = line                # (the rows are the caller's to give away)
+    for columns, group in _by_columns(rows).items():
         n, dup = _write_group(conn, schema, entity, columns, group, source, chunk, first, stamp)
         written += n
         duplicates.update(dup)
     return written, duplicates
 
 
-def _by_columns(rows: Sequence[dict[str, Any]], lines: Sequence[int]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
-    """Rows (with their `line` and index `n`) grouped by the columns they name (one statement per group)."""
+def _by_columns(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Rows grouped by the columns they name (one statement per group)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for n, (row, line) in enumerate(zip(rows, lines)):
-        groups.setdefault(tuple(row), []).append({**row, "line": line, "n": n})
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
     return groups
 
 
 def _write_group(conn: Connection, schema: Schema, entity: str, columns: tuple[str, ...],
                  rows: list[dict[str, Any]], source: int, chunk: int, first: datetime,
-                 stamp: datetime) -> tuple[int, dict[int, int]]:
+                 stamp: datetime) -> tuple[int, dict[tuple[Any, ...], int]]:
     dialect = conn.dialect.name
     stage, seen = _load_tables(schema, entity, dialect)
-    table, keys = schema.entity(entity), KEYS[entity]
-    fields = tuple(c for c in columns if c != "synced_at")
+    keys = KEYS[entity]
+    fields = tuple(c for c in columns if c != "line")
     if dialect == "postgresql":
         conn.exec_driver_sql(f'TRUNCATE "{stage.name}"')
     else:
         conn.execute(stage.delete())
-    _fill(conn, stage, (*fields, "n"), rows)
+    _fill(conn, stage, columns, rows)
     # the keys of this source: a key it already named is a duplicate (its first row stays)
-    claimed = execute_many(conn, _claim_statement(seen, dialect), [{**{k: r[k] for k in keys}, "source": source,
-                                                                     "line": r["line"], "chunk": chunk} for r in rows])
-    duplicates: dict[int, int] = {}
+    params = [{"source": source, "chunk": chunk}]
+    claimed = execute_many(conn, _claim_statement(stage, seen, dialect), params)
+    duplicates: dict[tuple[Any, ...], int] = {}
     if claimed != len(rows):
         same = and_(*(seen.c[k] == stage.c[k] for k in keys))
-        query = select(stage.c.n, seen.c.line).where(same, seen.c.source == source, seen.c.chunk < chunk)
-        duplicates = {int(a): int(b) for a, b in conn.execute(query)}
-        if duplicates:
-            conn.execute(stage.delete().where(stage.c.n.in_(sorted(duplicates))))
+        query = select(*(stage.c[k] for k in keys), seen.c.line).where(same, seen.c.source == source,
+                                                                         seen.c.chunk < chunk)
+        duplicates = {tuple(r[:-1]): int(r[-1]) for r in conn.execute(query)}
+        for match in _key_matches(stage, duplicates, keys):
+            conn.execute(stage.delete().where(match))
     # the versions these rows replace, to the field history (versions written earlier in this sync are not kept)
-    same = and_(*(table.c[k] == stage.c[k] for k in keys))
-    replaced = and_(or_(table.c.synced_at.is_(None), table.c.synced_at < first), _changed(table, stage.c, fields))
-    past = schema.history[entity]
-    kept = [c.name for c in past.c if c.name not in ("valid_from", "valid_to")]
-    conn.execute(past.insert().from_select(
-        [*kept, "valid_from", "valid_to"],
-        select(*(table.c[n] for n in kept), func.coalesce(table.c.synced_at, EPOCH), literal(stamp, DateTime))
-        .select_from(table.join(stage, same)).where(replaced)))
-    upsert = _upsert_statement(table, stage, fields, dialect)
-    written = execute_many(conn, upsert, [{"stamp": stamp}])   # (its rowcount is exact on every driver)
+    execute_many(conn, _history_statement(schema, entity, stage, fields), [{"first": first, "stamp": stamp}])
+    written = execute_many(conn, _upsert_statement(schema.entity(entity), stage, fields, dialect), [{"stamp": stamp}])
     return max(written, 0), duplicates
+
+
+@lru_cache(maxsize=64)
+def _history_statement(schema: Schema, entity: str, stage: Table, fields: tuple[str, ...]) -> Any:
+    """INSERT into the field history the stored versions the staged rows change (stamped before `first`),
+    valid until `stamp`."""
+    table, past, keys = schema.entity(entity), schema.history[entity], KEYS[entity]
+    same = and_(*(table.c[k] == stage.c[k] for k in keys))
+    replaced = and_(or_(table.c.synced_at.is_(None), table.c.synced_at < bindparam("first", type_=DateTime)),
+                    _changed(table, stage.c, fields))
+    kept = [c.name for c in past.c if c.name not in ("valid_from", "valid_to")]
+    return past.insert().from_select(
+        [*kept, "valid_from", "valid_to"],
+        select(*(table.c[n] for n in kept), func.coalesce(table.c.synced_at, EPOCH),
+               bindparam("stamp", type_=DateTime)).select_from(table.join(stage, same)).where(replaced))
 
 
 def _changed(table: Table, new: Any, fields: Sequence[str]) -> Any:
@@ -249,10 +266,15 @@ def _upsert_statement(table: Table, stage: Table, fields: tuple[str, ...], diale
 
 
 @lru_cache(maxsize=64)
-def _claim_statement(seen: Table, dialect: str) -> Any:
-    """Name keys for a source: a key new to the sync, or last named by another source, takes the row's source
-    and line; a key this source already named is left alone (not counted: a duplicate)."""
-    stmt = sql_dialect.insert(seen, dialect)
+def _claim_statement(stage: Table, seen: Table, dialect: str) -> Any:
+    """Name the staged rows' keys for a source: a key new to the sync, or last named by another source, takes
+    the row's source, line and chunk; a key this source already named is left alone (not counted: a
+    duplicate)."""
+    keys = [c.name for c in seen.primary_key.columns]
+    stmt = sql_dialect.insert(seen, dialect).from_select(
+        [*keys, "source", "line", "chunk"],
+        select(*(stage.c[k] for k in keys), bindparam("source", type_=Integer), stage.c.line,
+               bindparam("chunk", type_=Integer)).where(true()))
     return stmt.on_conflict_do_update(index_elements=[c.name for c in seen.primary_key.columns],
                                       set_={"source": stmt.excluded.source, "line": stmt.excluded.line,
                                             "chunk": stmt.excluded.chunk},
@@ -262,11 +284,11 @@ def _claim_statement(seen: Table, dialect: str) -> Any:
 @lru_cache(maxsize=64)
 def _load_tables(schema: Schema, entity: str, dialect: str) -> tuple[Table, Table]:
     """The temporary tables of one entity's sync: the staged rows of a chunk (the entity's fields and the row's
-    index in the chunk), and the keys the sync named so far (with the source, line and chunk that named each)."""
+    line), and the keys the sync named so far (with the source, line and chunk that named each)."""
     table, keys = schema.entity(entity), KEYS[entity]
     md = MetaData()
     fields = [Column(c.name, c.type) for c in table.c if c.name != "synced_at"]
-    stage = Table(f"_stage_{entity}", md, *fields, Column("n", Integer), prefixes=["TEMPORARY"])
+    stage = Table(f"_stage_{entity}", md, *fields, Column("line", Integer), prefixes=["TEMPORARY"])
     seen = Table(f"_seen_{entity}", md, *(Column(k, table.c[k].type, primary_key=True) for k in keys),
                  Column("source", Integer, nullable=False), Column("line", Integer, nullable=False),
                  Column("chunk", Integer, nullable=False), prefixes=["TEMPORARY"])
@@ -301,7 +323,7 @@ def _fill(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[d
         finally:
             cursor.close()
         return
-    execute_many(conn, _plain_insert(table), [{c: r[c] for c in columns} for r in rows])
+    execute_many(conn, _plain_insert(table), rows)
 
 
 @lru_cache(maxsize=64)
@@ -309,9 +331,10 @@ def _plain_insert(table: Table) -> Any:
     return table.insert()
 
 
-def _key_matches(table: Table, keys: Iterable[tuple[Any, ...]], step: int = 500) -> Iterator[Any]:
-    """Conditions matching the rows with these keys, `step` keys each (bounded IN lists)."""
-    names = KEYS[table.name]
+def _key_matches(table: Table, keys: Iterable[tuple[Any, ...]], names: tuple[str, ...], step: int = 500
+                 ) -> Iterator[Any]:
+    """Conditions matching the rows of `table` with these keys (values of `names`), `step` keys each (bounded
+    IN lists)."""
     batch = list(keys)
     for start in range(0, len(batch), step):
         part = batch[start:start + step]

@@ -386,12 +386,12 @@ class _EntitySync:
                 if keep_removed and known.get(account) is not None:
                     values["removed_at"] = known[account]   # type: ignore[index]  # the account's removal
                 chunk[key] = (line, values)  # type: ignore[index]  # a row without problems has a key and values
-        keys, lines = list(chunk), [line for line, _ in chunk.values()]
         self.chunks += 1
-        written, duplicates = tx.entities.write_rows(self.entity, [values for _, values in chunk.values()], lines,
-                                                     self.source, self.chunks, self.first_stamp, self.stamp)
-        for n, earlier in sorted(duplicates.items()):
-            self._invalid(label, lines[n], [duplicate_problem(self.entity, keys[n], earlier)], keys[n])
+        written, duplicates = tx.entities.write_rows(self.entity, [values for _, values in chunk.values()],
+                                                     [line for line, _ in chunk.values()], self.source, self.chunks,
+                                                     self.first_stamp, self.stamp)
+        for key, earlier in sorted(duplicates.items(), key=lambda d: chunk[d[0]][0]):
+            self._invalid(label, chunk[key][0], [duplicate_problem(self.entity, key, earlier)], key)
         self.report.loaded += len(chunk) - len(duplicates)
         self.report.written += written
 
@@ -409,10 +409,11 @@ class _EntitySync:
         elif report.mode == "snapshot":
             if self.invalid_keys:
                 entities.keep(self.entity, self.invalid_keys)
-            if self.entity == "usage":
-                report.removed = entities.delete_absent_usage(self.stamp)
-            else:
-                report.removed = entities.mark_absent_removed(self.entity, self.stamp, self.now)
+            if self.invalid_keys or not entities.all_named(self.entity):    # (else no row can be absent)
+                if self.entity == "usage":
+                    report.removed = entities.delete_absent_usage(self.stamp)
+                else:
+                    report.removed = entities.mark_absent_removed(self.entity, self.stamp, self.now)
             self._check_removal(report.removed)
         entities.end_load(self.entity)
         if self.entity in ENTITY_OF.values():

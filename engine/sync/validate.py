@@ -46,6 +46,9 @@ class RowChecker:
         self.entity = entity
         self.fields = dict(fields)
         self.coercers: dict[str, Coercer] = {name: coercer(t, tz, formats) for name, t in fields.items()}
+        for name, ftype in fields.items():      # dates repeat from row to row: each text is converted once
+            if ftype in ("date", "datetime"):
+                self.coercers[name] = _remembered(self.coercers[name])
         self.key = KEYS[entity]
         self.required = required_fields(entity)
         self.declared = {name: (frozenset(allowed), tuple(allowed)) for name, allowed in (declared or {}).items()}
@@ -91,6 +94,23 @@ class RowChecker:
             else:
                 problems.append(f"direction: {show(values['direction'])} is not increase or decrease")
         return values, problems, key
+
+
+def _remembered(convert: Coercer, size: int = 4096) -> Coercer:
+    """`convert`, remembering the values of the last texts it converted (a bad text still raises each time)."""
+    seen: dict[Any, Any] = {}
+
+    def coerce(value: Any) -> Any:
+        if type(value) is not str:
+            return convert(value)
+        done = seen.get(value)
+        if done is None:
+            done = convert(value)
+            if len(seen) >= size:
+                seen.clear()
+            seen[value] = done
+        return done
+    return coerce
 
 
 def undeclared_problem(entity: str, name: str, value: str, declared: tuple[str, ...]) -> str:
