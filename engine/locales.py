@@ -9,6 +9,7 @@ date format is a validation error, not a failed email."""
 from __future__ import annotations
 
 import copy
+import unicodedata
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import PATTERN_CHARS, format_date, format_datetime, format_time, get_datetime_format
-from babel.numbers import get_currency_precision, is_currency, parse_pattern
+from babel.numbers import get_currency_precision, get_currency_symbol, is_currency, parse_pattern
 from jinja2 import pass_context
 from jinja2.runtime import Context
 
@@ -119,16 +120,20 @@ def percent_filter(ctx: Context, value: Any, digits: int = 0) -> str:
 
 @pass_context
 def currency_filter(ctx: Context, value: Any, code: str) -> str:
-    """An amount in a currency, in the locale's form (`$150,000`, `￥1,200,000`, `150.000 €`): whole amounts
-    without decimals, others with the currency's usual number of them."""
+    """An amount in a currency, in the locale's form (`$150,000`, `¥1,200,000`, `150.000 €`): whole amounts
+    without decimals, others with the currency's usual number of them. A symbol CLDR gives as a full-width
+    compatibility character (the `ja` locale's `￥`) is printed in its standard form (`¥`), as Japanese invoices
+    and plain-text mail write it."""
     if value is None:
         return ""
     _currency_code(code)
     loc = _locale(ctx)
     amount = whole(_number(value, "currency"))
     digits = 0 if isinstance(amount, int) else get_currency_precision(code)
-    return _pattern(loc.currency_formats["standard"].pattern, (digits, digits)).apply(
+    text = _pattern(loc.currency_formats["standard"].pattern, (digits, digits)).apply(
         amount, loc, currency=code, currency_digits=False)
+    symbol = get_currency_symbol(code, loc)
+    return text.replace(symbol, unicodedata.normalize("NFKC", symbol))
 
 
 @pass_context

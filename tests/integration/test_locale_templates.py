@@ -64,8 +64,8 @@ def test_a_japanese_contact_gets_the_japanese_template_and_formats(ws_sqlite: Wo
     got = mails(ws)
     ja, en = got["tanaka@acme.example"], got["smith@acme.example"]
     assert ja["Subject"] == "Acme 様 今月のご利用状況"
-    # CLDR's Japanese yen sign is the full-width ￥ (U+FFE5), as ICU and browsers print it
-    assert ja.get_content().strip() == "ご契約 ￥1,200,000、更新日 2026年12月7日、ログイン 7,000 回（8%）、スコア 81"
+    # the yen sign in its standard form (U+00A5), not CLDR's full-width compatibility form ￥ (U+FFE5)
+    assert ja.get_content().strip() == "ご契約 ¥1,200,000、更新日 2026年12月7日、ログイン 7,000 回（8%）、スコア 81"
     assert en["Subject"] == "Your month with us, Acme"
     assert en.get_content().strip() == "Contract ¥1,200,000, renewal December 7, 2026, 7,000 logins (8%), score 81"
 

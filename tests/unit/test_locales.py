@@ -19,7 +19,7 @@ def rendered(source: str, locale: str, zone: str = "UTC", **values: object) -> s
 
 
 @pytest.mark.parametrize(("locale", "expected"), [
-    ("ja", "￥1,200,000 | 2026年12月7日 | 12,345.5 | 26% | 56"),
+    ("ja", "¥1,200,000 | 2026年12月7日 | 12,345.5 | 26% | 56"),
     ("en", "¥1,200,000 | December 7, 2026 | 12,345.5 | 26% | 56"),
     ("de", "1.200.000\u00a0¥ | 7. Dezember 2026 | 12.345,5 | 26\u00a0% | 56"),      # no-break spaces (CLDR)
 ])
