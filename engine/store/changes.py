@@ -35,10 +35,13 @@ class Changes(Repository):
     """The change marks of the synced tables."""
 
     def marks(self) -> ChangeMarks:
-        """The current marks (each an index lookup)."""
+        """The current marks (each an index lookup). The usage mark counts the latest sync that deleted usage
+        rows too: a sync that only deleted rows stamped none."""
         stamps = {entity: newest_stamp(self.conn, self.schema.entity(entity)) for entity in ENTITIES}
         st = self.schema.sync_state
-        return ChangeMarks(stamps, self.conn.scalar(select(st.c.removed_stamp).where(st.c.entity == "usage")))
+        removed = self.conn.scalar(select(st.c.removed_stamp).where(st.c.entity == "usage"))
+        stamps["usage"] = _later(stamps["usage"], removed)
+        return ChangeMarks(stamps, removed)
 
     def changed_at_least(self, entity: str, since: datetime, cap: int) -> bool:
         """Whether at least `cap` rows of the table were stamped after `since` (reads at most `cap`)."""
@@ -50,6 +53,17 @@ class Changes(Repository):
         """About how many rows an entity's table holds (dialect.estimate_rows)."""
         from engine.store.dialect import estimate_rows
         return estimate_rows(self.conn, self.schema.entity(entity))
+
+
+def usage_mark(conn: Connection, schema: Schema) -> datetime | None:
+    """The newest usage stamp, or the latest sync that deleted usage rows if that is later."""
+    st = schema.sync_state
+    removed = conn.scalar(select(st.c.removed_stamp).where(st.c.entity == "usage"))
+    return _later(newest_stamp(conn, schema.usage), removed)
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def newest_stamp(conn: Connection, table: Table) -> datetime | None:

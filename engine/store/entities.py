@@ -43,8 +43,12 @@ class Entities(Repository):
         sql_dialect.lock(self.conn, f"sync:{entity}")
 
     def next_stamp(self, entity: str, now: datetime) -> datetime:
-        """The stamp for this sync of `entity`: `now`, or just after the newest stamp if that is not older."""
-        return next_stamp(self.conn, self.schema.entity(entity), now)
+        """The stamp for this sync of `entity`: `now`, or just after the newest stamp (of a row, or of a sync
+        that removed rows) if that is not older."""
+        stamp = next_stamp(self.conn, self.schema.entity(entity), now)
+        st = self.schema.sync_state
+        removed = self.conn.scalar(select(st.c.removed_stamp).where(st.c.entity == entity))
+        return removed + timedelta(microseconds=1) if removed is not None and removed >= stamp else stamp
 
     def count(self, entity: str) -> int:
         """Rows of the entity's table (removed ones included)."""

@@ -100,7 +100,7 @@ def ensure(conn: Connection, schema: Schema, refs: set[MetricRef], today: date, 
     sql_dialect.lock(conn, f"metric_cache:{name}")   # one builder at a time for a given cache
     reg = schema.metric_caches
     u = schema.usage
-    stamp = conn.execute(select(func.max(u.c.synced_at))).scalar()
+    stamp = changes.usage_mark(conn, schema)
     row = conn.execute(select(reg).where(reg.c.name == name)).first()
     if row is not None and stamp is not None and (row.usage_stamp is None or stamp > row.usage_stamp) \
             and (_rows_deleted_since(conn, schema, row.usage_stamp) or _many_changed(conn, schema, row.usage_stamp)):

@@ -184,3 +184,30 @@ def test_sync_as_of_loads_past_snapshots_in_order(tmp_path: Path, db_url: str) -
             assert arr(datetime(2026, 11, 2, 21, 0)) == [300]
     finally:
         db.dispose()
+
+
+def test_a_usage_snapshot_that_only_deletes_rows_reaches_the_next_run(tmp_path: Path, db_url: str) -> None:
+    """No row is rewritten, so no usage row carries the sync's stamp: the deletion itself must move the usage
+    mark, or the metric windows and the changes-only scan would keep the deleted values."""
+    from conftest import Workspace as CliWorkspace
+
+    cli = CliWorkspace(tmp_path / "cli", db_url)
+    cli.playbook("busy", """
+id: busy
+name: Busy
+activation: fire
+trigger: {when: "metric('logins', 7, 'sum') > 5"}
+actions:
+  - slack: {channel: "#cs", text: "{{ account.name }} is busy"}
+""")
+    cli.data("accounts", [{"id": "A1", "name": "Acme"}, {"id": "A2", "name": "Globex"}])
+    usage = [{"account_id": "A1", "metric": "logins", "day": "2026-11-29", "value": 3},
+             {"account_id": "A1", "metric": "logins", "day": "2026-11-30", "value": 4},
+             {"account_id": "A2", "metric": "logins", "day": "2026-11-30", "value": 9}]
+    cli.data("usage", usage)
+    cli.cli("sync", "--as-of", "2026-12-01T06:00")
+    assert {e[1] for e in cli.events("2026-12-01T09:00") if e[2] == "enter"} == {"account:A1", "account:A2"}
+    cli.data("usage", usage[1:])                   # A1's 2026-11-29 row deleted, nothing else changed
+    cli.cli("sync", "--as-of", "2026-12-01T10:00", "--allow-removal")
+    assert cli.events("2026-12-01T11:00") == [("busy", "account:A1", "resolve", 1)]
+    assert cli.events("2026-12-01T12:00") == []
