@@ -57,6 +57,8 @@ def _playbook(i: int, kind: str, threshold: int, schedule: str, repeat: str | No
         "health": ("account", f"{{when: \"account.health_score < {threshold} or account.health_score is none\"}}"),
         "logins": ("account", f"{{low_usage: {{metric: logins, days: 3, agg: sum, below: {threshold}}}}}"),
         "renewal": ("account", f"{{renewal_approaching: {{within_days: {threshold}}}}}"),
+        "last": ("account", f"{{when: \"metric('logins', 3, 'last') is none or metric('logins', 3, 'last') < "
+                            f"{threshold % 9} or metric('logins', 2, 'min') >= 5\"}}"),
         "champion": ("contact", f"{{when: \"contact.role == 'champion' and account.arr >= {threshold * 1000}\"}}"),
         "goal": ("goal", "{goal_achieved: {}}"),
     }[kind]
@@ -82,7 +84,7 @@ def _playbook(i: int, kind: str, threshold: int, schedule: str, repeat: str | No
 
 
 playbook_st = st.builds(
-    _playbook, st.just(0), st.sampled_from(["arr", "health", "logins", "renewal", "champion", "goal"]),
+    _playbook, st.just(0), st.sampled_from(["arr", "health", "logins", "renewal", "last", "champion", "goal"]),
     st.integers(1, 60), st.sampled_from(SCHEDULES), st.sampled_from([None, None, "1d", "2d", "12h"]),
     st.sampled_from([None, None, "1d", "3d"]), st.sampled_from([None, None, 1, 2]),
     st.sampled_from(["baseline", "fire"]), st.sampled_from([None, None, 1, 2]),
