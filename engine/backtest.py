@@ -78,9 +78,9 @@ class Summary:
 
 def scheduled_times(cron: str, start: datetime, end: datetime, tz: str) -> list[datetime]:
     """The times (naive UTC) cron `cron` (read in zone `tz`) fires in [start, end)."""
-    from apscheduler.triggers.cron import CronTrigger
+    from engine.clock import cron_trigger
 
-    trigger = CronTrigger.from_crontab(cron, timezone=ZoneInfo(tz))
+    trigger = cron_trigger(cron, ZoneInfo(tz))
     out: list[datetime] = []
     probe = start.replace(tzinfo=timezone.utc) - timedelta(microseconds=1)
     while (nxt := trigger.get_next_fire_time(None, probe + timedelta(microseconds=1))) is not None:

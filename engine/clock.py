@@ -208,13 +208,61 @@ def check_duration(text: str) -> str:
     return text
 
 
+WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")      # crontab numbering: 0 (and 7) is Sunday
+
+
+def cron_trigger(text: str, tz: Any = timezone.utc) -> Any:
+    """The APScheduler trigger of a five-field crontab expression read in zone `tz`. The weekday field keeps its
+    crontab meaning (0 or 7 is Sunday, 1 Monday, `*/2` Sunday, Tuesday, …): APScheduler counts 0 as Monday, so
+    the field is handed to it as weekday names."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = text.split()
+    if len(fields) != 5:
+        raise ValueError(f"Wrong number of fields; got {len(fields)}, expected 5")
+    minute, hour, day, month, weekday = fields
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_weekday_names(weekday),
+                       timezone=tz)
+
+
+def _weekday_names(field: str) -> str:
+    """A crontab weekday field (`1-5`, `0,6`, `mon-fri`, `*/2`, `5-7`) as the list of the days' names."""
+    if field == "*":
+        return field
+    days: set[int] = set()
+    for item in field.lower().split(","):
+        span, _, step_text = item.partition("/")
+        if not step_text.isdigit() and step_text or step_text == "0":
+            raise ValueError(f"weekday step `{step_text}` is not a positive whole number")
+        step = int(step_text or 1)
+        first, dash, last = span.partition("-")
+        if span == "*":
+            low, high = 0, 6
+        else:
+            low = _weekday(first)
+            high = _weekday(last) if dash else (6 if step_text else low)
+            if dash and high == 0 and last.strip() in ("0", "7", "sun") and low > 0:
+                high = 7                                   # `5-7`, `fri-sun`: up to Sunday
+        if high < low:
+            raise ValueError(f"weekday range `{span}` runs backwards; write it from Sunday (0) to Saturday (6)")
+        days.update(d % 7 for d in range(low, high + 1, step))
+    return ",".join(WEEKDAY_NAMES[d] for d in sorted(days))
+
+
+def _weekday(token: str) -> int:
+    token = token.strip()
+    if token in WEEKDAY_NAMES:
+        return WEEKDAY_NAMES.index(token)
+    if token.isdigit() and 0 <= int(token) <= 7:
+        return int(token) % 7
+    raise ValueError(f"`{token}` is not a weekday (0-7 or sun-sat)")
+
+
 def check_cron(text: str | None) -> str | None:
     """A five-field cron expression that fires at some time, or ValueError saying how to write one."""
     if text is not None:
-        from apscheduler.triggers.cron import CronTrigger
-
         try:
-            trigger = CronTrigger.from_crontab(text, timezone=timezone.utc)
+            trigger = cron_trigger(text)
         except ValueError as exc:
             raise ValueError(f"`{text}` is not a cron expression ({exc}); "
                              "write five fields: minute hour day month weekday") from None
@@ -244,8 +292,6 @@ CronText = Annotated[str, AfterValidator(check_cron)]
 
 def scheduled_between(cron: str, start: datetime, end: datetime, tz: str) -> bool:
     """Whether the cron schedule (read in time zone `tz`) has a time in (start, end] (naive UTC instants)."""
-    from apscheduler.triggers.cron import CronTrigger
-
     after = start.replace(tzinfo=timezone.utc) + timedelta(microseconds=1)
-    due = CronTrigger.from_crontab(cron, timezone=ZoneInfo(tz)).get_next_fire_time(None, after)
+    due = cron_trigger(cron, ZoneInfo(tz)).get_next_fire_time(None, after)
     return due is not None and due <= end.replace(tzinfo=timezone.utc)

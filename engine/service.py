@@ -17,11 +17,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from engine.app import App
-from engine.clock import wall_clock
+from engine.clock import cron_trigger, wall_clock
 from engine.dispatch import Dispatcher, worker_id
 from engine.spec.compiled import PlaybookSet
 from engine.spec.loader import load_playbooks, playbook_files
@@ -138,7 +137,7 @@ class Service:
     def _trigger(self, cron: str):  # noqa: ANN202
         if self.every is not None:
             return IntervalTrigger(seconds=self.every)
-        return CronTrigger.from_crontab(cron, timezone=ZoneInfo(self.app.settings.timezone))
+        return cron_trigger(cron, ZoneInfo(self.app.settings.timezone))
 
     def _schedule(self) -> None:
         """One job per distinct schedule: playbooks due at the same moment are evaluated in one tick (one
@@ -347,7 +346,7 @@ def status_report(app: App) -> dict[str, Any]:
     rows = []
     for pb in app.playbooks.valid:
         cron = pb.schedule(app.settings.defaults.schedule)
-        nxt = CronTrigger.from_crontab(cron, timezone=tz).get_next_fire_time(None, now) if pb.spec.enabled else None
+        nxt = cron_trigger(cron, tz).get_next_fire_time(None, now) if pb.spec.enabled else None
         st = states.get(pb.id, {})
         last = st.get("last_evaluated_at")
         rows.append({"playbook": pb.id, "enabled": pb.spec.enabled, "schedule": cron,
