@@ -243,47 +243,13 @@ def _fill(conn: Connection, schema: Schema, table: Table, refs: list[MetricRef],
 def _fill_statements(schema: Schema, table: Table, refs: tuple[MetricRef, ...], names: tuple[str, ...], today: date,
                      dialect: str, listed: bool, upsert: bool) -> tuple[Any, list[Any]]:
     """The statements of `_fill` (the accounts, when `listed`, in parameter `ids`): the INSERT … SELECT of
-    the windows, and an UPDATE per `last` window setting the value of its latest day.
-
-    One GROUP BY reads the widest range once; each window's aggregates see only their days through a
-    FILTER clause, whose condition leaves out the bounds that the range already guarantees (this is
-    where the time goes: a few comparisons per usage row and window)."""
+    the windows (`window_aggregates`), and an UPDATE per `last` window setting the value of its latest day."""
     u = schema.usage.c
     metric = refs[0].name
-    windows = {ref: _window(ref, today) for ref in refs}
     columns = dict(zip(refs, names))
-    start = min(s for s, _ in windows.values())
-    end = max(e for _, e in windows.values())
-    filtered = sql_dialect.filters_aggregates(dialect)
-
-    def agg(fn: Any, value: Any, ref: MetricRef) -> Any:
-        s, e = windows[ref]
-        inside = [c for c in (u.day >= s if s > start else None, u.day <= e if e < end else None) if c is not None]
-        if not inside:
-            return fn(value)
-        return fn(value).filter(and_(*inside)) if filtered else fn(case((and_(*inside), value)))
-
-    selects: list[Any] = [u.account_id]
-    targets = ["account_id"]
-    for ref in refs:
-        col = columns[ref]
-        n = agg(func.count, u.value, ref)
-        if ref.agg in ("sum", "avg"):
-            expr = cast(func.coalesce(agg(func.sum, u.value, ref), 0.0), Float)
-            expr = expr / float(ref.days) if ref.agg == "avg" else expr
-        elif ref.agg == "count":
-            expr = n
-        elif ref.agg in ("min", "max"):
-            extreme = agg(func.min if ref.agg == "min" else func.max, u.value, ref)
-            beyond = extreme < 0.0 if ref.agg == "min" else extreme > 0.0
-            expr = cast(case((n < ref.days, case((beyond, extreme), else_=0.0)), else_=extreme), Float)
-        else:  # last: the latest day now, its value below
-            selects.append(agg(func.max, u.day, ref))
-            targets.append(col + "_day")
-            continue
-        selects.append(expr)
-        targets.append(col)
-    where = [u.metric == metric, u.day >= start, u.day <= end, u.value.is_not(None)]
+    aggregates, where = window_aggregates(u, refs, today, dialect)
+    selects: list[Any] = [u.account_id, *aggregates]
+    targets = ["account_id", *(columns[r] + "_day" if r.agg == "last" else columns[r] for r in refs)]
     if listed:
         where.append(in_list(u.account_id, "ids", dialect))
     query = select(*selects).where(*where).group_by(u.account_id)
@@ -305,6 +271,46 @@ def _fill_statements(schema: Schema, table: Table, refs: tuple[MetricRef, ...], 
                 stmt = stmt.where(in_list(table.c.account_id, "ids", dialect))
             lasts.append(stmt)
     return fill, lasts
+
+
+def window_aggregates(u: Any, refs: tuple[MetricRef, ...] | list[MetricRef], today: date,
+                      dialect: str) -> tuple[list[Any], list[Any]]:
+    """The aggregate of each window of `refs` (windows of one metric) over the usage columns `u`, in order, and
+    the conditions of the rows they read, for one GROUP BY account_id: missing days count as 0 for sum, avg, min
+    and max; a `last` window gives its latest day (its value is looked up by that day afterwards).
+
+    The GROUP BY reads the widest range once; each window's aggregates see only their days through a FILTER
+    clause, whose condition leaves out the bounds that the range already guarantees (this is where the time
+    goes: a few comparisons per usage row and window). The tick's metric cache and the backtest both read
+    windows through it, so they agree."""
+    windows = {ref: _window(ref, today) for ref in refs}
+    start = min(s for s, _ in windows.values())
+    end = max(e for _, e in windows.values())
+    filtered = sql_dialect.filters_aggregates(dialect)
+
+    def agg(fn: Any, value: Any, ref: MetricRef) -> Any:
+        s, e = windows[ref]
+        inside = [c for c in (u.day >= s if s > start else None, u.day <= e if e < end else None) if c is not None]
+        if not inside:
+            return fn(value)
+        return fn(value).filter(and_(*inside)) if filtered else fn(case((and_(*inside), value)))
+
+    out: list[Any] = []
+    for ref in refs:
+        n = agg(func.count, u.value, ref)
+        if ref.agg in ("sum", "avg"):
+            expr = cast(func.coalesce(agg(func.sum, u.value, ref), 0.0), Float)
+            expr = expr / float(ref.days) if ref.agg == "avg" else expr
+        elif ref.agg == "count":
+            expr = n
+        elif ref.agg in ("min", "max"):
+            extreme = agg(func.min if ref.agg == "min" else func.max, u.value, ref)
+            beyond = extreme < 0.0 if ref.agg == "min" else extreme > 0.0
+            expr = cast(case((n < ref.days, case((beyond, extreme), else_=0.0)), else_=extreme), Float)
+        else:  # last: the latest day
+            expr = agg(func.max, u.day, ref)
+        out.append(expr)
+    return out, [u.metric == refs[0].name, u.day >= start, u.day <= end, u.value.is_not(None)]
 
 
 def _collect_garbage(conn: Connection, schema: Schema, keep: str) -> None:

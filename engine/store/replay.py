@@ -9,16 +9,16 @@ same liveness, metric windows with the semantics of engine/store/metric_cache.py
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import (BigInteger, Column, Float, MetaData, String, Table, and_, case, cast, func, literal,
-                        select)
+from sqlalchemy import BigInteger, Column, Float, MetaData, String, Table, and_, case, func, literal, select
 
 from engine.clock import Clock
 from engine.datamodel import ENTITY_OF
 from engine.lang import MetricRef, SqlContext, correlated_metric, metric_calls, to_sql
-from engine.store.dialect import filters_aggregates, in_list
+from engine.store.dialect import in_list
+from engine.store.metric_cache import window_aggregates
 from engine.store.schema import Repository
 
 
@@ -169,32 +169,6 @@ def _by_metric(refs: Iterable[MetricRef]) -> dict[str, list[MetricRef]]:
 
 def _window_query(usage: Any, metric: str, refs: list[MetricRef], today: date, dialect: str) -> Any:
     """One GROUP BY over one metric's usage rows giving every window of `refs` per account (account_id, c0,
-    c1, …; the semantics of engine/store/metric_cache.py: missing days count as 0 for sum/avg/min/max)."""
-    u = usage.c
-    spans = {r: (today - timedelta(days=r.offset_days + r.days - 1), today - timedelta(days=r.offset_days))
-             for r in refs}
-    start, end = min(s for s, _ in spans.values()), max(e for _, e in spans.values())
-    filtered = filters_aggregates(dialect)
-
-    def agg(fn: Any, value: Any, ref: MetricRef) -> Any:
-        s, e = spans[ref]
-        inside = [c for c in (u.day >= s if s > start else None, u.day <= e if e < end else None) if c is not None]
-        if not inside:
-            return fn(value)
-        return fn(value).filter(and_(*inside)) if filtered else fn(case((and_(*inside), value)))
-
-    selects = [u.account_id]
-    for ref in refs:
-        n = agg(func.count, u.value, ref)
-        if ref.agg in ("sum", "avg"):
-            expr = cast(func.coalesce(agg(func.sum, u.value, ref), 0.0), Float)
-            expr = expr / float(ref.days) if ref.agg == "avg" else expr
-        elif ref.agg == "count":
-            expr = n
-        else:
-            extreme = agg(func.min if ref.agg == "min" else func.max, u.value, ref)
-            beyond = extreme < 0.0 if ref.agg == "min" else extreme > 0.0
-            expr = cast(case((n < ref.days, case((beyond, extreme), else_=0.0)), else_=extreme), Float)
-        selects.append(expr)
-    return (select(*selects).where(u.metric == metric, u.day >= start, u.day <= end, u.value.is_not(None))
-            .group_by(u.account_id))
+    c1, …), with the tick's window semantics (`metric_cache.window_aggregates`)."""
+    aggregates, where = window_aggregates(usage.c, refs, today, dialect)
+    return select(usage.c.account_id, *aggregates).where(*where).group_by(usage.c.account_id)
