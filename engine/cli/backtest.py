@@ -38,6 +38,13 @@ def backtest(app: App, start: str, end: str, playbook_ids: tuple[str, ...], fmt:
     stream = _JsonStream(tz, first, last) if fmt == "json" else None
     summary = run_backtest(app.store, app.settings, app.playbooks, first, last, only=set(playbook_ids) or None,
                            on_event=stream.event if stream else None)
+    with app.store.read() as tx:
+        known_from = tx.field_history.first_synced()
+    if known_from is None or known_from > first:
+        since = "no data was synced yet" if known_from is None else \
+            f"the data is known from {local_time(known_from, tz)} (its first sync)"
+        err.file.write(f"note: {since}; before that the backtest sees no accounts. Load past snapshots with "
+                       "`playbook sync --as-of` to backtest further back (docs/history.md)\n")
     for pid, why in summary.skipped.items():
         err.file.write(f"{pid}: not replayed: {why}\n")
     for at, pid, why in summary.blocked:

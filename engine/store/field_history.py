@@ -106,6 +106,15 @@ class FieldHistory(Repository):
         for entity in entities:
             _temporary_copy(md, self.schema.entity(entity)).drop(self.conn, checkfirst=True)
 
+    def first_synced(self, entity: str = "accounts") -> datetime | None:
+        """The earliest moment the entity's data is known from (naive UTC): the oldest version kept, or the oldest
+        current row; None when nothing was ever synced."""
+        live, past = self.schema.entity(entity), self.schema.history[entity]
+        oldest = [self.conn.scalar(select(func.min(live.c.synced_at))),
+                  self.conn.scalar(select(func.min(past.c.valid_from)))]
+        known = [at for at in oldest if at is not None]
+        return min(known) if known else None
+
     def count(self, entity: str) -> int:
         """How many replaced versions of the entity's rows are kept."""
         return int(self.conn.scalar(select(func.count()).select_from(self.schema.history[entity])) or 0)

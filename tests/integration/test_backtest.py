@@ -61,3 +61,12 @@ def test_bad_periods_and_playbooks_are_usage_errors(ws: Workspace) -> None:
     assert "not an ISO date" in bad.output
     unknown = ws.cli("backtest", "--from", "2026-11-01", "--to", "2026-11-02", "--playbook", "smal", expect=2)
     assert "did you mean `small`" in unknown.output
+
+
+def test_a_period_before_the_first_sync_says_the_data_is_not_known_then(ws: Workspace) -> None:
+    setup(ws, "activation: fire")                  # synced as of 2026-11-01 00:00 UTC
+    early = ws.cli("backtest", "--from", "2026-10-20", "--to", "2026-11-03")
+    assert "the data is known from 2026-11-01 00:00 +00:00 (its first sync)" in early.stderr
+    assert "playbook sync --as-of" in early.stderr
+    covered = ws.cli("backtest", "--from", "2026-11-02", "--to", "2026-11-03")
+    assert "known from" not in covered.stderr
