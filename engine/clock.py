@@ -232,7 +232,7 @@ def _weekday_names(field: str) -> str:
     days: set[int] = set()
     for item in field.lower().split(","):
         span, _, step_text = item.partition("/")
-        if not step_text.isdigit() and step_text or step_text == "0":
+        if step_text and (not step_text.isdigit() or int(step_text) == 0):
             raise ValueError(f"weekday step `{step_text}` is not a positive whole number")
         step = int(step_text or 1)
         first, dash, last = span.partition("-")
@@ -241,7 +241,7 @@ def _weekday_names(field: str) -> str:
         else:
             low = _weekday(first)
             high = _weekday(last) if dash else (6 if step_text else low)
-            if dash and high == 0 and last.strip() in ("0", "7", "sun") and low > 0:
+            if dash and high == 0 and low > 0:
                 high = 7                                   # `5-7`, `fri-sun`: up to Sunday
         if high < low:
             raise ValueError(f"weekday range `{span}` runs backwards; write it from Sunday (0) to Saturday (6)")

@@ -44,6 +44,7 @@ def test_a_weekday_schedule_skips_the_weekend() -> None:
     ("0 9 * * 8", "`8` is not a weekday"),
     ("0 9 * * 5-2", "runs backwards"),
     ("0 9 * * */0", "not a positive whole number"),
+    ("0 9 * * */00", "not a positive whole number"),
     ("0 9 * *", "write five fields"),
 ])
 def test_a_bad_weekday_field_says_how_to_write_it(cron: str, says: str) -> None:
