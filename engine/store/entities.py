@@ -15,7 +15,7 @@ absent from it. So memory does not grow with the rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -86,19 +86,25 @@ class Entities(Repository):
         for temp in _load_tables(self.schema, entity, self.dialect):
             self.conn.execute(DropTable(temp, if_exists=True))
 
-    def write_rows(self, entity: str, rows: Sequence[dict[str, Any]], lines: Sequence[int], source: int,
+    def stored_forms(self, entity: str) -> dict[str, Callable[[Any], Any]]:
+        """How the driver is given each column's values of the entity (`write_rows`, `keep`): the column type's
+        bind processor where it has one (SQLite: dates and times as text); values of other columns go as
+        they are."""
+        return stored_forms(self.schema.entity(entity), self.conn.dialect)
+
+    def write_rows(self, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]], source: int,
                    chunk: int, first: datetime, stamp: datetime) -> tuple[int, dict[tuple[Any, ...], int]]:
         """See `write_rows`."""
-        return write_rows(self.conn, self.schema, entity, rows, lines, source, chunk, first, stamp)
+        return write_rows(self.conn, self.schema, entity, fields, rows, source, chunk, first, stamp)
 
     def keep(self, entity: str, keys: Iterable[tuple[Any, ...]]) -> None:
-        """Count these keys as present in the snapshot without writing their rows (rows skipped as invalid:
-        a snapshot does not remove them)."""
+        """Count these keys (in `stored_forms`) as present in the snapshot without writing their rows (rows
+        skipped as invalid: a snapshot does not remove them)."""
         seen = _load_tables(self.schema, entity, self.dialect)[1]
-        names = KEYS[entity]
-        rows = [{**dict(zip(names, key)), "source": -1, "line": 0, "chunk": 0} for key in set(keys)]
-        stmt = sql_dialect.insert(seen, self.dialect).on_conflict_do_nothing()
-        execute_many(self.conn, stmt, rows)
+        names = [*KEYS[entity], "source", "line", "chunk"]
+        rows = [(*key, -1, 0, 0) for key in set(keys)]
+        if rows:
+            self.conn.exec_driver_sql(_driver_insert(self.conn, seen, names, conflict=KEYS[entity]), rows)
 
     def all_named(self, entity: str) -> bool:
         """Whether this sync named every row of the entity's table — when each key it named is a row of the
@@ -169,49 +175,29 @@ def next_stamp(conn: Connection, table: Table, now: datetime) -> datetime:
     return now
 
 
-def write_rows(conn: Connection, schema: Schema, entity: str, rows: Sequence[dict[str, Any]], lines: Sequence[int],
+def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]],
                source: int, chunk: int, first: datetime, stamp: datetime) -> tuple[int, dict[tuple[Any, ...], int]]:
-    """Write one chunk of rows of one source (distinct keys, each a dict of the fields it names; their line
-    numbers in `lines`; chunks numbered upwards) with the source's `stamp`, within the sync whose first stamp is
-    `first`; returns (rows inserted or changed, {key: earlier line} of the rows whose key an earlier chunk of
-    this source had — those are not written). The row dicts get a `line` entry.
+    """Write one chunk of rows of one source (distinct keys; each a tuple of the values of `fields` in
+    `stored_forms`, then the row's line number; chunks numbered upwards) with the source's `stamp`, within the
+    sync whose first stamp is `first`; returns (rows inserted or changed, {key: earlier line} of the rows whose
+    key an earlier chunk of this source had — those are not written; keys in `stored_forms`).
 
-    The rows go to a temporary table first (COPY on PostgreSQL, executemany elsewhere); set statements then
-    find the keys this source already named (the table of keys `begin_load` made, which a snapshot's removal
-    reads), copy the versions the rows replace to the field history, and upsert. Only the columns a row names
-    are set; a row whose named columns all equal the stored ones (and that is not removed) is left alone: not
-    rewritten, not restamped — its `synced_at` stays when its values were synced. Writing clears `removed_at`
-    unless the row sets it."""
-    written, duplicates = 0, {}
-    for row, line in zip(rows, lines):
-        row["line"] = line                # (the rows are the caller's to give away)
-    for columns, group in _by_columns(rows).items():
-        n, dup = _write_group(conn, schema, entity, columns, group, source, chunk, first, stamp)
-        written += n
-        duplicates.update(dup)
-    return written, duplicates
-
-
-def _by_columns(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
-    """Rows grouped by the columns they name (one statement per group)."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row), []).append(row)
-    return groups
-
-
-def _write_group(conn: Connection, schema: Schema, entity: str, columns: tuple[str, ...],
-                 rows: list[dict[str, Any]], source: int, chunk: int, first: datetime,
-                 stamp: datetime) -> tuple[int, dict[tuple[Any, ...], int]]:
+    The rows go to a temporary table first (COPY on PostgreSQL, the driver's executemany elsewhere); set
+    statements then find the keys this source already named (the table of keys `begin_load` made, which a
+    snapshot's removal reads), copy the versions the rows replace to the field history, and upsert. Only the
+    named fields are set; a row whose named fields all equal the stored ones (and that is not removed) is left
+    alone: not rewritten, not restamped — its `synced_at` stays when its values were synced. Writing clears
+    `removed_at` unless the row sets it."""
+    if not rows:
+        return 0, {}
     dialect = conn.dialect.name
     stage, seen = _load_tables(schema, entity, dialect)
     keys = KEYS[entity]
-    fields = tuple(c for c in columns if c != "line")
     if dialect == "postgresql":
         conn.exec_driver_sql(f'TRUNCATE "{stage.name}"')
     else:
-        conn.execute(stage.delete())
-    _fill(conn, stage, columns, rows)
+        conn.exec_driver_sql(f'DELETE FROM "{stage.name}"')
+    _fill(conn, stage, (*fields, "line"), rows)
     # the keys of this source: a key it already named is a duplicate (its first row stays)
     params = [{"source": source, "chunk": chunk}]
     claimed = execute_many(conn, _claim_statement(stage, seen, dialect), params)
@@ -220,13 +206,37 @@ def _write_group(conn: Connection, schema: Schema, entity: str, columns: tuple[s
         same = and_(*(seen.c[k] == stage.c[k] for k in keys))
         query = select(*(stage.c[k] for k in keys), seen.c.line).where(same, seen.c.source == source,
                                                                          seen.c.chunk < chunk)
-        duplicates = {tuple(r[:-1]): int(r[-1]) for r in conn.execute(query)}
-        for match in _key_matches(stage, duplicates, keys):
+        found = {tuple(r[:-1]): int(r[-1]) for r in conn.execute(query)}
+        for match in _key_matches(stage, found, keys):
             conn.execute(stage.delete().where(match))
+        forms = stored_forms(schema.entity(entity), conn.dialect)
+        duplicates = {tuple(v if forms.get(k) is None or v is None else forms[k](v) for k, v in zip(keys, key)): line
+                      for key, line in found.items()}
     # the versions these rows replace, to the field history (versions written earlier in this sync are not kept)
     execute_many(conn, _history_statement(schema, entity, stage, fields), [{"first": first, "stamp": stamp}])
     written = execute_many(conn, _upsert_statement(schema.entity(entity), stage, fields, dialect), [{"stamp": stamp}])
     return max(written, 0), duplicates
+
+
+def stored_forms(table: Table, dialect: Any) -> dict[str, Callable[[Any], Any]]:
+    """Each column's bind processor on this dialect, for the columns that have one."""
+    forms = {}
+    for column in table.c:
+        proc = column.type.dialect_impl(dialect).bind_processor(dialect)
+        if proc is not None:
+            forms[column.name] = proc
+    return forms
+
+
+def _driver_insert(conn: Connection, table: Table, columns: Sequence[str], conflict: Sequence[str] = ()) -> str:
+    """INSERT INTO table (columns) VALUES (one placeholder each) [ON CONFLICT (conflict) DO NOTHING], in the
+    driver's parameter style, for rows of plain values."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    names = ", ".join(f'"{c}"' for c in columns)
+    sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join([mark] * len(columns))})'
+    if conflict:
+        sql += f' ON CONFLICT ({", ".join(conflict)}) DO NOTHING'
+    return sql
 
 
 @lru_cache(maxsize=64)
@@ -315,24 +325,20 @@ def _keep_versions(conn: Connection, schema: Schema, entity: str, where: Any, st
         .where(where)))
 
 
-def _fill(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    """Insert rows into a temporary table: COPY on PostgreSQL (psycopg), the driver's executemany elsewhere."""
+def _fill(conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert rows (tuples of plain values in the order of `columns`) into a temporary table: COPY on PostgreSQL
+    (psycopg), the driver's executemany elsewhere."""
     if sql_dialect.psycopg(conn):
         names = ", ".join(f'"{c}"' for c in columns)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
                 for row in rows:
-                    copy.write_row([row[c] for c in columns])
+                    copy.write_row(row)
         finally:
             cursor.close()
         return
-    execute_many(conn, _plain_insert(table), rows)
-
-
-@lru_cache(maxsize=64)
-def _plain_insert(table: Table) -> Any:
-    return table.insert()
+    conn.exec_driver_sql(_driver_insert(conn, table, columns), rows)
 
 
 def _key_matches(table: Table, keys: Iterable[tuple[Any, ...]], names: tuple[str, ...], step: int = 500

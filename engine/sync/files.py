@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import itertools
 import json
 import re
@@ -23,9 +24,10 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, mod
 from engine.errors import suggest
 from engine.plugins import SourceEnv, SourcePlugin
 from engine.sync.coerce import ValueFormats, check_date_format, check_separator
-from engine.sync.reader import Reader, Row, Unreadable
+from engine.sync.reader import BATCH, Batch, Reader, Row, Unreadable, rows_of
 
 UTF8 = "utf-8"
+BLOCK = 1 << 16                   # bytes decoded at a time
 _ANY_NEWLINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")    # a line with its ending, or a last line without
 
 
@@ -124,41 +126,58 @@ class _FileReader(Reader):
         lines = self._lf_lines()
         first = next(lines, None)
         if first is None:
-            return
+            return iter(())
         cr = first.find("\r")
         if cr == -1 or first.startswith("\n", cr + 1):
-            yield first
-            yield from lines
-            return
-        for line in itertools.chain([first], lines):
-            yield from _ANY_NEWLINE.findall(line)
+            return itertools.chain([first], lines)
+        return (part for line in itertools.chain([first], lines) for part in _ANY_NEWLINE.findall(line))
 
     def _lf_lines(self) -> Iterator[str]:
         """The file's lines as text in its encoding, each with its newline (a leading BOM dropped); a line that
-        does not decode fails the source. The bytes are decoded incrementally, so an encoding whose characters
-        may hold a newline byte (UTF-16) reads right too."""
-        decode = codecs.getincrementaldecoder(self.encoding)(errors="strict").decode
+        does not decode fails the source, at its number. The bytes are decoded incrementally a block at a time,
+        so an encoding whose characters may hold a newline byte (UTF-16) reads right too; each block's lines are
+        iterated by io.StringIO, not one by one here."""
+        return itertools.chain.from_iterable(self._blocks())
+
+    def _blocks(self) -> Iterator[Iterator[str]]:
+        decoder = codecs.getincrementaldecoder(self.encoding)(errors="strict")
         number, pending = 0, ""
-        for raw in self._fh:
+        while block := self._fh.read(BLOCK):
+            state = decoder.getstate()
             try:
-                text = pending + decode(raw)
+                text = pending + decoder.decode(block)
             except UnicodeDecodeError:
-                raise self._not_decodable(number + 1) from None
-            if text.endswith("\n") and text.count("\n") == 1:
-                pending, lines = "", [text]
-            else:
-                *lines, pending = text.split("\n")
-                lines = [line + "\n" for line in lines]
-            for line in lines:
-                number += 1
-                yield line[1:] if number == 1 and line.startswith("\ufeff") else line
+                decoder.setstate(state)     # this block line by line: the lines before the bad one, then the error
+                yield self._decoded_lines(decoder, block, number, pending)
+                return
+            if not number and text.startswith("\ufeff"):
+                text = text[1:]
+            cut = text.rfind("\n") + 1
+            if not cut:
+                pending = text
+                continue
+            pending = text[cut:]
+            number += text.count("\n", 0, cut)
+            yield io.StringIO(text[:cut], newline="\n")
         try:
-            pending += decode(b"", True)
+            pending += decoder.decode(b"", True)
         except UnicodeDecodeError:
             raise self._not_decodable(number + 1) from None
         if pending:
-            number += 1
-            yield pending[1:] if number == 1 and pending.startswith("\ufeff") else pending
+            yield iter([pending[1:] if not number and pending.startswith("\ufeff") else pending])
+
+    def _decoded_lines(self, decoder: Any, block: bytes, number: int, pending: str) -> Iterator[str]:
+        """The lines of a block that does not decode whole, up to the one that fails (raised at its number)."""
+        for raw in io.BytesIO(block):
+            try:
+                text = pending + decoder.decode(raw)
+            except UnicodeDecodeError:
+                raise self._not_decodable(number + 1) from None
+            *lines, pending = text.split("\n")
+            for line in lines:
+                number += 1
+                yield (line[1:] if number == 1 and line.startswith("\ufeff") else line) + "\n"
+        raise self._not_decodable(number + 1)      # (the whole block failed, so one of its lines did)
 
     def _not_decodable(self, line: int) -> Exception:
         if codecs.lookup(self.encoding).name == UTF8:
@@ -197,27 +216,41 @@ class CsvReader(_FileReader):
         self.columns = tuple(names)
 
     def __iter__(self) -> Iterator[Row]:
+        return rows_of(self.batches())
+
+    def batches(self, size: int = BATCH) -> Iterator[Batch]:
         names = self.columns or ()
         width = len(names)
-        previous = self._reader.line_num
-        while True:
-            try:
-                values = next(self._reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                raise self._malformed(exc, previous + 1) from None
-            line, previous = previous + 1, self._reader.line_num
-            if not values or (len(values) == 1 and not values[0].strip() and width != 1):
-                continue  # blank line
-            if len(values) > width:
-                if any(v.strip() for v in values[width:]):
-                    yield line, Unreadable(f"row has {len(values)} values but the header has {width} columns")
-                    continue
-                values = values[:width]
-            elif len(values) < width:
-                values = values + [""] * (width - len(values))
-            yield line, dict(zip(names, values))
+        reader = self._reader
+        lines: list[int] = []
+        rows: list[Any] = []
+        previous = reader.line_num
+        try:
+            for values in reader:
+                line, previous = previous + 1, reader.line_num
+                if len(values) != width:
+                    if not values or (len(values) == 1 and not values[0].strip()):
+                        continue  # blank line
+                    if len(values) > width:
+                        if any(v.strip() for v in values[width:]):
+                            if rows:
+                                yield Batch(names, lines, rows)
+                                lines, rows = [], []
+                            yield Batch(None, [line], [Unreadable(
+                                f"row has {len(values)} values but the header has {width} columns")])
+                            continue
+                        values = values[:width]
+                    else:
+                        values = values + [""] * (width - len(values))
+                lines.append(line)
+                rows.append(values)
+                if len(rows) >= size:
+                    yield Batch(names, lines, rows)
+                    lines, rows = [], []
+        except csv.Error as exc:
+            raise self._malformed(exc, previous + 1) from None
+        if rows:
+            yield Batch(names, lines, rows)
 
     def estimate_total(self) -> int | None:
         return max(self._count_lines() - 1, 0)

@@ -5,6 +5,7 @@ None for JSON lines, whose keys vary per line) and iterates `(location, raw)` pa
 is the file line number (a CSV header is line 1) or the result row number, and raw is a dict of
 column -> raw value, or an `Unreadable` when the row cannot be read at all.
 A problem with the source as a whole (missing file, failing query) raises `SourceError`.
+`batches` gives the same rows in batches of lists (a CSV reader reads them so, without a dict per row).
 A reader's `formats` say how its text values are written when not as ISO and Python do (a date format,
 a decimal comma, thousands separators); the runner types that reader's rows with them.
 """
@@ -39,6 +40,28 @@ class Unreadable:
 
 
 Row = tuple[int, "dict[str, Any] | Unreadable"]
+BATCH = 5000        # rows per batch
+
+
+@dataclass(slots=True)
+class Batch:
+    """Rows in the order the reader read them, at `lines`: lists of raw values in the order of `columns`; or,
+    when `columns` is None, rows that could not be read (`Unreadable`)."""
+
+    columns: tuple[str, ...] | None
+    lines: list[int]
+    rows: list[Any]
+
+
+def rows_of(batches: Iterator[Batch]) -> Iterator[Row]:
+    """The `(location, raw)` rows of batches."""
+    for batch in batches:
+        if batch.columns is None:
+            yield from zip(batch.lines, batch.rows)
+        else:
+            names = batch.columns
+            for line, values in zip(batch.lines, batch.rows):
+                yield line, dict(zip(names, values))
 
 
 class Reader:
@@ -64,6 +87,23 @@ class Reader:
 
     def __iter__(self) -> Iterator[Row]:
         raise NotImplementedError
+
+    def batches(self, size: int = BATCH) -> Iterator[Batch]:
+        """The rows in batches of at most `size`; each batch's rows name the same columns (consecutive rows that
+        name other columns start a new batch)."""
+        columns: tuple[str, ...] | None = None
+        lines: list[int] = []
+        rows: list[Any] = []
+        for line, raw in self:
+            names = None if isinstance(raw, Unreadable) else tuple(raw)
+            if names != columns or len(rows) >= size or names is None:
+                if rows:
+                    yield Batch(columns, lines, rows)
+                columns, lines, rows = names, [], []
+            lines.append(line)
+            rows.append(raw if names is None else list(raw.values()))  # type: ignore[union-attr]
+        if rows:
+            yield Batch(columns, lines, rows)
 
     def estimate_total(self) -> int | None:
         """About how many rows the source holds, for a progress bar; None when unknown."""

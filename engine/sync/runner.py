@@ -25,18 +25,20 @@ be read (no key known) never count as absent: with `skip_invalid`, their entity 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from operator import itemgetter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from engine.datamodel import ENTITIES, ENTITY_OF
+from engine.datamodel import ENTITIES, ENTITY_OF, KEYS
 from engine.errors import DataError, Diagnostic, UserError, suggest
 from engine.settings import Settings, Source, parse_share
 from engine.store import Store, Tx
 from engine.sync.progress import ProgressCallback, no_progress
 from engine.plugins import SourceEnv
-from engine.sync.reader import EPOCH, Reader, SourceError, Unreadable
+from engine.sync.reader import EPOCH, Batch, Reader, SourceError
+from engine.sync.columns import BatchChecker
 from engine.sync.validate import (RowChecker, duplicate_problem, entity_fields, required_fields,
                                   unknown_account_problem)
 
@@ -248,8 +250,11 @@ class _EntitySync:
         kinds = {s.incremental for _, s in sources}
         mode = "mixed" if len(kinds) > 1 else ("incremental" if True in kinds else "snapshot")
         self.report = EntityReport(entity, len(sources), mode)
-        # (line, key, values, problems) of the rows read since the last flush, which judges them (see _flush)
-        self.pending: list[tuple[int, tuple[Any, ...] | None, dict[str, Any] | None, list[str]]] = []
+        # the rows read since the last flush, which judges them (see _flush): valid ones by the fields they name
+        # (tuples of stored values, the line last), and (line, key, values, problems) of invalid ones
+        self.pending: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        self.pending_rows = 0
+        self.pending_invalid: list[tuple[int, tuple[Any, ...] | None, dict[str, Any] | None, list[str]]] = []
         self.invalid_keys: list[tuple[Any, ...]] = []
         self.chunks = 0                  # chunks written so far (the store tells a later chunk's duplicates by it)
 
@@ -304,19 +309,30 @@ class _EntitySync:
         report = self.report
         first_problem = len(report.problems)
         first_row = report.read
-        for line, raw in reader:
-            done += 1
-            report.read += 1
-            if done % CHUNK == 0:
-                self.progress(self.entity, done, total)
-            if isinstance(raw, Unreadable):
-                self.pending.append((line, None, None, [raw.message]))
-            else:
-                if reader.columns is None and not known.issuperset(raw):
-                    self._warn_unknown(reader.label, [c for c in raw if c not in known], warned)
-                values, problems, key = checker.check(raw)
-                self.pending.append((line, key, values, problems))
-            if len(self.pending) >= CHUNK:
+        forms = self.forms = tx.entities.stored_forms(self.entity)
+        typers: dict[tuple[str, ...], BatchChecker] = {}
+        for batch in reader.batches(CHUNK):
+            count = len(batch.rows)
+            if (done + count) // CHUNK != done // CHUNK:
+                self.progress(self.entity, done + count, total)
+            done += count
+            report.read += count
+            if batch.columns is None:
+                self.pending_invalid.extend((line, None, None, [raw.message])
+                                            for line, raw in zip(batch.lines, batch.rows))
+                continue
+            typer = typers.get(batch.columns)
+            if typer is None:
+                if reader.columns is None and not known.issuperset(batch.columns):
+                    self._warn_unknown(reader.label, [c for c in batch.columns if c not in known], warned)
+                typer = typers[batch.columns] = BatchChecker(checker, batch.columns, forms)
+            rows = typer.check(batch.rows, batch.lines)
+            if rows is None:
+                rows = self._check_rows(checker, typer, batch)
+            if rows:
+                self.pending.setdefault(typer.fields, []).extend(rows)
+                self.pending_rows += len(rows)
+            if self.pending_rows + len(self.pending_invalid) >= CHUNK:
                 self._flush(tx, reader.label)
         self._flush(tx, reader.label)  # a chunk never mixes sources (or stamps)
         if report.read == first_row:
@@ -324,6 +340,19 @@ class _EntitySync:
         # duplicates found at a flush were reported after later lines: back in line order
         report.problems[first_problem:] = sorted(report.problems[first_problem:], key=lambda d: d.line or 0)
         return done
+
+    def _check_rows(self, checker: RowChecker, typer: BatchChecker, batch: Batch) -> list[tuple[Any, ...]]:
+        """The rows of a batch checked one by one: the valid ones as `typer` gives them; the invalid ones (with
+        their problems) kept for the flush."""
+        valid = []
+        names = batch.columns or ()
+        for line, values in zip(batch.lines, batch.rows):
+            typed, problems, key = checker.check(dict(zip(names, values)))
+            if problems:
+                self.pending_invalid.append((line, typer.stored_key(key), typed, problems))
+            else:
+                valid.append(typer.stored(typed, line))
+        return valid
 
     def _check_columns(self, reader: Reader, known: set[str], warned: set[str]) -> None:
         columns = [c for c in reader.columns or () if c]
@@ -369,31 +398,91 @@ class _EntitySync:
         and stay removed with it) — both said — or when its key is an earlier valid row's of the chunk;
         the rows whose key an earlier chunk of the source named are duplicates too (found by the store). The
         accounts are looked up once per chunk, so memory does not grow with the number of accounts."""
-        rows, self.pending = self.pending, []
-        named = set() if self.entity == "accounts" else {v.get("account_id") for _, _, v, _ in rows if v} - {None}
+        groups, invalid = self.pending, self.pending_invalid
+        self.pending, self.pending_invalid, self.pending_rows = {}, [], 0
+        if not groups and not invalid:
+            return
+        keys_of = {fields: _key_getter(fields, self.entity) for fields in groups}
+        account_of = {fields: _account_getter(fields) for fields in groups}
+        named: set[Any] = set()
+        if self.entity != "accounts":
+            for fields, rows in groups.items():
+                if account_of[fields] is not None:
+                    named.update(map(account_of[fields], rows))
+            named.update(v.get("account_id") for _, _, v, _ in invalid if v)
+            named.discard(None)
         known = tx.entities.existing_accounts(named)
-        chunk: dict[tuple[Any, ...], tuple[int, dict[str, Any]]] = {}
-        keep_removed = self.entity in ("contacts", "goals")
-        for line, key, values, problems in rows:
+        unknown = named.difference(known)
+        problems: list[tuple[int, tuple[Any, ...] | None, list[str]]] = []
+        for line, key, values, own in invalid:
             account = values.get("account_id") if values else None
-            if account in named and account not in known:
-                problems = [*problems, unknown_account_problem(account)]
-            if problems:
-                self._invalid(label, line, problems, key)
-            elif key in chunk:
-                self._invalid(label, line, [duplicate_problem(self.entity, key, chunk[key][0])], key)
-            else:
-                if keep_removed and known.get(account) is not None:
-                    values["removed_at"] = known[account]   # type: ignore[index]  # the account's removal
-                chunk[key] = (line, values)  # type: ignore[index]  # a row without problems has a key and values
+            problems.append((line, key, [*own, unknown_account_problem(account)] if account in unknown else own))
+        if unknown:
+            for fields, rows in groups.items():
+                account = account_of[fields]
+                if account is None:
+                    continue
+                keep = [row for row in rows if account(row) not in unknown]
+                if len(keep) < len(rows):
+                    for row in rows:
+                        if account(row) in unknown:
+                            problems.append((row[-1], keys_of[fields](row), [unknown_account_problem(account(row))]))
+                    groups[fields] = keep
+        problems.extend(self._repeated(groups, keys_of))
+        for line, key, found in sorted(problems, key=lambda p: p[0]):
+            self._invalid(label, line, found, key)
+        if self.entity in ("contacts", "goals"):
+            groups = self._with_removal(groups, known)
         self.chunks += 1
-        written, duplicates = tx.entities.write_rows(self.entity, [values for _, values in chunk.values()],
-                                                     [line for line, _ in chunk.values()], self.source, self.chunks,
-                                                     self.first_stamp, self.stamp)
-        for key, earlier in sorted(duplicates.items(), key=lambda d: chunk[d[0]][0]):
-            self._invalid(label, chunk[key][0], [duplicate_problem(self.entity, key, earlier)], key)
-        self.report.loaded += len(chunk) - len(duplicates)
+        written = loaded = 0
+        for fields, rows in groups.items():
+            if not rows:
+                continue
+            n, duplicates = tx.entities.write_rows(self.entity, fields, rows, self.source, self.chunks,
+                                                   self.first_stamp, self.stamp)
+            written += n
+            loaded += len(rows) - len(duplicates)
+            line_of = {keys_of[fields](row): row[-1] for row in rows} if duplicates else {}
+            for key, earlier in sorted(duplicates.items(), key=lambda d: line_of[d[0]]):
+                self._invalid(label, line_of[key], [duplicate_problem(self.entity, key, earlier)], key)
+        self.report.loaded += loaded
         self.report.written += written
+
+    def _repeated(self, groups: dict[tuple[str, ...], list[tuple[Any, ...]]],
+                  keys_of: dict[tuple[str, ...], Any]) -> list[tuple[int, tuple[Any, ...], list[str]]]:
+        """The problems of the rows whose key an earlier valid row of the chunk has (those rows are taken out of
+        `groups`)."""
+        keys = [key for fields, rows in groups.items() for key in map(keys_of[fields], rows)]
+        if len(set(keys)) == len(keys):
+            return []
+        first: dict[Any, int] = {}
+        found = []
+        order = sorted(((row[-1], fields, row) for fields, rows in groups.items() for row in rows),
+                       key=lambda r: r[0])
+        kept: dict[tuple[str, ...], list[tuple[Any, ...]]] = {fields: [] for fields in groups}
+        for line, fields, row in order:
+            key = keys_of[fields](row)
+            if key in first:
+                found.append((line, key, [duplicate_problem(self.entity, key, first[key])]))
+            else:
+                first[key] = line
+                kept[fields].append(row)
+        groups.update(kept)
+        return found
+
+    def _with_removal(self, groups: dict[tuple[str, ...], list[tuple[Any, ...]]],
+                      known: dict[str, Any]) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
+        """Contacts and goals name `removed_at`: their account's removal (None for a live account), so the
+        rows of a removed account load and stay removed with it."""
+        form = self.forms.get("removed_at")
+        removal = {a: (r if r is None or form is None else form(r)) for a, r in known.items()}
+        out = {}
+        for fields, rows in groups.items():
+            if not rows:
+                continue
+            at = fields.index("account_id")
+            out[fields + ("removed_at",)] = [(*row[:-1], removal.get(row[at]), row[-1]) for row in rows]
+        return out
 
     def _finish(self, tx: Tx) -> None:
         """Counts, removal of absent rows, cascade, and the sync_state record (committed by `run`)."""
@@ -447,6 +536,19 @@ class _EntitySync:
             return
         self.report.refused = removed
         raise RemovalRefused(Diagnostic(", ".join(labels), None, None, message, hint))
+
+
+def _key_getter(fields: tuple[str, ...], entity: str) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """The key of a row of these fields (a tuple, as `RowChecker.check` gives it)."""
+    at = [fields.index(k) for k in KEYS[entity]]
+    if len(at) > 1:
+        return itemgetter(*at)
+    first = at[0]
+    return lambda row: (row[first],)
+
+
+def _account_getter(fields: tuple[str, ...]) -> Callable[[tuple[Any, ...]], Any] | None:
+    return itemgetter(fields.index("account_id")) if "account_id" in fields else None
 
 
 def max_removal(settings: Settings, sources: list[Source]) -> tuple[float, str]:

@@ -45,6 +45,7 @@ class RowChecker:
                  declared: Mapping[str, Collection[str]] | None = None):
         self.entity = entity
         self.fields = dict(fields)
+        self.formats = formats
         self.coercers: dict[str, Coercer] = {name: coercer(t, tz, formats) for name, t in fields.items()}
         for name, ftype in fields.items():      # dates repeat from row to row: each text is converted once
             if ftype in ("date", "datetime"):
