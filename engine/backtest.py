@@ -6,8 +6,10 @@ such moment the playbooks due are evaluated together, like one tick: the subject
 data synced by then (one statement per subject type, engine/store/replay.py), the episode policy
 (engine/episodes.py: enter, repeat, resolve, cooldown, max_episodes, activation at the first evaluation,
 max_enters_per_run), max_actions_per_run, and the planner (engine/planner.py: rendered actions, recipients,
-the contact policy's send times) — the same functions a tick calls. Episodes live in memory, one small record per
-(playbook, subject) that ever matched; events go to the caller as they happen and are otherwise only counted."""
+the contact policy's send times) — the same functions a tick calls. A journey playbook (§14) moves its subjects
+through their steps as a tick does (engine/backtest_journeys.py). Episodes and journeys live in memory, one small
+record per (playbook, subject) that ever matched; events go to the caller as they happen and are otherwise only
+counted."""
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from engine import episodes
+from engine import backtest_journeys, episodes
+from engine.backtest_journeys import Evaluated, JourneyPlaybook
 from engine.clock import Clock, make_clock
 from engine.contact_policy import CapPreview, ContactPolicy
 from engine.datamodel import SUBJECT_TYPES
@@ -42,10 +45,12 @@ class BacktestEvent:
     at: datetime                 # the scheduled run (naive UTC)
     event: PlannedEvent
     csm: str | None              # the subject's account's CSM then
+    cancelled: list[dict[str, Any]] = field(default_factory=list)   # a journey's exit: its step actions not sent
 
     def as_json(self, tz: str) -> dict[str, Any]:
         at = self.at.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(tz))
-        return {"at": at.isoformat(), **self.event.as_json()}
+        return {"at": at.isoformat(), **self.event.as_json(), **({"cancelled": self.cancelled} if self.cancelled
+                                                                  else {})}
 
 
 @dataclass
@@ -61,12 +66,14 @@ class Summary:
     recipients: Counter = field(default_factory=Counter)             # (action kind, recipient) -> actions
     blocked: list[tuple[datetime, str, str]] = field(default_factory=list)   # (run, playbook, why)
     held: Counter = field(default_factory=Counter)                   # playbook -> enters held back
-    skipped: dict[str, str] = field(default_factory=dict)            # playbook -> why it was not replayed
+    skipped: dict[str, str] = field(default_factory=dict)            # playbook -> why it was not replayed (none
+                                                                     # today: every valid playbook is replayed)
 
     def count(self, e: BacktestEvent, tz: str) -> None:
         local = e.at.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(tz)).date()
         week = local - timedelta(days=local.weekday())
         keys = [e.event.event] + [f"action:{a['kind']}" for a in e.event.actions]
+        keys += [f"cancelled:{a['kind']}" for a in e.cancelled]
         for bucket in (self.playbooks.setdefault(e.event.playbook, Counter()),
                        self.weeks.setdefault((week, e.event.playbook), Counter()),
                        self.csms.setdefault(e.csm or "(none)", Counter())):
@@ -113,16 +120,13 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
     tz = settings.timezone
     selected = [p for p in playbooks.valid if (p.id in only if only else p.spec.enabled)]
     summary = Summary()
-    for pb in selected:
-        if pb.journey is not None:
-            summary.skipped[pb.id] = "a journey (steps:): journeys are not replayed yet"
-    selected = [p for p in selected if p.id not in summary.skipped]
     default = settings.defaults.schedule
     due: dict[datetime, list[CompiledPlaybook]] = {}
     for pb in selected:
         for moment in scheduled_times(pb.schedule(default), start, end, tz):
             due.setdefault(moment, []).append(pb)
-    states = {pb.id: _PlaybookState(pb, tz) for pb in selected}
+    states = {pb.id: JourneyPlaybook(pb, tz) if pb.journey is not None else _PlaybookState(pb, tz)
+              for pb in selected}
     caps = _Caps(settings)
     order = {pb.id: i for i, pb in enumerate(selected)}
     rail = settings.defaults.max_total_actions_per_run
@@ -136,11 +140,13 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
             with timed("matching"):
                 matching = _matching(tx, pbs, clock)
             preview = caps.preview()
-            done: list[_Evaluation] = []
+            done: list[_Evaluation | Evaluated] = []
             for pb in pbs:
                 summary.evaluations += 1
                 with timed("episodes and actions"):
-                    found = _evaluate(tx, settings, states[pb.id], clock, matching.pop(pb.id), preview, summary)
+                    state = states[pb.id]
+                    found = (_evaluate_journey if isinstance(state, JourneyPlaybook) else _evaluate)(
+                        tx, settings, state, clock, matching.pop(pb.id), preview, summary)
                 if found is not None:
                     done.append(found)
         total = sum(d.planned for d in done)
@@ -230,6 +236,22 @@ def _evaluate(tx: Any, settings: Settings, state: _PlaybookState, clock: Clock, 
         return None
     events.sort(key=lambda x: (x.event.subject, x.event.event))
     return _Evaluation(state, transitions, events, planned)
+
+
+def _evaluate_journey(tx: Any, settings: Settings, state: JourneyPlaybook, clock: Clock, matching: set[str],
+                      caps: CapPreview | None, summary: Summary) -> Evaluated | None:
+    """One journey playbook at one run (engine/backtest_journeys.py); None when it would plan more than
+    max_actions_per_run."""
+    pb = state.pb
+    found = backtest_journeys.evaluate(tx, settings, state, clock, matching, caps,
+                                       lambda e, csm, cancelled: BacktestEvent(clock.now, e, csm, cancelled))
+    summary.held[pb.id] += found.held
+    limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
+    if limit is not None and found.planned > limit:
+        summary.blocked.append((clock.now, pb.id, f"would plan {found.planned} actions, more than "
+                                                  f"max_actions_per_run ({limit}): nothing planned"))
+        return None
+    return found
 
 
 def _plan(tx: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock, transitions: list[Transition],

@@ -18,13 +18,15 @@ still holds does not enter again until the trigger stops holding and holds again
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from engine import episodes
 from engine.actions import ClosePayload
 from engine.clock import Clock
 from engine.contact_policy import CapPreview, ContactPolicy, ContactPolicyConfig
-from engine.episodes import Policy, Transition
+from engine.episodes import Episode, Policy, Transition
 from engine.evaluation import PlaybookResult, blocked, record_state
 from engine.journey import Calendar, Journey, Progress, advance, resume
 from engine.lang import metric_calls
@@ -81,7 +83,8 @@ def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock
             log.warning("playbook %s not evaluated: %s", pb.id, stale, extra={"playbook": pb.id})
             record_state(unit, pb, clock, "stale", {"reason": stale}, dry_run, active=was_active)
             return result
-        entering, unmatched, transitions, mend = _entries(unit, pb, policy, now, candidates, baseline, result)
+        entering, unmatched, transitions, mend = entries(lambda ids: unit.episodes.stored(pb.id, pb.subject, ids),
+                                                         pb, policy, now, candidates, baseline, result)
         unit.episodes.apply(pb.id, pb.subject, transitions, now, run_id, slot, mend, events=False)
         # who this run looks at: due waits, changed subjects, and at a full scan those whose exit or until holds
         states = {s.subject_id: s for s in unit.journeys.due(pb.id, pb.subject, now)}
@@ -99,7 +102,8 @@ def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock
         states.update(unit.journeys.of(pb.id, pb.subject, sorted(looked)))
         starts = {t.subject_id: t for t in entering}
         ids = sorted(starts.keys() | states.keys())
-        runner = _Runner(settings, pb, clock, unit, keep_events, records, caps, result, keep_payloads)
+        runner = Runner(settings, pb, clock, lambda eps: unit.tasks.open_for_episodes(pb.id, pb.subject, eps),
+                        keep_events, caps, result, keep_payloads)
         cal = calendar(settings)
         limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
         planned = 0
@@ -113,29 +117,12 @@ def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock
                 def truth(n: int, truths: tuple[bool, ...] = truths) -> bool:
                     return bool(truths[n]) if n < len(truths) else False
                 rec = recs.get(sid, {})
-                zone = subject_zone(settings, rec)
-                if sid in starts:
-                    t = starts[sid]
-                    state = JourneyState(sid, t.episode, "active", None, None, now, now)
-                    if journey.exit_expr is not None and truth(journey.exit_expr):
-                        progress = Progress(ended="exited", reason=f"exit_when holds: {pb.spec.exit_when}")
-                    else:
-                        progress = advance(journey, journey.start, now, truth, zone, cal)
-                    runner.move(state, progress, rec, contacts, entered=True)
-                    continue
-                state = states[sid]
-                if not live:
-                    progress = Progress(ended="exited", reason="the subject was removed")
-                elif sid in unmatched:
-                    progress = Progress(ended="exited", reason="the trigger no longer matches (exit_on_unmatch)")
-                elif journey.exit_expr is not None and truth(journey.exit_expr):
-                    progress = Progress(ended="exited", reason=f"exit_when holds: {pb.spec.exit_when}")
-                else:
-                    found = resume(journey, state.step or "", state.due_at, now, truth, zone, cal)
-                    if found is None:
-                        continue
-                    progress = found
-                runner.move(state, progress, rec, contacts, entered=False)
+                state = (JourneyState(sid, starts[sid].episode, "active", None, None, now, now) if sid in starts
+                         else states[sid])
+                progress = progress_of(pb, state, sid in starts, live, truth, sid in unmatched, now,
+                                       subject_zone(settings, rec), cal)
+                if progress is not None:
+                    runner.move(state, progress, rec, contacts, entered=sid in starts)
             # written chunk by chunk, so memory stays flat however many steps are due; the unit spans them all
             planned += sum(1 for r in runner.rows if not r["kind"].endswith(CLOSE))
             if limit is not None and planned > limit:
@@ -151,7 +138,29 @@ def evaluate_journey(batch: Any, settings: Settings, pb: CompiledPlaybook, clock
     return result
 
 
-def _write(unit: Any, pb: CompiledPlaybook, runner: _Runner, unmatched: set[str], now: Any, run_id: int | None,
+def progress_of(pb: CompiledPlaybook, state: JourneyState, entering: bool, live: bool,
+                truth: Callable[[int], bool], unmatched: bool, now: datetime, zone: str, cal: Calendar
+                ) -> Progress | None:
+    """What a run does to one subject's journey (None: it keeps waiting). An entering subject starts at the first
+    step unless `exit_when` holds already; one in a journey exits when removed, unmatched (exit_on_unmatch) or
+    `exit_when` holds, else resumes from its wait when that is over (engine/journey.py)."""
+    journey = pb.journey
+    assert journey is not None
+    exits = journey.exit_expr is not None and truth(journey.exit_expr)
+    if entering:
+        if exits:
+            return Progress(ended="exited", reason=f"exit_when holds: {pb.spec.exit_when}")
+        return advance(journey, journey.start, now, truth, zone, cal)
+    if not live:
+        return Progress(ended="exited", reason="the subject was removed")
+    if unmatched:
+        return Progress(ended="exited", reason="the trigger no longer matches (exit_on_unmatch)")
+    if exits:
+        return Progress(ended="exited", reason=f"exit_when holds: {pb.spec.exit_when}")
+    return resume(journey, state.step or "", state.due_at, now, truth, zone, cal)
+
+
+def _write(unit: Any, pb: CompiledPlaybook, runner: Runner, unmatched: set[str], now: Any, run_id: int | None,
            slot: Any, result: Any, dry_run: bool) -> None:
     """Write what a chunk of subjects did: cancel the unsent step actions of the journeys that exited, resolve the
     episodes that ended, record events and journey rows, plan the outbox rows; then forget them."""
@@ -167,11 +176,11 @@ def _write(unit: Any, pb: CompiledPlaybook, runner: _Runner, unmatched: set[str]
     runner.rows, runner.states, runner.endings, runner.exits, runner.events = [], [], [], [], []
 
 
-def _entries(unit: Any, pb: CompiledPlaybook, policy: Policy, now: Any, candidates: tuple[list[str], list[str]],
-             baseline: bool, result: Any) -> tuple[list[Transition], set[str], list[Transition],
-                                                   tuple[list[str], list[str]]]:
+def entries(stored: Callable[[list[str]], Mapping[str, Episode]], pb: CompiledPlaybook, policy: Policy, now: Any,
+            candidates: tuple[list[str], list[str]], baseline: bool, result: Any
+            ) -> tuple[list[Transition], set[str], list[Transition], tuple[list[str], list[str]]]:
     """The scan's candidates decided: (journeys starting, subjects exiting because the trigger stopped matching,
-    transitions to write now, match bits to mend)."""
+    transitions to write now, match bits to mend). `stored(ids)`: those subjects' episodes."""
     enter, resolve = set(candidates[0]), set(candidates[1])
     ids = sorted(enter | resolve)
     entering: list[Transition] = []
@@ -182,9 +191,8 @@ def _entries(unit: Any, pb: CompiledPlaybook, policy: Policy, now: Any, candidat
     left = pb.spec.max_enters_per_run
     for i in range(0, len(ids), CHUNK):
         part = ids[i:i + CHUNK]
-        stored = unit.episodes.stored(pb.id, pb.subject, part)
-        d = episodes.decide([x for x in part if x in enter], [x for x in part if x in resolve], stored, now, policy,
-                            baseline=baseline)
+        d = episodes.decide([x for x in part if x in enter], [x for x in part if x in resolve], stored(part), now,
+                            policy, baseline=baseline)
         kept = d.transitions
         if left is not None:
             kept, held = episodes.held_back(kept, left)
@@ -209,17 +217,19 @@ def _entries(unit: Any, pb: CompiledPlaybook, policy: Policy, now: Any, candidat
     return entering, unmatched, write, (mend_set, mend_clear)
 
 
-class _Runner:
+class Runner:
     """Collects what moving subjects through their steps writes: outbox rows, journey rows, episode endings and
-    events."""
+    events. `open_tasks([(subject id, episode)])` gives the open tasks an exit closes (store/tasks.py)."""
 
-    def __init__(self, settings: Settings, pb: CompiledPlaybook, clock: Clock, unit: Any, keep_events: bool,
-                 records: Any, caps: CapPreview | None, result: Any, keep_payloads: bool = False):
+    def __init__(self, settings: Settings, pb: CompiledPlaybook, clock: Clock,
+                 open_tasks: Callable[[list[tuple[str, int]]], list[dict[str, Any]]], keep_events: bool,
+                 caps: CapPreview | None, result: Any, keep_payloads: bool = False,
+                 written_at: datetime | None = None):
         from engine.clock import wall_clock
 
-        self.pb, self.clock, self.unit, self.keep_events, self.result = pb, clock, unit, keep_events, result
-        self.planner = Planner(settings, pb, clock, describe=keep_events, caps=caps, written_at=wall_clock(),
-                               keep_payloads=keep_payloads)
+        self.pb, self.clock, self.open_tasks, self.keep_events, self.result = pb, clock, open_tasks, keep_events, result
+        self.planner = Planner(settings, pb, clock, describe=keep_events, caps=caps,
+                               written_at=written_at or wall_clock(), keep_payloads=keep_payloads)
         self.rows: list[dict[str, Any]] = []
         self.states: list[JourneyState] = []
         self.endings: list[Transition] = []
@@ -274,7 +284,7 @@ class _Runner:
         if not closable:
             return []
         out = []
-        for task in self.unit.tasks.open_for_episodes(pb.id, pb.subject, [(t.subject_id, t.episode)]):
+        for task in self.open_tasks([(t.subject_id, t.episode)]):
             step = task["dedup_key"].rsplit("/", 2)[-2]
             creator = closable.get(step) or next(iter(closable.values()))
             key = dedup_key(pb.id, pb.subject, t.subject_id, t.episode, "close", task["id"])

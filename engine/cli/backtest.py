@@ -54,18 +54,25 @@ def backtest(app: App, start: str, end: str, playbook_ids: tuple[str, ...], fmt:
         return
     period = f"{local_time(first, tz)} – {local_time(last, tz)}"
     ids = sorted(summary.playbooks)
-    out.print(table(f"Backtest {period}", ["playbook", *EVENTS, "actions"],
-                    [[pid, *[summary.playbooks[pid][e] for e in EVENTS], _actions(summary.playbooks[pid])]
-                     for pid in ids],
+    # journeys add their steps, and the step actions their exits cancelled before they went out
+    journeys = any(c["step"] or _actions(c, "cancelled:") for c in summary.playbooks.values())
+    events = (*EVENTS[:1], "step", *EVENTS[1:]) if journeys else EVENTS
+    loud = [e for e in events if e != "baseline"]
+    more = ["cancelled"] if journeys else []
+
+    def counts(c: Counter, shown: tuple[str, ...] | list[str]) -> list[Any]:
+        return [*[c[e] for e in shown], _actions(c), *([_actions(c, "cancelled:")] if journeys else [])]
+    out.print(table(f"Backtest {period}", ["playbook", *events, "actions", *more],
+                    [[pid, *counts(summary.playbooks[pid], events)] for pid in ids],
                     caption=f"{summary.runs} scheduled run(s), {summary.evaluations} evaluation(s)"))
     if summary.weeks:
-        out.print(table("Per week (weeks start on Monday)", ["week", "playbook", *EVENTS[:3], "actions"],
-                        [[week.isoformat(), pid, *[c[e] for e in EVENTS[:3]], _actions(c)]
-                         for (week, pid), c in sorted(summary.weeks.items()) if any(c[e] for e in EVENTS[:3])]))
-    csms = {k: c for k, c in summary.csms.items() if any(c[e] for e in EVENTS[:3])}
+        out.print(table("Per week (weeks start on Monday)", ["week", "playbook", *loud, "actions", *more],
+                        [[week.isoformat(), pid, *counts(c, loud)]
+                         for (week, pid), c in sorted(summary.weeks.items()) if any(c[e] for e in loud)]))
+    csms = {k: c for k, c in summary.csms.items() if any(c[e] for e in loud)}
     if csms:
-        out.print(table("Per CSM", ["csm", *EVENTS[:3], "actions"],
-                        [[k, *[c[e] for e in EVENTS[:3]], _actions(c)] for k, c in sorted(csms.items())]))
+        out.print(table("Per CSM", ["csm", *loud, "actions", *more],
+                        [[k, *counts(c, loud)] for k, c in sorted(csms.items())]))
     if summary.recipients:
         top = summary.recipients.most_common(20)
         out.print(table("Actions by kind and recipient", ["kind", "recipient", "actions"],
@@ -92,8 +99,8 @@ def _instant(text: str, tz: str, option: str, *, end_of_day: bool) -> datetime:
     return moment.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def _actions(c: Counter) -> str:
-    return ", ".join(f"{k.removeprefix('action:')} {n}" for k, n in sorted(c.items()) if k.startswith("action:"))
+def _actions(c: Counter, prefix: str = "action:") -> str:
+    return ", ".join(f"{k.removeprefix(prefix)} {n}" for k, n in sorted(c.items()) if k.startswith(prefix))
 
 
 class _JsonStream:

@@ -79,6 +79,33 @@ class Replay(Repository):
         for sid, value in self.conn.execute(select(id_col, new).select_from(from_).where(new != 0)):
             yield sid, int(value)
 
+    def values(self, subject: str, ids: Iterable[str], exprs: list[Any], clock: Clock
+               ) -> dict[str, tuple[bool, tuple[bool, ...]]]:
+        """subject id -> (live, whether each compiled expression holds) for these subjects on the data as synced
+        at `clock.now`: what engine/store/journeys.py `values` gives a run (metric windows as correlated
+        subqueries over the usage synced then, the same values as the tick's windows)."""
+        ids = sorted(set(ids))
+        if not ids:
+            return {}
+        at = clock.now
+        accounts = self.as_of("accounts", at)
+        usage = self.as_of("usage", at) if any(metric_calls(e) for e in exprs) else None
+        if subject == "account":
+            from_, id_col, live = accounts, accounts.c.id, [accounts.c.removed_at.is_(None)]
+            tables = {"account": accounts}
+        else:
+            own = self.as_of(ENTITY_OF[subject], at)
+            from_ = own.join(accounts, own.c.account_id == accounts.c.id)
+            id_col, live = own.c.id, [own.c.removed_at.is_(None), accounts.c.removed_at.is_(None)]
+            tables = {"account": accounts, subject: own}
+        ctx = SqlContext(columns=lambda entity, field: tables[entity].c[field], today=clock.today, now=clock.now,
+                         timezone=clock.timezone, dialect=self.dialect,
+                         metric=lambda ref: correlated_metric(usage, accounts.c.id, ref, clock.today))
+        cols = [case((and_(*live), literal(1)), else_=literal(0))]
+        cols += [case((to_sql(e, ctx), literal(1)), else_=literal(0)) for e in exprs]
+        q = select(id_col, *cols).select_from(from_).where(in_list(id_col, "ids", self.dialect))
+        return {r[0]: (bool(r[1]), tuple(bool(v) for v in r[2:])) for r in self.conn.execute(q, {"ids": ids})}
+
     def subjects(self, at: datetime, shape: Callable[[dict], dict]) -> PastSubjects:
         """Subject rows, role contacts and usage as synced at `at`, with the reading methods of the live ones
         (engine/store/subjects.py), each row as `shape(row)`: what planning reads (engine.planner.plan_inputs)."""

@@ -70,3 +70,89 @@ def test_a_period_before_the_first_sync_says_the_data_is_not_known_then(ws: Work
     assert "playbook sync --as-of" in early.stderr
     covered = ws.cli("backtest", "--from", "2026-11-02", "--to", "2026-11-03")
     assert "known from" not in covered.stderr
+
+
+JOURNEY = """
+id: onboard
+name: Onboarding
+schedule: "0 9 * * *"
+activation: fire
+trigger: {when: account.arr < 100}
+exit_when: "account.arr >= 1000"
+steps:
+  - id: hello
+    slack: {channel: "#cs", text: "{{ account.name }} joined"}
+  - wait: 2d
+  - id: tips
+    email: {to: {role: champion}, subject: "Tips for {{ account.name }}", body: "arr {{ account.arr }}"}
+  - wait: {until: "account.arr >= 50", timeout: 3d}
+  - id: done
+    slack: {channel: "#cs", text: "{{ account.name }} onboarded"}
+on_resolve:
+  - slack: {channel: "#cs", text: "{{ account.name }} journey over"}
+"""
+
+
+def journey_setup(ws: Workspace) -> None:
+    ws.playbook("onboard", JOURNEY)
+    ws.data("accounts", [{"id": "A1", "name": "Acme", "arr": 10, "csm_email": "csm@example.com"}])
+    ws.data("contacts", [{"id": "C1", "account_id": "A1", "email": "c@acme.example", "name": "Chris",
+                          "role": "champion", "unsubscribed": "false"}])
+    ws.cli("sync", "--as-of", "2026-11-01")
+
+
+def journey_events(ws: Workspace, start: str, end: str) -> list[dict]:
+    doc = json.loads(ws.cli("backtest", "--from", start, "--to", end, "--format", "json").stdout)
+    assert doc["summary"]["skipped"] == {}
+    return doc["events"]
+
+
+def test_a_journey_entered_in_the_period_is_reported_step_by_step(ws: Workspace) -> None:
+    journey_setup(ws)
+    events = journey_events(ws, "2026-11-02", "2026-11-09")
+    # entered on the 2nd (hello, then a 2-day wait), tips on the 4th, the `until` never holds: its 3-day timeout
+    # ends it on the 7th, when the last step runs and the journey completes (on_resolve); a run lists its events
+    # by subject and event name, as `playbook run` does
+    assert [(e["at"], e["event"], e["journey"].get("steps"), e["journey"].get("at") or e["journey"].get("outcome"))
+            for e in events] == [
+        ("2026-11-02T09:00:00+00:00", "enter", ["hello"], "after-hello"),
+        ("2026-11-04T09:00:00+00:00", "step", ["tips"], "after-tips"),
+        ("2026-11-07T09:00:00+00:00", "resolve", None, "completed"),
+        ("2026-11-07T09:00:00+00:00", "step", ["done"], None)]
+    assert events[0]["journey"]["due"] == "2026-11-04T09:00:00+00:00"
+    assert [[a.get("text") or a.get("subject") for a in e["actions"]] for e in events] == [
+        ["Acme joined"], ["Tips for Acme"], ["Acme journey over"], ["Acme onboarded"]]
+    assert events[1]["actions"][0]["to"] == ["c@acme.example"]
+    assert ws.outbox_rows() == []
+    table = ws.cli("backtest", "--from", "2026-11-02", "--to", "2026-11-09").stdout
+    assert "step" in table and "not replayed" not in table
+
+
+def test_an_exit_cancels_the_step_actions_not_yet_sent(ws: Workspace) -> None:
+    ws.configure("""
+        contact_policy:
+          quiet_hours: {start: "19:00", end: "09:00"}
+          business_days: {weekdays: [mon, tue, wed, thu, fri]}
+        """)
+    journey_setup(ws)
+    # the tips email is planned on Saturday the 7th, held for Monday 09:00 (business days); Sunday's sync makes
+    # the account big: the run at 09:00 on Sunday exits the journey before the email went out
+    ws.data("accounts", [{"id": "A1", "name": "Acme", "arr": 5000, "csm_email": "csm@example.com"}])
+    ws.cli("sync", "--as-of", "2026-11-08T06:00")
+    events = journey_events(ws, "2026-11-05", "2026-11-08")
+    assert [(e["at"], e["event"]) for e in events] == [
+        ("2026-11-05T09:00:00+00:00", "enter"), ("2026-11-07T09:00:00+00:00", "step"),
+        ("2026-11-08T09:00:00+00:00", "resolve")]
+    assert events[1]["actions"][0]["send_at"] == "2026-11-09T09:00:00+00:00"
+    exit_ = events[2]
+    assert exit_["journey"] == {"outcome": "exited", "reason": "exit_when holds: account.arr >= 1000"}
+    assert exit_["cancelled"] == [{"step": "tips", "kind": "email", "contact": "C1",
+                                   "send_at": "2026-11-09T09:00:00+00:00"}]
+    assert "cancelled" not in events[1]
+    doc = json.loads(ws.cli("backtest", "--from", "2026-11-05", "--to", "2026-11-08", "--format", "json").stdout)
+    assert doc["summary"]["playbooks"]["onboard"]["cancelled:email"] == 1
+    # entered on Wednesday the 4th, its tips go out on Friday at 09:00: nothing left to cancel at the exit
+    late = journey_events(ws, "2026-11-04", "2026-11-08")
+    assert [(e["at"][:10], e["event"]) for e in late] == [
+        ("2026-11-04", "enter"), ("2026-11-06", "step"), ("2026-11-08", "resolve")]
+    assert late[1]["actions"][0]["send_at"] == "2026-11-06T09:00:00+00:00" and "cancelled" not in late[2]

@@ -31,7 +31,7 @@ from engine.sync.runner import run_sync
 from engine.tick import run_tick
 
 TZ = "Asia/Tokyo"
-START = date(2026, 11, 2)                 # a Monday
+MONDAY = date(2026, 11, 2)
 SCHEDULES = ["0 9 * * *", "0 9 * * mon-fri", "0 */12 * * *", "30 18 * * *", "0 9 * * mon"]
 POLICY = """
 contact_policy:
@@ -48,6 +48,7 @@ class Shape:
     playbooks: list[str]
     days: list[dict[str, list[dict]]]           # the data synced each day (06:00 local)
     rail: int | None = None                     # defaults.max_total_actions_per_run
+    start: date = MONDAY                        # the first day (a Friday: weekends hold customer messages back)
 
 
 def _playbook(i: int, kind: str, threshold: int, schedule: str, repeat: str | None, cooldown: str | None,
@@ -83,6 +84,61 @@ def _playbook(i: int, kind: str, threshold: int, schedule: str, repeat: str | No
     return "\n".join(lines) + "\n"
 
 
+def _journey(i: int, kind: str, threshold: int, schedule: str, cooldown: str | None, max_episodes: int | None,
+             activation: str, max_enters: int | None, exit_when: str | None, first_wait: str, until: str,
+             timeout: str, exit_on_unmatch: bool, branch: int) -> str:
+    """A journey playbook: a customer email (under the contact policy), waits by duration, by business days and
+    `until` a condition with a timeout, an `if`, an action with `if`, and `exit_when`."""
+    trigger = {
+        "arr": f"{{when: \"account.arr < {threshold * 1000}\"}}",
+        "health": f"{{when: \"account.health_score < {threshold} or account.health_score is none\"}}",
+        "logins": f"{{low_usage: {{metric: logins, days: 3, agg: sum, below: {threshold}}}}}",
+    }[kind]
+    lines = [f"id: pb-{i}", f"name: pb {i}", "subject: account", f"schedule: \"{schedule}\"",
+             f"activation: {activation}", f"trigger: {trigger}"]
+    if cooldown:
+        lines.append(f"cooldown: {cooldown}")
+    if max_episodes:
+        lines.append(f"max_episodes: {max_episodes}")
+    if max_enters:
+        lines.append(f"max_enters_per_run: {max_enters}")
+    if exit_when:
+        lines.append(f"exit_when: \"{exit_when}\"")
+    if exit_on_unmatch:
+        lines.append("exit_on_unmatch: true")
+    lines += ["steps:",
+              "  - id: hello",
+              "    email: {to: {role: champion}, subject: \"Hi {{ account.name }}\", body: \"arr {{ account.arr }}\"}",
+              f"  - wait: {first_wait}",
+              "  - id: nudge",
+              f"    if: \"metric('logins', 3, 'sum') < {branch}\"",
+              "    slack: {channel: \"#cs\", text: \"{{ account.name }} logins {{ metric('logins', 3, 'sum') }}\"}",
+              f"  - wait: {{until: \"{until}\", timeout: {timeout}}}",
+              f"  - if: \"account.arr >= {branch * 5000}\"",
+              "    then:",
+              "      - id: big",
+              "        email: {to: {role: champion}, subject: \"Still there {{ account.name }}\", body: \"x\"}",
+              "      - wait: {business_days: 1, at: \"10:00\"}",
+              "      - id: call",
+              "        slack: {to: \"{{ account.csm_email }}\", text: \"call {{ account.name }}\"}",
+              "    else:",
+              "      - id: small",
+              "        slack: {channel: \"#cs\", text: \"{{ account.name }} small\"}",
+              "on_resolve:",
+              "  - slack: {to: \"{{ account.csm_email }}\", text: \"{{ account.name }} journey over\"}"]
+    return "\n".join(lines) + "\n"
+
+
+CONDITIONS = ["account.health_score >= 70", "metric('logins', 3, 'sum') >= 15", "account.arr >= 40000",
+              "metric('logins', 2, 'max') >= 8"]
+
+journey_st = st.builds(
+    _journey, st.just(0), st.sampled_from(["arr", "health", "logins"]), st.integers(1, 60),
+    st.sampled_from(SCHEDULES), st.sampled_from([None, None, "1d", "3d"]), st.sampled_from([None, None, 1, 2]),
+    st.sampled_from(["baseline", "fire"]), st.sampled_from([None, None, 1, 2]),
+    st.sampled_from([None] + CONDITIONS), st.sampled_from(["12h", "1d", "2d", "{business_days: 1}", "{at: \"10:00\"}"]),
+    st.sampled_from(CONDITIONS), st.sampled_from(["1d", "2d", "3d"]), st.booleans(), st.integers(1, 8))
+
 playbook_st = st.builds(
     _playbook, st.just(0), st.sampled_from(["arr", "health", "logins", "renewal", "last", "champion", "goal"]),
     st.integers(1, 60), st.sampled_from(SCHEDULES), st.sampled_from([None, None, "1d", "2d", "12h"]),
@@ -94,12 +150,13 @@ playbook_st = st.builds(
 @st.composite
 def scenarios(draw: Any) -> Shape:
     n = draw(st.integers(1, 6))
-    pbs = [draw(playbook_st).replace("pb-0", f"pb-{i}").replace("pb 0", f"pb {i}")
+    pbs = [draw(st.one_of(playbook_st, journey_st)).replace("pb-0", f"pb-{i}").replace("pb 0", f"pb {i}")
            for i in range(draw(st.integers(1, 4)))]
-    days = draw(st.integers(2, 6)) if HISTORY else 1
+    days = draw(st.integers(2, 8)) if HISTORY else 1
+    first = MONDAY + timedelta(days=draw(st.sampled_from([0, 4])))
     accounts = {f"A{i}": {"id": f"A{i}", "name": f"Acme {i}", "arr": draw(st.integers(0, 60)) * 1000,
                           "health_score": draw(st.sampled_from([None, 10, 40, 70])),
-                          "renewal_date": (START + timedelta(days=draw(st.integers(-3, 40)))).isoformat(),
+                          "renewal_date": (first + timedelta(days=draw(st.integers(-3, 40)))).isoformat(),
                           "csm_email": draw(st.sampled_from(["c1@x.example", "c2@x.example"])),
                           "timezone": draw(st.sampled_from(["", "America/New_York"]))} for i in range(n)}
     contacts = {f"C{i}{k}": {"id": f"C{i}{k}", "account_id": f"A{i}", "email": f"c{k}@a{i}.example",
@@ -111,7 +168,7 @@ def scenarios(draw: Any) -> Shape:
     usage: dict[tuple[str, str], dict] = {}
     for i in range(n):
         for back in range(1, 4):
-            day = (START - timedelta(days=back)).isoformat()
+            day = (first - timedelta(days=back)).isoformat()
             usage[(f"A{i}", day)] = {"account_id": f"A{i}", "metric": "logins", "day": day,
                                      "value": draw(st.integers(0, 9))}
     series = []
@@ -127,7 +184,7 @@ def scenarios(draw: Any) -> Shape:
                     c["role"] = draw(st.sampled_from(["champion", "user"]))
             for g in goals.values():
                 g["current"] = min(12, g["current"] + draw(st.integers(0, 2)))
-            day = (START + timedelta(days=d - 1)).isoformat()
+            day = (first + timedelta(days=d - 1)).isoformat()
             for i in range(n):
                 if draw(st.integers(0, 3)):
                     usage[(f"A{i}", day)] = {"account_id": f"A{i}", "metric": "logins", "day": day,
@@ -137,7 +194,7 @@ def scenarios(draw: Any) -> Shape:
                        "contacts": [dict(c) for c in contacts.values() if c["account_id"] not in gone],
                        "goals": [dict(g) for g in goals.values() if g["account_id"] not in gone],
                        "usage": [dict(u) for u in usage.values()]})
-    return Shape(pbs, series, draw(st.sampled_from([None, None, None, 4, 12])))
+    return Shape(pbs, series, draw(st.sampled_from([None, None, None, 4, 12])), first)
 
 
 def _dump(app: App) -> dict[str, list[tuple]]:
@@ -154,7 +211,7 @@ def check(shape: Shape, root: Path) -> int:
     for i, text in enumerate(shape.playbooks):
         ws.playbook(f"pb-{i}", text)
     tz = ZoneInfo(TZ)
-    start = datetime.combine(START, datetime.min.time(), tz)
+    start = datetime.combine(shape.start, datetime.min.time(), tz)
     end = start + timedelta(days=len(shape.days))
     utc = lambda m: m.astimezone(timezone.utc).replace(tzinfo=None)       # noqa: E731
     app = App(ws.config)
@@ -181,13 +238,30 @@ def check(shape: Shape, root: Path) -> int:
         result = run_tick(app.store, app.settings, pbs, clock, only=set(payload))
         at = clock.local().isoformat()
         expected += [{"at": at, **e.as_json()} for e in result.events]
+    # the step actions the runs' exits cancelled before they were due (those due earlier went out when due: the
+    # runs here deliver nothing, so their outbox cancelled those too)
+    o = app.store.schema.outbox
+    with app.store.read() as tx:
+        cancelled = sorted((f"account:{r.subject_id}", r.episode, r.firing, r.kind, r.contact_id, r.not_before)
+                           for r in tx.conn.execute(select(o).where(o.c.status == "cancelled"))
+                           if r.not_before > r.finished_at)
     before = _dump(app)
     got: list[dict] = []
-    run_backtest(app.store, app.settings, pbs, utc(start), utc(end),
-                 on_event=lambda e: got.append(e.as_json(TZ)) if e.event.event != "baseline" else None)
+    got_cancelled: list[tuple] = []
+
+    def take(e: Any) -> None:
+        if e.event.event == "baseline":
+            return
+        shown = e.as_json(TZ)
+        for c in shown.pop("cancelled", []):
+            got_cancelled.append((shown["subject"], shown["episode"], c["step"], c["kind"], c.get("contact"),
+                                  utc(datetime.fromisoformat(c["send_at"]))))
+        got.append(shown)
+    run_backtest(app.store, app.settings, pbs, utc(start), utc(end), on_event=take)
     assert _dump(app) == before
     app.close()
     assert got == expected
+    assert sorted(got_cancelled) == cancelled
     return len(expected)
 
 
