@@ -93,9 +93,10 @@ class Entities(Repository):
         return stored_forms(self.schema.entity(entity), self.conn.dialect)
 
     def write_rows(self, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]], source: int,
-                   chunk: int, first: datetime, stamp: datetime) -> tuple[int, dict[tuple[Any, ...], int]]:
+                   chunk: int, first: datetime, stamp: datetime,
+                   compare: bool = True) -> tuple[int, dict[tuple[Any, ...], int]]:
         """See `write_rows`."""
-        return write_rows(self.conn, self.schema, entity, fields, rows, source, chunk, first, stamp)
+        return write_rows(self.conn, self.schema, entity, fields, rows, source, chunk, first, stamp, compare)
 
     def keep(self, entity: str, keys: Iterable[tuple[Any, ...]]) -> None:
         """Count these keys (in `stored_forms`) as present in the snapshot without writing their rows (rows
@@ -176,7 +177,8 @@ def next_stamp(conn: Connection, table: Table, now: datetime) -> datetime:
 
 
 def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]],
-               source: int, chunk: int, first: datetime, stamp: datetime) -> tuple[int, dict[tuple[Any, ...], int]]:
+               source: int, chunk: int, first: datetime, stamp: datetime,
+               compare: bool = True) -> tuple[int, dict[tuple[Any, ...], int]]:
     """Write one chunk of rows of one source (distinct keys; each a tuple of the values of `fields` in
     `stored_forms`, then the row's line number; chunks numbered upwards) with the source's `stamp`, within the
     sync whose first stamp is `first`; returns (rows inserted or changed, {key: earlier line} of the rows whose
@@ -184,10 +186,12 @@ def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str,
 
     The rows go to a temporary table first (COPY on PostgreSQL, the driver's executemany elsewhere); set
     statements then find the keys this source already named (the table of keys `begin_load` made, which a
-    snapshot's removal reads), copy the versions the rows replace to the field history, and upsert. Only the
-    named fields are set; a row whose named fields all equal the stored ones (and that is not removed) is left
-    alone: not rewritten, not restamped — its `synced_at` stays when its values were synced. Writing clears
-    `removed_at` unless the row sets it."""
+    snapshot's removal reads), take out the rows equal to the stored ones, copy the versions the others replace
+    to the field history, and upsert. Only the named fields are set; a row whose named fields all equal the
+    stored ones (and that is not removed) is left alone: not rewritten, not restamped — its `synced_at` stays
+    when its values were synced. Writing clears `removed_at` unless the row sets it. `compare=False` (the
+    entity's table was empty when the sync began: no row of it is older than the sync) skips the comparison
+    and the history."""
     if not rows:
         return 0, {}
     dialect = conn.dialect.name
@@ -212,10 +216,24 @@ def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str,
         forms = stored_forms(schema.entity(entity), conn.dialect)
         duplicates = {tuple(v if forms.get(k) is None or v is None else forms[k](v) for k, v in zip(keys, key)): line
                       for key, line in found.items()}
-    # the versions these rows replace, to the field history (versions written earlier in this sync are not kept)
-    execute_many(conn, _history_statement(schema, entity, stage, fields), [{"first": first, "stamp": stamp}])
+    if compare:
+        # the rows equal to the stored ones leave the stage (they are neither kept in the history nor written)
+        unchanged = conn.execute(_unchanged_statement(schema, entity, stage, fields)).rowcount
+        if unchanged == len(rows) - len(duplicates):
+            return 0, duplicates
+        # the versions these rows replace, to the field history (versions written earlier in this sync are not
+        # kept)
+        execute_many(conn, _history_statement(schema, entity, stage, fields), [{"first": first, "stamp": stamp}])
     written = execute_many(conn, _upsert_statement(schema.entity(entity), stage, fields, dialect), [{"stamp": stamp}])
     return max(written, 0), duplicates
+
+
+@lru_cache(maxsize=64)
+def _unchanged_statement(schema: Schema, entity: str, stage: Table, fields: tuple[str, ...]) -> Any:
+    """DELETE from the stage the rows whose stored row has the same named fields (and is not removed)."""
+    table, keys = schema.entity(entity), KEYS[entity]
+    same = and_(*(table.c[k] == stage.c[k] for k in keys))
+    return stage.delete().where(exists().where(same, ~_changed(table, stage.c, fields)))
 
 
 def stored_forms(table: Table, dialect: Any) -> dict[str, Callable[[Any], Any]]:
@@ -305,7 +323,7 @@ def _load_tables(schema: Schema, entity: str, dialect: str) -> tuple[Table, Tabl
     stage = Table(f"_stage_{entity}", md, *fields, Column("line", Integer), prefixes=["TEMPORARY"])
     seen = Table(f"_seen_{entity}", md, *(Column(k, table.c[k].type, primary_key=True) for k in keys),
                  Column("source", Integer, nullable=False), Column("line", Integer, nullable=False),
-                 Column("chunk", Integer, nullable=False), prefixes=["TEMPORARY"])
+                 Column("chunk", Integer, nullable=False), prefixes=["TEMPORARY"], sqlite_with_rowid=False)
     return stage, seen
 
 

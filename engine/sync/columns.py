@@ -14,13 +14,14 @@ per row in the order of `fields`.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from math import isfinite
 from typing import Any
 
 from engine.sync.coerce import ISO, CoerceError, Coercer, to_integer, to_number, to_string
 from engine.sync.validate import DIRECTIONS, RowChecker
 
-Column = list[Any]
-Converter = Callable[[Column], Column]      # raises _Invalid when a value of the column does not convert
+Column = Sequence[Any]
+Converter = Callable[[Column, bool], Column]    # (values, all text?) -> values; raises _Invalid on a bad value
 REMEMBERED = 4096                           # distinct texts a date column's converter keeps
 
 
@@ -47,16 +48,17 @@ class BatchChecker:
         self.converters = [self._converter(name, processors.get(name)) for name in self.fields]
         self.key = tuple(self.fields.index(k) for k in checker.key) if self.complete else ()
 
-    def check(self, rows: Sequence[Sequence[Any]], lines: Sequence[int]) -> list[tuple[Any, ...]] | None:
+    def check(self, rows: Sequence[Sequence[Any]], lines: Sequence[int],
+              texts: bool = False) -> list[tuple[Any, ...]] | None:
         """The typed rows (tuples in the order of `fields`, each row's line last), or None when a row of the
-        batch may be invalid."""
+        batch may be invalid. `texts`: every raw value is a str (else each column is looked at)."""
         if not self.complete or not rows:
             return None if rows else []
         try:
             raw = list(zip(*rows))
             if len(raw) != len(self.columns):
                 return None
-            typed = [convert(list(raw[i])) for convert, i in zip(self.converters, self.index)]
+            typed = [convert(raw[i], texts) for convert, i in zip(self.converters, self.index)]
         except _Invalid:
             return None
         return list(zip(*typed, lines))
@@ -88,7 +90,7 @@ class BatchChecker:
             convert = _remembered(coerce, proc)
             proc = None
         elif ftype == "string":
-            convert = _strings
+            convert = _stripped if required else _strings
         elif ftype == "number" and iso:
             convert = _numbers
         elif ftype == "integer" and iso:
@@ -96,13 +98,10 @@ class BatchChecker:
         else:
             convert = _mapped(coerce)
 
-        def column(values: Column) -> Column:
-            values = convert(values)
-            if required:
-                if None in values:
-                    raise _Invalid
-                if ftype == "string":
-                    values = list(map(str.strip, values))
+        def column(values: Column, texts: bool) -> Column:
+            values = convert(values, texts)
+            if required and None in values:
+                raise _Invalid
             if allowed is not None and not _within(values, allowed):
                 raise _Invalid
             if zone and not _within(values, checker.zone_names):
@@ -130,7 +129,7 @@ def _texts(values: Column) -> bool:
 
 
 def _mapped(coerce: Coercer) -> Converter:
-    def convert(values: Column) -> Column:
+    def convert(values: Column, texts: bool = False) -> Column:
         try:
             return list(map(coerce, values))
         except CoerceError:
@@ -138,9 +137,9 @@ def _mapped(coerce: Coercer) -> Converter:
     return convert
 
 
-def _strings(values: Column) -> Column:
+def _strings(values: Column, texts: bool) -> Column:
     """`to_string` of each value: text as is (empty or blank: None); none may hold a NUL."""
-    if not _texts(values):
+    if not (texts or _texts(values)):
         return _mapped(to_string)(values)
     if "\x00" in "".join(values):
         raise _Invalid
@@ -149,26 +148,32 @@ def _strings(values: Column) -> Column:
     return [v if v.strip() else None for v in values]
 
 
-def _numbers(values: Column) -> Column:
+def _stripped(values: Column, texts: bool) -> Column:
+    """`to_string` of each value of a required field, stripped as `RowChecker.check` strips it (None if blank)."""
+    if not (texts or _texts(values)):
+        return [v if v is None else v.strip() for v in _mapped(to_string)(values)]
+    if "\x00" in "".join(values):
+        raise _Invalid
+    stripped = list(map(str.strip, values))
+    return stripped if all(stripped) else [v or None for v in stripped]
+
+
+def _numbers(values: Column, texts: bool) -> Column:
     """`to_number` of each value: `float` of text, finite, written without `_`."""
-    if _texts(values) and "_" not in "".join(values):
+    if (texts or _texts(values)) and "_" not in "".join(values):
         try:
             numbers = list(map(float, values))
         except ValueError:
             pass                                # (an empty value, or one that is not a number)
         else:
-            if all(map(_finite, numbers)):
+            if all(map(isfinite, numbers)):
                 return numbers
     return _mapped(to_number)(values)
 
 
-def _finite(x: float) -> bool:
-    return x - x == 0.0
-
-
-def _integers(values: Column) -> Column:
+def _integers(values: Column, texts: bool) -> Column:
     """`to_integer` of each value: `int` of text written without `_`, within 64 bits."""
-    if _texts(values) and "_" not in "".join(values):
+    if (texts or _texts(values)) and "_" not in "".join(values):
         try:
             numbers = list(map(int, values))
         except ValueError:
@@ -188,8 +193,8 @@ def _remembered(coerce: Coercer, proc: Callable[[Any], Any] | None) -> Converter
         typed = coerce(value)
         return typed if proc is None or typed is None else proc(typed)
 
-    def convert(values: Column) -> Column:
-        if not _texts(values):
+    def convert(values: Column, texts: bool) -> Column:
+        if not (texts or _texts(values)):
             try:
                 return [one(v) for v in values]
             except CoerceError:

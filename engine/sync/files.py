@@ -222,35 +222,50 @@ class CsvReader(_FileReader):
         names = self.columns or ()
         width = len(names)
         reader = self._reader
-        lines: list[int] = []
-        rows: list[Any] = []
-        previous = reader.line_num
-        try:
-            for values in reader:
-                line, previous = previous + 1, reader.line_num
-                if len(values) != width:
-                    if not values or (len(values) == 1 and not values[0].strip()):
-                        continue  # blank line
-                    if len(values) > width:
-                        if any(v.strip() for v in values[width:]):
-                            if rows:
-                                yield Batch(names, lines, rows)
-                                lines, rows = [], []
-                            yield Batch(None, [line], [Unreadable(
-                                f"row has {len(values)} values but the header has {width} columns")])
-                            continue
-                        values = values[:width]
-                    else:
-                        values = values + [""] * (width - len(values))
-                lines.append(line)
-                rows.append(values)
-                if len(rows) >= size:
-                    yield Batch(names, lines, rows)
-                    lines, rows = [], []
-        except csv.Error as exc:
-            raise self._malformed(exc, previous + 1) from None
-        if rows:
-            yield Batch(names, lines, rows)
+        while True:
+            start = reader.line_num
+            rows: list[list[str]] = []
+            ends: list[int] = []            # the line each row ends on
+            add, end = rows.append, ends.append
+            try:
+                for values in itertools.islice(reader, size):
+                    add(values)
+                    end(reader.line_num)
+            except csv.Error as exc:
+                raise self._malformed(exc, (ends[-1] if ends else start) + 1) from None
+            if not rows:
+                return
+            lines = [start + 1, *map((1).__add__, ends[:-1])]
+            if min(map(len, rows)) == width == max(map(len, rows)):
+                yield Batch(names, lines, rows, texts=True)
+            else:
+                yield from self._uneven(names, lines, rows)
+
+    def _uneven(self, names: tuple[str, ...], lines: list[int], rows: list[list[str]]) -> Iterator[Batch]:
+        """Rows not all as wide as the header: blank lines skipped, short rows padded with empty values, long
+        ones cut when their extra values are empty and unreadable otherwise."""
+        width = len(names)
+        kept_lines: list[int] = []
+        kept: list[list[str]] = []
+        for line, values in zip(lines, rows):
+            if len(values) != width:
+                if not values or (len(values) == 1 and not values[0].strip()):
+                    continue  # blank line
+                if len(values) > width:
+                    if any(v.strip() for v in values[width:]):
+                        if kept:
+                            yield Batch(names, kept_lines, kept, texts=True)
+                            kept_lines, kept = [], []
+                        yield Batch(None, [line], [Unreadable(
+                            f"row has {len(values)} values but the header has {width} columns")])
+                        continue
+                    values = values[:width]
+                else:
+                    values = values + [""] * (width - len(values))
+            kept_lines.append(line)
+            kept.append(values)
+        if kept:
+            yield Batch(names, kept_lines, kept, texts=True)
 
     def estimate_total(self) -> int | None:
         return max(self._count_lines() - 1, 0)

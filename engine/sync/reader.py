@@ -46,11 +46,12 @@ BATCH = 5000        # rows per batch
 @dataclass(slots=True)
 class Batch:
     """Rows in the order the reader read them, at `lines`: lists of raw values in the order of `columns`; or,
-    when `columns` is None, rows that could not be read (`Unreadable`)."""
+    when `columns` is None, rows that could not be read (`Unreadable`). `texts`: every value is a str."""
 
     columns: tuple[str, ...] | None
     lines: list[int]
     rows: list[Any]
+    texts: bool = False
 
 
 def rows_of(batches: Iterator[Batch]) -> Iterator[Row]:
