@@ -89,12 +89,13 @@ def _journey(i: int, kind: str, threshold: int, schedule: str, cooldown: str | N
              timeout: str, exit_on_unmatch: bool, branch: int) -> str:
     """A journey playbook: a customer email (under the contact policy), waits by duration, by business days and
     `until` a condition with a timeout, an `if`, an action with `if`, and `exit_when`."""
-    trigger = {
-        "arr": f"{{when: \"account.arr < {threshold * 1000}\"}}",
-        "health": f"{{when: \"account.health_score < {threshold} or account.health_score is none\"}}",
-        "logins": f"{{low_usage: {{metric: logins, days: 3, agg: sum, below: {threshold}}}}}",
+    subject, trigger = {
+        "arr": ("account", f"{{when: \"account.arr < {threshold * 1000}\"}}"),
+        "health": ("account", f"{{when: \"account.health_score < {threshold} or account.health_score is none\"}}"),
+        "logins": ("account", f"{{low_usage: {{metric: logins, days: 3, agg: sum, below: {threshold}}}}}"),
+        "champion": ("contact", f"{{when: \"contact.role == 'champion' and account.arr >= {threshold * 1000}\"}}"),
     }[kind]
-    lines = [f"id: pb-{i}", f"name: pb {i}", "subject: account", f"schedule: \"{schedule}\"",
+    lines = [f"id: pb-{i}", f"name: pb {i}", f"subject: {subject}", f"schedule: \"{schedule}\"",
              f"activation: {activation}", f"trigger: {trigger}"]
     if cooldown:
         lines.append(f"cooldown: {cooldown}")
@@ -133,7 +134,7 @@ CONDITIONS = ["account.health_score >= 70", "metric('logins', 3, 'sum') >= 15", 
               "metric('logins', 2, 'max') >= 8"]
 
 journey_st = st.builds(
-    _journey, st.just(0), st.sampled_from(["arr", "health", "logins"]), st.integers(1, 60),
+    _journey, st.just(0), st.sampled_from(["arr", "health", "logins", "champion"]), st.integers(1, 60),
     st.sampled_from(SCHEDULES), st.sampled_from([None, None, "1d", "3d"]), st.sampled_from([None, None, 1, 2]),
     st.sampled_from(["baseline", "fire"]), st.sampled_from([None, None, 1, 2]),
     st.sampled_from([None] + CONDITIONS), st.sampled_from(["12h", "1d", "2d", "{business_days: 1}", "{at: \"10:00\"}"]),
@@ -242,7 +243,7 @@ def check(shape: Shape, root: Path) -> int:
     # runs here deliver nothing, so their outbox cancelled those too)
     o = app.store.schema.outbox
     with app.store.read() as tx:
-        cancelled = sorted((f"account:{r.subject_id}", r.episode, r.firing, r.kind, r.contact_id, r.not_before)
+        cancelled = sorted((f"{r.subject_type}:{r.subject_id}", r.episode, r.firing, r.kind, r.contact_id, r.not_before)
                            for r in tx.conn.execute(select(o).where(o.c.status == "cancelled"))
                            if r.not_before > r.finished_at)
     before = _dump(app)
