@@ -83,10 +83,12 @@ class Evaluated:
             else:
                 state.journeys.pop(s.subject_id, None)
                 state.unsent.pop((s.subject_id, s.episode), None)
+        # the step actions an exit may still cancel: pending ones held past this run (the others go out now)
         going = {(s.subject_id, s.episode) for s in self.moved if s.status == "active"}
         for r in self.rows:
             key = (r["subject_id"], r["episode"])
-            if key in going and r["status"] == "pending" and r["firing"] != "resolve" and r["action_index"] >= 0:
+            if key in going and r["status"] == "pending" and r["firing"] != "resolve" and r["action_index"] >= 0 \
+                    and r["not_before"] > now:
                 state.unsent.setdefault(key, []).append({k: r.get(k) for k in UNSENT})
         state.active = True
 

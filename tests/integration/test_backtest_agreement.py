@@ -2,10 +2,13 @@
 
 Hypothesis generates accounts, contacts, goals and usage, a day-by-day series of syncs that change them, and
 playbooks with random thresholds, schedules, repeats, cooldowns, max_episodes, activation and
-max_enters_per_run (and a contact policy with quiet hours). One database receives the syncs, each recorded at
+max_enters_per_run, and journeys of accounts and contacts (waits by duration, business days, time of day and
+`until` with a timeout, `if` steps, exit_when, exit_on_unmatch), under a contact policy with quiet hours and
+business days; the period starts on a Monday or a Friday. One database receives the syncs, each recorded at
 its own moment, and between them a `run` at every time a playbook was scheduled, for the playbooks due then —
 what `playbook start` would have done. A backtest of the whole period on that database must then give exactly
-the events and actions those runs gave, and change nothing in the database.
+the events and actions those runs gave, list as cancelled exactly the step actions the runs' exits cancelled
+before they were due, and change nothing in the database.
 
 `make test` runs a fixed set of examples (derandomized); the slow tier runs many random ones:
 `PLAYBOOK_BACKTEST_EXAMPLES=300 pytest tests/integration/test_backtest_agreement.py -m slow`."""
