@@ -94,7 +94,7 @@ class Entities(Repository):
 
     def write_rows(self, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]], source: int,
                    chunk: int, first: datetime, stamp: datetime,
-                   compare: bool = True) -> tuple[int, dict[tuple[Any, ...], int]]:
+                   compare: bool = True) -> tuple[int, list[tuple[int, tuple[Any, ...], int]]]:
         """See `write_rows`."""
         return write_rows(self.conn, self.schema, entity, fields, rows, source, chunk, first, stamp, compare)
 
@@ -178,11 +178,11 @@ def next_stamp(conn: Connection, table: Table, now: datetime) -> datetime:
 
 def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]],
                source: int, chunk: int, first: datetime, stamp: datetime,
-               compare: bool = True) -> tuple[int, dict[tuple[Any, ...], int]]:
+               compare: bool = True) -> tuple[int, list[tuple[int, tuple[Any, ...], int]]]:
     """Write one chunk of rows of one source (distinct keys; each a tuple of the values of `fields` in
     `stored_forms`, then the row's line number; chunks numbered upwards) with the source's `stamp`, within the
-    sync whose first stamp is `first`; returns (rows inserted or changed, {key: earlier line} of the rows whose
-    key an earlier chunk of this source had — those are not written; keys in `stored_forms`).
+    sync whose first stamp is `first`; returns (rows inserted or changed, [(line, key, earlier line)] of the rows
+    whose key an earlier row of this source had — those are not written; keys in `stored_forms`).
 
     The rows go to a temporary table first (COPY on PostgreSQL, the driver's executemany elsewhere); set
     statements then find the keys this source already named (the table of keys `begin_load` made, which a
@@ -193,7 +193,7 @@ def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str,
     entity's table was empty when the sync began: no row of it is older than the sync) skips the comparison
     and the history."""
     if not rows:
-        return 0, {}
+        return 0, []
     dialect = conn.dialect.name
     stage, seen = _load_tables(schema, entity, dialect)
     keys = KEYS[entity]
@@ -205,17 +205,11 @@ def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str,
     # the keys of this source: a key it already named is a duplicate (its first row stays)
     params = [{"source": source, "chunk": chunk}]
     claimed = execute_many(conn, _claim_statement(stage, seen, dialect), params)
-    duplicates: dict[tuple[Any, ...], int] = {}
+    duplicates: list[tuple[int, tuple[Any, ...], int]] = []
     if claimed != len(rows):
-        same = and_(*(seen.c[k] == stage.c[k] for k in keys))
-        query = select(*(stage.c[k] for k in keys), seen.c.line).where(same, seen.c.source == source,
-                                                                         seen.c.chunk < chunk)
-        found = {tuple(r[:-1]): int(r[-1]) for r in conn.execute(query)}
-        for match in _key_matches(stage, found, keys):
-            conn.execute(stage.delete().where(match))
-        forms = stored_forms(schema.entity(entity), conn.dialect)
-        duplicates = {tuple(v if forms.get(k) is None or v is None else forms[k](v) for k, v in zip(keys, key)): line
-                      for key, line in found.items()}
+        duplicates = [(line, tuple(key), earlier) for *key, line, earlier in
+                      conn.exec_driver_sql(_repeated_sql(stage, seen, keys, "SELECT", source))]
+        conn.exec_driver_sql(_repeated_sql(stage, seen, keys, "DELETE", source))
     if compare:
         # the rows equal to the stored ones leave the stage (they are neither kept in the history nor written)
         unchanged = conn.execute(_unchanged_statement(schema, entity, stage, fields)).rowcount
@@ -226,6 +220,18 @@ def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str,
         execute_many(conn, _history_statement(schema, entity, stage, fields), [{"first": first, "stamp": stamp}])
     written = execute_many(conn, _upsert_statement(schema.entity(entity), stage, fields, dialect), [{"stamp": stamp}])
     return max(written, 0), duplicates
+
+
+def _repeated_sql(stage: Table, seen: Table, keys: tuple[str, ...], what: str, source: int) -> str:
+    """SELECT (key, line, the earlier line) of the staged rows whose key this source named on another line, or
+    DELETE them from the stage."""
+    same = " AND ".join(f'n."{k}" = s."{k}"' for k in keys)
+    repeated = f"n.source = {int(source)} AND n.line != s.line"
+    if what == "SELECT":
+        names = ", ".join(f's."{k}"' for k in keys)
+        return f'SELECT {names}, s.line, n.line FROM "{stage.name}" s JOIN "{seen.name}" n ON {same} WHERE {repeated}'
+    return (f'DELETE FROM "{stage.name}" WHERE EXISTS (SELECT 1 FROM "{seen.name}" n, "{stage.name}" s '
+            f'WHERE s.line = "{stage.name}".line AND {same} AND {repeated})')
 
 
 @lru_cache(maxsize=64)
@@ -300,13 +306,14 @@ def _upsert_statement(table: Table, stage: Table, fields: tuple[str, ...], diale
 @lru_cache(maxsize=64)
 def _claim_statement(stage: Table, seen: Table, dialect: str) -> Any:
     """Name the staged rows' keys for a source: a key new to the sync, or last named by another source, takes
-    the row's source, line and chunk; a key this source already named is left alone (not counted: a
-    duplicate)."""
+    the row's source, line and chunk (the first row's, when the stage has the key twice); a key this source
+    already named is left alone (not counted: a duplicate)."""
     keys = [c.name for c in seen.primary_key.columns]
-    stmt = sql_dialect.insert(seen, dialect).from_select(
-        [*keys, "source", "line", "chunk"],
-        select(*(stage.c[k] for k in keys), bindparam("source", type_=Integer), stage.c.line,
-               bindparam("chunk", type_=Integer)).where(true()))
+    rows = select(*(stage.c[k] for k in keys), bindparam("source", type_=Integer), stage.c.line,
+                  bindparam("chunk", type_=Integer)).where(true())
+    if dialect == "postgresql":     # (one statement may not update a row twice: the first line of each key)
+        rows = rows.distinct(*(stage.c[k] for k in keys)).order_by(*(stage.c[k] for k in keys), stage.c.line)
+    stmt = sql_dialect.insert(seen, dialect).from_select([*keys, "source", "line", "chunk"], rows)
     return stmt.on_conflict_do_update(index_elements=[c.name for c in seen.primary_key.columns],
                                       set_={"source": stmt.excluded.source, "line": stmt.excluded.line,
                                             "chunk": stmt.excluded.chunk},

@@ -5,10 +5,9 @@ sync in one transaction (a key may appear in several sources: later sources upda
 they name; within one source a key may appear once). Rows stream from the sources, are validated,
 and valid rows are upserted in chunks inside that transaction, each source's rows with its own stamp
 (rows equal to the stored ones are left alone; the versions changed rows replace go to the field
-history, store/field_history.py); a key seen twice in one source is found within the chunk, or by the
-database when an earlier chunk of the source named it (so memory does not grow with the rows). Each
-source's rows are typed with the
-value formats its reader declares (a date format, decimal and thousands separators). If any row is invalid (and
+history, store/field_history.py); a key seen twice in one source is found by the database, in the table of
+the keys the sync named (so memory does not grow with the rows). Rows are read and typed a batch at a time,
+column by column (sync/columns.py). Each source's rows are typed with the value formats its reader declares (a date format, decimal and thousands separators). If any row is invalid (and
 `skip_invalid` is off) or a source cannot be read, the transaction is rolled back so nothing of
 the entity changes; the rows are still written until then, so every duplicate is found and counted.
 Other entities still sync and commit; `run_sync` then raises `SyncFailed` (a DataError) listing the
@@ -397,8 +396,8 @@ class _EntitySync:
     def _flush(self, tx: Tx, label: str) -> None:
         """Judge and write the rows read since the last flush. In line order, a row is invalid when it has
         problems of its own or the store has no such account (a removed account it still has: its rows load
-        and stay removed with it) — both said — or when its key is an earlier valid row's of the chunk;
-        the rows whose key an earlier chunk of the source named are duplicates too (found by the store). The
+        and stay removed with it) — both said — or when its key is an earlier valid row's of the source (found
+        by the store; across the fields' groups of a chunk by `_repeated`). The
         accounts are looked up once per chunk, so memory does not grow with the number of accounts."""
         groups, invalid = self.pending, self.pending_invalid
         self.pending, self.pending_invalid, self.pending_rows = {}, [], 0
@@ -430,7 +429,8 @@ class _EntitySync:
                         if account(row) in unknown:
                             problems.append((row[-1], keys_of[fields](row), [unknown_account_problem(account(row))]))
                     groups[fields] = keep
-        problems.extend(self._repeated(groups, keys_of))
+        if len(groups) > 1:
+            problems.extend(self._repeated(groups, keys_of))
         for line, key, found in sorted(problems, key=lambda p: p[0]):
             self._invalid(label, line, found, key)
         if self.entity in ("contacts", "goals"):
@@ -444,21 +444,16 @@ class _EntitySync:
                                                    self.first_stamp, self.stamp, compare=self.before > 0)
             written += n
             loaded += len(rows) - len(duplicates)
-            line_of = {keys_of[fields](row): row[-1] for row in rows} if duplicates else {}
-            for key, earlier in sorted(duplicates.items(), key=lambda d: line_of[d[0]]):
-                self._invalid(label, line_of[key], [duplicate_problem(self.entity, key, earlier)], key)
+            for line, key, earlier in sorted(duplicates):
+                self._invalid(label, line, [duplicate_problem(self.entity, key, earlier)], key)
         self.report.loaded += loaded
         self.report.written += written
 
     def _repeated(self, groups: dict[tuple[str, ...], list[tuple[Any, ...]]],
                   keys_of: dict[tuple[str, ...], Any]) -> list[tuple[int, tuple[Any, ...], list[str]]]:
-        """The problems of the rows whose key an earlier valid row of the chunk has (those rows are taken out of
-        `groups`)."""
-        distinct: set[Any] = set()
-        for fields, rows in groups.items():
-            distinct.update(map(keys_of[fields], rows))
-        if len(distinct) == sum(map(len, groups.values())):
-            return []
+        """The problems of the rows whose key an earlier valid row of the chunk has, when the chunk's rows name
+        different fields (one statement per set of fields: the store sees one set at a time); those rows are
+        taken out of `groups`. (The store finds the repeated keys of one set of fields itself.)"""
         first: dict[Any, int] = {}
         found = []
         order = sorted(((row[-1], fields, row) for fields, rows in groups.items() for row in rows),

@@ -365,6 +365,29 @@ def test_duplicates_across_chunks_are_found_by_the_database(ws: Workspace, monke
     assert {r["id"] for r in ws.rows("accounts")} == {"A1", "A2", "A3", "A4", "A5"}
 
 
+def test_a_key_repeated_in_one_chunk_or_across_column_sets_keeps_its_first_row(ws: Workspace) -> None:
+    # Three rows of one key in one chunk: the first row is kept, both later ones name its line. JSON lines
+    # whose keys differ form separate sets of fields within a chunk: still the first line of the key wins.
+    ws.config("""
+        sources:
+          - {entity: accounts, csv: accounts.csv}
+          - {entity: accounts, jsonl: more.jsonl}
+    """)
+    ws.write("accounts.csv", "id,name\nA1,first\nA1,second\nA2,x\nA1,third\n")
+    ws.jsonl("more.jsonl", [{"id": "B1", "name": "a"}, {"id": "B2"}, {"id": "B2", "name": "b"},
+                            {"id": "B1", "arr": 5}])
+    report = ws.sync(skip_invalid=True)
+    assert [str(p) for p in report.problems] == [
+        'accounts.csv:3: id: duplicate id "A1" (already on line 2)',
+        'accounts.csv:5: id: duplicate id "A1" (already on line 2)',
+        'more.jsonl:3: id: duplicate id "B2" (already on line 2)',
+        'more.jsonl:4: id: duplicate id "B1" (already on line 1)',
+    ]
+    rows = {r["id"]: (r["name"], r["arr"]) for r in ws.rows("accounts")}
+    assert rows == {"A1": ("first", None), "A2": ("x", None), "B1": ("a", None), "B2": (None, None)}
+    assert (report.entities["accounts"].loaded, report.entities["accounts"].invalid) == (4, 4)
+
+
 def test_unknown_and_removed_accounts(ws: Workspace) -> None:
     basic(ws)
     ws.sync()
