@@ -34,6 +34,7 @@ from bench.suite import write_config, write_workspace
 
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
 TICK_OPTIONS: dict[str, Any] = {}   # extra parameters of every tick phase
+SYNC_ACCOUNTS = 20_000              # the sync ratios' usage file: at most this many accounts (bench.sync's size)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -154,6 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 snapshot.save(r)
         if not args.skip_baselines:
             _baselines(args, r, rss, config, first_at, say)
+            _sync_speed(args, r, rss, say)
         say(f"first tick at {first_at}")
         first = run_phase("tick", {"config": config, "now": first_at, "label": "first tick", **TICK_OPTIONS})
         _tick_keys(r, "first", first)
@@ -276,6 +278,15 @@ def _baselines(args: argparse.Namespace, r: dict[str, Any], rss: dict[str, float
     r["baseline_per_row_detail"] = {k: round(bpr[k], 3) for k in ("measured_s", "load_s", "usage_s", "eval_s")}
     r["baseline_per_row_counts"] = bpr["counts"]
     rss.update(baseline_sql=bsql["peak_rss_mb"], baseline_per_row=bpr["peak_rss_mb"])
+
+
+def _sync_speed(args: argparse.Namespace, r: dict[str, Any], rss: dict[str, float], say: Progress) -> None:
+    """The sync's two ratios (bench/sync.py) on a usage file of min(accounts, SYNC_ACCOUNTS) accounts."""
+    accounts = min(args.accounts, SYNC_ACCOUNTS)
+    say(f"sync against its baselines: {accounts:,} accounts × {args.days} days of usage (bench.sync)")
+    out = run_phase("sync_speed", {"accounts": accounts, "days": args.days, "seed": args.seed})
+    rss["sync_speed"] = out["peak_rss_mb"]
+    r["sync_speed"] = {k: v for k, v in out.items() if k != "peak_rss_mb"}
 
 
 def _baseline_windows(r: dict[str, Any], rss: dict[str, float], config: str, now: str, say: Progress,

@@ -380,6 +380,23 @@ def history_syncs(config: str, first: str, days: list[str]) -> dict[str, Any]:
 
 
 @phase
+def sync_speed(accounts: int, days: int, seed: int) -> dict[str, Any]:
+    """bench.sync's measurement (its own usage file and databases in a temporary folder): the first and the
+    unchanged sync of usage against a plain sqlite3 upsert and a csv read of the same file."""
+    import argparse
+    import shutil
+    import tempfile
+
+    from bench.sync import measure_speed
+
+    root = Path(tempfile.mkdtemp(prefix="pb-bench-sync-"))
+    try:
+        return measure_speed(argparse.Namespace(accounts=accounts, days=days, seed=seed), root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@phase
 def backtest(config: str, start: str, end: str) -> dict[str, Any]:
     """run_backtest over [start, end) with every playbook: wall time, where it goes, SQLite instructions, events."""
     from engine.backtest import run_backtest

@@ -61,6 +61,7 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
                      "metric windows read from the engine's window table, best of 2"))
         rows.append(("ratio tick_steady / that scan", _num(r["ratio_tick_steady_over_baseline_sql_windows"], "×", 3),
                      "how far from the storage engine's limit"))
+    rows += _sync_rows(r)
     if r.get("baseline_per_row_s") is not None:
         rows.append(("baseline: Python per row", _num(r["baseline_per_row_s"], " s"),
                      "extrapolated from " + f"{r['baseline_per_row_sample']:,} accounts"
@@ -94,6 +95,19 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows.append(("benchmark wall time", _num(r["bench_wall_s"], " s"),
                  f"load average {r.get('loadavg_start')} -> {r.get('loadavg_end')}; {r['workdir']}"))
     return rows
+
+
+def _sync_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The sync's ratios to its baselines (bench/sync.py), when measured."""
+    speed = r.get("sync_speed")
+    if not speed:
+        return []
+    return [("ratio first sync / plain upsert", _num(speed["first_vs_upsert"], "×"),
+             f"{speed['sync_first_s']} against {speed['upsert_s']} CPU s, {speed['usage_rows']:,} usage rows; "
+             f"target ≤ {speed['targets']['first_vs_upsert']}"),
+            ("ratio unchanged re-sync / csv read", _num(speed["unchanged_vs_read"], "×"),
+             f"{speed['sync_unchanged_s']} against {speed['read_s']} CPU s; "
+             f"target ≤ {speed['targets']['unchanged_vs_read']}")]
 
 
 def _work_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:

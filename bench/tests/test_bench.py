@@ -220,3 +220,16 @@ def test_sync_benchmark_reports_both_ratios_and_the_history_space(tmp_path: Path
     figures = json.loads(history.read_text(encoding="utf-8"))
     assert figures["history_rows"] == 3 * 10       # one kept version per changed account per later sync
     assert figures["history_bytes"] > 0 and figures["entity_bytes"] > 0
+
+
+def test_the_main_benchmark_reports_the_sync_ratios_in_its_table() -> None:
+    from bench.phases import PHASES
+    from bench.report import _sync_rows
+
+    speed = PHASES["sync_speed"](accounts=10, days=4, seed=3)
+    assert speed["usage_rows"] == 10 * 3 * 4
+    rows = {name: (value, note) for name, value, note in _sync_rows({"sync_speed": speed})}
+    assert rows["ratio first sync / plain upsert"][0].endswith("×")
+    assert "target ≤ 2.0" in rows["ratio first sync / plain upsert"][1]
+    assert "target ≤ 8.0" in rows["ratio unchanged re-sync / csv read"][1]
+    assert _sync_rows({}) == []
