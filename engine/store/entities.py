@@ -93,17 +93,16 @@ class Entities(Repository):
         return stored_forms(self.schema.entity(entity), self.conn.dialect)
 
     def write_rows(self, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]], source: int,
-                   chunk: int, first: datetime, stamp: datetime,
-                   compare: bool = True) -> tuple[int, list[tuple[int, tuple[Any, ...], int]]]:
+                   first: datetime, stamp: datetime, compare: bool = True) -> tuple[int, list[tuple[int, tuple[Any, ...], int]]]:
         """See `write_rows`."""
-        return write_rows(self.conn, self.schema, entity, fields, rows, source, chunk, first, stamp, compare)
+        return write_rows(self.conn, self.schema, entity, fields, rows, source, first, stamp, compare)
 
     def keep(self, entity: str, keys: Iterable[tuple[Any, ...]]) -> None:
         """Count these keys (in `stored_forms`) as present in the snapshot without writing their rows (rows
         skipped as invalid: a snapshot does not remove them)."""
         seen = _load_tables(self.schema, entity, self.dialect)[1]
-        names = [*KEYS[entity], "source", "line", "chunk"]
-        rows = [(*key, -1, 0, 0) for key in set(keys)]
+        names = [*KEYS[entity], "source", "line"]
+        rows = [(*key, -1, 0) for key in set(keys)]
         if rows:
             self.conn.exec_driver_sql(_driver_insert(self.conn, seen, names, conflict=KEYS[entity]), rows)
 
@@ -177,8 +176,7 @@ def next_stamp(conn: Connection, table: Table, now: datetime) -> datetime:
 
 
 def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]],
-               source: int, chunk: int, first: datetime, stamp: datetime,
-               compare: bool = True) -> tuple[int, list[tuple[int, tuple[Any, ...], int]]]:
+               source: int, first: datetime, stamp: datetime, compare: bool = True) -> tuple[int, list[tuple[int, tuple[Any, ...], int]]]:
     """Write one chunk of rows of one source (distinct keys; each a tuple of the values of `fields` in
     `stored_forms`, then the row's line number; chunks numbered upwards) with the source's `stamp`, within the
     sync whose first stamp is `first`; returns (rows inserted or changed, [(line, key, earlier line)] of the rows
@@ -203,7 +201,7 @@ def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str,
         conn.exec_driver_sql(f'DELETE FROM "{stage.name}"')
     _fill(conn, stage, (*fields, "line"), rows)
     # the keys of this source: a key it already named is a duplicate (its first row stays)
-    params = [{"source": source, "chunk": chunk}]
+    params = [{"source": source}]
     claimed = execute_many(conn, _claim_statement(stage, seen, dialect), params)
     duplicates: list[tuple[int, tuple[Any, ...], int]] = []
     if claimed != len(rows):
@@ -306,31 +304,29 @@ def _upsert_statement(table: Table, stage: Table, fields: tuple[str, ...], diale
 @lru_cache(maxsize=64)
 def _claim_statement(stage: Table, seen: Table, dialect: str) -> Any:
     """Name the staged rows' keys for a source: a key new to the sync, or last named by another source, takes
-    the row's source, line and chunk (the first row's, when the stage has the key twice); a key this source
+    the row's source and line (the first row's, when the stage has the key twice); a key this source
     already named is left alone (not counted: a duplicate)."""
     keys = [c.name for c in seen.primary_key.columns]
-    rows = select(*(stage.c[k] for k in keys), bindparam("source", type_=Integer), stage.c.line,
-                  bindparam("chunk", type_=Integer)).where(true())
+    rows = select(*(stage.c[k] for k in keys), bindparam("source", type_=Integer), stage.c.line).where(true())
     if dialect == "postgresql":     # (one statement may not update a row twice: the first line of each key)
         rows = rows.distinct(*(stage.c[k] for k in keys)).order_by(*(stage.c[k] for k in keys), stage.c.line)
-    stmt = sql_dialect.insert(seen, dialect).from_select([*keys, "source", "line", "chunk"], rows)
+    stmt = sql_dialect.insert(seen, dialect).from_select([*keys, "source", "line"], rows)
     return stmt.on_conflict_do_update(index_elements=[c.name for c in seen.primary_key.columns],
-                                      set_={"source": stmt.excluded.source, "line": stmt.excluded.line,
-                                            "chunk": stmt.excluded.chunk},
+                                      set_={"source": stmt.excluded.source, "line": stmt.excluded.line},
                                       where=seen.c.source != stmt.excluded.source)
 
 
 @lru_cache(maxsize=64)
 def _load_tables(schema: Schema, entity: str, dialect: str) -> tuple[Table, Table]:
     """The temporary tables of one entity's sync: the staged rows of a chunk (the entity's fields and the row's
-    line), and the keys the sync named so far (with the source, line and chunk that named each)."""
+    line), and the keys the sync named so far (with the source and line that named each)."""
     table, keys = schema.entity(entity), KEYS[entity]
     md = MetaData()
     fields = [Column(c.name, c.type) for c in table.c if c.name != "synced_at"]
     stage = Table(f"_stage_{entity}", md, *fields, Column("line", Integer), prefixes=["TEMPORARY"])
     seen = Table(f"_seen_{entity}", md, *(Column(k, table.c[k].type, primary_key=True) for k in keys),
                  Column("source", Integer, nullable=False), Column("line", Integer, nullable=False),
-                 Column("chunk", Integer, nullable=False), prefixes=["TEMPORARY"], sqlite_with_rowid=False)
+                 prefixes=["TEMPORARY"], sqlite_with_rowid=False)
     return stage, seen
 
 

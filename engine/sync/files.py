@@ -227,8 +227,11 @@ class CsvReader(_FileReader):
             rows: list[list[str]] = []
             ends: list[int] = []            # the line each row ends on
             add, end = rows.append, ends.append
+            even = True
             try:
                 for values in itertools.islice(reader, size):
+                    if len(values) != width:
+                        even = False
                     add(values)
                     end(reader.line_num)
             except csv.Error as exc:
@@ -236,7 +239,7 @@ class CsvReader(_FileReader):
             if not rows:
                 return
             lines = [start + 1, *map((1).__add__, ends[:-1])]
-            if min(map(len, rows)) == width == max(map(len, rows)):
+            if even:
                 yield Batch(names, lines, rows, texts=True)
             else:
                 yield from self._uneven(names, lines, rows)

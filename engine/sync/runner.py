@@ -38,7 +38,7 @@ from engine.settings import Settings, Source, parse_share
 from engine.store import Store, Tx
 from engine.sync.progress import ProgressCallback, no_progress
 from engine.plugins import SourceEnv
-from engine.sync.reader import EPOCH, Batch, Reader, SourceError
+from engine.sync.reader import BATCH, EPOCH, Batch, Reader, SourceError
 from engine.sync.columns import BatchChecker
 from engine.sync.validate import (RowChecker, duplicate_problem, entity_fields, required_fields,
                                   unknown_account_problem)
@@ -257,7 +257,6 @@ class _EntitySync:
         self.pending_rows = 0
         self.pending_invalid: list[tuple[int, tuple[Any, ...] | None, dict[str, Any] | None, list[str]]] = []
         self.invalid_keys: list[tuple[Any, ...]] = []
-        self.chunks = 0                  # chunks written so far (the store tells a later chunk's duplicates by it)
 
     def run(self) -> EntityReport:
         started = time.perf_counter()
@@ -312,7 +311,7 @@ class _EntitySync:
         first_row = report.read
         forms = self.forms = tx.entities.stored_forms(self.entity)
         typers: dict[tuple[str, ...], BatchChecker] = {}
-        for batch in reader.batches(CHUNK):
+        for batch in reader.batches(min(BATCH, CHUNK)):
             count = len(batch.rows)
             if (done + count) // CHUNK != done // CHUNK:
                 self.progress(self.entity, done + count, total)
@@ -435,13 +434,12 @@ class _EntitySync:
             self._invalid(label, line, found, key)
         if self.entity in ("contacts", "goals"):
             groups = self._with_removal(groups, known)
-        self.chunks += 1
         written = loaded = 0
         for fields, rows in groups.items():
             if not rows:
                 continue
-            n, duplicates = tx.entities.write_rows(self.entity, fields, rows, self.source, self.chunks,
-                                                   self.first_stamp, self.stamp, compare=self.before > 0)
+            n, duplicates = tx.entities.write_rows(self.entity, fields, rows, self.source, self.first_stamp,
+                                                   self.stamp, compare=self.before > 0)
             written += n
             loaded += len(rows) - len(duplicates)
             for line, key, earlier in sorted(duplicates):
