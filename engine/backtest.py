@@ -116,6 +116,15 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
     """Replay the enabled (or selected) playbooks at their scheduled times in [start, end) (naive UTC); each
     event goes to `on_event` as it happens; returns the counts. `watch` (an engine.tick.Stopwatch) adds up
     the seconds spent matching and deciding and planning."""
+    with store.read() as held:      # one connection for the whole backtest: the carried metric windows live in it
+        return _run(store, held, settings, playbooks, start, end, only=only, on_event=on_event, on_run=on_run,
+                    watch=watch)
+
+
+def _run(store: Store, held: Any, settings: Settings, playbooks: PlaybookSet, start: datetime, end: datetime, *,
+         only: set[str] | None, on_event: Callable[[BacktestEvent], None] | None,
+         on_run: Callable[[datetime, int], None] | None, watch: Any) -> Summary:
+    """run_backtest, matching on `held` (the connection that carries the metric windows from run to run)."""
     timed = watch if watch is not None else _untimed
     tz = settings.timezone
     selected = [p for p in playbooks.valid if (p.id in only if only else p.spec.enabled)]
@@ -130,6 +139,7 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
     caps = _Caps(settings)
     order = {pb.id: i for i, pb in enumerate(selected)}
     rail = settings.defaults.max_total_actions_per_run
+    windows = _carried_windows(held, selected, sorted(due), tz)
     for moment in sorted(due):
         clock = make_clock(tz, moment.replace(tzinfo=timezone.utc))
         pbs = sorted(due[moment], key=lambda p: (SUBJECT_TYPES.index(p.subject), order[p.id]))
@@ -138,7 +148,7 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
             on_run(moment, len(pbs))
         with store.read() as tx:
             with timed("matching"):
-                matching = _matching(tx, pbs, clock)
+                matching = _matching(held, pbs, clock, windows)
             preview = caps.preview()
             done: list[_Evaluation | Evaluated] = []
             for pb in pbs:
@@ -168,12 +178,22 @@ def _untimed(name: str) -> Iterator[None]:
     yield
 
 
-def _matching(tx: Any, pbs: list[CompiledPlaybook], clock: Clock) -> dict[str, set[str]]:
-    """playbook id -> the subjects matching it at `clock`: the metric windows they read (one statement per
-    metric), then one statement per subject type and 62 playbooks."""
+def _carried_windows(tx: Any, selected: list[CompiledPlaybook], moments: list[datetime], tz: str) -> Any:
+    """The metric windows every replayed playbook reads, carried from run to run (engine/store/carried_windows.py);
+    None when none reads any."""
+    refs = {r for pb in selected for c in pb.conditions for r in metric_calls(c.expr)}
+    if not refs or not moments:
+        return None
+    first, last = (make_clock(tz, m.replace(tzinfo=timezone.utc)) for m in (moments[0], moments[-1]))
+    return tx.replay.carried_windows(refs, first, last)
+
+
+def _matching(tx: Any, pbs: list[CompiledPlaybook], clock: Clock, windows: Any) -> dict[str, set[str]]:
+    """playbook id -> the subjects matching it at `clock`: the metric windows carried to `clock` (a few statements
+    per metric), then one statement per subject type and 62 playbooks."""
     out: dict[str, set[str]] = {pb.id: set() for pb in pbs}
-    refs = {r for pb in pbs for c in pb.conditions for r in metric_calls(c.expr)}
-    windows = tx.replay.windows(refs, clock) if refs else None
+    if windows is not None:
+        tx.replay.step(windows, clock)
     for subject in SUBJECT_TYPES:
         mine = [pb for pb in pbs if pb.subject == subject]
         for i in range(0, len(mine), BITS):

@@ -4,7 +4,8 @@ matched each playbook then, and their rows as the templates saw them. Reads only
 Everything here goes through `as_of(entity, at)`: the rows of accounts, contacts, goals (with their
 `removed_at`) and usage as a tick at `at` saw them. It is the one place that knows where past data lives.
 The matching statement mirrors the tick's scan (engine/store/scans.py) — the same compiled conditions, the
-same liveness, metric windows with the semantics of engine/store/metric_cache.py — over those rows."""
+same liveness, metric windows with the semantics of engine/store/metric_cache.py (carried from one moment to
+the next, engine/store/carried_windows.py) — over those rows."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Float, MetaData, String, Table, and_, case, func, literal, select
+from sqlalchemy import and_, case, literal, select
 
 from engine.clock import Clock
 from engine.datamodel import ENTITY_OF
-from engine.lang import MetricRef, SqlContext, correlated_metric, metric_calls, to_sql
+from engine.lang import MetricRef, SqlContext, metric_calls, to_sql
+from engine.store.carried_windows import CarriedWindows
 from engine.store.dialect import in_list
-from engine.store.metric_cache import window_aggregates
 from engine.store.schema import Repository
 
 
@@ -31,29 +32,21 @@ class Replay(Repository):
         from engine.store.field_history import as_of
         return as_of(self.schema, entity, at).subquery(entity)
 
-    def windows(self, refs: Iterable[MetricRef], clock: Clock) -> Windows:
-        """Every metric window of `refs` per account at `clock`, on the usage as synced then, filled into
-        temporary tables of this connection (one GROUP BY per metric; the statements of every subject type
-        join them): the semantics of engine/store/metric_cache.py. A `last` window stays a subquery."""
-        usage = self.as_of("usage", clock.now)
-        tables: dict[MetricRef, tuple[Table, str]] = {}
-        md = MetaData()
-        for i, (name, mine) in enumerate(sorted(_by_metric(refs).items())):
-            query = _window_query(usage, name, mine, clock.today, self.dialect)
-            table = Table(f"backtest_window_{i}", md, Column("account_id", String, primary_key=True),
-                          *[Column(f"c{j}", BigInteger if r.agg == "count" else Float) for j, r in enumerate(mine)],
-                          prefixes=["TEMPORARY"])
-            table.drop(self.conn, checkfirst=True)
-            table.create(self.conn)
-            self.conn.execute(table.insert().from_select([c.name for c in table.c], query))
-            tables.update({r: (table, f"c{j}") for j, r in enumerate(mine)})
-        return Windows(tables, usage, clock.today)
+    def carried_windows(self, refs: Iterable[MetricRef], first: Clock, last: Clock) -> CarriedWindows:
+        """The metric windows of `refs`, to be carried (`step`) through moments from `first` to `last` (the first and
+        last runs of a backtest), in temporary tables of this connection (engine/store/carried_windows.py)."""
+        return CarriedWindows(self.conn, self.schema, refs, first.now, last.now, first.today, last.today)
+
+    def step(self, windows: CarriedWindows, clock: Clock) -> None:
+        """Carry `windows` to `clock`, on the usage as synced then."""
+        windows.step(clock.now, clock.today, self.as_of("usage", clock.now))
 
     def matching(self, subject: str, conditions: dict[int, list[Any]], clock: Clock,
-                 windows: Windows | None = None) -> Iterator[tuple[str, int]]:
+                 windows: CarriedWindows | None = None) -> Iterator[tuple[str, int]]:
         """(subject id, bits) of the live subjects matching at least one of the playbooks given (bit number ->
         compiled conditions), on the data as synced at `clock.now`; each playbook's bit set when it matches.
-        `windows` holds the metric windows at `clock` (`windows()`) when the conditions read any."""
+        `windows` holds the metric windows at `clock` (`carried_windows()` stepped to `clock`) when the
+        conditions read any."""
         at = clock.now
         accounts = self.as_of("accounts", at)
         if subject == "account":
@@ -66,7 +59,7 @@ class Replay(Repository):
             tables = {"account": accounts, subject: own}
         refs = {r for exprs in conditions.values() for e in exprs for r in metric_calls(e)}
         if refs:
-            assert windows is not None, "conditions read metric windows: pass windows()"
+            assert windows is not None, "conditions read metric windows: pass carried_windows()"
             from_ = windows.join(from_, accounts.c.id, refs)
         ctx = SqlContext(columns=lambda entity, field: tables[entity].c[field], today=clock.today, now=clock.now,
                          timezone=clock.timezone, dialect=self.dialect,
@@ -120,26 +113,6 @@ class Replay(Repository):
         return {row[0]: dict(zip(keys, row)) for row in self.conn.execute(q, {"ids": sorted(set(ids))})}
 
 
-class Windows:
-    """The metric windows of one moment: their temporary tables, and each window's SQL value for an account."""
-
-    def __init__(self, tables: dict[MetricRef, tuple[Table, str]], usage: Any, today: date):
-        self.tables, self.usage, self.today = tables, usage, today
-
-    def join(self, from_: Any, account_id: Any, refs: Iterable[MetricRef]) -> Any:
-        """`from_` outer-joined with the tables holding these windows."""
-        for table in {self.tables[r][0] for r in refs if r.agg != "last"}:
-            from_ = from_.outerjoin(table, table.c.account_id == account_id)
-        return from_
-
-    def value(self, ref: MetricRef, account_id: Any) -> Any:
-        """The window's value for the joined account (no row: no usage of that metric in the window)."""
-        if ref.agg == "last":
-            return correlated_metric(self.usage, account_id, ref, self.today)
-        table, name = self.tables[ref]
-        return func.coalesce(table.c[name], literal(0 if ref.agg == "count" else 0.0))
-
-
 class PastSubjects:
     """engine.store.subjects.Subjects' reading methods, on the data as synced at one moment."""
 
@@ -184,18 +157,3 @@ class PastSubjects:
         for account, metric, day, value in self.replay.conn.execute(q, {"ids": account_ids}):
             out.setdefault(account, {}).setdefault(metric, {})[day] = value
         return out
-
-
-def _by_metric(refs: Iterable[MetricRef]) -> dict[str, list[MetricRef]]:
-    groups: dict[str, list[MetricRef]] = {}
-    for ref in sorted(refs, key=lambda r: (r.name, r.days, r.agg, r.offset_days)):
-        if ref.agg != "last":
-            groups.setdefault(ref.name, []).append(ref)
-    return groups
-
-
-def _window_query(usage: Any, metric: str, refs: list[MetricRef], today: date, dialect: str) -> Any:
-    """One GROUP BY over one metric's usage rows giving every window of `refs` per account (account_id, c0,
-    c1, …), with the tick's window semantics (`metric_cache.window_aggregates`)."""
-    aggregates, where = window_aggregates(usage.c, refs, today, dialect)
-    return select(usage.c.account_id, *aggregates).where(*where).group_by(usage.c.account_id)

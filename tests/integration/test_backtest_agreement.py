@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import select
 
-from conftest import Workspace
+from conftest import PG_SKIP, PG_URL, Workspace, postgres_schema
 from engine.app import App
 from engine.backtest import run_backtest, scheduled_times
 from engine.sync.runner import run_sync
@@ -208,9 +208,10 @@ def _dump(app: App) -> dict[str, list[tuple]]:
                 for t in app.store.schema.metadata.sorted_tables}
 
 
-def check(shape: Shape, root: Path) -> int:
-    """Replay `shape` as syncs and runs, then backtest it; returns how many events were compared."""
-    ws = Workspace(root, f"sqlite:///{root / 'db.sqlite'}", timezone=TZ)
+def check(shape: Shape, root: Path, url: str | None = None) -> int:
+    """Replay `shape` as syncs and runs on database `url` (default: SQLite in `root`), then backtest it; returns
+    how many events were compared."""
+    ws = Workspace(root, url or f"sqlite:///{root / 'db.sqlite'}", timezone=TZ)
     ws.configure(POLICY + (f"defaults: {{max_total_actions_per_run: {shape.rail}}}\n" if shape.rail else ""))
     for i, text in enumerate(shape.playbooks):
         ws.playbook(f"pb-{i}", text)
@@ -277,6 +278,14 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, Heal
 def test_a_backtest_agrees_with_the_runs_it_replays(shape: Shape) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         check(shape, Path(tmp))
+
+
+@pytest.mark.skipif(not PG_URL, reason=PG_SKIP)
+@settings(max_examples=12, derandomize=True, **SETTINGS)
+@given(scenarios())
+def test_a_backtest_agrees_with_the_runs_it_replays_on_postgresql(shape: Shape) -> None:
+    with tempfile.TemporaryDirectory() as tmp, postgres_schema("backtest") as pg:
+        check(shape, Path(tmp), pg.url)
 
 
 EXAMPLES = int(os.environ.get("PLAYBOOK_BACKTEST_EXAMPLES", "0"))
