@@ -17,7 +17,7 @@ from sqlalchemy import and_, case, literal, select
 
 from engine.clock import Clock
 from engine.datamodel import ENTITY_OF
-from engine.lang import MetricRef, SqlContext, metric_calls, to_sql
+from engine.lang import MetricRef, SqlContext, correlated_metric, metric_calls, to_sql
 from engine.store.carried_windows import CarriedWindows
 from engine.store.dialect import in_list
 from engine.store.schema import Repository
