@@ -156,3 +156,12 @@ def test_an_exit_cancels_the_step_actions_not_yet_sent(ws: Workspace) -> None:
     assert [(e["at"][:10], e["event"]) for e in late] == [
         ("2026-11-04", "enter"), ("2026-11-06", "step"), ("2026-11-08", "resolve")]
     assert late[1]["actions"][0]["send_at"] == "2026-11-06T09:00:00+00:00" and "cancelled" not in late[2]
+
+
+def test_a_journey_without_a_schedule_is_looked_at_every_15_minutes(ws: Workspace) -> None:
+    journey_setup(ws)
+    ws.playbook("onboard", JOURNEY.replace('schedule: "0 9 * * *"\n', ""))
+    doc = json.loads(ws.cli("backtest", "--from", "2026-11-02", "--to", "2026-11-02", "--format", "json").stdout)
+    assert doc["summary"]["runs"] == 96
+    assert [(e["at"], e["event"]) for e in doc["events"]] == [("2026-11-02T00:00:00+00:00", "enter")]
+    assert doc["events"][0]["journey"]["due"] == "2026-11-04T00:00:00+00:00"
