@@ -47,16 +47,8 @@ class Replay(Repository):
         compiled conditions), on the data as synced at `clock.now`; each playbook's bit set when it matches.
         `windows` holds the metric windows at `clock` (`carried_windows()` stepped to `clock`) when the
         conditions read any."""
-        at = clock.now
-        accounts = self.as_of("accounts", at)
-        if subject == "account":
-            from_, id_col, live = accounts, accounts.c.id, [accounts.c.removed_at.is_(None)]
-            tables = {"account": accounts}
-        else:
-            own = self.as_of(ENTITY_OF[subject], at)
-            from_ = own.join(accounts, own.c.account_id == accounts.c.id)
-            id_col, live = own.c.id, [own.c.removed_at.is_(None), accounts.c.removed_at.is_(None)]
-            tables = {"account": accounts, subject: own}
+        from_, id_col, live, tables = self._subject_rows(subject, clock.now)
+        accounts = tables["account"]
         refs = {r for exprs in conditions.values() for e in exprs for r in metric_calls(e)}
         if refs:
             assert windows is not None, "conditions read metric windows: pass carried_windows()"
@@ -80,17 +72,9 @@ class Replay(Repository):
         ids = sorted(set(ids))
         if not ids:
             return {}
-        at = clock.now
-        accounts = self.as_of("accounts", at)
-        usage = self.as_of("usage", at) if any(metric_calls(e) for e in exprs) else None
-        if subject == "account":
-            from_, id_col, live = accounts, accounts.c.id, [accounts.c.removed_at.is_(None)]
-            tables = {"account": accounts}
-        else:
-            own = self.as_of(ENTITY_OF[subject], at)
-            from_ = own.join(accounts, own.c.account_id == accounts.c.id)
-            id_col, live = own.c.id, [own.c.removed_at.is_(None), accounts.c.removed_at.is_(None)]
-            tables = {"account": accounts, subject: own}
+        from_, id_col, live, tables = self._subject_rows(subject, clock.now)
+        accounts = tables["account"]
+        usage = self.as_of("usage", clock.now) if any(metric_calls(e) for e in exprs) else None
         ctx = SqlContext(columns=lambda entity, field: tables[entity].c[field], today=clock.today, now=clock.now,
                          timezone=clock.timezone, dialect=self.dialect,
                          metric=lambda ref: correlated_metric(usage, accounts.c.id, ref, clock.today))
@@ -98,6 +82,16 @@ class Replay(Repository):
         cols += [case((to_sql(e, ctx), literal(1)), else_=literal(0)) for e in exprs]
         q = select(id_col, *cols).select_from(from_).where(in_list(id_col, "ids", self.dialect))
         return {r[0]: (bool(r[1]), tuple(bool(v) for v in r[2:])) for r in self.conn.execute(q, {"ids": ids})}
+
+    def _subject_rows(self, subject: str, at: datetime) -> tuple[Any, Any, list[Any], dict[str, Any]]:
+        """FROM clause, subject id column, liveness conditions and the tables by entity name (`account`, and
+        the subject's own) of a subject type as synced at `at`: the tick's `scans.subject_from` on past rows."""
+        accounts = self.as_of("accounts", at)
+        if subject == "account":
+            return accounts, accounts.c.id, [accounts.c.removed_at.is_(None)], {"account": accounts}
+        own = self.as_of(ENTITY_OF[subject], at)
+        return (own.join(accounts, own.c.account_id == accounts.c.id), own.c.id,
+                [own.c.removed_at.is_(None), accounts.c.removed_at.is_(None)], {"account": accounts, subject: own})
 
     def subjects(self, at: datetime, shape: Callable[[dict], dict]) -> PastSubjects:
         """Subject rows, role contacts and usage as synced at `at`, with the reading methods of the live ones
