@@ -163,14 +163,14 @@ class CarriedWindows:
             u = self.usage.c
         else:
             live, past = self.schema.usage, self.schema.history["usage"]
-            d = dirty.c
+            listed = select(dirty.c.account_id).where(dirty.c.dirty == 1)
+            # each part read by its key for the listed accounts (a join would let SQLite scan the metric instead)
             current = (select(live.c.account_id, live.c.metric, live.c.day, live.c.value)
-                       .select_from(dirty.join(live, live.c.account_id == d.account_id))
-                       .where(d.dirty == 1, live.c.metric == name,
+                       .where(live.c.account_id.in_(listed), live.c.metric == name,
                               or_(live.c.synced_at.is_(None), live.c.synced_at <= now)))
             replaced = (select(past.c.account_id, past.c.metric, past.c.day, past.c.value)
-                        .select_from(dirty.join(past, past.c.account_id == d.account_id))
-                        .where(d.dirty == 1, past.c.metric == name, past.c.valid_from <= now, past.c.valid_to > now))
+                        .where(past.c.account_id.in_(listed), past.c.metric == name, past.c.valid_from <= now,
+                               past.c.valid_to > now))
             u = union_all(current, replaced).subquery("u").c
         filtered = sql_dialect.filters_aggregates(self.dialect)
         bounds = [window(r, self.today) for r in refs]
