@@ -147,6 +147,9 @@ def _run(store: Store, held: Any, settings: Settings, playbooks: PlaybookSet, st
         if on_run:
             on_run(moment, len(pbs))
         with store.read() as tx:
+            if windows is not None:
+                with timed("metric windows"):
+                    held.replay.step(windows, clock)
             with timed("matching"):
                 matching = _matching(held, pbs, clock, windows)
             preview = caps.preview()
@@ -189,11 +192,9 @@ def _carried_windows(tx: Any, selected: list[CompiledPlaybook], moments: list[da
 
 
 def _matching(tx: Any, pbs: list[CompiledPlaybook], clock: Clock, windows: Any) -> dict[str, set[str]]:
-    """playbook id -> the subjects matching it at `clock`: the metric windows carried to `clock` (a few statements
-    per metric), then one statement per subject type and 62 playbooks."""
+    """playbook id -> the subjects matching it at `clock` (`windows`: the metric windows carried to `clock`): one
+    statement per subject type and 62 playbooks."""
     out: dict[str, set[str]] = {pb.id: set() for pb in pbs}
-    if windows is not None:
-        tx.replay.step(windows, clock)
     for subject in SUBJECT_TYPES:
         mine = [pb for pb in pbs if pb.subject == subject]
         for i in range(0, len(mine), BITS):
