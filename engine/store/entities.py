@@ -54,11 +54,12 @@ class Entities(Repository):
         """Rows of the entity's table (removed ones included)."""
         return sql_dialect.count_rows(self.conn, self.schema.entity(entity))
 
-    def count_live(self, entity: str) -> int:
-        """Rows of the entity that are not marked removed (usage rows are deleted, never marked)."""
+    def count_live(self, entity: str, total: int | None = None) -> int:
+        """Rows of the entity that are not marked removed (usage rows are deleted, never marked: all of them,
+        `total` when the caller just counted them)."""
         table = self.schema.entity(entity)
         if "removed_at" not in table.c:
-            return sql_dialect.count_rows(self.conn, table)
+            return total if total is not None else sql_dialect.count_rows(self.conn, table)
         return int(self.conn.scalar(select(func.count()).select_from(table).where(table.c.removed_at.is_(None)))
                    or 0)
 
@@ -106,12 +107,13 @@ class Entities(Repository):
         if rows:
             self.conn.exec_driver_sql(_driver_insert(self.conn, seen, names, conflict=KEYS[entity]), rows)
 
-    def all_named(self, entity: str) -> bool:
-        """Whether this sync named every row of the entity's table — when each key it named is a row of the
-        table (no `keep`): then the counts tell, without looking for absent rows one by one."""
+    def all_named(self, entity: str, rows: int) -> bool:
+        """Whether this sync named every row of the entity's table (of `rows` rows, counted by the caller) — when
+        each key it named is a row of the table (no `keep`): then the counts tell, without looking for absent
+        rows one by one."""
         seen = _load_tables(self.schema, entity, self.dialect)[1]
         named = self.conn.scalar(select(func.count()).select_from(seen))
-        return named == sql_dialect.count_rows(self.conn, self.schema.entity(entity))
+        return named == rows
 
     def mark_absent_removed(self, entity: str, stamp: datetime, now: datetime) -> int:
         """Mark removed (removed_at = now, synced_at = stamp) the present rows this sync did not name (found in

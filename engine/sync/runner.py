@@ -283,7 +283,7 @@ class _EntitySync:
         tx.entities.begin_load(self.entity)
         self.first_stamp = self.stamp = tx.entities.next_stamp(self.entity, self.now)
         self.before = tx.entities.count(self.entity)
-        self.live = tx.entities.count_live(self.entity) if self.report.mode == "snapshot" else 0
+        self.live = tx.entities.count_live(self.entity, self.before) if self.report.mode == "snapshot" else 0
         since = tx.entities.last_synced(self.entity) or EPOCH
         readers = [open_source(s, self.settings, label, since) for label, s in self.sources]
         totals: list[int | None] = []
@@ -484,7 +484,8 @@ class _EntitySync:
     def _finish(self, tx: Tx) -> None:
         """Counts, removal of absent rows, cascade, and the sync_state record (committed by `run`)."""
         entities, report = tx.entities, self.report
-        report.inserted = entities.count(self.entity) - self.before
+        rows = entities.count(self.entity)
+        report.inserted = rows - self.before
         report.updated = max(report.written - report.inserted, 0)
         report.unchanged = max(report.loaded - report.written, 0)
         if report.mode == "snapshot" and self.keyless:
@@ -495,7 +496,7 @@ class _EntitySync:
         elif report.mode == "snapshot":
             if self.invalid_keys:
                 entities.keep(self.entity, self.invalid_keys)
-            if self.invalid_keys or not entities.all_named(self.entity):    # (else no row can be absent)
+            if self.invalid_keys or not entities.all_named(self.entity, rows):    # (else no row can be absent)
                 if self.entity == "usage":
                     report.removed = entities.delete_absent_usage(self.stamp)
                 else:
