@@ -12,6 +12,8 @@ is measured four ways in one run, on SQLite:
   history row written, the snapshot's removal check done.
 
 It reports the ratios first sync / upsert (target ≤ 2) and unchanged re-sync / read (target ≤ 8).
+`--postgres URL` also times both syncs on PostgreSQL (in a fresh schema, dropped afterwards), in wall seconds
+(the server's work is not the process's CPU time); no target.
 
 `--history` measures the field history's space instead: N accounts synced daily for D days (each day `--change`
 of them get a new `arr` and `health_score`), then the bytes of the history tables against the entity tables
@@ -48,14 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, help="working directory (default: a new temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the working directory")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"result file (default {DEFAULT_JSON})")
+    p.add_argument("--postgres", metavar="URL", help="also time both syncs on PostgreSQL (wall seconds)")
     return p.parse_args(argv)
 
 
-def write_config(root: Path, sources: str) -> Path:
-    (root / "config.yaml").write_text(f"timezone: UTC\ndatabase: sqlite:///{root / 'engine.db'}\n"
-                                      "fields:\n  accounts: {health_score: number}\n"
-                                      f"sources:\n{sources}", encoding="utf-8")
-    return root / "config.yaml"
+def write_config(root: Path, sources: str, database: str | None = None, name: str = "config.yaml") -> Path:
+    database = database or f"sqlite:///{root / 'engine.db'}"
+    (root / name).write_text(f"timezone: UTC\ndatabase: {database}\n"
+                             "fields:\n  accounts: {health_score: number}\n"
+                             f"sources:\n{sources}", encoding="utf-8")
+    return root / name
 
 
 def write_accounts(path: Path, n: int, rng: random.Random, changed: dict[int, tuple[int, int]] | None = None) -> None:
@@ -110,7 +114,7 @@ def baseline_upsert(path: Path, db: Path) -> float:
     return seconds
 
 
-def timed_sync(config: Path, now: datetime, entities: list[str]) -> tuple[float, Any]:
+def timed_sync(config: Path, now: datetime, entities: list[str], clock: Any = time.process_time) -> tuple[float, Any]:
     from engine.settings import load_settings
     from engine.store import open_store
     from engine.sync.runner import run_sync
@@ -118,9 +122,9 @@ def timed_sync(config: Path, now: datetime, entities: list[str]) -> tuple[float,
     settings = load_settings(config)
     store = open_store(settings.database_url(), settings.custom_fields())
     try:
-        started = time.process_time()
+        started = clock()
         report = run_sync(settings, store, now=now, entities=entities)
-        return time.process_time() - started, report
+        return clock() - started, report
     finally:
         store.dispose()
 
@@ -138,10 +142,37 @@ def measure_speed(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     again, report2 = timed_sync(config, datetime(2026, 12, 2, 6), ["usage"])
     u1, u2 = report1.entities["usage"], report2.entities["usage"]
     assert (u1.inserted, u2.updated, u2.unchanged, u2.removed) == (rows, 0, rows, 0), (u1, u2)
+    pg = measure_postgres(args.postgres, root, rows) if getattr(args, "postgres", None) else {}
     return {"usage_rows": rows, "read_s": round(read, 2), "upsert_s": round(upsert, 2),
             "sync_first_s": round(first, 2), "sync_unchanged_s": round(again, 2),
             "first_vs_upsert": round(first / upsert, 2), "unchanged_vs_read": round(again / read, 2),
-            "targets": {"first_vs_upsert": 2.0, "unchanged_vs_read": 8.0}}
+            "targets": {"first_vs_upsert": 2.0, "unchanged_vs_read": 8.0}, **pg}
+
+
+def measure_postgres(url: str, root: Path, rows: int) -> dict[str, Any]:
+    """Both syncs of the same files on PostgreSQL, in a schema of their own (dropped afterwards): wall seconds."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    schema = "bench_sync_" + uuid.uuid4().hex[:10]
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        sep = "&" if "?" in url else "?"
+        config = write_config(root, "  - {entity: accounts, csv: accounts.csv}\n  - {entity: usage, csv: usage.csv}\n",
+                              f"{url}{sep}options=-csearch_path%3D{schema}", "config-pg.yaml")
+        timed_sync(config, datetime(2026, 12, 1, 6), ["accounts"], time.perf_counter)
+        first, report1 = timed_sync(config, datetime(2026, 12, 1, 6, 1), ["usage"], time.perf_counter)
+        again, report2 = timed_sync(config, datetime(2026, 12, 2, 6), ["usage"], time.perf_counter)
+        u1, u2 = report1.entities["usage"], report2.entities["usage"]
+        assert (u1.inserted, u2.unchanged, u2.removed) == (rows, rows, 0), (u1, u2)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+    return {"pg_sync_first_wall_s": round(first, 2), "pg_sync_unchanged_wall_s": round(again, 2)}
 
 
 def table_bytes(db: Path) -> dict[str, int]:

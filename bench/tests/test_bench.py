@@ -233,3 +233,24 @@ def test_the_main_benchmark_reports_the_sync_ratios_in_its_table() -> None:
     assert "target ≤ 2.0" in rows["ratio first sync / plain upsert"][1]
     assert "target ≤ 8.0" in rows["ratio unchanged re-sync / csv read"][1]
     assert _sync_rows({}) == []
+
+
+def test_sync_benchmark_times_both_syncs_on_postgres_in_a_schema_it_drops(tmp_path: Path) -> None:
+    import os
+
+    from sqlalchemy import create_engine, inspect
+
+    from bench import sync as bench_sync
+
+    url = os.environ.get("PLAYBOOK_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("set PLAYBOOK_TEST_POSTGRES_URL to run the PostgreSQL part")
+    out = tmp_path / "speed.json"
+    assert bench_sync.main(["--accounts", "10", "--days", "3", "--postgres", url, "--json", str(out)]) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["pg_sync_first_wall_s"] > 0 and result["pg_sync_unchanged_wall_s"] > 0
+    engine = create_engine(url)
+    try:
+        assert not [s for s in inspect(engine).get_schema_names() if s.startswith("bench_sync_")]
+    finally:
+        engine.dispose()
