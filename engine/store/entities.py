@@ -32,6 +32,7 @@ from engine.store.dialect import in_list
 from engine.store.schema import Repository, Schema
 
 EPOCH = datetime(1970, 1, 1)     # the start of a version whose row has no stamp (written before stamps existed)
+Repeated = tuple[int, tuple[Any, ...], int]     # (line, key, the earlier line of the key) of a repeated row
 
 
 class Entities(Repository):
@@ -94,7 +95,7 @@ class Entities(Repository):
         return stored_forms(self.schema.entity(entity), self.conn.dialect)
 
     def write_rows(self, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]], source: int,
-                   first: datetime, stamp: datetime, compare: bool = True) -> tuple[int, list[tuple[int, tuple[Any, ...], int]]]:
+                   first: datetime, stamp: datetime, compare: bool = True) -> tuple[int, list[Repeated]]:
         """See `write_rows`."""
         return write_rows(self.conn, self.schema, entity, fields, rows, source, first, stamp, compare)
 
@@ -178,7 +179,7 @@ def next_stamp(conn: Connection, table: Table, now: datetime) -> datetime:
 
 
 def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]],
-               source: int, first: datetime, stamp: datetime, compare: bool = True) -> tuple[int, list[tuple[int, tuple[Any, ...], int]]]:
+               source: int, first: datetime, stamp: datetime, compare: bool = True) -> tuple[int, list[Repeated]]:
     """Write one chunk of rows of one source (distinct keys; each a tuple of the values of `fields` in
     `stored_forms`, then the row's line number; chunks numbered upwards) with the source's `stamp`, within the
     sync whose first stamp is `first`; returns (rows inserted or changed, [(line, key, earlier line)] of the rows
@@ -205,7 +206,7 @@ def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str,
     # the keys of this source: a key it already named is a duplicate (its first row stays)
     params = [{"source": source}]
     claimed = execute_many(conn, _claim_statement(stage, seen, dialect), params)
-    duplicates: list[tuple[int, tuple[Any, ...], int]] = []
+    duplicates: list[Repeated] = []
     if claimed != len(rows):
         duplicates = [(line, tuple(key), earlier) for *key, line, earlier in
                       conn.exec_driver_sql(_repeated_sql(stage, seen, keys, "SELECT", source))]

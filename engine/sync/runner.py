@@ -7,9 +7,10 @@ and valid rows are upserted in chunks inside that transaction, each source's row
 (rows equal to the stored ones are left alone; the versions changed rows replace go to the field
 history, store/field_history.py); a key seen twice in one source is found by the database, in the table of
 the keys the sync named (so memory does not grow with the rows). Rows are read and typed a batch at a time,
-column by column (sync/columns.py). Each source's rows are typed with the value formats its reader declares (a date format, decimal and thousands separators). If any row is invalid (and
-`skip_invalid` is off) or a source cannot be read, the transaction is rolled back so nothing of
-the entity changes; the rows are still written until then, so every duplicate is found and counted.
+column by column (sync/columns.py), with the value formats its reader declares (a date format, decimal and
+thousands separators). If any row is invalid (and `skip_invalid` is off) or a source cannot be read, the
+transaction is rolled back so nothing of the entity changes; the rows are still written until then, so every
+duplicate is found and counted.
 Other entities still sync and commit; `run_sync` then raises `SyncFailed` (a DataError) listing the
 problems of every failed entity, with the full report attached.
 

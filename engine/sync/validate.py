@@ -4,8 +4,9 @@ keys.
 `RowChecker.check` turns one raw row into the typed values to store, or the list of problems
 (`field: problem`) that make it invalid; sync/columns.py gives the same values for a batch of rows, column by
 column, and leaves a batch with any invalid row to `check`. A key that appears twice in one source is found by
-the database (`store.entities.write_rows`); `duplicate_problem` says it. Whether a row's account exists is asked of the database once per chunk
-(`store.entities.existing_accounts`), not of a copy of every account id; `unknown_account_problem` says it.
+the database (`store.entities.write_rows`); `duplicate_problem` says it. Whether a row's account exists is
+asked of the database once per chunk (`store.entities.existing_accounts`), not of a copy of every account id;
+`unknown_account_problem` says it.
 """
 
 from __future__ import annotations
