@@ -78,14 +78,15 @@ class Entities(Repository):
         return {i: r for i, r in self.conn.execute(_existing_accounts(self.schema, self.dialect), {"ids": ids})}
 
     def begin_load(self, entity: str) -> None:
-        """Create the temporary tables one sync of `entity` writes through (see `write_rows`)."""
-        for temp in _load_tables(self.schema, entity, self.dialect):
+        """Create the temporary tables one sync of `entity` writes through (see `write_rows` and, for usage,
+        `compare_accounts`)."""
+        for temp in (*_load_tables(self.schema, entity, self.dialect), *_grouped_tables(self.schema, entity)):
             self.conn.execute(DropTable(temp, if_exists=True))
             self.conn.execute(CreateTable(temp))
 
     def end_load(self, entity: str) -> None:
         """Drop the temporary tables of `begin_load`."""
-        for temp in _load_tables(self.schema, entity, self.dialect):
+        for temp in (*_load_tables(self.schema, entity, self.dialect), *_grouped_tables(self.schema, entity)):
             self.conn.execute(DropTable(temp, if_exists=True))
 
     def stored_forms(self, entity: str) -> dict[str, Callable[[Any], Any]]:
@@ -98,6 +99,45 @@ class Entities(Repository):
                    first: datetime, stamp: datetime, compare: bool = True) -> tuple[int, list[Repeated]]:
         """See `write_rows`."""
         return write_rows(self.conn, self.schema, entity, fields, rows, source, first, stamp, compare)
+
+    def stored_usage(self, fields: tuple[str, ...], accounts: Sequence[str]) -> dict[tuple[Any, ...], Any]:
+        """The stored usage rows of these accounts (one range read of the key per account): key -> the value of
+        the one named non-key field, or the tuple of them when `fields` names several (values as the driver
+        gives them, which is `stored_forms`)."""
+        return stored_usage(self.conn, fields, accounts)
+
+    def insert_rows(self, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]],
+                    stamp: datetime) -> int:
+        """Insert rows whose keys the table does not have (tuples as `write_rows` takes them), stamped."""
+        return insert_rows(self.conn, self.schema.entity(entity), fields, rows, stamp)
+
+    def replace_rows(self, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]],
+                     first: datetime, stamp: datetime) -> int:
+        """Write rows of distinct keys the caller found changed (tuples as `write_rows` takes them): the versions
+        they replace to the field history, then upserted (only the named fields)."""
+        return replace_rows(self.conn, self.schema, entity, fields, rows, first, stamp)
+
+    def note_accounts(self, accounts: Iterable[str], gone: Iterable[tuple[Any, ...]]) -> None:
+        """Remember the accounts a grouped usage snapshot named, and the keys of their stored rows it did not
+        name (removed by `delete_gone_usage`)."""
+        named, absent = _grouped_tables(self.schema, "usage")
+        rows = [(a,) for a in accounts]
+        if rows:
+            self.conn.exec_driver_sql(_driver_insert(self.conn, named, ["account_id"]), rows)
+        keys = list(gone)
+        if keys:
+            self.conn.exec_driver_sql(_driver_insert(self.conn, absent, KEYS["usage"]), keys)
+
+    def delete_gone_usage(self, stamp: datetime, unnamed_accounts: bool) -> int:
+        """Delete the usage rows `note_accounts` found absent and, when `unnamed_accounts`, the rows of the
+        accounts it did not name, their values kept in the field history until `stamp`; returns how many."""
+        table = self.schema.usage
+        named, absent = _grouped_tables(self.schema, "usage")
+        gone = exists().where(*(absent.c[k] == table.c[k] for k in KEYS["usage"]))
+        if unnamed_accounts:
+            gone = or_(gone, ~exists().where(named.c.account_id == table.c.account_id))
+        _keep_versions(self.conn, self.schema, "usage", gone, stamp)
+        return int(self.conn.execute(table.delete().where(gone)).rowcount or 0)
 
     def keep(self, entity: str, keys: Iterable[tuple[Any, ...]]) -> None:
         """Count these keys (in `stored_forms`) as present in the snapshot without writing their rows (rows
@@ -223,6 +263,47 @@ def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str,
     return max(written, 0), duplicates
 
 
+def stored_usage(conn: Connection, fields: tuple[str, ...], accounts: Sequence[str]) -> dict[tuple[Any, ...], Any]:
+    """See `Entities.stored_usage`."""
+    keys = KEYS["usage"]
+    values = [f for f in fields if f not in keys]
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    names = ", ".join(f'"{c}"' for c in (*keys, *values))
+    sql = (f'SELECT {names} FROM "usage" WHERE "account_id" IN ({", ".join([mark] * len(accounts))})')
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, list(accounts))
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    if len(values) == 1:
+        return {(a, m, d): v for a, m, d, v in rows}
+    return {tuple(r[:3]): tuple(r[3:]) for r in rows}
+
+
+def insert_rows(conn: Connection, table: Table, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]],
+                stamp: datetime) -> int:
+    """See `Entities.insert_rows`."""
+    form = stored_forms(table, conn.dialect).get("synced_at")
+    at = form(stamp) if form is not None else stamp
+    _fill(conn, table, (*fields, "synced_at"), [(*row[:-1], at) for row in rows])
+    return len(rows)
+
+
+def replace_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str, ...],
+                 rows: Sequence[tuple[Any, ...]], first: datetime, stamp: datetime) -> int:
+    """See `Entities.replace_rows`."""
+    if not rows:
+        return 0
+    dialect = conn.dialect.name
+    stage = _load_tables(schema, entity, dialect)[0]
+    conn.exec_driver_sql(f'DELETE FROM "{stage.name}"')
+    _fill(conn, stage, (*fields, "line"), rows)
+    execute_many(conn, _history_statement(schema, entity, stage, fields), [{"first": first, "stamp": stamp}])
+    return max(execute_many(conn, _upsert_statement(schema.entity(entity), stage, fields, dialect),
+                            [{"stamp": stamp}]), 0)
+
+
 def _repeated_sql(stage: Table, seen: Table, keys: tuple[str, ...], what: str, source: int) -> str:
     """SELECT (key, line, the earlier line) of the staged rows whose key this source named on another line, or
     DELETE them from the stage."""
@@ -331,6 +412,20 @@ def _load_tables(schema: Schema, entity: str, dialect: str) -> tuple[Table, Tabl
                  Column("source", Integer, nullable=False), Column("line", Integer, nullable=False),
                  prefixes=["TEMPORARY"], sqlite_with_rowid=False)
     return stage, seen
+
+
+@lru_cache(maxsize=64)
+def _grouped_tables(schema: Schema, entity: str) -> tuple[Table, ...]:
+    """The temporary tables of a grouped usage sync (see `Entities.note_accounts`): the accounts it named, and
+    the keys of their stored rows it did not name. None for the other entities."""
+    if entity != "usage":
+        return ()
+    table, md = schema.usage, MetaData()
+    named = Table("_named_accounts", md, Column("account_id", table.c.account_id.type, primary_key=True),
+                  prefixes=["TEMPORARY"], sqlite_with_rowid=False)
+    absent = Table("_absent_usage", md, *(Column(k, table.c[k].type, primary_key=True) for k in KEYS["usage"]),
+                   prefixes=["TEMPORARY"], sqlite_with_rowid=False)
+    return named, absent
 
 
 def _seen(schema: Schema, entity: str, dialect: str, table: Table) -> Any:

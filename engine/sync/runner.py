@@ -41,6 +41,7 @@ from engine.sync.progress import ProgressCallback, no_progress
 from engine.plugins import SourceEnv
 from engine.sync.reader import BATCH, EPOCH, Batch, Reader, SourceError
 from engine.sync.columns import BatchChecker
+from engine.sync.grouped import GroupedUsage, NotGrouped
 from engine.sync.validate import (RowChecker, duplicate_problem, entity_fields, required_fields,
                                   unknown_account_problem)
 
@@ -258,6 +259,7 @@ class _EntitySync:
         self.pending_rows = 0
         self.pending_invalid: list[tuple[int, tuple[Any, ...] | None, dict[str, Any] | None, list[str]]] = []
         self.invalid_keys: list[tuple[Any, ...]] = []
+        self.grouped: GroupedUsage | None = None
 
     def run(self) -> EntityReport:
         started = time.perf_counter()
@@ -286,6 +288,24 @@ class _EntitySync:
         self.before = tx.entities.count(self.entity)
         self.live = tx.entities.count_live(self.entity, self.before) if self.report.mode == "snapshot" else 0
         since = tx.entities.last_synced(self.entity) or EPOCH
+        if self.entity == "usage" and len(self.sources) == 1 and not isinstance(self.sources[0][1], _Given):
+            # a grouped source is compared with the stored rows account by account (sync/grouped.py); one that
+            # turns out not to be is rolled back and synced again by the general path
+            self.grouped = GroupedUsage(self.before > 0, self.report.mode == "snapshot")
+            savepoint = tx.conn.begin_nested()
+            try:
+                self._read_sources(tx, since)
+                savepoint.commit()
+                return
+            except NotGrouped:
+                savepoint.rollback()
+                self.report = EntityReport(self.entity, len(self.sources), self.report.mode)
+                self.empty, self.keyless, self.invalid_keys = [], 0, []
+                self.pending, self.pending_rows, self.pending_invalid = {}, 0, []
+        self.grouped = None
+        self._read_sources(tx, since)
+
+    def _read_sources(self, tx: Tx, since: datetime) -> None:
         readers = [open_source(s, self.settings, label, since) for label, s in self.sources]
         totals: list[int | None] = []
         done = 0
@@ -334,7 +354,7 @@ class _EntitySync:
                 self.pending.setdefault(typer.fields, []).extend(rows)
                 self.pending_rows += len(rows)
             if self.pending_rows + len(self.pending_invalid) >= CHUNK:
-                self._flush(tx, reader.label)
+                self._flush(tx, reader.label, final=False)
         self._flush(tx, reader.label)  # a chunk never mixes sources (or stamps)
         if report.read == first_row:
             self.empty.append(reader.label)
@@ -393,14 +413,26 @@ class _EntitySync:
         elif self.skip_invalid:
             self.invalid_keys.append(key)
 
-    def _flush(self, tx: Tx, label: str) -> None:
+    def _flush(self, tx: Tx, label: str, final: bool = True) -> None:
         """Judge and write the rows read since the last flush. In line order, a row is invalid when it has
         problems of its own or the store has no such account (a removed account it still has: its rows load
         and stay removed with it) — both said — or when its key is an earlier valid row's of the source (found
         by the store; across the fields' groups of a chunk by `_repeated`). The
-        accounts are looked up once per chunk, so memory does not grow with the number of accounts."""
+        accounts are looked up once per chunk, so memory does not grow with the number of accounts. A grouped
+        source's chunk (`final` aside) ends before its last account's rows, which wait for the next one."""
         groups, invalid = self.pending, self.pending_invalid
         self.pending, self.pending_invalid, self.pending_rows = {}, [], 0
+        if self.grouped is not None:
+            if len(groups) > 1:
+                raise NotGrouped
+            if not final:
+                split = self.grouped.hold_back(groups, invalid)
+                if split is None:
+                    self.pending, self.pending_invalid = groups, invalid
+                    self.pending_rows = sum(map(len, groups.values()))
+                    return
+                (groups, invalid), (self.pending, self.pending_invalid) = split
+                self.pending_rows = sum(map(len, self.pending.values()))
         if not groups and not invalid:
             return
         keys_of = {fields: _key_getter(fields, self.entity) for fields in groups}
@@ -436,6 +468,13 @@ class _EntitySync:
         if self.entity in ("contacts", "goals"):
             groups = self._with_removal(groups, known)
         written = loaded = 0
+        if self.grouped is not None:
+            fields, rows = next(iter(groups.items()), (KEYS[self.entity], []))
+            kept = [key for _, key, _ in problems if key is not None]
+            written, loaded, duplicates = self.grouped.write(tx, fields, rows, kept, self.first_stamp, self.stamp)
+            for line, key, earlier in duplicates:
+                self._invalid(label, line, [duplicate_problem(self.entity, key, earlier)], key)
+            groups = {}
         for fields, rows in groups.items():
             if not rows:
                 continue
@@ -485,7 +524,7 @@ class _EntitySync:
     def _finish(self, tx: Tx) -> None:
         """Counts, removal of absent rows, cascade, and the sync_state record (committed by `run`)."""
         entities, report = tx.entities, self.report
-        rows = entities.count(self.entity)
+        rows = self.before + self.grouped.inserted if self.grouped is not None else entities.count(self.entity)
         report.inserted = rows - self.before
         report.updated = max(report.written - report.inserted, 0)
         report.unchanged = max(report.loaded - report.written, 0)
@@ -494,6 +533,10 @@ class _EntitySync:
                                               f"{self.keyless} rows could not be read, so no {self.entity} "
                                               "were marked removed by this sync",
                                               "fix those rows: the next sync removes what is really absent"))
+        elif report.mode == "snapshot" and self.grouped is not None:
+            if self.grouped.compare:
+                report.removed = entities.delete_gone_usage(self.stamp, self.grouped.stored < self.before)
+            self._check_removal(report.removed)
         elif report.mode == "snapshot":
             if self.invalid_keys:
                 entities.keep(self.entity, self.invalid_keys)
