@@ -6,7 +6,9 @@ they name; within one source a key may appear once). Rows stream from the source
 and valid rows are upserted in chunks inside that transaction, each source's rows with its own stamp
 (rows equal to the stored ones are left alone; the versions changed rows replace go to the field
 history, store/field_history.py); a key seen twice in one source is found by the database, in the table of
-the keys the sync named (so memory does not grow with the rows). Rows are read and typed a batch at a time,
+the keys the sync named (so memory does not grow with the rows). A usage entity fed by one source whose
+rows are grouped by account takes a path without a lookup per row (sync/grouped.py), with the same results.
+Rows are read and typed a batch at a time,
 column by column (sync/columns.py), with the value formats its reader declares (a date format, decimal and
 thousands separators). If any row is invalid (and `skip_invalid` is off) or a source cannot be read, the
 transaction is rolled back so nothing of the entity changes; the rows are still written until then, so every
