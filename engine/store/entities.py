@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
+from itertools import repeat
+from operator import add, itemgetter
 from typing import Any
 
 from sqlalchemy import (Column, Connection, DateTime, Integer, MetaData, Table, and_, bindparam, exists, false, func,
@@ -100,11 +102,10 @@ class Entities(Repository):
         """See `write_rows`."""
         return write_rows(self.conn, self.schema, entity, fields, rows, source, first, stamp, compare)
 
-    def stored_usage(self, fields: tuple[str, ...], accounts: Sequence[str]) -> dict[tuple[Any, ...], Any]:
-        """The stored usage rows of these accounts (one range read of the key per account): key -> the value of
-        the one named non-key field, or the tuple of them when `fields` names several (values as the driver
-        gives them, which is `stored_forms`)."""
-        return stored_usage(self.conn, fields, accounts)
+    def stored_usage(self, values: Sequence[str], accounts: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The stored usage rows of these accounts (one range read of the key per account), each a tuple of the
+        key's fields and then of `values`, as the driver gives them (which is `stored_forms`)."""
+        return stored_usage(self.conn, values, accounts)
 
     def insert_rows(self, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]],
                     stamp: datetime) -> int:
@@ -263,22 +264,17 @@ def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str,
     return max(written, 0), duplicates
 
 
-def stored_usage(conn: Connection, fields: tuple[str, ...], accounts: Sequence[str]) -> dict[tuple[Any, ...], Any]:
+def stored_usage(conn: Connection, values: Sequence[str], accounts: Sequence[str]) -> list[tuple[Any, ...]]:
     """See `Entities.stored_usage`."""
-    keys = KEYS["usage"]
-    values = [f for f in fields if f not in keys]
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    names = ", ".join(f'"{c}"' for c in (*keys, *values))
-    sql = (f'SELECT {names} FROM "usage" WHERE "account_id" IN ({", ".join([mark] * len(accounts))})')
+    names = ", ".join(f'"{c}"' for c in (*KEYS["usage"], *values))
+    sql = f'SELECT {names} FROM "usage" WHERE "account_id" IN ({", ".join([mark] * len(accounts))})'
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, list(accounts))
-        rows = cursor.fetchall()
+        return cursor.fetchall()
     finally:
         cursor.close()
-    if len(values) == 1:
-        return {(a, m, d): v for a, m, d, v in rows}
-    return {tuple(r[:3]): tuple(r[3:]) for r in rows}
 
 
 def insert_rows(conn: Connection, table: Table, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]],
@@ -286,7 +282,8 @@ def insert_rows(conn: Connection, table: Table, fields: tuple[str, ...], rows: S
     """See `Entities.insert_rows`."""
     form = stored_forms(table, conn.dialect).get("synced_at")
     at = form(stamp) if form is not None else stamp
-    _fill(conn, table, (*fields, "synced_at"), [(*row[:-1], at) for row in rows])
+    # (each row's fields, then the stamp instead of its line)
+    _fill(conn, table, (*fields, "synced_at"), list(map(add, map(itemgetter(slice(-1)), rows), repeat((at,)))))
     return len(rows)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -71,34 +72,54 @@ class GroupedUsage:
         keys of its invalid rows that a snapshot keeps (`kept`). Returns (rows written, rows loaded,
         [(line, key, earlier line)] of the rows whose key an earlier row had, not written)."""
         at = fields.index("account_id")
+        others = [f for f in fields if f not in KEY]
         key_of = itemgetter(*(fields.index(k) for k in KEY))
-        others = [i for i, f in enumerate(fields) if f not in KEY]
-        value_of = itemgetter(*others) if others else None
+        stored_of = itemgetter(*(fields.index(f) for f in (*KEY, *others)))     # as `stored_usage` gives rows
         kept = [k for k in kept if k[0] is not None]
         accounts = {row[at] for row in rows}.union(k[0] for k in kept)
         if not self.done.isdisjoint(accounts):
             raise NotGrouped
         self.done |= accounts
-        stored = tx.entities.stored_usage(fields, sorted(accounts)) if self.compare and accounts else {}
+        stored = tx.entities.stored_usage(others, sorted(accounts)) if self.compare and accounts else []
         self.stored += len(stored)
-        lines: dict[tuple[Any, ...], int] = {}
-        new, changed, repeated = [], [], []
-        for row in rows:
-            key = key_of(row)
-            earlier = lines.setdefault(key, row[-1])
-            if earlier != row[-1]:
-                repeated.append((row[-1], key, earlier))
-                continue
-            old = stored.pop(key, _MISSING)
-            if old is _MISSING:
-                new.append(row)
-            elif value_of is not None and old != value_of(row):
-                changed.append(row)
+        gone: list[tuple[Any, ...]] = []
+        if len(stored) == len(rows) and set(stored) == set(map(stored_of, rows)):
+            # every row is a stored one, unchanged (the stored keys are distinct, so the rows' are too)
+            new, changed, repeated = [], [], []
+        elif not stored and len(set(map(key_of, rows))) == len(rows):
+            new, changed, repeated = rows, [], []
+        else:
+            value_of = itemgetter(*(fields.index(f) for f in others)) if others else None
+            new, changed, repeated, gone = _compare(rows, stored, key_of, value_of, kept)
         if self.compare and self.snapshot:
-            for key in kept:
-                stored.pop(key, None)
-            tx.entities.note_accounts(accounts, stored)
+            tx.entities.note_accounts(accounts, gone)
         written = tx.entities.insert_rows("usage", fields, new, stamp) if new else 0
         written += tx.entities.replace_rows("usage", fields, changed, first, stamp)
         self.inserted += len(new)
         return written, len(rows) - len(repeated), repeated
+
+
+def _compare(rows: list[tuple[Any, ...]], stored: list[tuple[Any, ...]], key_of: Any, value_of: Any,
+             kept: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any], list[Any], list[tuple[Any, ...]]]:
+    """(new rows, changed rows, (line, key, earlier line) of the rows repeating a key, the stored keys neither
+    named nor `kept`) of a chunk; `stored` as `stored_usage` gives it, `value_of` a row's non-key fields in that
+    order (None when it has none)."""
+    width = len(KEY)
+    values = itemgetter(*range(width, len(stored[0]))) if stored and value_of is not None else None
+    old = dict(zip(map(itemgetter(slice(width)), stored), map(values, stored) if values else repeat(None)))
+    lines: dict[tuple[Any, ...], int] = {}
+    new, changed, repeated = [], [], []
+    for row in rows:
+        key = key_of(row)
+        earlier = lines.setdefault(key, row[-1])
+        if earlier != row[-1]:
+            repeated.append((row[-1], key, earlier))
+            continue
+        was = old.pop(key, _MISSING)
+        if was is _MISSING:
+            new.append(row)
+        elif value_of is not None and was != value_of(row):
+            changed.append(row)
+    for key in kept:
+        old.pop(key, None)
+    return new, changed, repeated, list(old)
