@@ -13,6 +13,7 @@ counted."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from engine import backtest_journeys, episodes
+from engine import backtest_journeys, episodes, scope
 from engine.backtest_journeys import Evaluated, JourneyPlaybook
 from engine.clock import Clock, make_clock
 from engine.contact_policy import CapPreview, ContactPolicy
@@ -139,27 +140,33 @@ def _run(store: Store, held: Any, settings: Settings, playbooks: PlaybookSet, st
     caps = _Caps(settings)
     order = {pb.id: i for i, pb in enumerate(selected)}
     rail = settings.defaults.max_total_actions_per_run
-    windows = _carried_windows(held, selected, sorted(due), tz)
-    for moment in sorted(due):
+    moments = sorted(due)
+    windows = _carried_windows(held, selected, moments, tz)
+    reuse = _Reuse(held.replay.changes(moments[0], moments[-1]) if moments else [], selected)
+    for moment in moments:
         clock = make_clock(tz, moment.replace(tzinfo=timezone.utc))
         pbs = sorted(due[moment], key=lambda p: (SUBJECT_TYPES.index(p.subject), order[p.id]))
         summary.runs += 1
         if on_run:
             on_run(moment, len(pbs))
         with store.read() as tx:
-            if windows is not None:
+            stale = reuse.stale(pbs, clock)
+            if windows is not None and any(scope.reads_usage(pb) for pb in stale):
                 with timed("metric windows"):
                     held.replay.step(windows, clock)
             with timed("matching"):
-                matching = _matching(held, pbs, clock, windows)
+                reuse.keep(stale, _matching(held, stale, clock, windows), clock)
             preview = caps.preview()
             done: list[_Evaluation | Evaluated] = []
             for pb in pbs:
                 summary.evaluations += 1
                 with timed("episodes and actions"):
                     state = states[pb.id]
-                    found = (_evaluate_journey if isinstance(state, JourneyPlaybook) else _evaluate)(
-                        tx, settings, state, clock, matching.pop(pb.id), preview, summary)
+                    if isinstance(state, JourneyPlaybook):
+                        found = _evaluate_journey(tx, settings, state, clock, reuse.matching(pb), preview,
+                                                  summary, reuse.key(clock, state.reads_now))
+                    else:
+                        found = _evaluate(tx, settings, state, clock, reuse.matching(pb), preview, summary)
                 if found is not None:
                     done.append(found)
         total = sum(d.planned for d in done)
@@ -179,6 +186,37 @@ def _run(store: Store, held: Any, settings: Settings, playbooks: PlaybookSet, st
 @contextmanager
 def _untimed(name: str) -> Iterator[None]:
     yield
+
+
+class _Reuse:
+    """What a run takes from earlier ones. Between two moments at which the synced data changed
+    (Replay.changes), every moment reads the same rows, so a playbook's matching subjects (and a journey's
+    condition values) depend only on the day, and on the moment itself for conditions that read now(): a run
+    with the same key as the one that computed them reuses them. So playbooks scheduled more often than the
+    data changes (hourly, or a journey's every 15 minutes) are evaluated once per day and sync."""
+
+    def __init__(self, changes: list[datetime], pbs: list[CompiledPlaybook]):
+        self.changes = changes
+        self.now_readers = {pb.id for pb in pbs if scope.reads_now(pb)}
+        self.found: dict[str, tuple[Any, frozenset[str]]] = {}     # playbook id -> (key, matching subjects)
+
+    def key(self, clock: Clock, reads_now: bool) -> tuple[int, date, datetime | None]:
+        return bisect_right(self.changes, clock.now), clock.today, clock.now if reads_now else None
+
+    def stale(self, pbs: list[CompiledPlaybook], clock: Clock) -> list[CompiledPlaybook]:
+        """Those of `pbs` whose matching subjects must be computed at `clock`."""
+        return [pb for pb in pbs if self.found.get(pb.id, (None,))[0] != self._key(pb, clock)]
+
+    def keep(self, pbs: list[CompiledPlaybook], matching: dict[str, set[str]], clock: Clock) -> None:
+        """Remember the matching subjects of `pbs` computed at `clock`."""
+        for pb in pbs:
+            self.found[pb.id] = (self._key(pb, clock), frozenset(matching[pb.id]))
+
+    def matching(self, pb: CompiledPlaybook) -> frozenset[str]:
+        return self.found[pb.id][1]
+
+    def _key(self, pb: CompiledPlaybook, clock: Clock) -> tuple[int, date, datetime | None]:
+        return self.key(clock, pb.id in self.now_readers)
 
 
 def _carried_windows(tx: Any, selected: list[CompiledPlaybook], moments: list[datetime], tz: str) -> Any:
@@ -226,7 +264,7 @@ class _Evaluation:
         state.active = True
 
 
-def _evaluate(tx: Any, settings: Settings, state: _PlaybookState, clock: Clock, matching: set[str],
+def _evaluate(tx: Any, settings: Settings, state: _PlaybookState, clock: Clock, matching: frozenset[str],
               caps: CapPreview | None, summary: Summary) -> _Evaluation | None:
     """One playbook at one run, as the tick evaluates it (engine/tick.py `evaluate_playbook`): transitions in
     subject order (enters held back past max_enters_per_run), then repeats; None (nothing at all) when it would
@@ -259,13 +297,13 @@ def _evaluate(tx: Any, settings: Settings, state: _PlaybookState, clock: Clock, 
     return _Evaluation(state, transitions, events, planned)
 
 
-def _evaluate_journey(tx: Any, settings: Settings, state: JourneyPlaybook, clock: Clock, matching: set[str],
-                      caps: CapPreview | None, summary: Summary) -> Evaluated | None:
+def _evaluate_journey(tx: Any, settings: Settings, state: JourneyPlaybook, clock: Clock, matching: frozenset[str],
+                      caps: CapPreview | None, summary: Summary, key: Any) -> Evaluated | None:
     """One journey playbook at one run (engine/backtest_journeys.py); None when it would plan more than
-    max_actions_per_run."""
+    max_actions_per_run. `key`: see _Reuse."""
     pb = state.pb
     found = backtest_journeys.evaluate(tx, settings, state, clock, matching, caps,
-                                       lambda e, csm, cancelled: BacktestEvent(clock.now, e, csm, cancelled))
+                                       lambda e, csm, cancelled: BacktestEvent(clock.now, e, csm, cancelled), key)
     summary.held[pb.id] += found.held
     limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
     if limit is not None and found.planned > limit:

@@ -52,6 +52,8 @@ class JourneyPlaybook:
         self.journeys: dict[str, JourneyState] = {}                   # active ones
         self.unsent: dict[tuple[str, int], list[dict[str, Any]]] = {}  # (subject, episode) -> pending step rows
         self.active = False
+        self.reads_now = journey_run.reads_now(pb.journey)            # its conditions read now()
+        self.known: tuple[Any, dict[str, tuple[bool, tuple[bool, ...]]]] = (None, {})  # (key, subject -> values)
 
 
 @dataclass
@@ -93,11 +95,12 @@ class Evaluated:
         state.active = True
 
 
-def evaluate(tx: Any, settings: Settings, state: JourneyPlaybook, clock: Clock, matching: set[str],
-             caps: CapPreview | None, event: Callable[[PlannedEvent, str | None, list[dict[str, Any]]], Any]
-             ) -> Evaluated:
+def evaluate(tx: Any, settings: Settings, state: JourneyPlaybook, clock: Clock, matching: frozenset[str],
+             caps: CapPreview | None, event: Callable[[PlannedEvent, str | None, list[dict[str, Any]]], Any],
+             key: Any) -> Evaluated:
     """One journey playbook at one run (see the module docstring); `event(planned event, csm, cancelled step
-    actions)` makes each of its events."""
+    actions)` makes each of its events. `key`: what the values of its conditions depend on at this run besides
+    the subject (engine/backtest.py `_Reuse`); values read at an earlier run with the same key are reused."""
     pb, now = state.pb, clock.now
     journey = pb.journey
     assert journey is not None
@@ -114,17 +117,21 @@ def evaluate(tx: Any, settings: Settings, state: JourneyPlaybook, clock: Clock, 
     looked: list[str] = []
     values: dict[str, tuple[bool, tuple[bool, ...]]] = {}
     ids = sorted(starts.keys() | waiting.keys())
-    for i in range(0, len(ids), CHUNK):
-        part = ids[i:i + CHUNK]
-        found = tx.replay.values(pb.subject, part, exprs, clock)
-        for sid in part:
-            live, truths = found.get(sid, (False, ()))
-            s = waiting.get(sid)
-            holds = s is not None and (not live or (s.due_at is not None and s.due_at <= now) or sid in unmatched
-                                       or _holds(truths, journey.exit_expr) or _holds(truths, untils.get(s.step or "")))
-            if sid in starts or holds:
-                looked.append(sid)
-                values[sid] = (live, truths)
+    if state.known[0] != key:
+        state.known = (key, {})
+    found = state.known[1]
+    unknown = [sid for sid in ids if sid not in found]
+    for i in range(0, len(unknown), CHUNK):
+        part = unknown[i:i + CHUNK]
+        found.update(dict.fromkeys(part, (False, ())) | tx.replay.values(pb.subject, part, exprs, clock))
+    for sid in ids:
+        live, truths = found[sid]
+        s = waiting.get(sid)
+        holds = s is not None and (not live or (s.due_at is not None and s.due_at <= now) or sid in unmatched
+                                   or _holds(truths, journey.exit_expr) or _holds(truths, untils.get(s.step or "")))
+        if sid in starts or holds:
+            looked.append(sid)
+            values[sid] = (live, truths)
     runner = journey_run.Runner(settings, pb, clock, lambda eps: [], True, caps, result, written_at=now)
     cal = journey_run.calendar(settings)
     csm: dict[str, str | None] = {}

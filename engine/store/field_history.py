@@ -76,6 +76,17 @@ def at_moments(schema: Schema, entity: str, moments: Any) -> Any:
     return select(m.c.moment, *cols).select_from(m.join(v, valid))
 
 
+def change_moments(conn: Any, schema: Schema, after: datetime, until: datetime) -> list[datetime]:
+    """The distinct moments in (after, until] at which any entity's data changed: a current version's
+    `synced_at` or a replaced version's `valid_to` (one statement per table)."""
+    found: set[datetime] = set()
+    for entity in ENTITIES:
+        table, past = schema.entity(entity), schema.history[entity]
+        for col in (table.c.synced_at, past.c.valid_to):
+            found.update(m for (m,) in conn.execute(select(col).distinct().where(col > after, col <= until)))
+    return sorted(found)
+
+
 def moments_table(moments: Iterable[datetime]) -> Any:
     """A selectable of the given moments (column `moment`), to pass to `at_moments`."""
     rows = [select(literal(m, DateTime).label("moment")) for m in moments]

@@ -41,6 +41,12 @@ class Replay(Repository):
         """Carry `windows` to `clock`, on the usage as synced then."""
         windows.step(clock.now, clock.today, self.as_of("usage", clock.now))
 
+    def changes(self, after: datetime, until: datetime) -> list[datetime]:
+        """The moments in (after, until] at which the data as synced changed (a version synced, replaced or
+        deleted), in order: between two of them every moment reads the same rows (`as_of`)."""
+        from engine.store.field_history import change_moments
+        return change_moments(self.conn, self.schema, after, until)
+
     def matching(self, subject: str, conditions: dict[int, list[Any]], clock: Clock,
                  windows: CarriedWindows | None = None) -> Iterator[tuple[str, int]]:
         """(subject id, bits) of the live subjects matching at least one of the playbooks given (bit number ->

@@ -72,6 +72,37 @@ def test_a_period_before_the_first_sync_says_the_data_is_not_known_then(ws: Work
     assert "known from" not in covered.stderr
 
 
+
+HOURLY = """
+id: {id}
+name: {id}
+schedule: "0 * * * *"
+activation: fire
+trigger: {{when: "{when}"}}
+actions:
+  - slack: {{channel: "#cs", text: "{{{{ account.name }}}}"}}
+"""
+
+
+def test_hourly_runs_between_syncs_see_each_sync_and_each_moment(ws: Workspace) -> None:
+    """Runs between two syncs read the same data (a backtest reuses what it found then): a change synced at
+    13:30 is seen by the 14:00 run, and a condition on `now` is evaluated at every run."""
+    ws.playbook("small", HOURLY.format(id="small", when="account.arr < 100"))
+    ws.playbook("created", HOURLY.format(id="created", when="account.created_at < now"))
+    rows = [{"id": "A1", "name": "Acme", "arr": 500, "created_at": "2026-11-02T10:30:00"},
+            {"id": "A2", "name": "Beta", "arr": 500, "created_at": "2026-11-02T16:10:00"}]
+    ws.data("accounts", rows)
+    ws.cli("sync", "--as-of", "2026-11-02T00:00")
+    ws.data("accounts", [{**rows[0], "arr": 10}, rows[1]])
+    ws.cli("sync", "--as-of", "2026-11-02T13:30")
+    doc = json.loads(ws.cli("backtest", "--from", "2026-11-02", "--to", "2026-11-02", "--format", "json").stdout)
+    assert doc["summary"]["runs"] == 24
+    assert [(e["playbook"], e["subject"], e["at"]) for e in doc["events"] if e["event"] == "enter"] == [
+        ("created", "account:A1", "2026-11-02T11:00:00+00:00"),
+        ("small", "account:A1", "2026-11-02T14:00:00+00:00"),
+        ("created", "account:A2", "2026-11-02T17:00:00+00:00")]
+
+
 JOURNEY = """
 id: onboard
 name: Onboarding

@@ -35,7 +35,7 @@ from engine.tick import run_tick
 
 TZ = "Asia/Tokyo"
 MONDAY = date(2026, 11, 2)
-SCHEDULES = ["0 9 * * *", "0 9 * * mon-fri", "0 */12 * * *", "30 18 * * *", "0 9 * * mon"]
+SCHEDULES = ["0 9 * * *", "0 9 * * mon-fri", "0 */12 * * *", "30 18 * * *", "0 9 * * mon", "0 9,15 * * *"]
 POLICY = """
 contact_policy:
   quiet_hours: {start: "19:00", end: "09:00"}
@@ -65,6 +65,7 @@ def _playbook(i: int, kind: str, threshold: int, schedule: str, repeat: str | No
                             f"{threshold % 9} or metric('logins', 2, 'min') >= 5\"}}"),
         "champion": ("contact", f"{{when: \"contact.role == 'champion' and account.arr >= {threshold * 1000}\"}}"),
         "goal": ("goal", "{goal_achieved: {}}"),
+        "created": ("account", "{when: \"account.created_at is none or account.created_at < now\"}"),
     }[kind]
     lines = [f"id: pb-{i}", f"name: pb {i}", f"subject: {subject}", f"schedule: \"{schedule}\"",
              f"activation: {activation}", f"trigger: {trigger}"]
@@ -144,7 +145,8 @@ journey_st = st.builds(
     st.sampled_from(CONDITIONS), st.sampled_from(["1d", "2d", "3d"]), st.booleans(), st.integers(1, 8))
 
 playbook_st = st.builds(
-    _playbook, st.just(0), st.sampled_from(["arr", "health", "logins", "renewal", "last", "champion", "goal"]),
+    _playbook, st.just(0),
+    st.sampled_from(["arr", "health", "logins", "renewal", "last", "champion", "goal", "created"]),
     st.integers(1, 60), st.sampled_from(SCHEDULES), st.sampled_from([None, None, "1d", "2d", "12h"]),
     st.sampled_from([None, None, "1d", "3d"]), st.sampled_from([None, None, 1, 2]),
     st.sampled_from(["baseline", "fire"]), st.sampled_from([None, None, 1, 2]),
@@ -162,6 +164,9 @@ def scenarios(draw: Any) -> Shape:
                           "health_score": draw(st.sampled_from([None, 10, 40, 70])),
                           "renewal_date": (first + timedelta(days=draw(st.integers(-3, 40)))).isoformat(),
                           "csm_email": draw(st.sampled_from(["c1@x.example", "c2@x.example"])),
+                          # matches from a time of day: runs of one day between two syncs may differ
+                          "created_at": (datetime.combine(first, datetime.min.time())
+                                         + timedelta(hours=draw(st.integers(0, 96)))).isoformat(),
                           "timezone": draw(st.sampled_from(["", "America/New_York"]))} for i in range(n)}
     contacts = {f"C{i}{k}": {"id": f"C{i}{k}", "account_id": f"A{i}", "email": f"c{k}@a{i}.example",
                              "name": f"C{k}", "role": draw(st.sampled_from(["champion", "user"])),
