@@ -118,6 +118,18 @@ class Entities(Repository):
         they replace to the field history, then upserted (only the named fields)."""
         return replace_rows(self.conn, self.schema, entity, fields, rows, first, stamp)
 
+    def drop_indexes(self, entity: str) -> None:
+        """Drop the secondary indexes of the entity's table, for a load into the empty table (`create_indexes`
+        then builds each from the rows at once, cheaper than growing it row by row). On PostgreSQL this locks
+        the table until the transaction ends."""
+        for index in sorted(self.schema.entity(entity).indexes, key=lambda i: str(i.name)):
+            index.drop(self.conn)
+
+    def create_indexes(self, entity: str) -> None:
+        """Create the secondary indexes `drop_indexes` dropped."""
+        for index in sorted(self.schema.entity(entity).indexes, key=lambda i: str(i.name)):
+            index.create(self.conn)
+
     def note_accounts(self, accounts: Iterable[str], gone: Iterable[tuple[Any, ...]]) -> None:
         """Remember the accounts a grouped usage snapshot named, and the keys of their stored rows it did not
         name (removed by `delete_gone_usage`)."""

@@ -3,9 +3,9 @@
 Usage exports list each account's rows together. Such a source is written in chunks of whole accounts: the
 stored rows of a chunk's accounts are read with one range read of the key per account and compared in Python;
 only new rows (inserted) and changed rows (their old versions to the field history, then upserted) are
-written. A snapshot notes the stored keys of those accounts it did not name, and the accounts it named (the
-rows of the others are absent too); the runner deletes them at the end (store/entities.py
-`delete_gone_usage`). A key repeated in the source is found within its account's chunk.
+written; into an empty table, without its secondary indexes, built at the end. A snapshot notes the stored
+keys of those accounts it did not name, and the accounts it named (the rows of the others are absent too);
+the runner deletes them at the end (store/entities.py `delete_gone_usage`). A key repeated in the source is found within its account's chunk.
 
 When an account's rows come back in a later chunk (the source is not grouped), a chunk would hold rows naming
 different fields, or one account's rows run past `LIMIT`, `NotGrouped` is raised: the runner rolls the source
@@ -43,6 +43,16 @@ class GroupedUsage:
         self.done: set[Any] = set()     # the accounts whose chunk was written
         self.stored = 0                 # stored rows of those accounts (when the sync began)
         self.inserted = 0
+
+    def start(self, tx: Tx) -> None:
+        """Begin the source: into an empty table, rows are loaded without its secondary indexes (`finish`)."""
+        if not self.compare:
+            tx.entities.drop_indexes("usage")
+
+    def finish(self, tx: Tx) -> None:
+        """End the source: the secondary indexes `start` dropped are built from the loaded rows."""
+        if not self.compare:
+            tx.entities.create_indexes("usage")
 
     def hold_back(self, groups: Rows, invalid: Invalid) -> tuple[tuple[Rows, Invalid], tuple[Rows, Invalid]] | None:
         """Split the rows read since the last chunk into (the chunk, the rows held back for the next one): the

@@ -296,7 +296,9 @@ class _EntitySync:
             self.grouped = GroupedUsage(self.before > 0, self.report.mode == "snapshot")
             savepoint = tx.conn.begin_nested()
             try:
+                self.grouped.start(tx)
                 self._read_sources(tx, since)
+                self.grouped.finish(tx)
                 savepoint.commit()
                 return
             except NotGrouped:

@@ -69,6 +69,11 @@ def general(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+def indexes(ws: Workspace) -> set[str]:
+    """The names of usage's secondary indexes in the database."""
+    return {i["name"] for i in sa.inspect(ws.db.engine).get_indexes("usage")}
+
+
 def load(ws: Workspace, now: datetime, text: str, **kwargs: Any):
     ws.write("accounts.csv", ACCOUNTS)
     ws.write("usage.csv", text)
@@ -87,6 +92,7 @@ def dump(ws: Workspace) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
 def test_an_unchanged_grouped_resync_writes_nothing_and_keeps_the_stamps(ws: Workspace, general: list[int]) -> None:
     first = load(ws, T0, usage()).entities["usage"]
     assert (first.loaded, first.inserted, first.written) == (18, 18, 18)
+    assert indexes(ws) == {"ix_usage_metric_account_day", "ix_usage_synced_at"}     # dropped for the load, rebuilt
     again = load(ws, T1, usage()).entities["usage"]
     assert (again.read, again.loaded, again.written, again.unchanged, again.removed) == (18, 18, 0, 18, 0)
     rows, past = dump(ws)
@@ -176,5 +182,6 @@ def test_an_ungrouped_source_falls_back_with_the_same_result(ws: Workspace, tmp_
             assert [(r.inserted, r.updated, r.removed, r.unchanged) for r in reports] == [
                 (18, 0, 0, 0), (0, 0, 0, 18), (0, 2, 6, 10)]
             assert dump(other) == dump(ws)
+            assert indexes(other) == indexes(ws) == {"ix_usage_metric_account_day", "ix_usage_synced_at"}
         finally:
             other.close()
