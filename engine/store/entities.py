@@ -102,7 +102,7 @@ class Entities(Repository):
         """See `write_rows`."""
         return write_rows(self.conn, self.schema, entity, fields, rows, source, first, stamp, compare)
 
-    def stored_usage(self, values: Sequence[str], accounts: Sequence[str]) -> list[tuple[Any, ...]]:
+    def stored_usage(self, values: Sequence[str], accounts: Sequence[str]) -> set[tuple[Any, ...]]:
         """The stored usage rows of these accounts (one range read of the key per account), each a tuple of the
         key's fields and then of `values`, as the driver gives them (which is `stored_forms`)."""
         return stored_usage(self.conn, values, accounts)
@@ -146,7 +146,9 @@ class Entities(Repository):
         accounts it did not name, their values kept in the field history until `stamp`; returns how many."""
         table = self.schema.usage
         named, absent = _grouped_tables(self.schema, "usage")
-        gone = exists().where(*(absent.c[k] == table.c[k] for k in KEYS["usage"]))
+        keys = KEYS["usage"]
+        # (looked up from the few absent keys, not per stored row)
+        gone = tuple_(*(table.c[k] for k in keys)).in_(select(*(absent.c[k] for k in keys)))
         if unnamed_accounts:
             gone = or_(gone, ~exists().where(named.c.account_id == table.c.account_id))
         _keep_versions(self.conn, self.schema, "usage", gone, stamp)
@@ -276,7 +278,7 @@ def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str,
     return max(written, 0), duplicates
 
 
-def stored_usage(conn: Connection, values: Sequence[str], accounts: Sequence[str]) -> list[tuple[Any, ...]]:
+def stored_usage(conn: Connection, values: Sequence[str], accounts: Sequence[str]) -> set[tuple[Any, ...]]:
     """See `Entities.stored_usage`."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     names = ", ".join(f'"{c}"' for c in (*KEYS["usage"], *values))
@@ -284,7 +286,7 @@ def stored_usage(conn: Connection, values: Sequence[str], accounts: Sequence[str
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, list(accounts))
-        return cursor.fetchall()
+        return set(cursor)
     finally:
         cursor.close()
 

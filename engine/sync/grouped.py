@@ -43,6 +43,7 @@ class GroupedUsage:
         self.done: set[Any] = set()     # the accounts whose chunk was written
         self.stored = 0                 # stored rows of those accounts (when the sync began)
         self.inserted = 0
+        self.gone = 0                   # stored rows of those accounts the source did not name
 
     def start(self, tx: Tx) -> None:
         """Begin the source: into an empty table, rows are loaded without its secondary indexes (`finish`)."""
@@ -90,10 +91,10 @@ class GroupedUsage:
         if not self.done.isdisjoint(accounts):
             raise NotGrouped
         self.done |= accounts
-        stored = tx.entities.stored_usage(others, sorted(accounts)) if self.compare and accounts else []
+        stored = tx.entities.stored_usage(others, sorted(accounts)) if self.compare and accounts else set()
         self.stored += len(stored)
         gone: list[tuple[Any, ...]] = []
-        if len(stored) == len(rows) and set(stored) == set(map(stored_of, rows)):
+        if len(stored) == len(rows) and stored == set(map(stored_of, rows)):
             # every row is a stored one, unchanged (the stored keys are distinct, so the rows' are too)
             new, changed, repeated = [], [], []
         elif not stored and len(set(map(key_of, rows))) == len(rows):
@@ -103,19 +104,20 @@ class GroupedUsage:
             new, changed, repeated, gone = _compare(rows, stored, key_of, value_of, kept)
         if self.compare and self.snapshot:
             tx.entities.note_accounts(accounts, gone)
+            self.gone += len(gone)
         written = tx.entities.insert_rows("usage", fields, new, stamp) if new else 0
         written += tx.entities.replace_rows("usage", fields, changed, first, stamp)
         self.inserted += len(new)
         return written, len(rows) - len(repeated), repeated
 
 
-def _compare(rows: list[tuple[Any, ...]], stored: list[tuple[Any, ...]], key_of: Any, value_of: Any,
+def _compare(rows: list[tuple[Any, ...]], stored: set[tuple[Any, ...]], key_of: Any, value_of: Any,
              kept: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any], list[Any], list[tuple[Any, ...]]]:
     """(new rows, changed rows, (line, key, earlier line) of the rows repeating a key, the stored keys neither
     named nor `kept`) of a chunk; `stored` as `stored_usage` gives it, `value_of` a row's non-key fields in that
     order (None when it has none)."""
     width = len(KEY)
-    values = itemgetter(*range(width, len(stored[0]))) if stored and value_of is not None else None
+    values = itemgetter(*range(width, len(next(iter(stored))))) if stored and value_of is not None else None
     old = dict(zip(map(itemgetter(slice(width)), stored), map(values, stored) if values else repeat(None)))
     lines: dict[tuple[Any, ...], int] = {}
     new, changed, repeated = [], [], []

@@ -538,8 +538,9 @@ class _EntitySync:
                                               "were marked removed by this sync",
                                               "fix those rows: the next sync removes what is really absent"))
         elif report.mode == "snapshot" and self.grouped is not None:
-            if self.grouped.compare:
-                report.removed = entities.delete_gone_usage(self.stamp, self.grouped.stored < self.before)
+            unnamed = self.grouped.stored < self.before       # stored rows of accounts the source did not name
+            if self.grouped.gone or unnamed:
+                report.removed = entities.delete_gone_usage(self.stamp, unnamed)
             self._check_removal(report.removed)
         elif report.mode == "snapshot":
             if self.invalid_keys:
