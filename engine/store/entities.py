@@ -102,9 +102,9 @@ class Entities(Repository):
         """See `write_rows`."""
         return write_rows(self.conn, self.schema, entity, fields, rows, source, first, stamp, compare)
 
-    def stored_usage(self, values: Sequence[str], accounts: Sequence[str]) -> set[tuple[Any, ...]]:
-        """The stored usage rows of these accounts (one range read of the key per account), each a tuple of the
-        key's fields and then of `values`, as the driver gives them (which is `stored_forms`)."""
+    def stored_usage(self, values: Sequence[str], accounts: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The stored usage rows of these accounts in key order (one range read of the key per account), each a
+        tuple of the key's fields and then of `values`, as the driver gives them (which is `stored_forms`)."""
         return stored_usage(self.conn, values, accounts)
 
     def insert_rows(self, entity: str, fields: tuple[str, ...], rows: Sequence[tuple[Any, ...]],
@@ -278,15 +278,18 @@ def write_rows(conn: Connection, schema: Schema, entity: str, fields: tuple[str,
     return max(written, 0), duplicates
 
 
-def stored_usage(conn: Connection, values: Sequence[str], accounts: Sequence[str]) -> set[tuple[Any, ...]]:
+def stored_usage(conn: Connection, values: Sequence[str], accounts: Sequence[str]) -> list[tuple[Any, ...]]:
     """See `Entities.stored_usage`."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     names = ", ".join(f'"{c}"' for c in (*KEYS["usage"], *values))
-    sql = f'SELECT {names} FROM "usage" WHERE "account_id" IN ({", ".join([mark] * len(accounts))})'
+    # in the order Python sorts the values (code points: PostgreSQL's "C" collation; SQLite's binary one)
+    text = ' COLLATE "C"' if conn.dialect.name == "postgresql" else ""
+    sql = (f'SELECT {names} FROM "usage" WHERE "account_id" IN ({", ".join([mark] * len(accounts))}) '
+           f'ORDER BY "account_id"{text}, "metric"{text}, "day"')
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, list(accounts))
-        return set(cursor)
+        return cursor.fetchall()
     finally:
         cursor.close()
 

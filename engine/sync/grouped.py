@@ -91,10 +91,10 @@ class GroupedUsage:
         if not self.done.isdisjoint(accounts):
             raise NotGrouped
         self.done |= accounts
-        stored = tx.entities.stored_usage(others, sorted(accounts)) if self.compare and accounts else set()
+        stored = tx.entities.stored_usage(others, sorted(accounts)) if self.compare and accounts else []
         self.stored += len(stored)
         gone: list[tuple[Any, ...]] = []
-        if len(stored) == len(rows) and stored == set(map(stored_of, rows)):
+        if len(stored) == len(rows) and _same(stored, map(stored_of, rows)):
             # every row is a stored one, unchanged (the stored keys are distinct, so the rows' are too)
             new, changed, repeated = [], [], []
         elif not stored and len(set(map(key_of, rows))) == len(rows):
@@ -111,13 +111,23 @@ class GroupedUsage:
         return written, len(rows) - len(repeated), repeated
 
 
-def _compare(rows: list[tuple[Any, ...]], stored: set[tuple[Any, ...]], key_of: Any, value_of: Any,
+def _same(stored: list[tuple[Any, ...]], rows: Iterable[tuple[Any, ...]]) -> bool:
+    """Whether these rows, sorted, are the stored ones (in key order). A file lists an account's rows in runs
+    (a metric's days ascending), which the sort merges; rows whose values cannot be ordered (a key given twice,
+    once without a value) are not the same."""
+    try:
+        return stored == sorted(rows)
+    except TypeError:
+        return False
+
+
+def _compare(rows: list[tuple[Any, ...]], stored: list[tuple[Any, ...]], key_of: Any, value_of: Any,
              kept: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any], list[Any], list[tuple[Any, ...]]]:
     """(new rows, changed rows, (line, key, earlier line) of the rows repeating a key, the stored keys neither
     named nor `kept`) of a chunk; `stored` as `stored_usage` gives it, `value_of` a row's non-key fields in that
     order (None when it has none)."""
     width = len(KEY)
-    values = itemgetter(*range(width, len(next(iter(stored))))) if stored and value_of is not None else None
+    values = itemgetter(*range(width, len(stored[0]))) if stored and value_of is not None else None
     old = dict(zip(map(itemgetter(slice(width)), stored), map(values, stored) if values else repeat(None)))
     lines: dict[tuple[Any, ...], int] = {}
     new, changed, repeated = [], [], []
