@@ -54,9 +54,9 @@ class Shape:
     start: date = MONDAY                        # the first day (a Friday: weekends hold customer messages back)
 
 
-def _playbook(i: int, kind: str, threshold: int, schedule: str, repeat: str | None, cooldown: str | None,
-              max_episodes: int | None, activation: str, max_enters: int | None, max_actions: int | None) -> str:
-    subject, trigger = {
+def _trigger(kind: str, threshold: int) -> tuple[str, str]:
+    """(subject, trigger) of a generated playbook or journey."""
+    return {
         "arr": ("account", f"{{when: \"account.arr < {threshold * 1000}\"}}"),
         "health": ("account", f"{{when: \"account.health_score < {threshold} or account.health_score is none\"}}"),
         "logins": ("account", f"{{low_usage: {{metric: logins, days: 3, agg: sum, below: {threshold}}}}}"),
@@ -67,18 +67,20 @@ def _playbook(i: int, kind: str, threshold: int, schedule: str, repeat: str | No
         "goal": ("goal", "{goal_achieved: {}}"),
         "created": ("account", "{when: \"account.created_at is none or account.created_at < now\"}"),
     }[kind]
+
+
+def _head(i: int, kind: str, threshold: int, schedule: str, activation: str, **options: Any) -> list[str]:
+    """The lines of a generated playbook before its actions or steps: the options given that are set."""
+    subject, trigger = _trigger(kind, threshold)
     lines = [f"id: pb-{i}", f"name: pb {i}", f"subject: {subject}", f"schedule: \"{schedule}\"",
              f"activation: {activation}", f"trigger: {trigger}"]
-    if repeat:
-        lines.append(f"repeat: {repeat}")
-    if cooldown:
-        lines.append(f"cooldown: {cooldown}")
-    if max_episodes:
-        lines.append(f"max_episodes: {max_episodes}")
-    if max_enters:
-        lines.append(f"max_enters_per_run: {max_enters}")
-    if max_actions:
-        lines.append(f"max_actions_per_run: {max_actions}")
+    return lines + [f"{name}: {value}" for name, value in options.items() if value]
+
+
+def _playbook(i: int, kind: str, threshold: int, schedule: str, repeat: str | None, cooldown: str | None,
+              max_episodes: int | None, activation: str, max_enters: int | None, max_actions: int | None) -> str:
+    lines = _head(i, kind, threshold, schedule, activation, repeat=repeat, cooldown=cooldown,
+                  max_episodes=max_episodes, max_enters_per_run=max_enters, max_actions_per_run=max_actions)
     lines += ["actions:",
               "  - slack: {channel: \"#cs\", text: \"{{ account.name }} arr {{ account.arr }} "
               "logins {{ metric('logins', 3, 'sum') }}\"}",
@@ -93,24 +95,9 @@ def _journey(i: int, kind: str, threshold: int, schedule: str, cooldown: str | N
              timeout: str, exit_on_unmatch: bool, branch: int) -> str:
     """A journey playbook: a customer email (under the contact policy), waits by duration, by business days and
     `until` a condition with a timeout, an `if`, an action with `if`, and `exit_when`."""
-    subject, trigger = {
-        "arr": ("account", f"{{when: \"account.arr < {threshold * 1000}\"}}"),
-        "health": ("account", f"{{when: \"account.health_score < {threshold} or account.health_score is none\"}}"),
-        "logins": ("account", f"{{low_usage: {{metric: logins, days: 3, agg: sum, below: {threshold}}}}}"),
-        "champion": ("contact", f"{{when: \"contact.role == 'champion' and account.arr >= {threshold * 1000}\"}}"),
-    }[kind]
-    lines = [f"id: pb-{i}", f"name: pb {i}", f"subject: {subject}", f"schedule: \"{schedule}\"",
-             f"activation: {activation}", f"trigger: {trigger}"]
-    if cooldown:
-        lines.append(f"cooldown: {cooldown}")
-    if max_episodes:
-        lines.append(f"max_episodes: {max_episodes}")
-    if max_enters:
-        lines.append(f"max_enters_per_run: {max_enters}")
-    if exit_when:
-        lines.append(f"exit_when: \"{exit_when}\"")
-    if exit_on_unmatch:
-        lines.append("exit_on_unmatch: true")
+    lines = _head(i, kind, threshold, schedule, activation, cooldown=cooldown, max_episodes=max_episodes,
+                  max_enters_per_run=max_enters, exit_when=exit_when and f'"{exit_when}"',
+                  exit_on_unmatch=exit_on_unmatch and "true")
     lines += ["steps:",
               "  - id: hello",
               "    email: {to: {role: champion}, subject: \"Hi {{ account.name }}\", body: \"arr {{ account.arr }}\"}",
