@@ -33,16 +33,11 @@ from sqlalchemy import (BigInteger, Column, Connection, Date, DateTime, Float, I
 from engine.lang import MetricRef
 from engine.store import dialect as sql_dialect
 from engine.store.dialect import analyze
+from engine.store.metric_cache import window
 from engine.store.schema import Schema
 
 EXTREMES = ("min", "max")
 MAX_STEP_DAYS = 10       # a step that moves today further recomputes every window instead
-
-
-def window(ref: MetricRef, today: date) -> tuple[date, date]:
-    """The first and last day of the window at `today`."""
-    end = today - timedelta(days=ref.offset_days)
-    return end - timedelta(days=ref.days - 1), end
 
 
 class CarriedWindows:

@@ -71,7 +71,8 @@ def _by_metric(ordered: list[MetricRef]) -> dict[str, list[MetricRef]]:
     return dict(sorted(groups.items()))
 
 
-def _window(ref: MetricRef, today: date) -> tuple[date, date]:
+def window(ref: MetricRef, today: date) -> tuple[date, date]:
+    """The first and last day of the window at `today`."""
     end = today - timedelta(days=ref.offset_days)
     return end - timedelta(days=ref.days - 1), end
 
@@ -138,7 +139,7 @@ def _refresh(conn: Connection, schema: Schema, cache: MetricCache, ordered: list
             continue
         accounts, day_texts = written[m]
         days = {date.fromisoformat(d[:10]) for d in day_texts}
-        hit = [r for r, (start, end) in ((r, _window(r, today)) for r in mine) if any(start <= d <= end for d in days)]
+        hit = [r for r, (start, end) in ((r, window(r, today)) for r in mine) if any(start <= d <= end for d in days)]
         if hit:
             work.append((hit, sorted(accounts)))
     if not work:
@@ -283,7 +284,7 @@ def window_aggregates(u: Any, refs: tuple[MetricRef, ...] | list[MetricRef], tod
     clause, whose condition leaves out the bounds that the range already guarantees (this is where the time
     goes: a few comparisons per usage row and window). The backtest carries windows with the same values
     (engine/store/carried_windows.py)."""
-    windows = {ref: _window(ref, today) for ref in refs}
+    windows = {ref: window(ref, today) for ref in refs}
     start = min(s for s, _ in windows.values())
     end = max(e for _, e in windows.values())
     filtered = sql_dialect.filters_aggregates(dialect)
