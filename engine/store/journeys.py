@@ -86,10 +86,7 @@ class Journeys(Repository):
         if not ids:
             return {}
         from_, id_col, live, ctx = self._from(subject, exprs, clock, cache)
-        cols = [case((and_(*live), literal(1)), else_=literal(0))]
-        cols += [case((to_sql(e, ctx), literal(1)), else_=literal(0)) for e in exprs]
-        q = select(id_col, *cols).select_from(from_).where(dialect.in_list(id_col, "ids", self.dialect))
-        return {r[0]: (bool(r[1]), tuple(bool(v) for v in r[2:])) for r in self.conn.execute(q, {"ids": list(ids)})}
+        return truth_values(self.conn, self.dialect, from_, id_col, live, [to_sql(e, ctx) for e in exprs], ids)
 
     def _from(self, subject: str, exprs: Sequence[Any], clock: Clock, cache: MetricCache | None) -> tuple[Any, ...]:
         schema = self.schema
@@ -131,6 +128,16 @@ class Journeys(Repository):
         """Drop a playbook's journey rows (its file is gone for good: tests and tools only)."""
         j = self.schema.journeys
         self.conn.execute(delete(j).where(j.c.playbook_id == playbook_id))
+
+
+def truth_values(conn: Any, dialect_name: str, from_: Any, id_col: Any, live: list[Any], conditions: list[Any],
+                 ids: Sequence[str]) -> dict[str, tuple[bool, tuple[bool, ...]]]:
+    """subject id -> (live, whether each SQL condition holds) for these subjects of `from_` (an empty value: no),
+    in one statement."""
+    cols = [case((and_(*live), literal(1)), else_=literal(0))]
+    cols += [case((c, literal(1)), else_=literal(0)) for c in conditions]
+    q = select(id_col, *cols).select_from(from_).where(dialect.in_list(id_col, "ids", dialect_name))
+    return {r[0]: (bool(r[1]), tuple(bool(v) for v in r[2:])) for r in conn.execute(q, {"ids": list(ids)})}
 
 
 def _state(r: Any) -> JourneyState:

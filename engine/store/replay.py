@@ -20,6 +20,7 @@ from engine.datamodel import ENTITY_OF
 from engine.lang import MetricRef, SqlContext, correlated_metric, metric_calls, to_sql
 from engine.store.carried_windows import CarriedWindows
 from engine.store.dialect import in_list
+from engine.store.journeys import truth_values
 from engine.store.schema import Repository
 
 
@@ -84,10 +85,7 @@ class Replay(Repository):
         ctx = SqlContext(columns=lambda entity, field: tables[entity].c[field], today=clock.today, now=clock.now,
                          timezone=clock.timezone, dialect=self.dialect,
                          metric=lambda ref: correlated_metric(usage, accounts.c.id, ref, clock.today))
-        cols = [case((and_(*live), literal(1)), else_=literal(0))]
-        cols += [case((to_sql(e, ctx), literal(1)), else_=literal(0)) for e in exprs]
-        q = select(id_col, *cols).select_from(from_).where(in_list(id_col, "ids", self.dialect))
-        return {r[0]: (bool(r[1]), tuple(bool(v) for v in r[2:])) for r in self.conn.execute(q, {"ids": ids})}
+        return truth_values(self.conn, self.dialect, from_, id_col, live, [to_sql(e, ctx) for e in exprs], ids)
 
     def _subject_rows(self, subject: str, at: datetime) -> tuple[Any, Any, list[Any], dict[str, Any]]:
         """FROM clause, subject id column, liveness conditions and the tables by entity name (`account`, and
