@@ -118,14 +118,14 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
     event goes to `on_event` as it happens; returns the counts. `watch` (an engine.tick.Stopwatch) adds up
     the seconds spent matching and deciding and planning."""
     with store.read() as held:      # one connection for the whole backtest: the carried metric windows live in it
-        return _run(store, held, settings, playbooks, start, end, only=only, on_event=on_event, on_run=on_run,
+        return _run(held, settings, playbooks, start, end, only=only, on_event=on_event, on_run=on_run,
                     watch=watch)
 
 
-def _run(store: Store, held: Any, settings: Settings, playbooks: PlaybookSet, start: datetime, end: datetime, *,
+def _run(held: Any, settings: Settings, playbooks: PlaybookSet, start: datetime, end: datetime, *,
          only: set[str] | None, on_event: Callable[[BacktestEvent], None] | None,
          on_run: Callable[[datetime, int], None] | None, watch: Any) -> Summary:
-    """run_backtest, matching on `held` (the connection that carries the metric windows from run to run)."""
+    """run_backtest, reading on `held` (the connection that carries the metric windows from run to run)."""
     timed = watch if watch is not None else _untimed
     tz = settings.timezone
     selected = [p for p in playbooks.valid if (p.id in only if only else p.spec.enabled)]
@@ -149,26 +149,25 @@ def _run(store: Store, held: Any, settings: Settings, playbooks: PlaybookSet, st
         summary.runs += 1
         if on_run:
             on_run(moment, len(pbs))
-        with store.read() as tx:
-            stale = reuse.stale(pbs, clock)
-            if windows is not None and any(scope.reads_usage(pb) for pb in stale):
-                with timed("metric windows"):
-                    held.replay.step(windows, clock)
-            with timed("matching"):
-                reuse.keep(stale, _matching(held, stale, clock, windows), clock)
-            preview = caps.preview()
-            done: list[_Evaluation | Evaluated] = []
-            for pb in pbs:
-                summary.evaluations += 1
-                with timed("episodes and actions"):
-                    state = states[pb.id]
-                    if isinstance(state, JourneyPlaybook):
-                        found = _evaluate_journey(tx, settings, state, clock, reuse.matching(pb), preview,
-                                                  summary, reuse.key(clock, state.reads_now))
-                    else:
-                        found = _evaluate(tx, settings, state, clock, reuse.matching(pb), preview, summary)
-                if found is not None:
-                    done.append(found)
+        stale = reuse.stale(pbs, clock)
+        if windows is not None and any(scope.reads_usage(pb) for pb in stale):
+            with timed("metric windows"):
+                held.replay.step(windows, clock)
+        with timed("matching"):
+            reuse.keep(stale, _matching(held, stale, clock, windows), clock)
+        preview = caps.preview()
+        done: list[_Evaluation | Evaluated] = []
+        for pb in pbs:
+            summary.evaluations += 1
+            with timed("episodes and actions"):
+                state = states[pb.id]
+                if isinstance(state, JourneyPlaybook):
+                    found = _evaluate_journey(held, settings, state, clock, reuse.matching(pb), preview,
+                                              summary, reuse.key(clock, state.reads_now))
+                else:
+                    found = _evaluate(held, settings, state, clock, reuse.matching(pb), preview, summary)
+            if found is not None:
+                done.append(found)
         total = sum(d.planned for d in done)
         if rail is not None and total > rail:
             summary.blocked.append((clock.now, "(every playbook)", f"the run would plan {total} actions, more than "
@@ -288,10 +287,7 @@ def _evaluate(tx: Any, settings: Settings, state: _PlaybookState, clock: Clock, 
         repeats = episodes.repeats(due, resolving)
     transitions = decided + repeats
     events, planned = _plan(tx, settings, pb, clock, transitions, caps)
-    limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
-    if limit is not None and planned > limit:
-        summary.blocked.append((clock.now, pb.id, f"would plan {planned} actions, more than max_actions_per_run "
-                                                  f"({limit}): nothing planned"))
+    if _over_limit(settings, pb, clock, planned, summary):
         return None
     events.sort(key=lambda x: (x.event.subject, x.event.event))
     return _Evaluation(state, transitions, events, planned)
@@ -305,12 +301,18 @@ def _evaluate_journey(tx: Any, settings: Settings, state: JourneyPlaybook, clock
     found = backtest_journeys.evaluate(tx, settings, state, clock, matching, caps,
                                        lambda e, csm, cancelled: BacktestEvent(clock.now, e, csm, cancelled), key)
     summary.held[pb.id] += found.held
+    return None if _over_limit(settings, pb, clock, found.planned, summary) else found
+
+
+def _over_limit(settings: Settings, pb: CompiledPlaybook, clock: Clock, planned: int, summary: Summary) -> bool:
+    """Whether `planned` actions exceed the playbook's max_actions_per_run (then listed as blocked: it plans
+    nothing at this run)."""
     limit = pb.spec.max_actions_per_run or settings.defaults.max_actions_per_run
-    if limit is not None and found.planned > limit:
-        summary.blocked.append((clock.now, pb.id, f"would plan {found.planned} actions, more than "
-                                                  f"max_actions_per_run ({limit}): nothing planned"))
-        return None
-    return found
+    if limit is None or planned <= limit:
+        return False
+    summary.blocked.append((clock.now, pb.id, f"would plan {planned} actions, more than max_actions_per_run "
+                                              f"({limit}): nothing planned"))
+    return True
 
 
 def _plan(tx: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock, transitions: list[Transition],
