@@ -117,7 +117,7 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
     """Replay the enabled (or selected) playbooks at their scheduled times in [start, end) (naive UTC); each
     event goes to `on_event` as it happens; returns the counts. `watch` (an engine.tick.Stopwatch) adds up
     the seconds spent matching and deciding and planning."""
-    with store.read() as held:      # one connection for the whole backtest: the carried metric windows live in it
+    with store.read() as held:      # one connection for the whole backtest: the metric windows' table lives in it
         return _run(held, settings, playbooks, start, end, only=only, on_event=on_event, on_run=on_run,
                     watch=watch)
 
@@ -125,7 +125,7 @@ def run_backtest(store: Store, settings: Settings, playbooks: PlaybookSet, start
 def _run(held: Any, settings: Settings, playbooks: PlaybookSet, start: datetime, end: datetime, *,
          only: set[str] | None, on_event: Callable[[BacktestEvent], None] | None,
          on_run: Callable[[datetime, int], None] | None, watch: Any) -> Summary:
-    """run_backtest, reading on `held` (the connection that carries the metric windows from run to run)."""
+    """run_backtest, reading on `held` (the connection whose temporary table holds the metric windows)."""
     timed = watch if watch is not None else _untimed
     tz = settings.timezone
     selected = [p for p in playbooks.valid if (p.id in only if only else p.spec.enabled)]
@@ -141,7 +141,7 @@ def _run(held: Any, settings: Settings, playbooks: PlaybookSet, start: datetime,
     order = {pb.id: i for i, pb in enumerate(selected)}
     rail = settings.defaults.max_total_actions_per_run
     moments = sorted(due)
-    windows = _carried_windows(held, selected, moments, tz)
+    windows = _windows(held, selected, moments, tz)
     reuse = _Reuse(held.replay.changes(moments[0], moments[-1]) if moments else [], selected)
     for moment in moments:
         clock = make_clock(tz, moment.replace(tzinfo=timezone.utc))
@@ -152,7 +152,7 @@ def _run(held: Any, settings: Settings, playbooks: PlaybookSet, start: datetime,
         stale = reuse.stale(pbs, clock)
         if windows is not None and any(scope.reads_usage(pb) for pb in stale):
             with timed("metric windows"):
-                held.replay.step(windows, clock)
+                windows.step(clock.now, clock.today)
         with timed("matching"):
             reuse.keep(stale, _matching(held, stale, clock, windows), clock)
         preview = caps.preview()
@@ -218,18 +218,18 @@ class _Reuse:
         return self.key(clock, pb.id in self.now_readers)
 
 
-def _carried_windows(tx: Any, selected: list[CompiledPlaybook], moments: list[datetime], tz: str) -> Any:
-    """The metric windows every replayed playbook reads, carried from run to run (engine/store/carried_windows.py);
-    None when none reads any."""
+def _windows(tx: Any, selected: list[CompiledPlaybook], moments: list[datetime], tz: str) -> Any:
+    """The metric windows every replayed playbook reads, for every run (engine/store/replay_windows.py); None when
+    none reads any."""
     refs = {r for pb in selected for c in pb.conditions for r in metric_calls(c.expr)}
     if not refs or not moments:
         return None
     first, last = (make_clock(tz, m.replace(tzinfo=timezone.utc)) for m in (moments[0], moments[-1]))
-    return tx.replay.carried_windows(refs, first, last)
+    return tx.replay.windows(refs, first, last)
 
 
 def _matching(tx: Any, pbs: list[CompiledPlaybook], clock: Clock, windows: Any) -> dict[str, set[str]]:
-    """playbook id -> the subjects matching it at `clock` (`windows`: the metric windows carried to `clock`): one
+    """playbook id -> the subjects matching it at `clock` (`windows`: the metric windows stepped to `clock`): one
     statement per subject type and 62 playbooks."""
     out: dict[str, set[str]] = {pb.id: set() for pb in pbs}
     for subject in SUBJECT_TYPES:

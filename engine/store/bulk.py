@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
 from types import NoneType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -54,23 +54,34 @@ def execute_many(conn: Connection, stmt: Any, rows: Sequence[dict[str, Any]]) ->
     """Run `stmt` once per row (every row has the same keys); returns the rows the database changed."""
     if not rows:
         return 0
-    keys = list(rows[0])
-    arrays = _unnest_form(conn, stmt, keys, rows)
+    return execute_columns(conn, stmt, {k: [r[k] for r in rows] for k in rows[0]})
+
+
+def execute_columns(conn: Connection, stmt: Any, columns: dict[str, Sequence[Any]], converted: bool = True) -> int:
+    """execute_many with the rows given column by column (each column's values in row order, all of one length):
+    for many rows, no dictionary per row. Returns the rows the database changed. `converted=False`: the values are
+    already what the driver takes (str, int, float, None), and go as they are, without the column types' bind
+    processors."""
+    keys = list(columns)
+    n = len(columns[keys[0]]) if keys else 0
+    if not n:
+        return 0
+    arrays = _unnest_form(conn, stmt, keys, columns, n)
     if arrays is not None:
-        return _execute_arrays(conn, arrays, keys, rows)
+        return _execute_arrays(conn, arrays, keys, columns)
     binder, extracted = _binder(conn, stmt, keys)
-    fixed = binder.compiled.construct_params(rows[0], extracted_parameters=extracted)   # values the statement binds
-    columns = []
+    fixed = binder.compiled.construct_params({k: columns[k][0] for k in keys}, extracted_parameters=extracted)
+    values = []
     for name, proc in zip(binder.names, binder.processors):
-        raw = [r[name] for r in rows] if name in rows[0] else [fixed[name]] * len(rows)
-        columns.append(raw if proc is None else _converted(raw, proc))
-    params: list[Any] = list(zip(*columns))
+        raw = columns[name] if name in columns else [fixed[name]] * n
+        values.append(raw if proc is None or not converted else _converted(raw, proc))
+    params: list[Any] = list(zip(*values))
     if binder.keys is not None:
-        params = [dict(zip(binder.keys, values)) for values in params]
+        params = [dict(zip(binder.keys, row)) for row in params]
     return conn.exec_driver_sql(binder.compiled.string, params).rowcount
 
 
-def _unnest_form(conn: Connection, stmt: Any, keys: list[str], rows: Sequence[dict[str, Any]]) -> Any | None:
+def _unnest_form(conn: Connection, stmt: Any, keys: list[str], columns: dict[str, Sequence[Any]], n: int) -> Any | None:
     """PostgreSQL (psycopg): the INSERT of these rows as INSERT … SELECT … FROM unnest(arrays), with the same
     ON CONFLICT clause and the column defaults of the columns the rows leave out (built once per statement and
     keys); None where the statement is not such an INSERT or its rows must go one at a time: a conflict key
@@ -84,26 +95,26 @@ def _unnest_form(conn: Connection, stmt: Any, keys: list[str], rows: Sequence[di
         if conflict.constraint_target is not None or not conflict.inferred_target_elements:
             return None
         target = [c if isinstance(c, str) else c.name for c in conflict.inferred_target_elements]
-        if not set(target) <= set(keys) or len({tuple(r[k] for k in target) for r in rows}) < len(rows):
+        if not set(target) <= set(keys) or len(set(zip(*(columns[k] for k in target)))) < n:
             return None
-    if any(len({type(r[k]) for r in rows} - {NoneType}) > 1 for k in keys):
+    if any(len({type(v) for v in columns[k]} - {NoneType}) > 1 for k in keys):
         return None
     held = _ARRAYS.get((id(stmt), tuple(keys)))
     if held is not None and held[0] is stmt:
         return held[1]
-    columns = stmt.table.c
-    source = (func.unnest(*(bindparam(k, type_=ARRAY(columns[k].type)) for k in keys))
+    table_columns = stmt.table.c
+    source = (func.unnest(*(bindparam(k, type_=ARRAY(table_columns[k].type)) for k in keys))
               .table_valued(*keys).render_derived(name="v"))
     arrays = stmt.from_select(keys, select(*source.c))
     _ARRAYS[(id(stmt), tuple(keys))] = (stmt, arrays)
     return arrays
 
 
-def _execute_arrays(conn: Connection, stmt: Any, keys: list[str], rows: Sequence[dict[str, Any]]) -> int:
+def _execute_arrays(conn: Connection, stmt: Any, keys: list[str], columns: dict[str, Sequence[Any]]) -> int:
     """Run the unnest form of an INSERT: one array per column (through the ARRAY type's bind processor, which
     applies the column type's to each element)."""
     binder, extracted = _binder(conn, stmt, keys)
-    bound = binder.compiled.construct_params({k: [r[k] for r in rows] for k in keys}, extracted_parameters=extracted)
+    bound = binder.compiled.construct_params({k: list(columns[k]) for k in keys}, extracted_parameters=extracted)
     values = [bound[n] if proc is None else proc(bound[n]) for n, proc in zip(binder.names, binder.processors)]
     assert binder.keys is not None              # psycopg: named parameters
     return conn.exec_driver_sql(_binary_placeholders(binder.compiled.string), dict(zip(binder.keys, values))).rowcount
@@ -162,3 +173,20 @@ def _converted(values: list[Any], proc: Callable[[Any], Any]) -> list[Any]:
 
 _MEMO_TYPES = (date, datetime)      # (exact types: a bool is not memoised with the int 1)
 _MISSING = object()
+
+
+def stream_rows(conn: Connection, stmt: Any, size: int) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of a SELECT in lists of up to `size`, as the driver gives them (tuples of its own values: on
+    SQLite dates and times as the stored text), read as they are needed (PostgreSQL: a server-side cursor): for
+    millions of rows, where building SQLAlchemy's rows costs more than the database's own work. The statement's
+    values are written into its text (its bound values are dates, times, numbers and names, which SQLAlchemy
+    renders as literals of the dialect)."""
+    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    dbapi = conn.connection.dbapi_connection
+    cursor = dbapi.cursor(name="stream_rows") if psycopg(conn) else dbapi.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql.replace("%%", "%") if psycopg(conn) else sql)
+        while rows := cursor.fetchmany(size):
+            yield rows
+    finally:
+        cursor.close()

@@ -282,8 +282,8 @@ def window_aggregates(u: Any, refs: tuple[MetricRef, ...] | list[MetricRef], tod
 
     The GROUP BY reads the widest range once; each window's aggregates see only their days through a FILTER
     clause, whose condition leaves out the bounds that the range already guarantees (this is where the time
-    goes: a few comparisons per usage row and window). The backtest carries windows with the same values
-    (engine/store/carried_windows.py)."""
+    goes: a few comparisons per usage row and window). The backtest computes windows with the same values
+    (engine/store/replay_windows.py)."""
     windows = {ref: window(ref, today) for ref in refs}
     start = min(s for s, _ in windows.values())
     end = max(e for _, e in windows.values())

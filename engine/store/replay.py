@@ -4,8 +4,8 @@ matched each playbook then, and their rows as the templates saw them. Reads only
 Everything here goes through `as_of(entity, at)`: the rows of accounts, contacts, goals (with their
 `removed_at`) and usage as a tick at `at` saw them. It is the one place that knows where past data lives.
 The matching statement mirrors the tick's scan (engine/store/scans.py) — the same compiled conditions, the
-same liveness, metric windows with the semantics of engine/store/metric_cache.py (carried from one moment to
-the next, engine/store/carried_windows.py) — over those rows."""
+same liveness, metric windows with the semantics of engine/store/metric_cache.py (computed for every run of
+the backtest in memory, engine/store/replay_windows.py) — over those rows."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from sqlalchemy import and_, case, literal, select
 from engine.clock import Clock
 from engine.datamodel import ENTITY_OF
 from engine.lang import MetricRef, SqlContext, correlated_metric, metric_calls, to_sql
-from engine.store.carried_windows import CarriedWindows
 from engine.store.dialect import in_list
 from engine.store.journeys import truth_values
+from engine.store.replay_windows import ReplayWindows
 from engine.store.schema import Repository
 
 
@@ -33,14 +33,11 @@ class Replay(Repository):
         from engine.store.field_history import as_of
         return as_of(self.schema, entity, at).subquery(entity)
 
-    def carried_windows(self, refs: Iterable[MetricRef], first: Clock, last: Clock) -> CarriedWindows:
-        """The metric windows of `refs`, to be carried (`step`) through moments from `first` to `last` (the first and
-        last runs of a backtest), in temporary tables of this connection (engine/store/carried_windows.py)."""
-        return CarriedWindows(self.conn, self.schema, refs, first.now, last.now, first.today, last.today)
-
-    def step(self, windows: CarriedWindows, clock: Clock) -> None:
-        """Carry `windows` to `clock`, on the usage as synced then."""
-        windows.step(clock.now, clock.today, self.as_of("usage", clock.now))
+    def windows(self, refs: Iterable[MetricRef], first: Clock, last: Clock) -> ReplayWindows:
+        """The metric windows of `refs` at moments from `first` to `last` (the first and last runs of a backtest),
+        each `step` giving them at the next moment in a temporary table of this connection
+        (engine/store/replay_windows.py)."""
+        return ReplayWindows(self.conn, self.schema, refs, first.now, last.now, first.today, last.today)
 
     def changes(self, after: datetime, until: datetime) -> list[datetime]:
         """The moments in (after, until] at which the data as synced changed (a version synced, replaced or
@@ -49,16 +46,16 @@ class Replay(Repository):
         return change_moments(self.conn, self.schema, after, until)
 
     def matching(self, subject: str, conditions: dict[int, list[Any]], clock: Clock,
-                 windows: CarriedWindows | None = None) -> Iterator[tuple[str, int]]:
+                 windows: ReplayWindows | None = None) -> Iterator[tuple[str, int]]:
         """(subject id, bits) of the live subjects matching at least one of the playbooks given (bit number ->
         compiled conditions), on the data as synced at `clock.now`; each playbook's bit set when it matches.
-        `windows` holds the metric windows at `clock` (`carried_windows()` stepped to `clock`) when the
+        `windows` holds the metric windows at `clock` (`windows()` stepped to `clock`) when the
         conditions read any."""
         from_, id_col, live, tables = self._subject_rows(subject, clock.now)
         accounts = tables["account"]
         refs = {r for exprs in conditions.values() for e in exprs for r in metric_calls(e)}
         if refs:
-            assert windows is not None, "conditions read metric windows: pass carried_windows()"
+            assert windows is not None, "conditions read metric windows: pass windows()"
             from_ = windows.join(from_, accounts.c.id, refs)
         ctx = SqlContext(columns=lambda entity, field: tables[entity].c[field], today=clock.today, now=clock.now,
                          timezone=clock.timezone, dialect=self.dialect,
