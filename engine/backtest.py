@@ -16,6 +16,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
+from heapq import merge
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -251,8 +252,18 @@ class _Evaluation:
 
     state: _PlaybookState
     transitions: list[Transition]
-    events: list[BacktestEvent]
+    loud: list[BacktestEvent]           # the events with actions (and silent resolves), in (subject, event) order
     planned: int
+    at: datetime
+
+    @property
+    def events(self) -> Iterator[BacktestEvent]:
+        """Every event in (subject, event) order; those of baselines (an activation's: one per matching subject,
+        no actions) made as they are read, not all held at once."""
+        pb = self.state.pb
+        baselines = (BacktestEvent(self.at, PlannedEvent(pb.id, f"{pb.subject}:{t.subject_id}", "baseline", t.episode),
+                                   None) for t in self.transitions if t.baselined and t.event == "baseline")
+        return merge(baselines, self.loud, key=lambda x: (x.event.subject, x.event.event))
 
     def apply(self, now: datetime) -> None:
         state = self.state
@@ -276,10 +287,10 @@ def _evaluate(tx: Any, settings: Settings, state: _PlaybookState, clock: Clock, 
     if pb.spec.max_enters_per_run is not None:
         decided, held = episodes.held_back(decided, pb.spec.max_enters_per_run)
         summary.held[pb.id] += held
-    after = dict((t.subject_id, episodes.advance(state.episodes.get(t.subject_id), t, clock.now)) for t in decided)
     cutoff = policy.repeat_cutoff(clock.now)
     repeats: list[Transition] = []
     if cutoff is not None:
+        after = {t.subject_id: episodes.advance(state.episodes.get(t.subject_id), t, clock.now) for t in decided}
         resolving = {t.subject_id for t in decided if t.event == "resolve"}
         due = sorted((e for sid in state.open | {s for s, e in after.items() if e.is_open}
                       if (e := after.get(sid) or state.episodes[sid]).is_open
@@ -290,7 +301,7 @@ def _evaluate(tx: Any, settings: Settings, state: _PlaybookState, clock: Clock, 
     if _over_limit(settings, pb, clock, planned, summary):
         return None
     events.sort(key=lambda x: (x.event.subject, x.event.event))
-    return _Evaluation(state, transitions, events, planned)
+    return _Evaluation(state, transitions, events, planned, clock.now)
 
 
 def _evaluate_journey(tx: Any, settings: Settings, state: JourneyPlaybook, clock: Clock, matching: frozenset[str],
@@ -317,9 +328,9 @@ def _over_limit(settings: Settings, pb: CompiledPlaybook, clock: Clock, planned:
 
 def _plan(tx: Any, settings: Settings, pb: CompiledPlaybook, clock: Clock, transitions: list[Transition],
           caps: CapPreview | None) -> tuple[list[BacktestEvent], int]:
-    """The events of these transitions (baselines included) and how many outbox rows they would plan."""
-    events = [BacktestEvent(clock.now, PlannedEvent(pb.id, f"{pb.subject}:{t.subject_id}", "baseline", t.episode),
-                            None) for t in transitions if t.baselined and t.event == "baseline"]
+    """The events of these transitions but baselines (_Evaluation.events makes those) and how many outbox rows
+    they would plan."""
+    events: list[BacktestEvent] = []
     loud = [t for t in transitions if not t.baselined]
     if not loud:
         return events, 0

@@ -59,8 +59,10 @@ class ReplayWindows:
         self.moment: datetime | None = None
         self.analyzed = False
         self.ids: list[str] = []             # account ids, sorted: the accounts' numbers in the arrays
-        self.values: dict[str, list[Any]] = {}   # metric -> per day: the accounts' values (None: no row that day)
-        self.present: dict[str, list[Any]] = {}  # metric -> per day: whether each account has a row
+        self.values: dict[str, list[Any]] = {}   # metric -> per day: the accounts' values in single precision, NaN
+                                                 # without a row (None: no account has one)
+        self.exact: dict[str, list[Any]] = {}    # metric -> per day: (accounts, values) of the values single
+                                                 # precision does not hold exactly (None: none)
         self.changes: Any = None             # (when, cell, value) of what changes within the period, by time
         self.account_number: dict[str, int] = {}
         self.metric_number = {m: i for i, m in enumerate(self.metrics)}
@@ -91,7 +93,7 @@ class ReplayWindows:
         assert moment >= self.moment, "windows move forward only"
         self._apply(self.moment, moment)
         self.moment = moment
-        values = [self._window(ref, today) for ref in self.refs]
+        values = self._windows(today)
         self.conn.execute(self.table.delete())
         for lo in range(0, len(self.ids), CHUNK):       # in parts: a Python value per cell only for a part at a time
             columns: dict[str, list[Any]] = {"account_id": self.ids[lo:lo + CHUNK]}
@@ -103,35 +105,51 @@ class ReplayWindows:
             analyze(self.conn, self.table)
             self.analyzed = True
 
-    def _window(self, ref: MetricRef, today: date) -> Any:
-        """The window's value for every account at `today`, on the days as they are now."""
-        start, end = ((d - self.lo).days for d in window(ref, today))
-        values, present = self.values[ref.name], self.present[ref.name]
+    def _windows(self, today: date) -> list[Any]:
+        """The value of every window (in `refs` order) for every account at `today`, on the days as they are now:
+        per metric, one pass over its days, each day read once and added to the windows that hold it."""
+        out: list[Any] = [None] * len(self.refs)
         n = len(self.ids)
-        if ref.agg == "count":
-            out = np.zeros(n, dtype=np.int64)
-            for d in range(start, end + 1):
-                if present[d] is not None:
-                    out += present[d]
-            return out
-        if ref.agg == "last":
-            out = np.full(n, np.nan)
-            for d in range(start, end + 1):
-                if values[d] is not None:
-                    out = np.where(present[d], values[d], out)
-            return out
-        if ref.agg in ("sum", "avg"):
-            out = np.zeros(n)
-            for d in range(start, end + 1):      # day by day: the order python_metric and the tick add them in
-                if values[d] is not None:
-                    out += values[d]
-            return out / float(ref.days) if ref.agg == "avg" else out
-        pick = np.minimum if ref.agg == "min" else np.maximum
-        out = None
-        for d in range(start, end + 1):          # a day without a row is a 0
-            day = values[d] if values[d] is not None else np.zeros(n, dtype=np.float32)
-            out = day.astype(np.float64) if out is None else pick(out, day)
-        return out if out is not None else np.zeros(n)
+        for metric in self.metrics:
+            mine = [(i, ref, *((d - self.lo).days for d in window(ref, today)))
+                    for i, ref in enumerate(self.refs) if ref.name == metric]
+            for i, ref, _, _ in mine:
+                out[i] = (np.zeros(n, dtype=np.int64) if ref.agg == "count" else np.full(n, np.nan) if ref.agg == "last"
+                          else np.zeros(n) if ref.agg in ("sum", "avg") else None)
+            for d in range(min(m[2] for m in mine), max(m[3] for m in mine) + 1):
+                value, present = self._day(metric, d)
+                for i, ref, start, end in mine:
+                    if not start <= d <= end:
+                        continue
+                    if ref.agg in ("min", "max"):           # a day without a row is a 0
+                        day = value if value is not None else np.zeros(n)
+                        out[i] = day.copy() if out[i] is None else (np.minimum if ref.agg == "min" else np.maximum)(
+                            out[i], day)
+                    elif value is None:
+                        continue
+                    elif ref.agg == "count":
+                        out[i] += present
+                    elif ref.agg == "last":
+                        np.copyto(out[i], value, where=present)
+                    else:                                   # in day order, as python_metric and the tick add them
+                        out[i] += value
+            for i, ref, _, _ in mine:
+                if ref.agg == "avg":
+                    out[i] /= float(ref.days)
+        return out
+
+    def _day(self, metric: str, d: int) -> tuple[Any, Any]:
+        """A day's values of every account (0 without a row; None: no account has one) and whether each has a row."""
+        stored = self.values[metric][d]
+        if stored is None:
+            return None, None
+        present = ~np.isnan(stored)
+        value = stored.astype(np.float64)
+        value[~present] = 0.0
+        exact = self.exact[metric][d]
+        if exact is not None:
+            value[exact[0]] = exact[1]
+        return value, present
 
     def _load(self) -> None:
         """The accounts, the usage as synced at the first moment, and the changes to it within the period."""
@@ -142,7 +160,7 @@ class ReplayWindows:
         self.ids = ids
         self.account_number = {a: i for i, a in enumerate(ids)}
         self.values = {m: [None] * self.days for m in self.metrics}
-        self.present = {m: [None] * self.days for m in self.metrics}
+        self.exact = {m: [None] * self.days for m in self.metrics}
         live, old = self.schema.usage, self.schema.history["usage"]
         first, last = self.first, self.last
         changes: list[tuple[Any, Any, Any]] = []     # (when, cell, value: NaN for a row deleted), in parts
@@ -217,17 +235,22 @@ class ReplayWindows:
         for lo, hi in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(key)]))):
             m, d = divmod(int(key[lo]), self.days)
             name = self.metrics[m]
-            days, present = self.values[name], self.present[name]
-            if days[d] is None:
-                days[d] = np.zeros(len(self.ids), dtype=np.float32)
-                present[d] = np.zeros(len(self.ids), dtype=bool)
-            here, v = account[lo:hi], value[lo:hi]
-            row = ~np.isnan(v)
-            v = np.where(row, v, 0.0)
-            if days[d].dtype == np.float32 and np.any(v.astype(np.float32) != v):
-                days[d] = days[d].astype(np.float64)       # not exact in single precision
-            days[d][here] = v
-            present[d][here] = row
+            stored, exact = self.values[name], self.exact[name]
+            if stored[d] is None:
+                stored[d] = np.full(len(self.ids), np.nan, dtype=np.float32)
+            last = len(account[lo:hi]) - 1 - np.unique(account[lo:hi][::-1], return_index=True)[1]
+            here, v = account[lo:hi][last], value[lo:hi][last]     # a cell set twice: its last value
+            single = v.astype(np.float32)
+            stored[d][here] = single
+            inexact = ~np.isnan(v) & (single != v)
+            if exact[d] is not None:
+                keep = ~np.isin(exact[d][0], here)
+                exact[d] = (exact[d][0][keep], exact[d][1][keep])
+            if inexact.any():
+                exact[d] = (np.concatenate((exact[d][0], here[inexact])), np.concatenate((exact[d][1], v[inexact]))) \
+                    if exact[d] is not None else (here[inexact], v[inexact])
+            if exact[d] is not None and not len(exact[d][0]):
+                exact[d] = None
 
     def _apply(self, after: datetime, until: datetime) -> None:
         """Bring the days from the usage as synced at `after` to the usage as synced at `until`: the changes in
