@@ -14,7 +14,7 @@ counted."""
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from heapq import merge
 from contextlib import contextmanager
@@ -157,7 +157,11 @@ def _run(held: Any, settings: Settings, playbooks: PlaybookSet, start: datetime,
         with timed("matching"):
             reuse.keep(stale, _matching(held, stale, clock, windows), clock)
         preview = caps.preview()
-        done: list[_Evaluation | Evaluated] = []
+        # a run lists its playbooks in file order; without the run-wide rail nothing can stop a run, so each
+        # playbook is listed (applied, counted, handed on) as soon as those before it in file order are, and the
+        # events of a run are not all held at once
+        waiting = deque(sorted(order[pb.id] for pb in pbs))
+        evaluated: dict[int, _Evaluation | Evaluated | None] = {}
         for pb in pbs:
             summary.evaluations += 1
             with timed("episodes and actions"):
@@ -167,20 +171,29 @@ def _run(held: Any, settings: Settings, playbooks: PlaybookSet, start: datetime,
                                               summary, reuse.key(clock, state.reads_now))
                 else:
                     found = _evaluate(held, settings, state, clock, reuse.matching(pb), preview, summary)
-            if found is not None:
-                done.append(found)
-        total = sum(d.planned for d in done)
+            evaluated[order[pb.id]] = found
+            while rail is None and waiting and waiting[0] in evaluated:
+                _list(evaluated.pop(waiting.popleft()), clock.now, summary, tz, on_event)
+        total = sum(d.planned for d in evaluated.values() if d is not None)
         if rail is not None and total > rail:
             summary.blocked.append((clock.now, "(every playbook)", f"the run would plan {total} actions, more than "
                                     f"defaults.max_total_actions_per_run ({rail}): nothing planned"))
             continue
-        for d in sorted(done, key=lambda d: order[d.state.pb.id]):     # a run lists its playbooks in file order
-            d.apply(clock.now)
-            for e in d.events:
-                summary.count(e, tz)
-                if on_event:
-                    on_event(e)
+        while waiting:
+            _list(evaluated.pop(waiting.popleft()), clock.now, summary, tz, on_event)
     return summary
+
+
+def _list(found: _Evaluation | Evaluated | None, now: datetime, summary: Summary, tz: str,
+          on_event: Callable[[BacktestEvent], None] | None) -> None:
+    """A playbook's evaluation at a run taken: its episodes moved on, its events counted and handed on."""
+    if found is None:
+        return
+    found.apply(now)
+    for e in found.events:
+        summary.count(e, tz)
+        if on_event:
+            on_event(e)
 
 
 @contextmanager
