@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, String, Table, TypeDecorator, any_, bindparam, func, select, text
@@ -82,6 +84,22 @@ def without_jit(conn: Connection) -> None:
     would otherwise spend longer compiling themselves than running."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SET LOCAL jit = off"))
+
+
+@contextmanager
+def page_cache(conn: Connection, kib: int) -> Iterator[None]:
+    """SQLite: this connection's page cache at most `kib` KiB while the block runs, then as it was (for a long
+    read whose own data structures need the memory more than rereading pages from the operating system's
+    cache costs). PostgreSQL's cache is the server's."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    before = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{int(kib)}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
 
 
 def count_rows(conn: Connection, table: Table) -> int:

@@ -195,7 +195,9 @@ class ReplayWindows:
         at, cell, value = (np.concatenate(c) if changes else np.zeros(0, dtype=np.float64 if i == 2 else np.int64)
                            for i, c in enumerate(zip(*changes) if changes else ((), (), ())))
         order = np.argsort(at, kind="stable")      # at one moment a cell changes once: their order does not matter
-        self.changes = (at[order], cell[order], value[order])
+        small = len(self.metrics) * self.days * len(self.ids) < 2 ** 31
+        self.changes = (at[order], cell[order].astype(np.int32 if small else np.int64), value[order])
+        self.account_number = {}                    # read no more: its memory back
 
     def _read(self, table: Any, *where: Any, at: Any = None) -> Iterator[tuple[Any, ...]]:
         """Usage rows of `table` (usage or its history) in the days read, as column arrays in parts (`_decode`)."""
@@ -260,7 +262,7 @@ class ReplayWindows:
         if hi <= lo:
             return
         n = len(self.ids)
-        metric_day, account = np.divmod(cell[lo:hi], n)
+        metric_day, account = np.divmod(cell[lo:hi].astype(np.int64), n)
         metric, day = np.divmod(metric_day, self.days)
         self._place(metric, day, account, value[lo:hi])
 
