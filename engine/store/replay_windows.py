@@ -3,12 +3,11 @@
 A backtest reads every window the replayed playbooks use at each of its runs, on the usage as synced then. Read
 through SQL at every run, that is one full aggregation of the usage per run, as expensive as a tick's. Instead
 the usage rows of the metrics read are loaded once (one read of the usage table and its history): per metric and
-day, an array over all accounts of the day's value (0 where the account has no row) and whether it has a row,
-as synced at the first run. The versions synced, replaced or deleted later in the period are kept aside with
-the moments they were valid, and each `step` to a later run applies those that took effect since. A window's
-value is then a few array operations over its days, for every account at once, and the values go to one
-temporary table (one row per account, one column per window) that the matching statements join
-(engine/store/replay.py).
+day, an array over all accounts of the day's values as synced at the first run. The versions synced, revised or
+deleted later in the period are kept aside in time order, and each `step` to a later run applies those that
+took effect since. A window's value is then a few array operations per day it holds, for every account at once,
+and the values go to one temporary table (one row per account, one column per window) that the matching
+statements join (engine/store/replay.py).
 
 Values are those of engine/store/metric_cache.py (`window_aggregates`) and engine/lang/python.py
 (`python_metric`): missing days count as 0 for sum, avg, min and max; `count` counts days with a row; `last` is
@@ -16,8 +15,9 @@ the value of the latest day with a row (NULL without one). A sum adds the window
 `python_metric` does and as the tick's GROUP BY reads them (from its covering index): whole numbers add up
 exactly in any order; for fractional values that order is what makes the sums equal.
 
-Memory: one value per account and day of the loaded range (4 bytes while the day's values are exact in single
-precision, else 8) and one byte for whether it has a row, per metric."""
+Memory: a day's values are kept in single precision (4 bytes per account, NaN for no row); the few values that
+single precision does not hold exactly are kept beside them in double precision (their accounts and values),
+and a day is read back in double precision with them put in. The changes take 16–24 bytes each."""
 
 from __future__ import annotations
 
@@ -113,6 +113,7 @@ class ReplayWindows:
         for metric in self.metrics:
             mine = [(i, ref, *((d - self.lo).days for d in window(ref, today)))
                     for i, ref in enumerate(self.refs) if ref.name == metric]
+            assert all(0 <= start and end < self.days for _, _, start, end in mine), "a day outside the period loaded"
             for i, ref, _, _ in mine:
                 out[i] = (np.zeros(n, dtype=np.int64) if ref.agg == "count" else np.full(n, np.nan) if ref.agg == "last"
                           else np.zeros(n) if ref.agg in ("sum", "avg") else None)
