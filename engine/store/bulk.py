@@ -182,10 +182,13 @@ def stream_rows(conn: Connection, stmt: Any, size: int) -> Iterator[list[tuple[A
     values are written into its text (its bound values are dates, times, numbers and names, which SQLAlchemy
     renders as literals of the dialect)."""
     sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    if conn.dialect.paramstyle in ("format", "pyformat"):      # no parameters: a literal % is not doubled
+        sql = sql.replace("%%", "%")
     dbapi = conn.connection.dbapi_connection
-    cursor = dbapi.cursor(name="stream_rows") if psycopg(conn) else dbapi.cursor()  # type: ignore[union-attr]
+    server_side = conn.dialect.name == "postgresql"             # psycopg and psycopg2 alike
+    cursor = dbapi.cursor(name="stream_rows") if server_side else dbapi.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(sql.replace("%%", "%") if psycopg(conn) else sql)
+        cursor.execute(sql)
         while rows := cursor.fetchmany(size):
             yield rows
     finally:

@@ -13,11 +13,14 @@ Values are those of engine/store/metric_cache.py (`window_aggregates`) and engin
 (`python_metric`): missing days count as 0 for sum, avg, min and max; `count` counts days with a row; `last` is
 the value of the latest day with a row (NULL without one). A sum adds the window's days in day order, as
 `python_metric` does and as the tick's GROUP BY reads them (from its covering index): whole numbers add up
-exactly in any order; for fractional values that order is what makes the sums equal.
+exactly in any order; for fractional values that order is what makes the sums equal to the tick's, on SQLite
+before 3.43 (whose sum() adds plainly; from 3.43 it compensates rounding) — otherwise they may differ in the last
+bits, which matters only for a value exactly at a threshold.
 
 Memory: a day's values are kept in single precision (4 bytes per account, NaN for no row); the few values that
-single precision does not hold exactly are kept beside them in double precision (their accounts and values),
-and a day is read back in double precision with them put in. The changes take 16–24 bytes each."""
+single precision does not hold exactly are kept beside them in double precision (16 bytes each: the account's
+number and the value), and a day is read back in double precision with them put in. The changes take 16–24 bytes
+each."""
 
 from __future__ import annotations
 
@@ -56,6 +59,7 @@ class ReplayWindows:
         columns += [Column(f"w{i}", BigInteger if r.agg == "count" else Float) for i, r in enumerate(self.refs)]
         self.table = Table("backtest_windows", MetaData(), *columns, prefixes=["TEMPORARY"])
         self.column = {r: self.table.c[f"w{i}"] for i, r in enumerate(self.refs)}
+        self.insert = self.table.insert()
         self.moment: datetime | None = None
         self.analyzed = False
         self.ids: list[str] = []             # account ids, sorted: the accounts' numbers in the arrays
@@ -64,6 +68,7 @@ class ReplayWindows:
         self.exact: dict[str, list[Any]] = {}    # metric -> per day: (accounts, values) of the values single
                                                  # precision does not hold exactly (None: none)
         self.changes: Any = None             # (when, cell, value) of what changes within the period, by time
+        self.gathered: dict[tuple[str, int], list[tuple[Any, Any]]] = {}
         self.account_number: dict[str, int] = {}
         self.metric_number = {m: i for i, m in enumerate(self.metrics)}
         days = [self.lo + timedelta(days=k) for k in range(self.days)]
@@ -100,7 +105,7 @@ class ReplayWindows:
             for i, ref in enumerate(self.refs):
                 part = values[i][lo:lo + CHUNK].tolist()
                 columns[f"w{i}"] = [None if v != v else v for v in part] if ref.agg == "last" else part
-            execute_columns(self.conn, self.table.insert(), columns, converted=False)
+            execute_columns(self.conn, self.insert, columns, converted=False)
         if len(self.ids) and not self.analyzed:     # planner statistics for the matching statements
             analyze(self.conn, self.table)
             self.analyzed = True
@@ -167,17 +172,18 @@ class ReplayWindows:
         changes: list[tuple[Any, Any, Any]] = []     # (when, cell, value: NaN for a row deleted), in parts
         # every current row (read from the metric index, which holds the columns read)
         for metric, day, account, value in self._read(live, live.c.metric.in_(self.metrics)):
-            self._place(metric, day, account, value)
+            self._place(metric, day, account, value, fresh=True)
+        self._join_gathered()
         # those synced after the first moment were not there yet (found by the synced_at index: `metric || ''`
         # keeps the metric index out); those synced by the last one change a cell then
-        for metric, day, account, value, at in self._read(live, live.c.metric.concat("").in_(self.metrics),
-                                                          live.c.synced_at > first, at=live.c.synced_at):
+        for metric, day, account, value, at in _batched(self._read(live, live.c.metric.concat("").in_(self.metrics),
+                                                                   live.c.synced_at > first, at=live.c.synced_at)):
             self._place(metric, day, account, np.full(len(value), np.nan))
             by = at <= _micro(last)
             changes.append((at[by], self._cell(metric, day, account)[by], value[by]))
         # the replaced versions valid at the first moment
-        for metric, day, account, value in self._read(old, old.c.metric.in_(self.metrics), old.c.valid_from <= first,
-                                                      old.c.valid_to > first):
+        for metric, day, account, value in _batched(self._read(old, old.c.metric.in_(self.metrics),
+                                                               old.c.valid_from <= first, old.c.valid_to > first)):
             self._place(metric, day, account, value)
         # the replaced versions that took effect within the period
         for metric, day, account, value, at in self._read(old, old.c.metric.in_(self.metrics), old.c.valid_from > first,
@@ -227,8 +233,9 @@ class ReplayWindows:
         known = account >= 0
         return tuple(c[known] for c in out) if not known.all() else tuple(out)
 
-    def _place(self, metric: Any, day: Any, account: Any, value: Any) -> None:
-        """Set these cells (NaN values: no row)."""
+    def _place(self, metric: Any, day: Any, account: Any, value: Any, fresh: bool = False) -> None:
+        """Set these cells (NaN values: no row). `fresh`: cells not set before (the first read of the current rows),
+        whose inexact values are only gathered, joined once by `_join_gathered` (not merged part by part)."""
         if not len(metric):
             return
         key = metric * self.days + day
@@ -243,9 +250,14 @@ class ReplayWindows:
                 stored[d] = np.full(len(self.ids), np.nan, dtype=np.float32)
             last = len(account[lo:hi]) - 1 - np.unique(account[lo:hi][::-1], return_index=True)[1]
             here, v = account[lo:hi][last], value[lo:hi][last]     # a cell set twice: its last value
-            single = v.astype(np.float32)
+            with np.errstate(over="ignore"):         # beyond single precision's range: kept exactly aside
+                single = v.astype(np.float32)
             stored[d][here] = single
             inexact = ~np.isnan(v) & (single != v)
+            if fresh:
+                if inexact.any():
+                    self.gathered.setdefault((name, d), []).append((here[inexact], v[inexact]))
+                continue
             if exact[d] is not None:
                 keep = ~np.isin(exact[d][0], here)
                 exact[d] = (exact[d][0][keep], exact[d][1][keep])
@@ -254,6 +266,12 @@ class ReplayWindows:
                     if exact[d] is not None else (here[inexact], v[inexact])
             if exact[d] is not None and not len(exact[d][0]):
                 exact[d] = None
+
+    def _join_gathered(self) -> None:
+        """The inexact values `_place(fresh=True)` gathered, joined per day."""
+        for (name, d), parts in self.gathered.items():
+            self.exact[name][d] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        self.gathered = {}
 
     def _apply(self, after: datetime, until: datetime) -> None:
         """Bring the days from the usage as synced at `after` to the usage as synced at `until`: the changes in
@@ -266,6 +284,19 @@ class ReplayWindows:
         metric_day, account = np.divmod(cell[lo:hi].astype(np.int64), n)
         metric, day = np.divmod(metric_day, self.days)
         self._place(metric, day, account, value[lo:hi])
+
+
+def _batched(parts: Iterable[tuple[Any, ...]], rows: int = 20 * CHUNK) -> Iterator[tuple[Any, ...]]:
+    """Decoded parts joined into batches of about `rows` rows: each `_place` of cells set before merges a day's
+    inexact values once per batch, not once per part."""
+    held: list[tuple[Any, ...]] = []
+    for part in parts:
+        held.append(part)
+        if sum(len(p[0]) for p in held) >= rows:
+            yield tuple(np.concatenate(c) for c in zip(*held))
+            held = []
+    if held:
+        yield tuple(np.concatenate(c) for c in zip(*held))
 
 
 def _micro(moment: datetime) -> int:
