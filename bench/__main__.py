@@ -22,13 +22,12 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
 from bench.data import ANCHOR, DataSpec, generate
-from bench.measure import ROOT, run_phase
+from bench.measure import ROOT, run_phase, sqlite_copy
 from bench.report import print_table, write_json
 from bench.suite import write_config, write_workspace
 
@@ -332,7 +331,7 @@ def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: st
         mutated = run_phase("mutate", {"config": config, "now": at, "round_no": i})
         if profile is not None and i == runs - 1:
             say("copying the database to replay the steady tick")
-            _sqlite_copy(database, database.with_suffix(".before-steady"))
+            sqlite_copy(database, database.with_suffix(".before-steady"))
         say(f"steady tick at {at}{of}")
         tick = run_phase("tick", {"config": config, "now": at, "label": "steady tick", **TICK_OPTIONS})
         rounds.append((tick, mutated, at))
@@ -353,11 +352,11 @@ def _steady(r: dict[str, Any], rss: dict[str, float], config: str, steady_at: st
     rss[f"tick_nochange{suffix}"] = same["peak_rss_mb"]
     if profile is not None:
         say(f"replaying the last steady tick under pyinstrument -> {profile}")
-        _sqlite_copy(database, database.with_suffix(".after"))
-        _sqlite_copy(database.with_suffix(".before-steady"), database)
+        sqlite_copy(database, database.with_suffix(".after"))
+        sqlite_copy(database.with_suffix(".before-steady"), database)
         run_phase("tick", {"config": config, "now": rounds[-1][2], "label": "profiled steady tick", **TICK_OPTIONS},
                   profile=profile)
-        _sqlite_copy(database.with_suffix(".after"), database)
+        sqlite_copy(database.with_suffix(".after"), database)
         database.with_suffix(".after").unlink()
         database.with_suffix(".before-steady").unlink()
         r["profile"] = str(profile)
@@ -389,29 +388,6 @@ def _median(items: list[Any], key: Callable[[Any], float]) -> Any:
 
 def _minutes_after(at: str, minutes: int) -> str:
     return (datetime.fromisoformat(at) + timedelta(minutes=minutes)).isoformat(timespec="minutes")
-
-
-def _sqlite_copy(source: Path, target: Path) -> None:
-    """Copy a SQLite database no process has open: its WAL folded into the file, then the bytes written over
-    the target file in place. (The backup API writes every page through the target's WAL and then again into
-    the file: at 1M accounts, 20 GB of writes per restore that also push the data out of the page cache; and a
-    newly created file makes the next tick pay for the file system allocating its pages.) The copy is on disk
-    when this returns: the next tick would otherwise run while the kernel writes gigabytes back, and stall on
-    its first reads and writes (a profiled 100k replay spent 1.1-1.25 s in one statement that way)."""
-    with closing(sqlite3.connect(source)) as src:
-        busy, logged, moved = src.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    if busy or logged != moved:
-        raise RuntimeError(f"{source} is in use: its WAL could not be folded into it")
-    for stale in (Path(f"{target}-wal"), Path(f"{target}-shm")):
-        stale.unlink(missing_ok=True)   # a WAL left beside the target would be replayed onto the copied pages
-    with source.open("rb") as src_fh, target.open("r+b" if target.exists() else "wb") as dst_fh:
-        shutil.copyfileobj(src_fh, dst_fh, COPY_CHUNK)
-        dst_fh.truncate()
-        dst_fh.flush()
-        os.fsync(dst_fh.fileno())
-
-
-COPY_CHUNK = 16 * 1024 * 1024
 
 
 def _next_day(r: dict[str, Any], config: str, say: Progress, suffix: str) -> None:

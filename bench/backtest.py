@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import ANCHOR, DataSpec, generate
-from bench.measure import run_phase
+from bench.measure import run_phase, sqlite_copy
 from bench.suite import write_workspace
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "backtest.json"
@@ -51,23 +51,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     r: dict[str, Any] = {"accounts": args.accounts, "period_days": args.period, "from": days[0], "to": days[-1],
                          "schedule": "0 9 * * * (every playbook)", "workdir": str(workdir)}
     marker = workdir / f"history-{args.accounts}-{args.period}-{args.seed}.json"
-    db, synced = workdir / "playbook.db", workdir / "synced"      # synced: the database as the history left it
+    db, synced = workdir / "playbook.db", workdir / "synced.db"      # synced: the database as the history left it
     try:
-        if args.reuse_data and marker.exists() and synced.is_dir():
+        if args.reuse_data and marker.exists() and synced.exists():
             r["history"] = json.loads(marker.read_text())
             _say(f"reusing the synced history in {synced}")
-            _copy(synced, workdir)      # the reference ticks write: each run starts from the synced data
+            sqlite_copy(synced, db)     # the reference ticks write: each run starts from the synced data
         else:
-            _remove_database(workdir)
+            for name in ("playbook.db", "playbook.db-wal", "playbook.db-shm"):
+                (workdir / name).unlink(missing_ok=True)
             _say(f"generating {args.accounts:,} accounts with 60 days of usage")
             r["rows"] = generate(workdir / "data", DataSpec(args.accounts, 60, args.seed, ANCHOR))
             first = f"{(first_day - timedelta(days=1)).isoformat()}T06:00"
             _say(f"syncing at {first}, then {args.period} daily syncs changing ~1% each")
             r["history"] = run_phase("history_syncs", {"config": str(config), "first": first,
                                                        "days": [f"{d}T06:00" for d in days]})
-            shutil.rmtree(synced, ignore_errors=True)
-            synced.mkdir()
-            _copy(workdir, synced)
+            sqlite_copy(db, synced)
             marker.write_text(json.dumps(r["history"]))
         _say(f"backtest {days[0]} – {days[-1]}")
         end = (ANCHOR + timedelta(days=1)).isoformat()
@@ -86,22 +85,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     return r
-
-
-DATABASE_FILES = ("playbook.db", "playbook.db-wal", "playbook.db-shm")
-
-
-def _remove_database(directory: Path) -> None:
-    for name in DATABASE_FILES:
-        (directory / name).unlink(missing_ok=True)
-
-
-def _copy(source: Path, target: Path) -> None:
-    """The database's files from one directory to another."""
-    _remove_database(target)
-    for name in DATABASE_FILES:
-        if (source / name).exists():
-            shutil.copyfile(source / name, target / name)
 
 
 def _say(text: str) -> None:

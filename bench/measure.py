@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +115,26 @@ def run_phase(phase: str, params: dict[str, Any], *, profile: Path | None = None
         result_path.unlink(missing_ok=True)
     result["process_s"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def sqlite_copy(source: Path, target: Path) -> None:
+    """Copy a SQLite database no process has open: its WAL folded into the file, then the bytes written over
+    the target file in place. (The backup API writes every page through the target's WAL and then again into
+    the file: at 1M accounts, 20 GB of writes per restore that also push the data out of the page cache; and a
+    newly created file makes the next tick pay for the file system allocating its pages.) The copy is on disk
+    when this returns: the next tick would otherwise run while the kernel writes gigabytes back, and stall on
+    its first reads and writes (a profiled 100k replay spent 1.1-1.25 s in one statement that way)."""
+    with closing(sqlite3.connect(source)) as src:
+        busy, logged, moved = src.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy or logged != moved:
+        raise RuntimeError(f"{source} is in use: its WAL could not be folded into it")
+    for stale in (Path(f"{target}-wal"), Path(f"{target}-shm")):
+        stale.unlink(missing_ok=True)   # a WAL left beside the target would be replayed onto the copied pages
+    with source.open("rb") as src_fh, target.open("r+b" if target.exists() else "wb") as dst_fh:
+        shutil.copyfileobj(src_fh, dst_fh, COPY_CHUNK)
+        dst_fh.truncate()
+        dst_fh.flush()
+        os.fsync(dst_fh.fileno())
+
+
+COPY_CHUNK = 16 * 1024 * 1024

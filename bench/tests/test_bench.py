@@ -137,11 +137,11 @@ def test_unreachable_postgres_is_refused_before_any_work(capsys: pytest.CaptureF
 
 
 def test_database_copy_folds_in_the_wal_and_overwrites_the_target(tmp_path: Path) -> None:
-    """The profiled replay of the steady tick restores the database with bench.__main__._sqlite_copy: the copy
+    """The profiled replay of the steady tick restores the database with bench.measure.sqlite_copy: the copy
     must hold the rows still in the source's WAL, and nothing of a larger target it was written over."""
     import sqlite3
 
-    from bench.__main__ import _sqlite_copy
+    from bench.measure import sqlite_copy
 
     source, target = tmp_path / "source.db", tmp_path / "target.db"
     with sqlite3.connect(target) as old:
@@ -154,7 +154,7 @@ def test_database_copy_folds_in_the_wal_and_overwrites_the_target(tmp_path: Path
     src.execute("CREATE TABLE t (x)")
     src.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
     assert (tmp_path / "source.db-wal").stat().st_size > 0          # the rows are in the WAL, not the file yet
-    _sqlite_copy(source, target)
+    sqlite_copy(source, target)
     src.close()
     assert target.stat().st_size == source.stat().st_size
     copy = sqlite3.connect(target)
