@@ -16,10 +16,10 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from heapq import merge
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from heapq import merge
 from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo

@@ -68,7 +68,6 @@ class ReplayWindows:
         self.exact: dict[str, list[Any]] = {}    # metric -> per day: (accounts, values) of the values single
                                                  # precision does not hold exactly (None: none)
         self.changes: Any = None             # (when, cell, value) of what changes within the period, by time
-        self.gathered: dict[tuple[str, int], list[tuple[Any, Any]]] = {}
         self.account_number: dict[str, int] = {}
         self.metric_number = {m: i for i, m in enumerate(self.metrics)}
         days = [self.lo + timedelta(days=k) for k in range(self.days)]
@@ -171,9 +170,11 @@ class ReplayWindows:
         first, last = self.first, self.last
         changes: list[tuple[Any, Any, Any]] = []     # (when, cell, value: NaN for a row deleted), in parts
         # every current row (read from the metric index, which holds the columns read)
+        gathered: dict[tuple[str, int], list[tuple[Any, Any]]] = {}
         for metric, day, account, value in self._read(live, live.c.metric.in_(self.metrics)):
-            self._place(metric, day, account, value, fresh=True)
-        self._join_gathered()
+            self._place(metric, day, account, value, gather=gathered)
+        for (name, d), parts in gathered.items():    # their inexact values, joined once per day
+            self.exact[name][d] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
         # those synced after the first moment were not there yet (found by the synced_at index: `metric || ''`
         # keeps the metric index out); those synced by the last one change a cell then
         for metric, day, account, value, at in _batched(self._read(live, live.c.metric.concat("").in_(self.metrics),
@@ -199,8 +200,8 @@ class ReplayWindows:
                                                           old.c.valid_to <= last, ~synced, ~revised,
                                                           at=old.c.valid_to):
             changes.append((at, self._cell(metric, day, account), np.full(len(value), np.nan)))
-        at, cell, value = (np.concatenate(c) if changes else np.zeros(0, dtype=np.float64 if i == 2 else np.int64)
-                           for i, c in enumerate(zip(*changes) if changes else ((), (), ())))
+        changes = changes or [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))]
+        at, cell, value = (np.concatenate(c) for c in zip(*changes))
         order = np.argsort(at, kind="stable")      # at one moment a cell changes once: their order does not matter
         small = len(self.metrics) * self.days * len(self.ids) < 2 ** 31
         self.changes = (at[order], cell[order].astype(np.int32 if small else np.int64), value[order])
@@ -233,9 +234,11 @@ class ReplayWindows:
         known = account >= 0
         return tuple(c[known] for c in out) if not known.all() else tuple(out)
 
-    def _place(self, metric: Any, day: Any, account: Any, value: Any, fresh: bool = False) -> None:
-        """Set these cells (NaN values: no row). `fresh`: cells not set before (the first read of the current rows),
-        whose inexact values are only gathered, joined once by `_join_gathered` (not merged part by part)."""
+    def _place(self, metric: Any, day: Any, account: Any, value: Any,
+               gather: dict[tuple[str, int], list[tuple[Any, Any]]] | None = None) -> None:
+        """Set these cells (NaN values: no row). `gather`: the cells were not set before (the first read of the
+        current rows); their inexact values go there, per day, for the caller to join once, instead of being
+        merged with the day's part by part."""
         if not len(metric):
             return
         key = metric * self.days + day
@@ -254,9 +257,9 @@ class ReplayWindows:
                 single = v.astype(np.float32)
             stored[d][here] = single
             inexact = ~np.isnan(v) & (single != v)
-            if fresh:
+            if gather is not None:
                 if inexact.any():
-                    self.gathered.setdefault((name, d), []).append((here[inexact], v[inexact]))
+                    gather.setdefault((name, d), []).append((here[inexact], v[inexact]))
                 continue
             if exact[d] is not None:
                 keep = ~np.isin(exact[d][0], here)
@@ -266,12 +269,6 @@ class ReplayWindows:
                     if exact[d] is not None else (here[inexact], v[inexact])
             if exact[d] is not None and not len(exact[d][0]):
                 exact[d] = None
-
-    def _join_gathered(self) -> None:
-        """The inexact values `_place(fresh=True)` gathered, joined per day."""
-        for (name, d), parts in self.gathered.items():
-            self.exact[name][d] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-        self.gathered = {}
 
     def _apply(self, after: datetime, until: datetime) -> None:
         """Bring the days from the usage as synced at `after` to the usage as synced at `until`: the changes in
@@ -290,11 +287,13 @@ def _batched(parts: Iterable[tuple[Any, ...]], rows: int = 20 * CHUNK) -> Iterat
     """Decoded parts joined into batches of about `rows` rows: each `_place` of cells set before merges a day's
     inexact values once per batch, not once per part."""
     held: list[tuple[Any, ...]] = []
+    count = 0
     for part in parts:
         held.append(part)
-        if sum(len(p[0]) for p in held) >= rows:
+        count += len(part[0])
+        if count >= rows:
             yield tuple(np.concatenate(c) for c in zip(*held))
-            held = []
+            held, count = [], 0
     if held:
         yield tuple(np.concatenate(c) for c in zip(*held))
 
