@@ -249,19 +249,22 @@ class _EntitySync:
         self.sources, self.skip_invalid, self.progress, self.now = sources, skip_invalid, progress, now
         self.allow_removal = allow_removal
         self.max_removal = max_removal(settings, [s for _, s in sources])
-        self.empty: list[str] = []          # sources that had no data rows
-        self.keyless = 0                    # invalid rows whose key is not known (they cannot be kept)
         self.fields = entity_fields(entity, settings.custom_fields())
         kinds = {s.incremental for _, s in sources}
-        mode = "mixed" if len(kinds) > 1 else ("incremental" if True in kinds else "snapshot")
-        self.report = EntityReport(entity, len(sources), mode)
+        self._start_reading("mixed" if len(kinds) > 1 else ("incremental" if True in kinds else "snapshot"))
+        self.grouped: GroupedUsage | None = None
+
+    def _start_reading(self, mode: str) -> None:
+        """What reading the sources gathers, empty (again, when a grouped read falls back to the general path)."""
+        self.report = EntityReport(self.entity, len(self.sources), mode)
+        self.empty: list[str] = []          # sources that had no data rows
+        self.keyless = 0                    # invalid rows whose key is not known (they cannot be kept)
         # the rows read since the last flush, which judges them (see _flush): valid ones by the fields they name
         # (tuples of stored values, the line last), and (line, key, values, problems) of invalid ones
         self.pending: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         self.pending_rows = 0
         self.pending_invalid: list[tuple[int, tuple[Any, ...] | None, dict[str, Any] | None, list[str]]] = []
         self.invalid_keys: list[tuple[Any, ...]] = []
-        self.grouped: GroupedUsage | None = None
 
     def run(self) -> EntityReport:
         started = time.perf_counter()
@@ -303,9 +306,7 @@ class _EntitySync:
                 return
             except NotGrouped:
                 savepoint.rollback()
-                self.report = EntityReport(self.entity, len(self.sources), self.report.mode)
-                self.empty, self.keyless, self.invalid_keys = [], 0, []
-                self.pending, self.pending_rows, self.pending_invalid = {}, 0, []
+                self._start_reading(self.report.mode)
         self.grouped = None
         self._read_sources(tx, since)
 
