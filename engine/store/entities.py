@@ -431,7 +431,7 @@ def _load_tables(schema: Schema, entity: str, dialect: str) -> tuple[Table, Tabl
 @lru_cache(maxsize=64)
 def _grouped_tables(schema: Schema, entity: str) -> tuple[Table, ...]:
     """The temporary tables of a grouped usage sync (see `Entities.note_accounts`): the accounts it named, and
-    the keys of their stored rows it did not name. None for the other entities."""
+    the keys of their stored rows it did not name; none for the other entities."""
     if entity != "usage":
         return ()
     table, md = schema.usage, MetaData()

@@ -58,9 +58,8 @@ class GroupedUsage:
     def hold_back(self, groups: Rows, invalid: Invalid) -> tuple[tuple[Rows, Invalid], tuple[Rows, Invalid]] | None:
         """Split the rows read since the last chunk into (the chunk, the rows held back for the next one): the
         last account's rows from where its run starts (and the invalid rows after them) are held back. None when
-        all valid rows are that account's: read on."""
-        if len(groups) > 1:
-            raise NotGrouped
+        all valid rows are that account's: read on. (`groups` names one set of fields: the runner falls back
+        before calling this otherwise.)"""
         if not groups:
             return (groups, invalid), ({}, [])
         fields, rows = next(iter(groups.items()))
